@@ -1,0 +1,324 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title crossmargin oracle router
+@notice The single place where prices enter the protocol. Each feed is a Chainlink
+        `AggregatorV3Interface` registered under a key (e.g. "ETH/USD", "ETH/IV",
+        "USDC/USD") with a heartbeat and hard min/max bounds. Every read checks, in order:
+        the feed answers, the answer is positive, it is not from the future, it is not
+        older than `heartbeat + heartbeat_grace`, and it lies within the bounds; then it is
+        normalized to WAD. A failed check reverts with `"oracle: <reason>"`, so nothing is
+        ever valued at a bad price.
+
+        An optional L2 sequencer-uptime feed gates new risk: `check_sequencer` reverts while
+        the sequencer is down and during `sequencer_grace` seconds after it comes back.
+        Liquidation paths simply do not call it.
+
+        Expiry settlement reads the first round at or after the expiry. A keeper passes a
+        round id hint `r`; the router accepts it iff
+        `updatedAt(r) >= expiry > updatedAt(r - 1)`.
+@custom:security Round ids are read as given: a hint that is the first round of a new
+        Chainlink phase has no `r - 1` in the same phase and is rejected; the keeper passes
+        a later expiry round of a new phase instead, once one exists. This never accepts a
+        wrong price, it can only delay settlement by one round.
+"""
+
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
+
+from interfaces import AggregatorV3Interface
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+)
+
+
+# @dev Internal fixed point: 1.0 = 10**18.
+WAD: constant(uint256) = 10**18
+# @dev Bounds on a feed's heartbeat (seconds).
+MIN_HEARTBEAT: constant(uint256) = 60
+MAX_HEARTBEAT: constant(uint256) = 2 * 86_400
+# @dev Upper bound on the staleness grace added to every heartbeat (seconds).
+MAX_HEARTBEAT_GRACE: constant(uint256) = 3_600
+# @dev Upper bound on the grace period after an L2 sequencer restarts (seconds).
+MAX_SEQUENCER_GRACE: constant(uint256) = 86_400
+# @dev ABI size of a `latestRoundData`/`getRoundData` answer (5 words).
+ROUND_DATA_SIZE: constant(uint256) = 160
+
+
+struct Feed:
+    # the Chainlink aggregator; empty = no feed under this key
+    aggregator: address
+    # maximum age of an answer (s), before `heartbeat_grace` is added
+    heartbeat: uint256
+    # inclusive bounds on the answer after normalization (WAD)
+    min_answer: uint256
+    max_answer: uint256
+    # 10**(18 - aggregator decimals): multiplies an answer into WAD
+    scale: uint256
+
+
+# @dev Registered feeds by key. Invariant: `aggregator != empty` iff the feed is usable,
+# and then `0 < min_answer < max_answer`.
+feeds: public(HashMap[bytes32, Feed])
+# @dev Extra seconds every feed may lag beyond its heartbeat (network jitter).
+heartbeat_grace: public(uint256)
+# @dev L2 sequencer-uptime feed (answer 0 = up); empty on L1 and local chains.
+sequencer_feed: public(address)
+# @dev Seconds after a sequencer restart during which new risk is still refused.
+sequencer_grace: public(uint256)
+
+
+event FeedSet:
+    key: indexed(bytes32)
+    aggregator: indexed(address)
+    heartbeat: uint256
+    min_answer: uint256
+    max_answer: uint256
+
+
+event FeedRemoved:
+    key: indexed(bytes32)
+
+
+event HeartbeatGraceSet:
+    grace: uint256
+
+
+event SequencerSet:
+    feed: indexed(address)
+    grace: uint256
+
+
+@deploy
+def __init__(heartbeat_grace: uint256):
+    """
+    @param heartbeat_grace Seconds of lag tolerated beyond each feed's heartbeat.
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
+    self._set_heartbeat_grace(heartbeat_grace)
+
+
+# ---------------------------------------------------------------- owner: configuration
+
+
+@external
+def set_feed(key: bytes32, aggregator: address, heartbeat: uint256, min_answer: uint256, max_answer: uint256):
+    """
+    @notice Registers or replaces the feed under `key`.
+    @param heartbeat Maximum age of an answer (s), within [60, 172800].
+    @param min_answer Lowest acceptable answer (WAD), > 0.
+    @param max_answer Highest acceptable answer (WAD), > `min_answer`.
+    """
+    ownable._check_owner()
+    assert key != empty(bytes32), "oracle: zero key"
+    assert aggregator.is_contract, "oracle: aggregator not a contract"
+    assert heartbeat >= MIN_HEARTBEAT and heartbeat <= MAX_HEARTBEAT, "oracle: heartbeat out of bounds"
+    assert min_answer != 0 and min_answer < max_answer, "oracle: bad bounds"
+    decimals: uint256 = convert(staticcall AggregatorV3Interface(aggregator).decimals(), uint256)
+    assert decimals <= 18, "oracle: decimals above 18"
+    self.feeds[key] = Feed(
+        aggregator=aggregator,
+        heartbeat=heartbeat,
+        min_answer=min_answer,
+        max_answer=max_answer,
+        scale=10 ** (18 - decimals),
+    )
+    log FeedSet(key=key, aggregator=aggregator, heartbeat=heartbeat, min_answer=min_answer, max_answer=max_answer)
+
+
+@external
+def remove_feed(key: bytes32):
+    ownable._check_owner()
+    assert self.feeds[key].aggregator != empty(address), "oracle: unknown feed"
+    self.feeds[key] = empty(Feed)
+    log FeedRemoved(key=key)
+
+
+@external
+def set_heartbeat_grace(grace: uint256):
+    """
+    @param grace Seconds of lag tolerated beyond each heartbeat, at most 3600.
+    """
+    ownable._check_owner()
+    self._set_heartbeat_grace(grace)
+
+
+@external
+def set_sequencer(feed: address, grace: uint256):
+    """
+    @notice Sets (or clears, with the empty address) the L2 sequencer-uptime feed.
+    @param grace Seconds after a restart during which new risk stays refused, at most 86400.
+    """
+    ownable._check_owner()
+    assert feed == empty(address) or feed.is_contract, "oracle: sequencer not a contract"
+    assert grace <= MAX_SEQUENCER_GRACE, "oracle: grace out of bounds"
+    self.sequencer_feed = feed
+    self.sequencer_grace = grace
+    log SequencerSet(feed=feed, grace=grace)
+
+
+# ---------------------------------------------------------------- reads
+
+
+@external
+@view
+def price(key: bytes32) -> uint256:
+    """
+    @notice The checked latest answer of the feed under `key`.
+    @return The answer in WAD (e.g. USD per unit of the base asset).
+    """
+    answer: uint256 = 0
+    round_id: uint80 = 0
+    answer, round_id = self._latest(key)
+    return answer
+
+
+@external
+@view
+def price_round(key: bytes32) -> (uint256, uint80):
+    """
+    @notice The checked latest answer and the round id it comes from; caches keyed by
+            round (risk arrays) use the id to tell when they went out of date.
+    @return (answer in WAD, round id)
+    """
+    return self._latest(key)
+
+
+@external
+@view
+def settlement_price(key: bytes32, expiry: uint256, round_hint: uint80) -> uint256:
+    """
+    @notice The answer of the first round published at or after `expiry`.
+    @param expiry Unix time (s); must have passed.
+    @param round_hint The round id `r` with `updatedAt(r) >= expiry > updatedAt(r - 1)`.
+    @return The settlement answer in WAD.
+    """
+    assert expiry <= block.timestamp, "oracle: not expired"
+    feed: Feed = self._feed(key)
+    assert round_hint > 1, "oracle: bad round hint"
+    answer: int256 = 0
+    updated_at: uint256 = 0
+    ok: bool = False
+    ok, answer, updated_at = self._round(feed.aggregator, round_hint)
+    assert ok and updated_at >= expiry, "oracle: bad round hint"
+    prev_answer: int256 = 0
+    prev_updated_at: uint256 = 0
+    ok, prev_answer, prev_updated_at = self._round(feed.aggregator, round_hint - 1)
+    assert ok and prev_updated_at < expiry, "oracle: bad round hint"
+    return self._normalize(feed, answer)
+
+
+@external
+@view
+def check_sequencer() -> bool:
+    """
+    @notice Reverts while the L2 sequencer is down or within its grace period after a
+            restart; returns True otherwise (always, where no sequencer feed is set).
+    """
+    feed: address = self.sequencer_feed
+    if feed == empty(address):
+        return True
+    ok: bool = False
+    response: Bytes[ROUND_DATA_SIZE] = b""
+    ok, response = raw_call(
+        feed, method_id("latestRoundData()"), max_outsize=ROUND_DATA_SIZE, is_static_call=True, revert_on_failure=False
+    )
+    assert ok and len(response) == ROUND_DATA_SIZE, "oracle: sequencer feed unavailable"
+    status: int256 = 0
+    started_at: uint256 = 0
+    _rid: uint80 = 0
+    _updated: uint256 = 0
+    _answered: uint80 = 0
+    _rid, status, started_at, _updated, _answered = abi_decode(response, (uint80, int256, uint256, uint256, uint80))
+    assert status == 0, "oracle: sequencer down"
+    assert block.timestamp > started_at + self.sequencer_grace, "oracle: sequencer grace period"
+    return True
+
+
+# ---------------------------------------------------------------- internals
+
+
+@internal
+def _set_heartbeat_grace(grace: uint256):
+    assert grace <= MAX_HEARTBEAT_GRACE, "oracle: grace out of bounds"
+    self.heartbeat_grace = grace
+    log HeartbeatGraceSet(grace=grace)
+
+
+@internal
+@view
+def _feed(key: bytes32) -> Feed:
+    feed: Feed = self.feeds[key]
+    assert feed.aggregator != empty(address), "oracle: unknown feed"
+    return feed
+
+
+@internal
+@view
+def _latest(key: bytes32) -> (uint256, uint80):
+    feed: Feed = self._feed(key)
+    ok: bool = False
+    response: Bytes[ROUND_DATA_SIZE] = b""
+    ok, response = raw_call(
+        feed.aggregator,
+        method_id("latestRoundData()"),
+        max_outsize=ROUND_DATA_SIZE,
+        is_static_call=True,
+        revert_on_failure=False,
+    )
+    assert ok and len(response) == ROUND_DATA_SIZE, "oracle: feed unavailable"
+    round_id: uint80 = 0
+    answer: int256 = 0
+    _started: uint256 = 0
+    updated_at: uint256 = 0
+    _answered: uint80 = 0
+    round_id, answer, _started, updated_at, _answered = abi_decode(
+        response, (uint80, int256, uint256, uint256, uint80)
+    )
+    assert updated_at <= block.timestamp, "oracle: future timestamp"
+    # cannot underflow: checked just above
+    assert unsafe_sub(block.timestamp, updated_at) <= feed.heartbeat + self.heartbeat_grace, "oracle: stale price"
+    return self._normalize(feed, answer), round_id
+
+
+@internal
+@view
+def _round(aggregator: address, round_id: uint80) -> (bool, int256, uint256):
+    """
+    @dev Reads one historical round; `ok` is False if the feed reverts (e.g. no such round).
+    """
+    ok: bool = False
+    response: Bytes[ROUND_DATA_SIZE] = b""
+    ok, response = raw_call(
+        aggregator,
+        abi_encode(round_id, method_id=method_id("getRoundData(uint80)")),
+        max_outsize=ROUND_DATA_SIZE,
+        is_static_call=True,
+        revert_on_failure=False,
+    )
+    if not ok or len(response) != ROUND_DATA_SIZE:
+        return False, 0, 0
+    _rid: uint80 = 0
+    answer: int256 = 0
+    _started: uint256 = 0
+    updated_at: uint256 = 0
+    _answered: uint80 = 0
+    _rid, answer, _started, updated_at, _answered = abi_decode(response, (uint80, int256, uint256, uint256, uint80))
+    return updated_at != 0, answer, updated_at
+
+
+@internal
+@view
+def _normalize(feed: Feed, answer: int256) -> uint256:
+    assert answer > 0, "oracle: non-positive price"
+    wad: uint256 = convert(answer, uint256) * feed.scale
+    assert wad >= feed.min_answer and wad <= feed.max_answer, "oracle: price out of bounds"
+    return wad

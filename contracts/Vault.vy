@@ -1,0 +1,496 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title crossmargin collateral vault
+@notice The single custodian of every account's collateral. An account is
+        `(owner, subaccount)`; each subaccount is its own cross-margin pool.
+
+        Balances are held in WAD: a token amount is multiplied by
+        `10**(18 - decimals)` exactly once, here at the boundary, so 6, 8 and 18 decimal
+        tokens all meet the engine in one unit. The settlement asset ("cash") is kept as a
+        signed balance per account: trading can drive it negative (debt backed by the rest
+        of the portfolio), but a withdrawal never can, so the tokens held always cover the
+        claims on them.
+
+        Withdrawals and moves between one's own subaccounts must leave the account at or
+        above its initial margin, as the margin engine values it. A guardian can pause
+        withdrawals and moves (new risk); deposits are never paused.
+@custom:security Every external function, views included, holds the reentrancy lock
+        (`pragma nonreentrancy on`), except the views the margin engine reads while this
+        vault calls it (`@reentrant`). Those views only ever see a consistent state: balances
+        change after a deposit's tokens have arrived, and before a withdrawal's margin check
+        and transfer. Deposits measure the balance the vault received; a fee-on-transfer token
+        (or any token that delivers less than asked) is rejected.
+"""
+
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
+from snekmate.utils import pausable
+from ethereum.ercs import IERC20
+from ethereum.ercs import IERC20Detailed
+
+from interfaces import IMarginEngine
+from interfaces import IVault
+from lib import accounts
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+initializes: pausable
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+    pausable.paused,
+)
+
+implements: IVault
+
+
+# @dev Most collateral assets that can be listed (the settlement asset is not counted).
+# One bit each in an account's `held` mask, so the engine only visits what an account holds.
+MAX_ASSETS: constant(uint256) = 16
+# @dev Highest haircut an asset may have (WAD): collateral keeps at least 10% of its value.
+MAX_HAIRCUT: constant(uint256) = 9 * 10**17
+WAD: constant(uint256) = 10**18
+
+
+struct Asset:
+    # 10**(18 - decimals); 0 means the token is not listed
+    scale: uint256
+    # bit of this asset in `held` masks; unused for the settlement asset
+    index: uint256
+    # most the vault holds for accounts (WAD); deposits beyond it revert
+    cap: uint256
+    # what accounts can claim of this asset (WAD). Invariant: the vault's token balance
+    # times `scale` is >= `total` at every block
+    total: uint256
+    # oracle key of the asset's USD price (empty for the settlement asset)
+    price_key: bytes32
+    # underlying the asset tracks and is shocked with (e.g. "ETH"), or empty
+    underlying: bytes32
+    # haircuts on value for the maintenance and initial requirements (WAD, mm <= im)
+    mm_haircut: uint256
+    im_haircut: uint256
+
+
+# @dev The settlement asset (a USD stablecoin); its balances are `cash`.
+SETTLEMENT_ASSET: public(immutable(address))
+# @dev Listed assets by token address, the settlement asset included.
+assets: public(HashMap[address, Asset])
+# @dev Listed collateral tokens in listing order; `asset_list[i]` has `index == i`.
+asset_list: public(DynArray[address, MAX_ASSETS])
+# @dev Collateral balances (WAD) by account id, then token.
+balances: HashMap[uint256, HashMap[address, uint256]]
+# @dev Signed settlement balances (WAD) by account id; negative is debt.
+cash: HashMap[uint256, int256]
+# @dev Bit i set iff the account's balance of `asset_list[i]` is non-zero.
+held: HashMap[uint256, uint256]
+# @dev Trading operators by account id. Operators trade; they never withdraw or move.
+operators: HashMap[uint256, HashMap[address, bool]]
+# @dev The contract that values accounts (initial margin) for withdrawals and moves.
+margin_engine: public(address)
+# @dev May pause new risk (withdrawals, moves); only the owner unpauses.
+guardian: public(address)
+
+
+event Deposit:
+    owner: indexed(address)
+    subaccount: indexed(uint96)
+    asset: indexed(address)
+    sender: address
+    amount: uint256
+    credit: uint256
+
+
+event Withdraw:
+    owner: indexed(address)
+    subaccount: indexed(uint96)
+    asset: indexed(address)
+    receiver: address
+    amount: uint256
+    debit: uint256
+
+
+event Move:
+    owner: indexed(address)
+    asset: indexed(address)
+    from_subaccount: uint96
+    to_subaccount: uint96
+    amount: uint256
+
+
+event OperatorSet:
+    owner: indexed(address)
+    subaccount: indexed(uint96)
+    operator: indexed(address)
+    approved: bool
+
+
+event AssetListed:
+    asset: indexed(address)
+    index: uint256
+    decimals: uint256
+    price_key: bytes32
+    underlying: bytes32
+
+
+event HaircutsSet:
+    asset: indexed(address)
+    mm_haircut: uint256
+    im_haircut: uint256
+
+
+event CapSet:
+    asset: indexed(address)
+    cap: uint256
+
+
+event MarginEngineSet:
+    engine: indexed(address)
+
+
+event GuardianSet:
+    guardian: indexed(address)
+
+
+@deploy
+def __init__(settlement_asset: address, settlement_cap: uint256):
+    """
+    @param settlement_asset The USD stablecoin that is the protocol's cash.
+    @param settlement_cap Most cash the vault holds for accounts (WAD).
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
+    pausable.__init__()
+    SETTLEMENT_ASSET = settlement_asset
+    decimals: uint256 = self._decimals(settlement_asset)
+    self.assets[settlement_asset].scale = 10 ** (18 - decimals)
+    self.assets[settlement_asset].cap = settlement_cap
+    log AssetListed(
+        asset=settlement_asset, index=0, decimals=decimals, price_key=empty(bytes32), underlying=empty(bytes32)
+    )
+    log CapSet(asset=settlement_asset, cap=settlement_cap)
+
+
+# ---------------------------------------------------------------- users
+
+
+@external
+def deposit(asset: address, amount: uint256, subaccount: uint96 = 0, recipient: address = msg.sender):
+    """
+    @notice Deposits `amount` of `asset` into `(recipient, subaccount)`. Never paused; anyone
+            may deposit into any account (to cure it, say).
+    @param amount Token amount in the token's own decimals.
+    """
+    assert amount != 0, "vault: zero amount"
+    assert recipient != empty(address), "vault: zero address"
+    scale: uint256 = self.assets[asset].scale
+    assert scale != 0, "vault: unlisted asset"
+    credit: uint256 = amount * scale
+    total: uint256 = self.assets[asset].total + credit
+    assert total <= self.assets[asset].cap, "vault: cap exceeded"
+
+    before: uint256 = staticcall IERC20(asset).balanceOf(self)
+    assert extcall IERC20(asset).transferFrom(msg.sender, self, amount, default_return_value=True), "vault: transfer failed"
+    received: uint256 = staticcall IERC20(asset).balanceOf(self)
+    assert received >= before and received - before == amount, "vault: amount not received"
+
+    self.assets[asset].total = total
+    self._credit(accounts._id(recipient, subaccount), asset, credit)
+    log Deposit(owner=recipient, subaccount=subaccount, asset=asset, sender=msg.sender, amount=amount, credit=credit)
+
+
+@external
+def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: address = msg.sender):
+    """
+    @notice Withdraws `amount` of `asset` from the caller's `subaccount` to `receiver`. The
+            account must stay at or above initial margin; cash cannot go negative.
+    @param amount Token amount in the token's own decimals.
+    """
+    pausable._require_not_paused()
+    assert amount != 0, "vault: zero amount"
+    assert receiver != empty(address), "vault: zero address"
+    scale: uint256 = self.assets[asset].scale
+    assert scale != 0, "vault: unlisted asset"
+    debit: uint256 = amount * scale
+    account: uint256 = accounts._id(msg.sender, subaccount)
+
+    self._debit(account, asset, debit)
+    # cannot underflow: `total` is the sum of all balances, which includes the debited one
+    self.assets[asset].total = unsafe_sub(self.assets[asset].total, debit)
+    self._check_initial(account)
+
+    assert extcall IERC20(asset).transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
+    log Withdraw(owner=msg.sender, subaccount=subaccount, asset=asset, receiver=receiver, amount=amount, debit=debit)
+
+
+@external
+def move(asset: address, amount: uint256, from_subaccount: uint96, to_subaccount: uint96):
+    """
+    @notice Moves `amount` of `asset` between two of the caller's subaccounts. The source
+            must stay at or above initial margin.
+    @param amount Token amount in the token's own decimals.
+    """
+    pausable._require_not_paused()
+    assert amount != 0, "vault: zero amount"
+    assert from_subaccount != to_subaccount, "vault: same subaccount"
+    scale: uint256 = self.assets[asset].scale
+    assert scale != 0, "vault: unlisted asset"
+    wad: uint256 = amount * scale
+    source: uint256 = accounts._id(msg.sender, from_subaccount)
+
+    self._debit(source, asset, wad)
+    self._credit(accounts._id(msg.sender, to_subaccount), asset, wad)
+    self._check_initial(source)
+    log Move(owner=msg.sender, asset=asset, from_subaccount=from_subaccount, to_subaccount=to_subaccount, amount=amount)
+
+
+@external
+def set_operator(subaccount: uint96, operator: address, approved: bool):
+    """
+    @notice Lets `operator` trade for the caller's `subaccount` (never withdraw or move).
+    """
+    assert operator != empty(address) and operator != msg.sender, "vault: bad operator"
+    self.operators[accounts._id(msg.sender, subaccount)][operator] = approved
+    log OperatorSet(owner=msg.sender, subaccount=subaccount, operator=operator, approved=approved)
+
+
+# ---------------------------------------------------------------- views
+
+
+@external
+@pure
+def account_id(owner: address, subaccount: uint96) -> uint256:
+    """
+    @notice The storage key of `(owner, subaccount)`: `owner << 96 | subaccount`.
+    """
+    return accounts._id(owner, subaccount)
+
+
+@external
+@view
+def balance_of(owner: address, subaccount: uint96, asset: address) -> uint256:
+    """
+    @notice Collateral balance (WAD) of a non-settlement asset.
+    """
+    return self.balances[accounts._id(owner, subaccount)][asset]
+
+
+@external
+@view
+def cash_of(owner: address, subaccount: uint96) -> int256:
+    """
+    @notice Signed settlement balance (WAD).
+    """
+    return self.cash[accounts._id(owner, subaccount)]
+
+
+@external
+@view
+def withdrawable(owner: address, subaccount: uint96, asset: address) -> uint256:
+    """
+    @notice The balance, in token units (rounded down), ignoring margin.
+    """
+    scale: uint256 = self.assets[asset].scale
+    if scale == 0:
+        return 0
+    account: uint256 = accounts._id(owner, subaccount)
+    if asset == SETTLEMENT_ASSET:
+        return convert(max(self.cash[account], 0), uint256) // scale
+    return self.balances[account][asset] // scale
+
+
+@external
+@view
+def is_operator(owner: address, subaccount: uint96, operator: address) -> bool:
+    return self.operators[accounts._id(owner, subaccount)][operator]
+
+
+@external
+@view
+def asset_count() -> uint256:
+    return len(self.asset_list)
+
+
+@external
+@view
+@reentrant
+def account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_ASSETS]):
+    """
+    @notice Cash (WAD) and every non-zero collateral line of `account`, with the asset's
+            oracle key and haircuts: all the margin engine needs from the vault, in one call.
+    @dev `@reentrant`: the engine reads it while this vault calls the engine.
+    """
+    lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
+    mask: uint256 = self.held[account]
+    for i: uint256 in range(MAX_ASSETS):
+        if mask == 0:
+            break
+        if mask & 1 == 1:
+            asset: address = self.asset_list[i]
+            lines.append(
+                IVault.Collateral(
+                    asset=asset,
+                    balance=self.balances[account][asset],
+                    price_key=self.assets[asset].price_key,
+                    underlying=self.assets[asset].underlying,
+                    mm_haircut=self.assets[asset].mm_haircut,
+                    im_haircut=self.assets[asset].im_haircut,
+                )
+            )
+        mask >>= 1
+    return self.cash[account], lines
+
+
+# ---------------------------------------------------------------- owner and guardian
+
+
+@external
+def list_asset(
+    asset: address, price_key: bytes32, underlying: bytes32, mm_haircut: uint256, im_haircut: uint256, cap: uint256
+):
+    """
+    @notice Lists a collateral token.
+    @param price_key Oracle key of its USD price.
+    @param underlying The underlying it tracks (shocked with that spot), or empty.
+    @param mm_haircut Maintenance haircut (WAD fraction), <= `im_haircut`.
+    @param im_haircut Initial haircut (WAD fraction), <= 0.9.
+    @param cap Most the vault holds of it for accounts (WAD).
+    """
+    ownable._check_owner()
+    assert asset.is_contract, "vault: asset not a contract"
+    assert self.assets[asset].scale == 0, "vault: already listed"
+    assert price_key != empty(bytes32), "vault: zero price key"
+    index: uint256 = len(self.asset_list)
+    assert index < MAX_ASSETS, "vault: too many assets"
+    decimals: uint256 = self._decimals(asset)
+    self._check_haircuts(mm_haircut, im_haircut)
+    self.asset_list.append(asset)
+    self.assets[asset] = Asset(
+        scale=10 ** (18 - decimals),
+        index=index,
+        cap=cap,
+        total=0,
+        price_key=price_key,
+        underlying=underlying,
+        mm_haircut=mm_haircut,
+        im_haircut=im_haircut,
+    )
+    log AssetListed(asset=asset, index=index, decimals=decimals, price_key=price_key, underlying=underlying)
+    log HaircutsSet(asset=asset, mm_haircut=mm_haircut, im_haircut=im_haircut)
+    log CapSet(asset=asset, cap=cap)
+
+
+@external
+def set_haircuts(asset: address, mm_haircut: uint256, im_haircut: uint256):
+    """
+    @notice Sets an asset's haircuts (WAD fractions; mm <= im <= 0.9).
+    """
+    ownable._check_owner()
+    self._check_collateral(asset)
+    self._check_haircuts(mm_haircut, im_haircut)
+    self.assets[asset].mm_haircut = mm_haircut
+    self.assets[asset].im_haircut = im_haircut
+    log HaircutsSet(asset=asset, mm_haircut=mm_haircut, im_haircut=im_haircut)
+
+
+@external
+def set_cap(asset: address, cap: uint256):
+    """
+    @notice Sets an asset's deposit cap (WAD). Lowering it below `total` only stops deposits.
+    """
+    ownable._check_owner()
+    assert self.assets[asset].scale != 0, "vault: unlisted asset"
+    self.assets[asset].cap = cap
+    log CapSet(asset=asset, cap=cap)
+
+
+@external
+def set_margin_engine(engine: address):
+    ownable._check_owner()
+    assert engine.is_contract, "vault: engine not a contract"
+    self.margin_engine = engine
+    log MarginEngineSet(engine=engine)
+
+
+@external
+def set_guardian(guardian: address):
+    ownable._check_owner()
+    self.guardian = guardian
+    log GuardianSet(guardian=guardian)
+
+
+@external
+def pause():
+    """
+    @notice Stops withdrawals and moves. Deposits (and, later, liquidations) go on.
+    """
+    assert msg.sender == self.guardian or msg.sender == ownable.owner, "vault: not guardian"
+    pausable._pause()
+
+
+@external
+def unpause():
+    ownable._check_owner()
+    pausable._unpause()
+
+
+# ---------------------------------------------------------------- internals
+
+
+@internal
+def _credit(account: uint256, asset: address, wad: uint256):
+    if asset == SETTLEMENT_ASSET:
+        self.cash[account] += convert(wad, int256)
+        return
+    balance: uint256 = self.balances[account][asset]
+    if balance == 0:
+        self.held[account] |= 1 << self.assets[asset].index
+    self.balances[account][asset] = balance + wad
+
+
+@internal
+def _debit(account: uint256, asset: address, wad: uint256):
+    if asset == SETTLEMENT_ASSET:
+        cash: int256 = self.cash[account]
+        assert cash >= convert(wad, int256), "vault: insufficient balance"
+        self.cash[account] = cash - convert(wad, int256)
+        return
+    balance: uint256 = self.balances[account][asset]
+    assert balance >= wad, "vault: insufficient balance"
+    # cannot underflow: checked just above
+    balance = unsafe_sub(balance, wad)
+    self.balances[account][asset] = balance
+    if balance == 0:
+        self.held[account] &= ~(1 << self.assets[asset].index)
+
+
+@internal
+@view
+def _check_initial(account: uint256):
+    engine: address = self.margin_engine
+    assert engine != empty(address), "vault: no margin engine"
+    assert staticcall IMarginEngine(engine).initial_health(account) >= 0, "vault: insufficient margin"
+
+
+@internal
+@view
+def _check_collateral(asset: address):
+    assert self.assets[asset].scale != 0, "vault: unlisted asset"
+    assert asset != SETTLEMENT_ASSET, "vault: settlement asset"
+
+
+@internal
+@pure
+def _check_haircuts(mm_haircut: uint256, im_haircut: uint256):
+    assert mm_haircut <= im_haircut and im_haircut <= MAX_HAIRCUT, "vault: haircut out of bounds"
+
+
+@internal
+@view
+def _decimals(asset: address) -> uint256:
+    decimals: uint256 = convert(staticcall IERC20Detailed(asset).decimals(), uint256)
+    assert decimals <= 18, "vault: decimals above 18"
+    return decimals
