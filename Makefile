@@ -1,0 +1,38 @@
+# crossmargin: every target installs what it needs from the project's own pinned files.
+VENV    := .venv
+BIN     := $(VENV)/bin
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: demo test install gas deploy lint clean
+
+## demo: install everything, then deploy to an ape-managed anvil and run the demo
+demo: install
+	ape run demo
+
+## test: install everything, then run the whole test suite on anvil
+test: install
+	ape test tests
+
+## gas: gas and contract-size benchmark (prints the tables committed to docs/gas.md)
+gas: install
+	ape run gas
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet -r requirements.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --quiet -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+lint: install
+	$(BIN)/ruff check crossmargin scripts tests
+	$(BIN)/ruff format --check crossmargin scripts tests
+
+clean:
+	rm -rf $(VENV) node_modules .build

@@ -1,0 +1,32 @@
+"""Shared pieces of the ``ape run`` command-line scripts."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+from ape import accounts, networks
+from ape.cli import account_option
+from rich.console import Console
+
+console = Console()
+
+# Networks on which the funded test accounts exist and mocks may be pushed.
+DEV_NETWORKS = ("local", "devnet", "devnet-fork")
+
+
+def is_dev_network() -> bool:
+    return networks.provider.network.name in DEV_NETWORKS
+
+
+def sender_option():
+    """``--account ALIAS`` (or ``TEST::N``); on dev networks it defaults to test account 0."""
+    return account_option(prompt=False)
+
+
+def resolve_sender(account: Optional[Any]) -> Any:
+    if account is not None:
+        return account
+    if is_dev_network():
+        return accounts.test_accounts[0]
+    raise click.UsageError("--account is required on this network")

@@ -1,0 +1,131 @@
+"""Per-network deployment configuration (``config/<network>.yaml``).
+
+A config names the settlement asset, the oracle feeds and the collateral assets. A token or
+feed either points at an existing contract (``address``) or asks for a mock to be deployed
+(``mock``), which is how local nodes and testnets without a given feed are served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    key: str
+    heartbeat: int  # seconds
+    min_answer: Decimal  # human units, e.g. 10 (USD)
+    max_answer: Decimal
+    address: Optional[str] = None  # an existing aggregator
+    mock_decimals: int = 8  # mock aggregator: decimals and first answer
+    mock_answer: Optional[Decimal] = None
+
+    @property
+    def is_mock(self) -> bool:
+        return self.address is None
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    symbol: str
+    decimals: int
+    cap: Decimal  # human token units
+    address: Optional[str] = None  # an existing token; else a MockERC20 is deployed
+    feed: Optional[str] = None  # oracle key of its USD price
+    underlying: Optional[str] = None  # underlying it tracks, e.g. "ETH"
+    mm_haircut: Decimal = Decimal(0)
+    im_haircut: Decimal = Decimal(0)
+
+    @property
+    def is_mock(self) -> bool:
+        return self.address is None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    name: str
+    settlement: TokenConfig
+    assets: list[TokenConfig]
+    feeds: list[FeedConfig]
+    heartbeat_grace: int = 0
+    sequencer_feed: Optional[str] = None
+    sequencer_grace: int = 3600
+    guardian: Optional[str] = None
+
+    def feed(self, key: str) -> FeedConfig:
+        for feed in self.feeds:
+            if feed.key == key:
+                return feed
+        raise KeyError(f"no feed {key!r} in config {self.name!r}")
+
+
+def _dec(value) -> Decimal:
+    return Decimal(str(value))
+
+
+def _token(raw: dict) -> TokenConfig:
+    return TokenConfig(
+        symbol=raw["symbol"],
+        decimals=int(raw["decimals"]),
+        cap=_dec(raw["cap"]),
+        address=raw.get("address"),
+        feed=raw.get("feed"),
+        underlying=raw.get("underlying"),
+        mm_haircut=_dec(raw.get("mm_haircut", 0)),
+        im_haircut=_dec(raw.get("im_haircut", 0)),
+    )
+
+
+def _feed(raw: dict) -> FeedConfig:
+    mock = raw.get("mock") or {}
+    return FeedConfig(
+        key=raw["key"],
+        heartbeat=int(raw["heartbeat"]),
+        min_answer=_dec(raw["min"]),
+        max_answer=_dec(raw["max"]),
+        address=raw.get("address"),
+        mock_decimals=int(mock.get("decimals", 8)),
+        mock_answer=_dec(mock["answer"]) if "answer" in mock else None,
+    )
+
+
+def parse_config(name: str, raw: dict) -> NetworkConfig:
+    oracle = raw.get("oracle", {})
+    config = NetworkConfig(
+        name=name,
+        settlement=_token(raw["settlement"]),
+        assets=[_token(a) for a in raw.get("assets", [])],
+        feeds=[_feed(f) for f in raw.get("feeds", [])],
+        heartbeat_grace=int(oracle.get("heartbeat_grace", 0)),
+        sequencer_feed=oracle.get("sequencer_feed"),
+        sequencer_grace=int(oracle.get("sequencer_grace", 3600)),
+        guardian=raw.get("guardian"),
+    )
+    for feed in config.feeds:
+        if feed.is_mock and feed.mock_answer is None:
+            raise ValueError(f"feed {feed.key}: give an address or a mock answer")
+    for asset in config.assets:
+        if asset.feed is None:
+            raise ValueError(f"asset {asset.symbol}: a feed key is required")
+        config.feed(asset.feed)
+    return config
+
+
+def config_name(network_name: str) -> str:
+    """The config of a network: a fork uses its upstream's (``devnet-fork`` -> ``devnet``)."""
+    return network_name.removesuffix("-fork")
+
+
+def load_config(network_name: str, directory: Path = CONFIG_DIR) -> NetworkConfig:
+    name = config_name(network_name)
+    path = directory / f"{name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no deployment config for network {name!r} ({path})")
+    return parse_config(name, yaml.safe_load(path.read_text()))

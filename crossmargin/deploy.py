@@ -1,0 +1,152 @@
+"""Idempotent deployment of the whole stack from a network config.
+
+Every step first looks at the chain: a contract listed in the manifest is reused when its
+code is there and was built from the same source with the same wiring; a setting is only
+sent when the chain's value differs. A second run on the same chain therefore sends no
+transaction at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from ape import chain, project
+
+from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig
+from crossmargin.manifest import Manifest
+from crossmargin.units import key, to_units, to_wad
+
+Log = Callable[[str], None]
+
+
+class Deployment:
+    """Deploys or finds each contract of ``config`` and records it in ``manifest``."""
+
+    def __init__(self, config: NetworkConfig, sender: Any, manifest: Manifest, log: Optional[Log] = None):
+        self.config = config
+        self.sender = sender
+        self.manifest = manifest
+        self.log: Log = log or (lambda _msg: None)
+        self.sent = 0  # transactions sent by this run
+
+    # ------------------------------------------------------------------ helpers
+
+    def _reusable(self, address: Optional[str], container, matches: Callable[[Any], bool]):
+        if not address:
+            return None
+        code = bytes(chain.provider.get_code(address)).hex()
+        runtime = (container.contract_type.runtime_bytecode.bytecode or "").removeprefix("0x")
+        # Vyper appends immutables to the runtime code, so the deployed code starts with it.
+        if not runtime or not code.startswith(runtime):
+            return None
+        contract = container.at(address)
+        return contract if matches(contract) else None
+
+    def _contract(self, name: str, container, *args, matches: Callable[[Any], bool] = lambda _c: True):
+        found = self._reusable(self.manifest.contracts.get(name), container, matches)
+        if found is not None:
+            self.log(f"found    {name:<24} {found.address}")
+            return found
+        contract = self.sender.deploy(container, *args)
+        self.sent += 1
+        self.manifest.contracts[name] = contract.address
+        self.log(f"deployed {name:<24} {contract.address}")
+        return contract
+
+    def _send(self, description: str, method, *args) -> None:
+        method(*args, sender=self.sender)
+        self.sent += 1
+        self.log(f"set      {description}")
+
+    # ------------------------------------------------------------------ steps
+
+    def _token(self, token: TokenConfig):
+        if not token.is_mock:
+            self.manifest.tokens[token.symbol] = token.address
+            return project.MockERC20.at(token.address)
+
+        def same(contract) -> bool:
+            return contract.symbol() == token.symbol and contract.decimals() == token.decimals
+
+        contract = self._contract(
+            f"token:{token.symbol}", project.MockERC20, f"Mock {token.symbol}", token.symbol, token.decimals,
+            matches=same,
+        )
+        self.manifest.tokens[token.symbol] = contract.address
+        return contract
+
+    def _feed(self, feed: FeedConfig) -> str:
+        if not feed.is_mock:
+            address = feed.address
+        else:
+            answer = to_units(feed.mock_answer, feed.mock_decimals)
+            address = self._contract(
+                f"feed:{feed.key}", project.MockAggregator, feed.mock_decimals, feed.key, answer,
+                matches=lambda c: c.decimals() == feed.mock_decimals,
+            ).address
+        self.manifest.feeds[feed.key] = address
+        return address
+
+    def run(self) -> Manifest:
+        config = self.config
+        self.manifest.settlement = config.settlement.symbol
+        settlement = self._token(config.settlement)
+        tokens = {asset.symbol: self._token(asset) for asset in config.assets}
+        aggregators = {feed.key: self._feed(feed) for feed in config.feeds}
+
+        router = self._contract("OracleRouter", project.OracleRouter, config.heartbeat_grace)
+        if router.heartbeat_grace() != config.heartbeat_grace:
+            self._send("heartbeat grace", router.set_heartbeat_grace, config.heartbeat_grace)
+        for feed in config.feeds:
+            wanted = (aggregators[feed.key], feed.heartbeat, to_wad(feed.min_answer), to_wad(feed.max_answer))
+            have = router.feeds(key(feed.key))
+            if (have.aggregator, have.heartbeat, have.min_answer, have.max_answer) != wanted:
+                self._send(f"feed {feed.key}", router.set_feed, key(feed.key), *wanted)
+        zero = "0x0000000000000000000000000000000000000000"
+        sequencer = (config.sequencer_feed or zero).lower()
+        grace = config.sequencer_grace if config.sequencer_feed else router.sequencer_grace()
+        if (router.sequencer_feed().lower(), router.sequencer_grace()) != (sequencer, grace):
+            self._send("sequencer feed", router.set_sequencer, sequencer, grace)
+
+        vault = self._contract(
+            "Vault", project.Vault, settlement.address, to_wad(config.settlement.cap),
+            matches=lambda c: c.SETTLEMENT_ASSET() == settlement.address,
+        )
+        if vault.assets(settlement.address).cap != to_wad(config.settlement.cap):
+            self._send(f"cap {config.settlement.symbol}", vault.set_cap, settlement.address, to_wad(config.settlement.cap))
+        for asset in config.assets:
+            self._list(vault, asset, tokens[asset.symbol].address)
+
+        settlement_key = key(config.settlement.feed) if config.settlement.feed else b"\0" * 32
+        engine = self._contract(
+            "MarginEngine", project.MarginEngine, vault.address, router.address, settlement_key,
+            matches=lambda c: c.VAULT() == vault.address and c.ORACLE() == router.address,
+        )
+        if bytes(engine.settlement_key()) != settlement_key:
+            self._send("settlement key", engine.set_settlement_key, settlement_key)
+        if vault.margin_engine() != engine.address:
+            self._send("vault margin engine", vault.set_margin_engine, engine.address)
+        if config.guardian and vault.guardian().lower() != config.guardian.lower():
+            self._send("guardian", vault.set_guardian, config.guardian)
+        return self.manifest
+
+    def _list(self, vault, asset: TokenConfig, address: str) -> None:
+        mm, im, cap = to_wad(asset.mm_haircut), to_wad(asset.im_haircut), to_wad(asset.cap)
+        have = vault.assets(address)
+        if have.scale == 0:
+            underlying = key(asset.underlying) if asset.underlying else b"\0" * 32
+            self._send(f"list {asset.symbol}", vault.list_asset, address, key(asset.feed), underlying, mm, im, cap)
+            return
+        if (have.mm_haircut, have.im_haircut) != (mm, im):
+            self._send(f"haircuts {asset.symbol}", vault.set_haircuts, address, mm, im)
+        if have.cap != cap:
+            self._send(f"cap {asset.symbol}", vault.set_cap, address, cap)
+
+
+def deploy(config: NetworkConfig, sender: Any, manifest: Optional[Manifest] = None, log: Optional[Log] = None) -> Deployment:
+    """Deploys (or finds) the stack; returns the run, whose ``manifest`` and ``sent`` tell what it did."""
+    manifest = manifest or Manifest(network=config.name, chain_id=chain.chain_id)
+    manifest.chain_id = chain.chain_id
+    run = Deployment(config, sender, manifest, log)
+    run.run()
+    return run
