@@ -1,0 +1,143 @@
+"""Shared fixtures: the whole stack deployed once per session through the SDK.
+
+Ape snapshots the chain around every test, so each test starts from this deployment.
+Actors are named by role.
+"""
+
+from __future__ import annotations
+
+import pytest
+from ape import project
+
+from crossmargin.config import load_config
+from crossmargin.deploy import deploy
+from crossmargin.protocol import Protocol
+from crossmargin.units import key
+
+# The collateral decimals matrix: 6 (settlement), 8 and 18.
+SYMBOLS = ("USDC", "WBTC", "WETH")
+
+
+@pytest.fixture(scope="session")
+def admin(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def guardian(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def trader(accounts):
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def operator(accounts):
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def keeper(accounts):
+    return accounts[4]
+
+
+@pytest.fixture(scope="session")
+def stranger(accounts):
+    return accounts[5]
+
+
+@pytest.fixture(scope="session")
+def config():
+    return load_config("local")
+
+
+@pytest.fixture(scope="session")
+def deployment(config, admin, guardian):
+    run = deploy(config, admin)
+    Protocol(run.manifest).vault.contract.set_guardian(guardian, sender=admin)
+    return run
+
+
+@pytest.fixture(scope="session")
+def cm(deployment) -> Protocol:
+    return Protocol(deployment.manifest)
+
+
+@pytest.fixture(scope="session")
+def vault(cm):
+    return cm.vault.contract
+
+
+@pytest.fixture(scope="session")
+def router(cm):
+    return cm.oracle.contract
+
+
+@pytest.fixture(scope="session")
+def engine(cm):
+    return cm.engine.contract
+
+
+@pytest.fixture(scope="session")
+def usdc(cm):
+    return cm.token("USDC")
+
+
+@pytest.fixture(scope="session")
+def weth(cm):
+    return cm.token("WETH")
+
+
+@pytest.fixture(scope="session")
+def wbtc(cm):
+    return cm.token("WBTC")
+
+
+@pytest.fixture(params=SYMBOLS)
+def symbol(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def fund(cm, admin):
+    """Mints ``amount`` of ``symbol`` to ``actor`` and approves the vault for all of it."""
+
+    def _fund(actor, symbol: str, amount) -> None:
+        cm.token(symbol).mint(admin, actor, amount)
+        cm.vault.approve(actor, symbol)
+
+    return _fund
+
+
+@pytest.fixture(scope="session")
+def create_account(cm, fund):
+    """Funds ``actor`` and deposits ``deposits`` ({symbol: amount}) into a subaccount."""
+
+    def _create(actor, deposits: dict, subaccount: int = 0):
+        for symbol, amount in deposits.items():
+            fund(actor, symbol, amount)
+            cm.vault.deposit(actor, symbol, amount, subaccount)
+        return actor
+
+    return _create
+
+
+@pytest.fixture(scope="session")
+def feed(cm):
+    """The mock aggregator behind an oracle key."""
+    return cm.oracle.aggregator
+
+
+@pytest.fixture(scope="session")
+def deploy_feed(admin):
+    def _deploy(decimals: int = 8, answer: int = 3000 * 10**8, description: str = "TEST / USD"):
+        return admin.deploy(project.MockAggregator, decimals, description, answer)
+
+    return _deploy
+
+
+@pytest.fixture(scope="session")
+def oracle_key():
+    return key
