@@ -42,7 +42,12 @@ def __init__(decimals_: uint8):
 
 @external
 def arm(target: address, payload: Bytes[512]):
+    """
+    @notice Arms the hook. The token also approves `target` for its own balance, so a
+            re-entrant deposit or withdrawal would succeed if the target let it in.
+    """
     self.target = target
+    erc20._approve(self, target, max_value(uint256))
     self.payload = payload
 
 

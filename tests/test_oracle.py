@@ -1,0 +1,215 @@
+"""Oracle router: normalization, every bad read, sequencer gating, expiry settlement."""
+
+import ape
+import pytest
+
+from crossmargin.units import WAD, key
+
+K = key("TEST/USD")
+NOT_OWNER = "ownable: caller is not the owner"
+HEARTBEAT = 3600
+GRACE = 300  # heartbeat_grace of the local config
+
+
+@pytest.fixture
+def test_feed(router, admin, deploy_feed):
+    """A fresh 8-decimal feed at 3000 under TEST/USD, bounds [1, 1e6]."""
+    feed = deploy_feed(8, 3000 * 10**8)
+    router.set_feed(K, feed, HEARTBEAT, WAD, 10**6 * WAD, sender=admin)
+    return feed
+
+
+@pytest.mark.parametrize("decimals", [0, 6, 8, 18])
+def test_price__any_decimals__normalized_to_wad(router, admin, deploy_feed, decimals):
+    feed = deploy_feed(decimals, 1234 * 10**decimals)
+    router.set_feed(K, feed, HEARTBEAT, WAD, 10**6 * WAD, sender=admin)
+    assert router.price(K) == 1234 * WAD
+    price, round_id = router.price_round(K)
+    assert (price, round_id) == (1234 * WAD, 1)
+
+
+def test_set_feed__logs_and_stores(router, admin, deploy_feed):
+    feed = deploy_feed()
+    receipt = router.set_feed(K, feed, HEARTBEAT, WAD, 2 * WAD, sender=admin)
+    [event] = receipt.decode_logs(router.FeedSet)
+    assert (event.aggregator, event.heartbeat, event.min_answer, event.max_answer) == (feed, HEARTBEAT, WAD, 2 * WAD)
+    stored = router.feeds(K)
+    assert (stored.aggregator, stored.scale) == (feed, 10**10)
+
+
+def test_price__unknown_feed__reverts(router):
+    with ape.reverts("oracle: unknown feed"):
+        router.price(key("NOPE/USD"))
+
+
+def test_price__zero_answer__reverts(router, test_feed, admin):
+    test_feed.push(0, sender=admin)
+    with ape.reverts("oracle: non-positive price"):
+        router.price(K)
+
+
+def test_price__negative_answer__reverts(router, test_feed, admin):
+    test_feed.push(-1, sender=admin)
+    with ape.reverts("oracle: non-positive price"):
+        router.price(K)
+
+
+def test_price__below_and_above_bounds__revert(router, test_feed, admin):
+    test_feed.push(10**8 - 1, sender=admin)  # 0.99999999 < min 1
+    with ape.reverts("oracle: price out of bounds"):
+        router.price(K)
+    test_feed.push(10**6 * 10**8 + 1, sender=admin)
+    with ape.reverts("oracle: price out of bounds"):
+        router.price(K)
+    test_feed.push(10**6 * 10**8, sender=admin)  # bounds are inclusive
+    assert router.price(K) == 10**6 * WAD
+
+
+def test_price__stale__reverts_after_heartbeat_plus_grace(router, test_feed, admin, chain):
+    now = chain.pending_timestamp
+    test_feed.push_at(3000 * 10**8, now - HEARTBEAT - GRACE, sender=admin)
+    assert router.price(K) == 3000 * WAD  # exactly at the limit: still fresh
+    chain.mine(timestamp=now + 1)
+    with ape.reverts("oracle: stale price"):
+        router.price(K)
+
+
+def test_price__future_timestamp__reverts(router, test_feed, admin, chain):
+    test_feed.push_at(3000 * 10**8, chain.pending_timestamp + 3600, sender=admin)
+    with ape.reverts("oracle: future timestamp"):
+        router.price(K)
+
+
+def test_price__broken_feed__reverts_with_reason(router, test_feed, admin):
+    test_feed.set_broken(True, sender=admin)
+    with ape.reverts("oracle: feed unavailable"):
+        router.price(K)
+
+
+def test_price__contract_that_is_not_a_feed__reverts(router, admin, usdc):
+    """A contract with `decimals` but no `latestRoundData` (a token) reads as unavailable."""
+    router.set_feed(K, usdc.address, HEARTBEAT, WAD, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: feed unavailable"):
+        router.price(K)
+
+
+def test_set_feed__bad_parameters__revert(router, admin, stranger, deploy_feed):
+    feed = deploy_feed()
+    with ape.reverts(NOT_OWNER):
+        router.set_feed(K, feed, HEARTBEAT, WAD, 2 * WAD, sender=stranger)
+    with ape.reverts("oracle: zero key"):
+        router.set_feed(b"", feed, HEARTBEAT, WAD, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: aggregator not a contract"):
+        router.set_feed(K, stranger, HEARTBEAT, WAD, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: heartbeat out of bounds"):
+        router.set_feed(K, feed, 59, WAD, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: heartbeat out of bounds"):
+        router.set_feed(K, feed, 2 * 86400 + 1, WAD, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: bad bounds"):
+        router.set_feed(K, feed, HEARTBEAT, 0, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: bad bounds"):
+        router.set_feed(K, feed, HEARTBEAT, 2 * WAD, 2 * WAD, sender=admin)
+    with ape.reverts("oracle: decimals above 18"):
+        router.set_feed(K, deploy_feed(19, 1), HEARTBEAT, WAD, 2 * WAD, sender=admin)
+
+
+def test_remove_feed__then_reads_revert(router, admin, test_feed, stranger):
+    with ape.reverts(NOT_OWNER):
+        router.remove_feed(K, sender=stranger)
+    router.remove_feed(K, sender=admin)
+    with ape.reverts("oracle: unknown feed"):
+        router.price(K)
+    with ape.reverts("oracle: unknown feed"):
+        router.remove_feed(K, sender=admin)
+
+
+def test_grace_setters__bounds__revert(router, admin, stranger, deploy_feed):
+    with ape.reverts("oracle: grace out of bounds"):
+        router.set_heartbeat_grace(3601, sender=admin)
+    with ape.reverts(NOT_OWNER):
+        router.set_heartbeat_grace(10, sender=stranger)
+    with ape.reverts("oracle: grace out of bounds"):
+        router.set_sequencer(deploy_feed(0, 0), 86401, sender=admin)
+    with ape.reverts("oracle: sequencer not a contract"):
+        router.set_sequencer(stranger, 10, sender=admin)
+    with ape.reverts(NOT_OWNER):
+        router.set_sequencer(deploy_feed(0, 0), 10, sender=stranger)
+    receipt = router.set_heartbeat_grace(3600, sender=admin)
+    assert receipt.decode_logs(router.HeartbeatGraceSet)[0].grace == 3600
+
+
+def test_sequencer__down_grace_up(router, admin, deploy_feed, chain):
+    assert router.check_sequencer()  # no feed: always up
+    sequencer = deploy_feed(0, 1, "sequencer")  # down
+    router.set_sequencer(sequencer, 600, sender=admin)
+    with ape.reverts("oracle: sequencer down"):
+        router.check_sequencer()
+    sequencer.push(0, sender=admin)
+    with ape.reverts("oracle: sequencer grace period"):
+        router.check_sequencer()
+    chain.mine(timestamp=chain.pending_timestamp + 601)
+    assert router.check_sequencer()
+    sequencer.set_broken(True, sender=admin)
+    with ape.reverts("oracle: sequencer feed unavailable"):
+        router.check_sequencer()
+
+
+def test_sequencer_down__maintenance_health_still_reads(cm, router, engine, admin, trader, create_account, deploy_feed):
+    """Liquidation reads are never gated on the sequencer."""
+    create_account(trader, {"WETH": "1"})
+    router.set_sequencer(deploy_feed(0, 1, "sequencer"), 600, sender=admin)
+    account = cm.vault.account_id(trader, 0)
+    with ape.reverts("oracle: sequencer down"):
+        engine.initial_health(account)
+    assert engine.maintenance_health(account) == 2700 * WAD  # 3000 less the 10% MM haircut
+
+
+# ------------------------------------------------------------------ settlement at expiry
+
+
+@pytest.fixture
+def rounds(router, test_feed, admin, chain):
+    """Rounds 2, 3, 4 published at t0, t0+100, t0+200 (answers 3100, 3200, 3300)."""
+    t0 = chain.pending_timestamp + 10
+    for i, answer in enumerate((3100, 3200, 3300)):
+        chain.mine(timestamp=t0 + 100 * i)
+        test_feed.push(answer * 10**8, sender=admin)
+    times = [test_feed.getRoundData(r)[3] for r in (2, 3, 4)]
+    return times
+
+
+def test_settlement__first_round_at_or_after_expiry(router, rounds):
+    t2, t3, t4 = rounds
+    assert router.settlement_price(K, t3, 3) == 3200 * WAD  # updatedAt(3) == expiry
+    assert router.settlement_price(K, t2 + 1, 3) == 3200 * WAD  # t2 < expiry <= t3
+    assert router.settlement_price(K, t4, 4) == 3300 * WAD
+
+
+def test_settlement__wrong_hints__revert(router, rounds, chain):
+    t2, t3, t4 = rounds
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t3, 4)  # a later round: round 3 already at expiry
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t3, 2)  # before expiry
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t3, 9)  # no such round
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t2, 1)  # no round before round 1
+    chain.mine(timestamp=t4 + 5)
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t4 + 1, 4)  # no round yet at or after expiry
+
+
+def test_settlement__before_expiry_and_unknown_feed__revert(router, rounds, chain):
+    with ape.reverts("oracle: not expired"):
+        router.settlement_price(K, chain.pending_timestamp + 1000, 3)
+    with ape.reverts("oracle: unknown feed"):
+        router.settlement_price(key("NOPE"), rounds[0], 2)
+
+
+def test_settlement__bad_answer_at_expiry__reverts(router, test_feed, admin, chain):
+    t = chain.pending_timestamp + 10
+    chain.mine(timestamp=t)
+    test_feed.push(0, sender=admin)  # round 2 at t: a zero answer
+    with ape.reverts("oracle: non-positive price"):
+        router.settlement_price(K, test_feed.getRoundData(2)[3], 2)
