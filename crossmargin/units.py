@@ -6,7 +6,7 @@ decimals is scaled by ``10**(18 - decimals)`` once, at the vault boundary.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Union
 
 WAD = 10**18
@@ -15,9 +15,12 @@ MAX_SUBACCOUNT = 2**SUB_BITS - 1
 
 Number = Union[Decimal, int, str]
 
+# Wide enough for any uint256 at 18 decimals: the default context (28 digits) rounds silently.
+EXACT = Context(prec=100)
+
 
 def _exact(amount: Number, decimals: int) -> int:
-    value = Decimal(str(amount)) * (Decimal(10) ** decimals)
+    value = EXACT.multiply(Decimal(str(amount)), EXACT.power(10, decimals))
     if value != value.to_integral_value():
         raise ValueError(f"{amount} has more than {decimals} decimals")
     return int(value)
@@ -30,7 +33,7 @@ def to_units(amount: Number, decimals: int) -> int:
 
 def from_units(units: int, decimals: int) -> Decimal:
     """Integer token units to a human ``Decimal``."""
-    return Decimal(units) / (Decimal(10) ** decimals)
+    return EXACT.divide(Decimal(units), EXACT.power(10, decimals))
 
 
 def to_wad(amount: Number) -> int:
@@ -40,7 +43,7 @@ def to_wad(amount: Number) -> int:
 
 def from_wad(wad: int) -> Decimal:
     """WAD (signed) to a human ``Decimal``."""
-    return Decimal(wad) / Decimal(WAD)
+    return EXACT.divide(Decimal(wad), Decimal(WAD))
 
 
 def units_to_wad(units: int, decimals: int) -> int:
