@@ -7,10 +7,12 @@ scripts, bots and console. A fork network reads its upstream's manifest.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
+# Where manifests live; CROSSMARGIN_DEPLOYMENTS points elsewhere (fork tests use a temp dir).
+DEPLOYMENTS_DIR = Path(os.environ.get("CROSSMARGIN_DEPLOYMENTS", Path(__file__).resolve().parent.parent / "deployments"))
 
 
 @dataclass

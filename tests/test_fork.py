@@ -1,0 +1,80 @@
+"""Fork test: deploy on a devnet node started here, fork it with a second node, act on the
+fork, and show the devnet is untouched. Everything runs through the real CLI entry points
+(`ape run deploy`, `ape console`) in subprocesses, as an operator would use them."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ape import project
+from web3 import Web3
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVNET = "http://127.0.0.1:8545"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ape(args, env, stdin=None, timeout=300):
+    result = subprocess.run(
+        ["ape", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"ape {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def devnet():
+    if _port_open(8545):
+        pytest.fail("something already listens on 127.0.0.1:8545; the devnet node needs that port")
+    anvil = shutil.which("anvil")
+    assert anvil, "anvil not on PATH (run `npm ci`; the Makefile puts node_modules/.bin on PATH)"
+    node = subprocess.Popen([anvil, "--port", "8545", "--silent"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if _port_open(8545):
+                break
+            time.sleep(0.1)
+        yield Web3(Web3.HTTPProvider(DEVNET))
+    finally:
+        node.terminate()
+        node.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**os.environ, "CROSSMARGIN_DEPLOYMENTS": str(tmp_path_factory.mktemp("deployments"))}
+
+
+def test_fork__actions_on_fork_leave_devnet_untouched(devnet, env):
+    out = _ape(["run", "deploy", "--network", "ethereum:devnet:node"], env)
+    assert "transactions sent" in out
+    again = _ape(["run", "deploy", "--network", "ethereum:devnet:node"], env)
+    assert "0 transactions sent" in again  # idempotent on a persistent node
+
+    manifest = json.loads((Path(env["CROSSMARGIN_DEPLOYMENTS"]) / "devnet.json").read_text())
+    vault = devnet.eth.contract(address=manifest["contracts"]["Vault"], abi=[a.model_dump() for a in project.Vault.contract_type.abi])
+    trader = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # test account 2
+    block_before = devnet.eth.block_number
+
+    session = "\n".join([
+        "trader = accounts.test_accounts[2]",
+        "cm.token('USDC').mint(accounts.test_accounts[0], trader, '500')",
+        "cm.vault.deposit(trader, 'USDC', '500')",
+        "print('FORK_CASH', cm.vault.balances(trader).cash)",
+        "print('FORK_VAULT', cm.vault.address)",
+    ]) + "\n"
+    out = _ape(["console", "--network", "ethereum:devnet-fork:foundry"], env, stdin=session)
+    assert "FORK_CASH 500" in out
+    assert f"FORK_VAULT {manifest['contracts']['Vault']}" in out  # the console loaded the devnet manifest
+
+    assert vault.functions.cash_of(trader, 0).call() == 0
+    assert devnet.eth.block_number == block_before
