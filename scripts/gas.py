@@ -1,0 +1,79 @@
+"""``ape run gas``: gas of every state-changing entry point, and contract sizes vs EIP-170.
+
+Runs on a fresh ape-managed anvil. `total` is the receipt's gasUsed (21,000 base and
+calldata included); `execution` excludes both, as anvil's gas report does.
+"""
+
+from pathlib import Path
+
+import click
+from ape import accounts
+from ape.cli import ConnectedProviderCommand
+from rich.table import Table
+
+from crossmargin.cli import console, resolve_sender
+from crossmargin.config import load_config
+from crossmargin.deploy import deploy
+from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
+from crossmargin.protocol import Protocol
+
+DEPLOYABLES = ("Vault", "OracleRouter", "MarginEngine")
+
+
+def run_benchmark(cm: Protocol, admin, trader, operator):
+    rows = []
+    for symbol, amount in (("USDC", "5000"), ("WBTC", "1"), ("WETH", "10")):
+        cm.token(symbol).mint(admin, trader, amount)
+        cm.vault.approve(trader, symbol)
+        # another account deposits first, so the rows below price a typical vault, not an empty one
+        cm.token(symbol).mint(admin, admin, amount)
+        cm.vault.deposit(admin, symbol, amount)
+    usdc, weth, wbtc = cm.token("USDC"), cm.token("WETH"), cm.token("WBTC")
+    vault = cm.vault.contract
+
+    rows.append(measure("deposit USDC (6 dec), new account", vault.deposit(usdc.address, usdc.units(1000), 0, trader, sender=trader)))
+    rows.append(measure("deposit USDC (6 dec), repeat", vault.deposit(usdc.address, usdc.units(1000), 0, trader, sender=trader)))
+    rows.append(measure("deposit WETH (18 dec), new asset", vault.deposit(weth.address, weth.units(5), 0, trader, sender=trader)))
+    rows.append(measure("deposit WETH (18 dec), repeat", vault.deposit(weth.address, weth.units(1), 0, trader, sender=trader)))
+    rows.append(measure("deposit WBTC (8 dec), new asset", vault.deposit(wbtc.address, wbtc.units("0.5"), 0, trader, sender=trader)))
+    rows.append(measure("deposit WBTC (8 dec), repeat", vault.deposit(wbtc.address, wbtc.units("0.25"), 0, trader, sender=trader)))
+    rows.append(measure("withdraw USDC, 2 collaterals checked", vault.withdraw(usdc.address, usdc.units(100), 0, trader, sender=trader)))
+    rows.append(measure("withdraw WETH, partial", vault.withdraw(weth.address, weth.units(1), 0, trader, sender=trader)))
+    rows.append(measure("move WETH to a new subaccount", vault.move(weth.address, weth.units(1), 0, 1, sender=trader)))
+    rows.append(measure("move WETH, repeat", vault.move(weth.address, weth.units(1), 0, 1, sender=trader)))
+    rows.append(measure("withdraw WETH, whole balance", vault.withdraw(weth.address, weth.units(2), 1, trader, sender=trader)))
+    rows.append(measure("set_operator", vault.set_operator(0, operator, True, sender=trader)))
+    rows.append(measure("oracle push (mock feed)", cm.oracle.push(admin, "ETH/USD", "3100")))
+    return rows
+
+
+@click.command(cls=ConnectedProviderCommand, help=__doc__)
+@click.option("--markdown", type=click.Path(path_type=Path), help="Also write the tables as markdown here.")
+def cli(network, markdown):
+    admin = resolve_sender(None)
+    trader, operator = accounts.test_accounts[1], accounts.test_accounts[2]
+    cm = Protocol(deploy(load_config(network.name), admin).manifest)
+    rows = run_benchmark(cm, admin, trader, operator)
+
+    table = Table(title="gas per entry point (anvil)")
+    for column in ("action", "total gas", "execution gas"):
+        table.add_column(column, justify="left" if column == "action" else "right")
+    for row in rows:
+        table.add_row(row.action, f"{row.total:,}", f"{row.execution:,}")
+    console.print(table)
+
+    sizes = code_sizes(DEPLOYABLES)
+    size_table = Table(title=f"runtime code size (EIP-170 limit {EIP170_LIMIT:,} bytes)")
+    for column in ("contract", "bytes", "of limit"):
+        size_table.add_column(column, justify="left" if column == "contract" else "right")
+    for name, size in sizes:
+        size_table.add_row(name, f"{size:,}", f"{100 * size / EIP170_LIMIT:.1f}%")
+    console.print(size_table)
+
+    if markdown:
+        lines = ["| action | total gas | execution gas |", "|---|---:|---:|"]
+        lines += [f"| {r.action} | {r.total:,} | {r.execution:,} |" for r in rows]
+        lines += ["", f"| contract | runtime bytes | of EIP-170 ({EIP170_LIMIT:,}) |", "|---|---:|---:|"]
+        lines += [f"| {n} | {s:,} | {100 * s / EIP170_LIMIT:.1f}% |" for n, s in sizes]
+        markdown.write_text("\n".join(lines) + "\n")
+        console.print(f"written to {markdown}")
