@@ -31,8 +31,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 lint: install
-	$(BIN)/ruff check crossmargin scripts tests
-	$(BIN)/ruff format --check crossmargin scripts tests
+	$(BIN)/ruff check crossmargin scripts tests ape_console_extras.py
+	$(BIN)/ruff format --check crossmargin scripts tests ape_console_extras.py
 
 clean:
 	rm -rf $(VENV) node_modules .build

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import click
 from ape import accounts, networks
@@ -24,7 +24,7 @@ def sender_option():
     return account_option(prompt=False)
 
 
-def resolve_sender(account: Optional[Any]) -> Any:
+def resolve_sender(account: Any | None) -> Any:
     if account is not None:
         return account
     if is_dev_network():

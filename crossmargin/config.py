@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -23,9 +22,9 @@ class FeedConfig:
     heartbeat: int  # seconds
     min_answer: Decimal  # human units, e.g. 10 (USD)
     max_answer: Decimal
-    address: Optional[str] = None  # an existing aggregator
+    address: str | None = None  # an existing aggregator
     mock_decimals: int = 8  # mock aggregator: decimals and first answer
-    mock_answer: Optional[Decimal] = None
+    mock_answer: Decimal | None = None
 
     @property
     def is_mock(self) -> bool:
@@ -37,9 +36,9 @@ class TokenConfig:
     symbol: str
     decimals: int
     cap: Decimal  # human token units
-    address: Optional[str] = None  # an existing token; else a MockERC20 is deployed
-    feed: Optional[str] = None  # oracle key of its USD price
-    underlying: Optional[str] = None  # underlying it tracks, e.g. "ETH"
+    address: str | None = None  # an existing token; else a MockERC20 is deployed
+    feed: str | None = None  # oracle key of its USD price
+    underlying: str | None = None  # underlying it tracks, e.g. "ETH"
     mm_haircut: Decimal = Decimal(0)
     im_haircut: Decimal = Decimal(0)
 
@@ -55,9 +54,9 @@ class NetworkConfig:
     assets: list[TokenConfig]
     feeds: list[FeedConfig]
     heartbeat_grace: int = 0
-    sequencer_feed: Optional[str] = None
+    sequencer_feed: str | None = None
     sequencer_grace: int = 3600
-    guardian: Optional[str] = None
+    guardian: str | None = None
 
     def feed(self, key: str) -> FeedConfig:
         for feed in self.feeds:

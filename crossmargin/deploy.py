@@ -8,7 +8,8 @@ transaction at all.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ape import chain, project
 
@@ -22,7 +23,7 @@ Log = Callable[[str], None]
 class Deployment:
     """Deploys or finds each contract of ``config`` and records it in ``manifest``."""
 
-    def __init__(self, config: NetworkConfig, sender: Any, manifest: Manifest, log: Optional[Log] = None):
+    def __init__(self, config: NetworkConfig, sender: Any, manifest: Manifest, log: Log | None = None):
         self.config = config
         self.sender = sender
         self.manifest = manifest
@@ -31,7 +32,7 @@ class Deployment:
 
     # ------------------------------------------------------------------ helpers
 
-    def _reusable(self, address: Optional[str], container, matches: Callable[[Any], bool]):
+    def _reusable(self, address: str | None, container, matches: Callable[[Any], bool]):
         if not address:
             return None
         code = bytes(chain.provider.get_code(address)).hex()
@@ -69,7 +70,11 @@ class Deployment:
             return contract.symbol() == token.symbol and contract.decimals() == token.decimals
 
         contract = self._contract(
-            f"token:{token.symbol}", project.MockERC20, f"Mock {token.symbol}", token.symbol, token.decimals,
+            f"token:{token.symbol}",
+            project.MockERC20,
+            f"Mock {token.symbol}",
+            token.symbol,
+            token.decimals,
             matches=same,
         )
         self.manifest.tokens[token.symbol] = contract.address
@@ -81,7 +86,11 @@ class Deployment:
         else:
             answer = to_units(feed.mock_answer, feed.mock_decimals)
             address = self._contract(
-                f"feed:{feed.key}", project.MockAggregator, feed.mock_decimals, feed.key, answer,
+                f"feed:{feed.key}",
+                project.MockAggregator,
+                feed.mock_decimals,
+                feed.key,
+                answer,
                 matches=lambda c: c.decimals() == feed.mock_decimals,
             ).address
         self.manifest.feeds[feed.key] = address
@@ -109,17 +118,26 @@ class Deployment:
             self._send("sequencer feed", router.set_sequencer, sequencer, grace)
 
         vault = self._contract(
-            "Vault", project.Vault, settlement.address, to_wad(config.settlement.cap),
+            "Vault",
+            project.Vault,
+            settlement.address,
+            to_wad(config.settlement.cap),
             matches=lambda c: c.SETTLEMENT_ASSET() == settlement.address,
         )
         if vault.assets(settlement.address).cap != to_wad(config.settlement.cap):
-            self._send(f"cap {config.settlement.symbol}", vault.set_cap, settlement.address, to_wad(config.settlement.cap))
+            self._send(
+                f"cap {config.settlement.symbol}", vault.set_cap, settlement.address, to_wad(config.settlement.cap)
+            )
         for asset in config.assets:
             self._list(vault, asset, tokens[asset.symbol].address)
 
         settlement_key = key(config.settlement.feed) if config.settlement.feed else b"\0" * 32
         engine = self._contract(
-            "MarginEngine", project.MarginEngine, vault.address, router.address, settlement_key,
+            "MarginEngine",
+            project.MarginEngine,
+            vault.address,
+            router.address,
+            settlement_key,
             matches=lambda c: c.VAULT() == vault.address and c.ORACLE() == router.address,
         )
         if bytes(engine.settlement_key()) != settlement_key:
@@ -143,7 +161,7 @@ class Deployment:
             self._send(f"cap {asset.symbol}", vault.set_cap, address, cap)
 
 
-def deploy(config: NetworkConfig, sender: Any, manifest: Optional[Manifest] = None, log: Optional[Log] = None) -> Deployment:
+def deploy(config: NetworkConfig, sender: Any, manifest: Manifest | None = None, log: Log | None = None) -> Deployment:
     """Deploys (or finds) the stack; returns the run, whose ``manifest`` and ``sent`` tell what it did."""
     manifest = manifest or Manifest(network=config.name, chain_id=chain.chain_id)
     manifest.chain_id = chain.chain_id

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # Where manifests live; CROSSMARGIN_DEPLOYMENTS points elsewhere (fork tests use a temp dir).
-DEPLOYMENTS_DIR = Path(os.environ.get("CROSSMARGIN_DEPLOYMENTS", Path(__file__).resolve().parent.parent / "deployments"))
+DEPLOYMENTS_DIR = Path(
+    os.environ.get("CROSSMARGIN_DEPLOYMENTS", Path(__file__).resolve().parent.parent / "deployments")
+)
 
 
 @dataclass
@@ -29,7 +31,7 @@ class Manifest:
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Manifest":
+    def load(cls, path: Path) -> Manifest:
         return cls(**json.loads(path.read_text()))
 
 

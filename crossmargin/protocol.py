@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 from ape import networks, project
 
 from crossmargin.manifest import Manifest, find_manifest
-from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
+from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,15 @@ class VaultClient:
         except KeyError:
             raise KeyError(f"unknown token {symbol!r}; known: {sorted(self.tokens)}") from None
 
-    def approve(self, sender: Any, symbol: str, amount: Optional[Number] = None):
+    def approve(self, sender: Any, symbol: str, amount: Number | None = None):
         """Approves the vault for ``amount`` (default: unlimited) of ``symbol``."""
         token = self.token(symbol)
         units = 2**256 - 1 if amount is None else token.units(amount)
         return token.contract.approve(self.address, units, sender=sender)
 
-    def deposit(self, sender: Any, symbol: str, amount: Number, subaccount: int = 0, recipient: Any = None,
-                approve: bool = True):
+    def deposit(
+        self, sender: Any, symbol: str, amount: Number, subaccount: int = 0, recipient: Any = None, approve: bool = True
+    ):
         """Deposits ``amount`` (human units) of ``symbol``; approves the exact shortfall first."""
         token = self.token(symbol)
         units = token.units(amount)
@@ -174,7 +175,7 @@ class Protocol:
         self.engine = EngineClient(project.MarginEngine.at(manifest.contracts["MarginEngine"]))
 
     @classmethod
-    def load(cls, network_name: Optional[str] = None) -> "Protocol":
+    def load(cls, network_name: str | None = None) -> Protocol:
         """The protocol on the connected network (or ``network_name``'s manifest)."""
         name = network_name or networks.provider.network.name
         return cls(Manifest.load(find_manifest(name)))

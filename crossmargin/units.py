@@ -7,13 +7,12 @@ decimals is scaled by ``10**(18 - decimals)`` once, at the vault boundary.
 from __future__ import annotations
 
 from decimal import Context, Decimal
-from typing import Union
 
 WAD = 10**18
 SUB_BITS = 96
 MAX_SUBACCOUNT = 2**SUB_BITS - 1
 
-Number = Union[Decimal, int, str]
+Number = Decimal | int | str
 
 # Wide enough for any uint256 at 18 decimals: the default context (28 digits) rounds silently.
 EXACT = Context(prec=100)

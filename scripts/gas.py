@@ -31,17 +31,46 @@ def run_benchmark(cm: Protocol, admin, trader, operator):
     usdc, weth, wbtc = cm.token("USDC"), cm.token("WETH"), cm.token("WBTC")
     vault = cm.vault.contract
 
-    rows.append(measure("deposit USDC (6 dec), new account", vault.deposit(usdc.address, usdc.units(1000), 0, trader, sender=trader)))
-    rows.append(measure("deposit USDC (6 dec), repeat", vault.deposit(usdc.address, usdc.units(1000), 0, trader, sender=trader)))
-    rows.append(measure("deposit WETH (18 dec), new asset", vault.deposit(weth.address, weth.units(5), 0, trader, sender=trader)))
-    rows.append(measure("deposit WETH (18 dec), repeat", vault.deposit(weth.address, weth.units(1), 0, trader, sender=trader)))
-    rows.append(measure("deposit WBTC (8 dec), new asset", vault.deposit(wbtc.address, wbtc.units("0.5"), 0, trader, sender=trader)))
-    rows.append(measure("deposit WBTC (8 dec), repeat", vault.deposit(wbtc.address, wbtc.units("0.25"), 0, trader, sender=trader)))
-    rows.append(measure("withdraw USDC, 2 collaterals checked", vault.withdraw(usdc.address, usdc.units(100), 0, trader, sender=trader)))
-    rows.append(measure("withdraw WETH, partial", vault.withdraw(weth.address, weth.units(1), 0, trader, sender=trader)))
+    rows.append(
+        measure(
+            "deposit USDC (6 dec), new account", vault.deposit(usdc.address, usdc.units(1000), 0, trader, sender=trader)
+        )
+    )
+    rows.append(
+        measure("deposit USDC (6 dec), repeat", vault.deposit(usdc.address, usdc.units(1000), 0, trader, sender=trader))
+    )
+    rows.append(
+        measure(
+            "deposit WETH (18 dec), new asset", vault.deposit(weth.address, weth.units(5), 0, trader, sender=trader)
+        )
+    )
+    rows.append(
+        measure("deposit WETH (18 dec), repeat", vault.deposit(weth.address, weth.units(1), 0, trader, sender=trader))
+    )
+    rows.append(
+        measure(
+            "deposit WBTC (8 dec), new asset", vault.deposit(wbtc.address, wbtc.units("0.5"), 0, trader, sender=trader)
+        )
+    )
+    rows.append(
+        measure(
+            "deposit WBTC (8 dec), repeat", vault.deposit(wbtc.address, wbtc.units("0.25"), 0, trader, sender=trader)
+        )
+    )
+    rows.append(
+        measure(
+            "withdraw USDC, 2 collaterals checked",
+            vault.withdraw(usdc.address, usdc.units(100), 0, trader, sender=trader),
+        )
+    )
+    rows.append(
+        measure("withdraw WETH, partial", vault.withdraw(weth.address, weth.units(1), 0, trader, sender=trader))
+    )
     rows.append(measure("move WETH to a new subaccount", vault.move(weth.address, weth.units(1), 0, 1, sender=trader)))
     rows.append(measure("move WETH, repeat", vault.move(weth.address, weth.units(1), 0, 1, sender=trader)))
-    rows.append(measure("withdraw WETH, whole balance", vault.withdraw(weth.address, weth.units(2), 1, trader, sender=trader)))
+    rows.append(
+        measure("withdraw WETH, whole balance", vault.withdraw(weth.address, weth.units(2), 1, trader, sender=trader))
+    )
     rows.append(measure("set_operator", vault.set_operator(0, operator, True, sender=trader)))
     rows.append(measure("oracle push (mock feed)", cm.oracle.push(admin, "ETH/USD", "3100")))
     return rows

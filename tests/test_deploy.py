@@ -31,7 +31,10 @@ def test_deploy__wires_everything_from_config(cm, config):
     for feed in config.feeds:
         stored = router.feeds(key(feed.key))
         assert (stored.heartbeat, stored.min_answer, stored.max_answer) == (
-            feed.heartbeat, to_wad(feed.min_answer), to_wad(feed.max_answer))
+            feed.heartbeat,
+            to_wad(feed.min_answer),
+            to_wad(feed.max_answer),
+        )
         assert cm.oracle.price(feed.key) == feed.mock_answer
     for asset in config.assets:
         listed = vault.assets(cm.token(asset.symbol).address)

@@ -61,17 +61,24 @@ def test_fork__actions_on_fork_leave_devnet_untouched(devnet, env):
     assert "0 transactions sent" in again  # idempotent on a persistent node
 
     manifest = json.loads((Path(env["CROSSMARGIN_DEPLOYMENTS"]) / "devnet.json").read_text())
-    vault = devnet.eth.contract(address=manifest["contracts"]["Vault"], abi=[a.model_dump() for a in project.Vault.contract_type.abi])
+    vault = devnet.eth.contract(
+        address=manifest["contracts"]["Vault"], abi=[a.model_dump() for a in project.Vault.contract_type.abi]
+    )
     trader = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # test account 2
     block_before = devnet.eth.block_number
 
-    session = "\n".join([
-        "trader = accounts.test_accounts[2]",
-        "cm.token('USDC').mint(accounts.test_accounts[0], trader, '500')",
-        "cm.vault.deposit(trader, 'USDC', '500')",
-        "print('FORK_CASH', cm.vault.balances(trader).cash)",
-        "print('FORK_VAULT', cm.vault.address)",
-    ]) + "\n"
+    session = (
+        "\n".join(
+            [
+                "trader = accounts.test_accounts[2]",
+                "cm.token('USDC').mint(accounts.test_accounts[0], trader, '500')",
+                "cm.vault.deposit(trader, 'USDC', '500')",
+                "print('FORK_CASH', cm.vault.balances(trader).cash)",
+                "print('FORK_VAULT', cm.vault.address)",
+            ]
+        )
+        + "\n"
+    )
     out = _ape(["console", "--network", "ethereum:devnet-fork:foundry"], env, stdin=session)
     assert "FORK_CASH 500" in out
     assert f"FORK_VAULT {manifest['contracts']['Vault']}" in out  # the console loaded the devnet manifest

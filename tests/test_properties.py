@@ -59,8 +59,12 @@ class VaultAccounting(RuleBasedStateMachine):
         self.ledger[key] = self.ledger.get(key, 0) + units
         self.touched = [key]
 
-    @rule(actor=st.integers(0, 1), sub=st.sampled_from(SUBACCOUNTS), symbol=st.sampled_from(SYMBOLS),
-          share=st.floats(0.01, 1.5))
+    @rule(
+        actor=st.integers(0, 1),
+        sub=st.sampled_from(SUBACCOUNTS),
+        symbol=st.sampled_from(SYMBOLS),
+        share=st.floats(0.01, 1.5),
+    )
     def withdraw(self, actor, sub, symbol, share):
         token = self.cm.token(symbol)
         have = self.ledger.get((actor, sub, symbol), 0)
@@ -76,8 +80,13 @@ class VaultAccounting(RuleBasedStateMachine):
         self.ledger[(actor, sub, symbol)] = have - units
         self.touched = [(actor, sub, symbol)]
 
-    @rule(actor=st.integers(0, 1), src=st.sampled_from(SUBACCOUNTS), dst=st.sampled_from(SUBACCOUNTS),
-          symbol=st.sampled_from(SYMBOLS), share=st.floats(0.01, 1.5))
+    @rule(
+        actor=st.integers(0, 1),
+        src=st.sampled_from(SUBACCOUNTS),
+        dst=st.sampled_from(SUBACCOUNTS),
+        symbol=st.sampled_from(SYMBOLS),
+        share=st.floats(0.01, 1.5),
+    )
     def move(self, actor, src, dst, symbol, share):
         if src == dst:
             return

@@ -7,6 +7,7 @@ import pytest
 
 from crossmargin.units import WAD, account_id, key, to_wad
 
+
 def test_deposit__each_decimals__credits_exact_wad_and_logs(cm, vault, trader, fund, symbol):
     token = cm.token(symbol)
     fund(trader, symbol, "1234.5678")
@@ -46,7 +47,12 @@ def test_withdraw__each_decimals__returns_tokens_and_logs(cm, vault, trader, cre
     assert vault.withdrawable(trader, 0, token.address) == token.units("5.5")
     assert vault.assets(token.address).total == to_wad("5.5")
     [event] = receipt.decode_logs(vault.Withdraw)
-    assert (event.owner, event.receiver, event.amount, event.debit) == (trader, trader, token.units("4.5"), to_wad("4.5"))
+    assert (event.owner, event.receiver, event.amount, event.debit) == (
+        trader,
+        trader,
+        token.units("4.5"),
+        to_wad("4.5"),
+    )
 
 
 def test_withdraw__to_other_receiver__pays_receiver(cm, trader, stranger, create_account, usdc):
@@ -106,7 +112,9 @@ def test_margin__haircut_valuation_matches_formula(cm, trader, create_account, c
     assert m.initial == 2 * eth * weth_cfg.im_haircut + Decimal("0.1") * btc * wbtc_cfg.im_haircut
 
 
-def test_margin__requirements_round_up_and_values_round_down(vault, router, engine, trader, create_account, admin, weth):
+def test_margin__requirements_round_up_and_values_round_down(
+    vault, router, engine, trader, create_account, admin, weth
+):
     haircut = 3 * 10**17 + 1  # no WAD product with it is exact
     vault.set_haircuts(weth.address, haircut, haircut, sender=admin)
     price = router.price(key("ETH/USD"))

@@ -87,7 +87,9 @@ def test_withdraw_and_move__below_initial_margin__revert(cm, vault, admin, trade
     assert vault.cash_of(trader, 0) == to_wad(99)
 
 
-def test_withdraw__sequencer_down__reverts_but_deposit_works(cm, vault, router, admin, trader, create_account, deploy_feed, chain):
+def test_withdraw__sequencer_down__reverts_but_deposit_works(
+    cm, vault, router, admin, trader, create_account, deploy_feed, chain
+):
     create_account(trader, {"USDC": "100"})
     sequencer = deploy_feed(0, 1, "sequencer")  # answer 1 = down
     router.set_sequencer(sequencer, 3600, sender=admin)
