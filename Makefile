@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
 ## demo: install everything, then deploy to an ape-managed anvil and run the demo
 demo: install
-	ape run demo
+	ape run demo -v WARNING
 
 ## test: install everything, then run the whole test suite on anvil
 test: install

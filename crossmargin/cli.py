@@ -8,6 +8,9 @@ import click
 from ape import accounts, networks
 from ape.cli import account_option
 from rich.console import Console
+from rich.table import Table
+
+from crossmargin.manifest import Manifest
 
 console = Console()
 
@@ -30,3 +33,13 @@ def resolve_sender(account: Any | None) -> Any:
     if is_dev_network():
         return accounts.test_accounts[0]
     raise click.UsageError("--account is required on this network")
+
+
+def contracts_table(manifest: Manifest, title: str) -> Table:
+    """The deployed addresses of a manifest, as a rich table."""
+    table = Table(title=title)
+    table.add_column("contract")
+    table.add_column("address")
+    for name, address in sorted(manifest.contracts.items()):
+        table.add_row(name, address)
+    return table

@@ -5,7 +5,7 @@ from ape import accounts
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin.cli import console, resolve_sender
+from crossmargin.cli import console, contracts_table, resolve_sender
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
@@ -24,12 +24,7 @@ def cli(network):
         run = deploy(config, admin)
     cm = Protocol(run.manifest)
 
-    table = Table(title=f"deployed on {network.name} ({run.sent} transactions)")
-    table.add_column("contract")
-    table.add_column("address")
-    for name, address in sorted(run.manifest.contracts.items()):
-        table.add_row(name, address)
-    console.print(table)
+    console.print(contracts_table(run.manifest, f"deployed on {network.name} ({run.sent} transactions)"))
 
     with console.status("funding and depositing"):
         for symbol, amount in DEPOSITS.items():
@@ -37,7 +32,7 @@ def cli(network):
             cm.vault.deposit(trader, symbol, amount)
 
     balances = cm.vault.balances(trader)
-    table = Table(title=f"trader {trader.address}, subaccount 0")
+    table = Table(title="trader balances (subaccount 0)", caption=f"trader {trader.address}")
     table.add_column("asset")
     table.add_column("balance", justify="right")
     table.add_column("price (USD)", justify="right")

@@ -3,9 +3,8 @@
 import click
 from ape import networks
 from ape.cli import ConnectedProviderCommand
-from rich.table import Table
 
-from crossmargin.cli import console, resolve_sender, sender_option
+from crossmargin.cli import console, contracts_table, resolve_sender, sender_option
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.manifest import Manifest, find_manifest, manifest_path
@@ -26,10 +25,5 @@ def cli(account):
     out = manifest_path(network)
     run.manifest.save(out)
 
-    table = Table(title=f"crossmargin on {network} (chain {run.manifest.chain_id})")
-    table.add_column("contract")
-    table.add_column("address")
-    for name, address in sorted(run.manifest.contracts.items()):
-        table.add_row(name, address)
-    console.print(table)
+    console.print(contracts_table(run.manifest, f"crossmargin on {network} (chain {run.manifest.chain_id})"))
     console.print(f"{run.sent} transactions sent; manifest written to {out}")

@@ -66,19 +66,27 @@ class VaultAccounting(RuleBasedStateMachine):
         share=st.floats(0.01, 1.5),
     )
     def withdraw(self, actor, sub, symbol, share):
-        token = self.cm.token(symbol)
-        have = self.ledger.get((actor, sub, symbol), 0)
+        token, who = self.cm.token(symbol), self.actors[actor]
+        before = token.contract.balanceOf(who)
+        units = self._take(
+            actor, sub, symbol, share, lambda u: self.cm.vault.contract.withdraw(token.address, u, sub, who, sender=who)
+        )
+        if units:
+            assert token.contract.balanceOf(who) - before == units
+
+    def _take(self, actor, sub, symbol, share, send):
+        """Takes `share` of an account's ledger balance with `send(units)`; over 100% must revert."""
+        key = (actor, sub, symbol)
+        have = self.ledger.get(key, 0)
         units = max(1, int(have * share))
-        who = self.actors[actor]
+        self.touched = [key]
         if units > have:
             with ape.reverts("vault: insufficient balance"):
-                self.cm.vault.contract.withdraw(token.address, units, sub, who, sender=who)
-            return
-        before = token.contract.balanceOf(who)
-        self.cm.vault.contract.withdraw(token.address, units, sub, who, sender=who)
-        assert token.contract.balanceOf(who) - before == units
-        self.ledger[(actor, sub, symbol)] = have - units
-        self.touched = [(actor, sub, symbol)]
+                send(units)
+            return 0
+        send(units)
+        self.ledger[key] = have - units
+        return units
 
     @rule(
         actor=st.integers(0, 1),
@@ -90,18 +98,13 @@ class VaultAccounting(RuleBasedStateMachine):
     def move(self, actor, src, dst, symbol, share):
         if src == dst:
             return
-        token = self.cm.token(symbol)
-        have = self.ledger.get((actor, src, symbol), 0)
-        units = max(1, int(have * share))
-        who = self.actors[actor]
-        if units > have:
-            with ape.reverts("vault: insufficient balance"):
-                self.cm.vault.contract.move(token.address, units, src, dst, sender=who)
-            return
-        self.cm.vault.contract.move(token.address, units, src, dst, sender=who)
-        self.ledger[(actor, src, symbol)] = have - units
-        self.ledger[(actor, dst, symbol)] = self.ledger.get((actor, dst, symbol), 0) + units
-        self.touched = [(actor, src, symbol), (actor, dst, symbol)]
+        token, who = self.cm.token(symbol), self.actors[actor]
+        units = self._take(
+            actor, src, symbol, share, lambda u: self.cm.vault.contract.move(token.address, u, src, dst, sender=who)
+        )
+        if units:
+            self.ledger[(actor, dst, symbol)] = self.ledger.get((actor, dst, symbol), 0) + units
+            self.touched.append((actor, dst, symbol))
 
     @invariant()
     def conservation(self):
@@ -110,7 +113,7 @@ class VaultAccounting(RuleBasedStateMachine):
             token = self.cm.token(symbol)
             who = self.actors[actor]
             claim = vault.cash_of(who, sub) if symbol == "USDC" else vault.balance_of(who, sub, token.address)
-            assert claim == self.ledger[(actor, sub, symbol)] * 10 ** (18 - token.decimals)
+            assert claim == self.ledger.get((actor, sub, symbol), 0) * 10 ** (18 - token.decimals)
         for symbol in SYMBOLS:
             token = self.cm.token(symbol)
             scale = 10 ** (18 - token.decimals)
