@@ -66,12 +66,15 @@ def test_price__below_and_above_bounds__revert(router, test_feed, admin):
 
 
 def test_price__stale__reverts_after_heartbeat_plus_grace(router, test_feed, admin, chain):
-    now = chain.pending_timestamp
-    test_feed.push_at(3000 * 10**8, now - HEARTBEAT - GRACE, sender=admin)
-    assert router.price(K) == 3000 * WAD  # exactly at the limit: still fresh
-    chain.mine(timestamp=now + 1)
+    """Read at pinned blocks: a call at `latest` would see the wall clock, which moves."""
+    t = chain.pending_timestamp + 50
+    test_feed.push_at(3000 * 10**8, t - HEARTBEAT - GRACE, sender=admin)
+    chain.mine(timestamp=t)
+    # exactly at the limit: still fresh
+    assert router.price(K, block_id=chain.blocks.head.number) == 3000 * WAD
+    chain.mine(timestamp=t + 1)
     with ape.reverts("oracle: stale price"):
-        router.price(K)
+        router.price(K, block_id=chain.blocks.head.number)
 
 
 def test_price__future_timestamp__reverts(router, test_feed, admin, chain):
