@@ -51,6 +51,8 @@ implements: IVault
 # @dev Most collateral assets that can be listed (the settlement asset is not counted).
 # One bit each in an account's `held` mask, so the engine only visits what an account holds.
 MAX_ASSETS: constant(uint256) = 16
+# @dev Most cash entries one `settle_cash` call applies (a trade touches four accounts).
+MAX_CASH_ENTRIES: constant(uint256) = 8
 # @dev Highest haircut an asset may have (WAD): collateral keeps at least 10% of its value.
 MAX_HAIRCUT: constant(uint256) = 9 * 10**17
 WAD: constant(uint256) = 10**18
@@ -93,6 +95,9 @@ operators: HashMap[uint256, HashMap[address, bool]]
 margin_engine: public(address)
 # @dev May pause new risk (withdrawals, moves); only the owner unpauses.
 guardian: public(address)
+# @dev Contracts that may settle cash between accounts (the margin engine for premiums,
+# fees, funding, perp PnL and expiry settlement; later the liquidator).
+clearing: public(HashMap[address, bool])
 
 
 event Deposit:
@@ -153,6 +158,17 @@ event MarginEngineSet:
 
 event GuardianSet:
     guardian: indexed(address)
+
+
+event ClearingSet:
+    clearing: indexed(address)
+    allowed: bool
+
+
+event CashSettled:
+    account: indexed(uint256)
+    clearing: indexed(address)
+    delta: int256
 
 
 @deploy
@@ -255,6 +271,26 @@ def set_operator(subaccount: uint96, operator: address, approved: bool):
     assert operator != empty(address) and operator != msg.sender, "vault: bad operator"
     self.operators[accounts._id(msg.sender, subaccount)][operator] = approved
     log OperatorSet(owner=msg.sender, subaccount=subaccount, operator=operator, approved=approved)
+
+
+# ---------------------------------------------------------------- clearing
+
+
+@external
+def settle_cash(entries: DynArray[IVault.CashDelta, MAX_CASH_ENTRIES]):
+    """
+    @notice Adds each entry's `delta` (WAD, signed) to its account's cash. Only clearing
+            contracts call it, for premiums, fees, funding, realized perp PnL and expiry
+            payoffs; they keep the sum of all cash and open positions zero-sum, rounding
+            toward the protocol.
+    @dev Cash may go negative here (debt backed by the rest of the portfolio); the caller
+         checks margin. Never paused: settlement and liquidation must always go through.
+    """
+    assert self.clearing[msg.sender], "vault: not clearing"
+    for entry: IVault.CashDelta in entries:
+        if entry.delta != 0:
+            self.cash[entry.account] += entry.delta
+            log CashSettled(account=entry.account, clearing=msg.sender, delta=entry.delta)
 
 
 # ---------------------------------------------------------------- views
@@ -416,6 +452,17 @@ def set_margin_engine(engine: address):
 
 
 @external
+def set_clearing(clearing: address, allowed: bool):
+    """
+    @notice Allows or revokes a clearing contract (`settle_cash`).
+    """
+    ownable._check_owner()
+    assert clearing.is_contract, "vault: clearing not a contract"
+    self.clearing[clearing] = allowed
+    log ClearingSet(clearing=clearing, allowed=allowed)
+
+
+@external
 def set_guardian(guardian: address):
     ownable._check_owner()
     self.guardian = guardian
@@ -468,11 +515,11 @@ def _debit(account: uint256, asset: address, wad: uint256):
 
 
 @internal
-@view
 def _check_initial(account: uint256):
     engine: address = self.margin_engine
     assert engine != empty(address), "vault: no margin engine"
-    assert staticcall IMarginEngine(engine).initial_health(account) >= 0, "vault: insufficient margin"
+    # a call, not a staticcall: the engine stores risk arrays it had to refresh
+    assert extcall IMarginEngine(engine).check_initial(account) >= 0, "vault: insufficient margin"
 
 
 @internal

@@ -7,7 +7,7 @@ feed either points at an existing contract (``address``) or asks for a mock to b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -48,6 +48,23 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class UnderlyingConfig:
+    name: str  # e.g. "ETH"; collateral with this `underlying` is shocked with its spot
+    spot: str  # oracle key of the spot price
+    vol: str  # oracle key of the implied volatility
+    perp_oi_cap: Decimal | None = None  # units; None = no perpetual listed
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    maker_fee: Decimal = Decimal("0.0002")  # fraction of notional
+    taker_fee: Decimal = Decimal("0.0005")
+    insurance_share: Decimal = Decimal("0.5")  # of all fees, to the insurance account
+    insurance: str | None = None  # owner of the insurance account; default the deployer
+    fee_recipient: str | None = None  # default the deployer
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     name: str
     settlement: TokenConfig
@@ -57,6 +74,8 @@ class NetworkConfig:
     sequencer_feed: str | None = None
     sequencer_grace: int = 3600
     guardian: str | None = None
+    underlyings: list[UnderlyingConfig] = field(default_factory=list)
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
 
     def feed(self, key: str) -> FeedConfig:
         for feed in self.feeds:
@@ -95,6 +114,24 @@ def _feed(raw: dict) -> FeedConfig:
     )
 
 
+def _underlying(raw: dict) -> UnderlyingConfig:
+    cap = raw.get("perp_oi_cap")
+    return UnderlyingConfig(
+        name=raw["name"], spot=raw["spot"], vol=raw["vol"], perp_oi_cap=_dec(cap) if cap is not None else None
+    )
+
+
+def _exchange(raw: dict) -> ExchangeConfig:
+    default = ExchangeConfig()
+    return ExchangeConfig(
+        maker_fee=_dec(raw.get("maker_fee", default.maker_fee)),
+        taker_fee=_dec(raw.get("taker_fee", default.taker_fee)),
+        insurance_share=_dec(raw.get("insurance_share", default.insurance_share)),
+        insurance=raw.get("insurance"),
+        fee_recipient=raw.get("fee_recipient"),
+    )
+
+
 def parse_config(name: str, raw: dict) -> NetworkConfig:
     oracle = raw.get("oracle", {})
     config = NetworkConfig(
@@ -106,7 +143,12 @@ def parse_config(name: str, raw: dict) -> NetworkConfig:
         sequencer_feed=oracle.get("sequencer_feed"),
         sequencer_grace=int(oracle.get("sequencer_grace", 3600)),
         guardian=raw.get("guardian"),
+        underlyings=[_underlying(u) for u in raw.get("underlyings", [])],
+        exchange=_exchange(raw.get("exchange") or {}),
     )
+    for underlying in config.underlyings:
+        config.feed(underlying.spot)
+        config.feed(underlying.vol)
     for feed in config.feeds:
         if feed.is_mock and feed.mock_answer is None:
             raise ValueError(f"feed {feed.key}: give an address or a mock answer")

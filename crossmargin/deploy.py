@@ -12,12 +12,18 @@ from collections.abc import Callable
 from typing import Any
 
 from ape import chain, project
+from eth_utils import keccak
 
-from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig
+from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
 from crossmargin.manifest import Manifest
 from crossmargin.units import key, to_units, to_wad
 
 Log = Callable[[str], None]
+
+
+def _build_hash(container) -> str:
+    runtime = container.contract_type.runtime_bytecode.bytecode or ""
+    return keccak(hexstr=runtime).hex()
 
 
 class Deployment:
@@ -32,25 +38,27 @@ class Deployment:
 
     # ------------------------------------------------------------------ helpers
 
-    def _reusable(self, address: str | None, container, matches: Callable[[Any], bool]):
-        if not address:
+    def _reusable(self, name: str, container, matches: Callable[[Any], bool]):
+        address = self.manifest.contracts.get(name)
+        if not address or not bytes(chain.provider.get_code(address)):
             return None
-        code = bytes(chain.provider.get_code(address)).hex()
-        runtime = (container.contract_type.runtime_bytecode.bytecode or "").removeprefix("0x")
-        # Vyper appends immutables to the runtime code, so the deployed code starts with it.
-        if not runtime or not code.startswith(runtime):
+        # reuse only what was built from the same source: the manifest records the hash of the
+        # compiled runtime (deployed code can't be compared byte for byte: immutables are
+        # spliced into it, and where depends on the code generator)
+        if self.manifest.builds.get(name) != _build_hash(container):
             return None
         contract = container.at(address)
         return contract if matches(contract) else None
 
     def _contract(self, name: str, container, *args, matches: Callable[[Any], bool] = lambda _c: True):
-        found = self._reusable(self.manifest.contracts.get(name), container, matches)
+        found = self._reusable(name, container, matches)
         if found is not None:
             self.log(f"found    {name:<24} {found.address}")
             return found
         contract = self.sender.deploy(container, *args)
         self.sent += 1
         self.manifest.contracts[name] = contract.address
+        self.manifest.builds[name] = _build_hash(container)
         self.log(f"deployed {name:<24} {contract.address}")
         return contract
 
@@ -131,22 +139,78 @@ class Deployment:
         for asset in config.assets:
             self._list(vault, asset, tokens[asset.symbol].address)
 
+        clearing = self._contract(
+            "Clearinghouse",
+            project.Clearinghouse,
+            vault.address,
+            router.address,
+            matches=lambda c: c.VAULT() == vault.address and c.ORACLE() == router.address,
+        )
         settlement_key = key(config.settlement.feed) if config.settlement.feed else b"\0" * 32
         engine = self._contract(
             "MarginEngine",
             project.MarginEngine,
             vault.address,
             router.address,
+            clearing.address,
             settlement_key,
-            matches=lambda c: c.VAULT() == vault.address and c.ORACLE() == router.address,
+            matches=lambda c: (
+                (c.VAULT(), c.ORACLE(), c.CLEARING()) == (vault.address, router.address, clearing.address)
+            ),
         )
         if bytes(engine.settlement_key()) != settlement_key:
             self._send("settlement key", engine.set_settlement_key, settlement_key)
+        if clearing.engine() != engine.address:
+            self._send("clearinghouse engine", clearing.set_engine, engine.address)
         if vault.margin_engine() != engine.address:
             self._send("vault margin engine", vault.set_margin_engine, engine.address)
+        if not vault.clearing(clearing.address):
+            self._send("vault clearing", vault.set_clearing, clearing.address, True)
         if config.guardian and vault.guardian().lower() != config.guardian.lower():
             self._send("guardian", vault.set_guardian, config.guardian)
+        for underlying in config.underlyings:
+            self._underlying(engine, clearing, underlying)
+
+        fees = config.exchange
+        insurance = fees.insurance or self.sender.address
+        recipient = fees.fee_recipient or self.sender.address
+        rates = (to_wad(fees.maker_fee), to_wad(fees.taker_fee), to_wad(fees.insurance_share))
+        exchange = self._contract(
+            "Exchange",
+            project.Exchange,
+            vault.address,
+            clearing.address,
+            insurance,
+            recipient,
+            *rates,
+            matches=lambda c: c.engine() == clearing.address,
+        )
+        if (exchange.maker_fee(), exchange.taker_fee(), exchange.insurance_share()) != rates:
+            self._send("exchange fees", exchange.set_fees, *rates)
+        if (exchange.insurance().lower(), exchange.fee_recipient().lower()) != (insurance.lower(), recipient.lower()):
+            self._send("exchange fee accounts", exchange.set_fee_accounts, insurance, recipient)
+        if clearing.exchange() != exchange.address:
+            self._send("clearinghouse exchange", clearing.set_exchange, exchange.address)
         return self.manifest
+
+    def _underlying(self, engine, clearing, underlying: UnderlyingConfig) -> None:
+        name = key(underlying.name)
+        u = engine.underlying_ids(name)
+        if u == 0:
+            keys = (name, key(underlying.spot), key(underlying.vol))
+            self._send(f"underlying {underlying.name}", engine.list_underlying, *keys)
+            u = engine.underlying_ids(name)
+        self.manifest.underlyings[underlying.name] = u
+        if underlying.perp_oi_cap is None:
+            return
+        cap = to_wad(underlying.perp_oi_cap)
+        perp = clearing.perp_of(u)
+        if perp == 0:
+            self._send(f"perp {underlying.name}", clearing.list_perp, u, cap)
+            perp = clearing.perp_of(u)
+        elif clearing.instrument(perp).oi_cap != cap:
+            self._send(f"perp cap {underlying.name}", clearing.set_oi_cap, perp, cap)
+        self.manifest.perps[underlying.name] = perp
 
     def _list(self, vault, asset: TokenConfig, address: str) -> None:
         mm, im, cap = to_wad(asset.mm_haircut), to_wad(asset.im_haircut), to_wad(asset.cap)

@@ -22,9 +22,12 @@ class Manifest:
     network: str
     chain_id: int
     contracts: dict[str, str] = field(default_factory=dict)  # name -> address
+    builds: dict[str, str] = field(default_factory=dict)  # name -> keccak of its compiled runtime
     tokens: dict[str, str] = field(default_factory=dict)  # symbol -> address
     feeds: dict[str, str] = field(default_factory=dict)  # oracle key -> aggregator
     settlement: str = ""  # symbol of the settlement asset
+    underlyings: dict[str, int] = field(default_factory=dict)  # name -> engine underlying id
+    perps: dict[str, int] = field(default_factory=dict)  # underlying name -> perp instrument id
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

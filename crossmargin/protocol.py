@@ -17,7 +17,8 @@ from typing import Any
 from ape import networks, project
 
 from crossmargin.manifest import Manifest, find_manifest
-from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units
+from crossmargin.orders import ExchangeClient
+from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,24 @@ class OracleClient:
         return feed.push(to_units(answer, feed.decimals()), sender=sender)
 
 
+@dataclass(frozen=True)
+class UnderlyingRisk:
+    underlying: int
+    worst_scenario: int
+    loss: Decimal  # L_u, settlement units
+    pnl: list[Decimal]  # unweighted PnL per scenario
+
+
+@dataclass(frozen=True)
+class GreeksView:
+    underlying: int
+    delta: Decimal  # units of underlying
+    gamma: Decimal  # per 1 USD of spot
+    vega: Decimal  # USD per 1.00 of vol
+
+
 class EngineClient:
-    """Account valuation: equity and margin requirements, in settlement units."""
+    """Account valuation: equity, margin requirements, risk and greeks, in settlement units."""
 
     def __init__(self, contract: Any):
         self.contract = contract
@@ -158,6 +175,60 @@ class EngineClient:
     def margin(self, owner: Any, subaccount: int = 0) -> MarginView:
         m = self.contract.margin(account_id(str(owner), subaccount))
         return MarginView(equity=from_wad(m.equity), initial=from_wad(m.initial), maintenance=from_wad(m.maintenance))
+
+    def risk(self, owner: Any, subaccount: int = 0) -> list[UnderlyingRisk]:
+        return [
+            UnderlyingRisk(r.underlying, r.worst_scenario, from_wad(r.loss), [from_wad(x) for x in r.pnl])
+            for r in self.contract.risk(account_id(str(owner), subaccount))
+        ]
+
+    def greeks(self, owner: Any, subaccount: int = 0) -> list[GreeksView]:
+        return [
+            GreeksView(g.underlying, from_wad(g.delta), from_wad(g.gamma), from_wad(g.vega))
+            for g in self.contract.greeks(account_id(str(owner), subaccount))
+        ]
+
+    def refresh(self, sender: Any, instruments: list[int]):
+        """Keeper: stores the current-epoch risk arrays of ``instruments``."""
+        return self.contract.refresh(instruments, sender=sender)
+
+
+class ClearingClient:
+    """Instruments and positions: listing options, sizes, perp positions, expiry settlement."""
+
+    def __init__(self, contract: Any, underlyings: dict[str, int], perps: dict[str, int]):
+        self.contract = contract
+        self.underlyings = underlyings
+        self.perps = perps
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    def perp(self, underlying: str) -> int:
+        """Instrument id of ``underlying``'s perpetual."""
+        return self.perps[underlying]
+
+    def list_option(
+        self, sender: Any, underlying: str, is_call: bool, strike: Number, expiry: int, oi_cap: Number = 10**6
+    ) -> int:
+        """Owner: lists a European option; returns its instrument id."""
+        receipt = self.contract.list_option(
+            self.underlyings[underlying], is_call, to_wad(strike), expiry, to_wad(oi_cap), sender=sender
+        )
+        [event] = receipt.decode_logs(self.contract.InstrumentListed)
+        return event.instrument
+
+    def option_size(self, owner: Any, instrument: int, subaccount: int = 0) -> Decimal:
+        return from_wad(self.contract.option_size(account_id(str(owner), subaccount), instrument))
+
+    def perp_size(self, owner: Any, underlying: str, subaccount: int = 0) -> Decimal:
+        position = self.contract.perp_position(account_id(str(owner), subaccount), self.underlyings[underlying])
+        return from_wad(position.size)
+
+    def settle(self, sender: Any, owner: Any, instrument: int, round_hint: int, subaccount: int = 0):
+        """Settles an expired option of ``(owner, subaccount)`` (anyone may send it)."""
+        return self.contract.settle(account_id(str(owner), subaccount), instrument, round_hint, sender=sender)
 
 
 class Protocol:
@@ -173,6 +244,30 @@ class Protocol:
         self.vault = VaultClient(project.Vault.at(manifest.contracts["Vault"]), tokens, manifest.settlement)
         self.oracle = OracleClient(project.OracleRouter.at(manifest.contracts["OracleRouter"]), manifest.feeds)
         self.engine = EngineClient(project.MarginEngine.at(manifest.contracts["MarginEngine"]))
+        self.clearing = ClearingClient(
+            project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings, manifest.perps
+        )
+        self.exchange = ExchangeClient(project.Exchange.at(manifest.contracts["Exchange"]))
+
+    def trade(
+        self,
+        maker: Any,
+        taker: Any,
+        instrument: int,
+        size: Number,
+        price: Number,
+        *,
+        maker_subaccount: int = 0,
+        taker_subaccount: int = 0,
+    ):
+        """Maker signs an order for ``size`` (human units; positive = the maker buys) at
+        ``price`` and the taker fills all of it. Returns the fill's receipt."""
+        wad = to_wad(size)
+        order = self.exchange.make_order(
+            maker, instrument, wad > 0, abs(wad), to_wad(price), subaccount=maker_subaccount
+        )
+        signature = self.exchange.sign(maker, order)
+        return self.exchange.fill(taker, order, signature, abs(wad), taker_subaccount)
 
     @classmethod
     def load(cls, network_name: str | None = None) -> Protocol:

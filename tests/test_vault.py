@@ -107,9 +107,13 @@ def test_margin__haircut_valuation_matches_formula(cm, trader, create_account, c
     m = cm.engine.margin(trader)
     eth, btc = cm.oracle.price("ETH/USD"), cm.oracle.price("BTC/USD")
     weth_cfg, wbtc_cfg = config.assets
-    assert m.equity == Decimal(1000) + 2 * eth + Decimal("0.1") * btc
-    assert m.maintenance == 2 * eth * weth_cfg.mm_haircut + Decimal("0.1") * btc * wbtc_cfg.mm_haircut
-    assert m.initial == 2 * eth * weth_cfg.im_haircut + Decimal("0.1") * btc * wbtc_cfg.im_haircut
+    weth_value, wbtc_value = 2 * eth, Decimal("0.1") * btc
+    assert m.equity == Decimal(1000) + weth_value + wbtc_value
+    # collateral tracking an underlying is shocked with its spot: the worst default
+    # scenario is -15% (the weighted -30% extreme loses 0.35 x 30% = 10.5%)
+    scenario_loss = Decimal("0.15") * (weth_value + wbtc_value)
+    assert m.maintenance == scenario_loss + weth_value * weth_cfg.mm_haircut + wbtc_value * wbtc_cfg.mm_haircut
+    assert m.initial == Decimal("1.3") * scenario_loss + weth_value * weth_cfg.im_haircut + wbtc_value * wbtc_cfg.im_haircut
 
 
 def test_margin__requirements_round_up_and_values_round_down(
@@ -122,7 +126,10 @@ def test_margin__requirements_round_up_and_values_round_down(
     m = engine.margin(account_id(trader.address, 0))
     value = 7 * price // WAD
     assert m.equity == value
-    assert m.maintenance == m.initial == -(-value * haircut // WAD)  # rounded up
+    loss = -(value * -150_000 // 10**6)  # the -15% scenario, PnL floored
+    haircut_part = -(-value * haircut // WAD)  # rounded up
+    assert m.maintenance == loss + haircut_part
+    assert m.initial == -(-loss * 13 // 10) + haircut_part  # IM factor 1.3, rounded up
 
 
 def test_withdraw__leaves_initial_margin__allowed_up_to_the_wei(cm, vault, engine, trader, create_account, admin, weth):

@@ -16,6 +16,5 @@ def set_health(health: int256):
 
 
 @external
-@view
-def initial_health(account: uint256) -> int256:
+def check_initial(account: uint256) -> int256:
     return self.health

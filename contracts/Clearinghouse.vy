@@ -1,0 +1,615 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title crossmargin clearinghouse
+@notice Lists the instruments (one perpetual per underlying, European calls and puts),
+        holds every account's positions, applies the trades the exchange matched, accrues
+        and settles perp funding, and settles expired options into vault cash. The margin
+        engine values what it holds; after each trade both accounts must be above initial
+        margin, unless the trade only reduces their risk.
+
+        Cash flows (WAD USD), each rounded against the account it touches:
+          option premium  the buyer pays ceil(|size|·price), the seller gets floor
+          perp cost       cost += ceil(size·price); realized into cash when flat
+          funding         owed = ceil(size·(F − F_position)), F the cumulative index
+          expiry payoff   floor(size·intrinsic(settlement price))
+          fees            as the exchange computed them, to the insurance and fee accounts
+        So the sum of all cash and open positions never grows: the vault stays solvent.
+@custom:security All state-changing entry points hold the lock. The clearinghouse calls
+        the vault (`settle_cash`, `paused`), the oracle router and the margin engine; the
+        engine calls back only the views `positions` and `instruments` (`@reentrant`).
+        Settlement and trades that only reduce risk are never paused.
+"""
+
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
+from snekmate.utils import math
+
+from interfaces import IClearinghouse
+from interfaces import IEngine
+from interfaces import IRiskEngine
+from interfaces import IVault
+from lib import fixed
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+)
+
+implements: IEngine
+implements: IClearinghouse
+
+
+interface IOracleRouter:
+    def price(key: bytes32) -> uint256: view
+    def settlement_price(key: bytes32, expiry: uint256, round_hint: uint80) -> uint256: view
+
+
+WAD: constant(uint256) = 10**18
+IWAD: constant(int256) = 10**18
+MAX_UNDERLYINGS: constant(uint256) = 8
+# @dev Hard bound on option positions per account (the margin loop's bound).
+MAX_OPTIONS: constant(uint256) = 32
+# @dev Instrument kinds.
+PERP: constant(uint256) = 1
+CALL: constant(uint256) = 2
+PUT: constant(uint256) = 3
+# @dev Longest option listed (s).
+MAX_EXPIRY: constant(uint256) = 5 * 365 * 86_400
+# @dev Funding parameter bounds.
+MIN_FUNDING_INTERVAL: constant(uint256) = 3_600
+MAX_FUNDING_INTERVAL: constant(uint256) = 86_400
+MAX_FUNDING_CAP: constant(uint256) = 5 * 10**16
+MIN_EMA_WINDOW: constant(uint256) = 60
+MAX_EMA_WINDOW: constant(uint256) = 86_400
+
+
+struct PerpPosition:
+    # signed size (WAD units)
+    size: int256
+    # signed cost of the open position (WAD USD): Σ size change × trade price, rounded up
+    cost: int256
+    # cumulative funding index when funding was last settled (WAD USD per unit)
+    funding: int256
+
+
+struct Funding:
+    # cumulative funding per long unit (WAD USD); longs pay shorts while it rises
+    cumulative: int256
+    # EMA of the trade premium over the index (WAD fraction, signed)
+    premium_ema: int256
+    # time `cumulative` was last accrued (s)
+    updated_at: uint256
+
+
+# @dev The vault holding collateral and cash, and the oracle router.
+VAULT: public(immutable(IVault))
+ORACLE: public(immutable(IOracleRouter))
+# @dev The margin engine valuing accounts (set once it is deployed).
+engine: public(IRiskEngine)
+# @dev The exchange allowed to call `trade`.
+exchange: public(address)
+# @dev Most option positions an account may hold (<= MAX_OPTIONS).
+max_options: public(uint256)
+# @dev Funding: the capped EMA premium is paid per `funding_interval` (s), capped at
+# `funding_cap` (WAD) per interval; the EMA moves over `ema_window` (s).
+funding_interval: public(uint256)
+funding_cap: public(uint256)
+ema_window: public(uint256)
+
+# @dev Instruments by id (1..instrument_count); perp instrument id of each underlying.
+instruments: HashMap[uint256, IClearinghouse.Instrument]
+instrument_count: public(uint256)
+perp_of: public(HashMap[uint256, uint256])
+# @dev Funding state of each underlying's perpetual.
+funding: public(HashMap[uint256, Funding])
+# @dev Option positions per account, packed (lib/fixed.vy `_word`); never a zero size.
+option_words: HashMap[uint256, DynArray[uint256, MAX_OPTIONS]]
+# @dev Index + 1 of an instrument in the account's `option_words`, 0 if none.
+option_slot: HashMap[uint256, HashMap[uint256, uint256]]
+# @dev Perp positions by account and underlying; bit u of `perp_mask` set iff size != 0.
+perps: HashMap[uint256, HashMap[uint256, PerpPosition]]
+perp_mask: public(HashMap[uint256, uint256])
+
+
+event Traded:
+    maker: indexed(uint256)
+    taker: indexed(uint256)
+    instrument: indexed(uint256)
+    size: int256
+    price: uint256
+
+
+event OptionSettled:
+    account: indexed(uint256)
+    instrument: indexed(uint256)
+    size: int256
+    settlement_price: uint256
+    payoff: int256
+
+
+event FundingSettled:
+    account: indexed(uint256)
+    underlying: indexed(uint256)
+    amount: int256
+
+
+event InstrumentListed:
+    instrument: indexed(uint256)
+    underlying: indexed(uint256)
+    kind: uint256
+    strike: uint256
+    expiry: uint256
+    oi_cap: uint256
+
+
+event OiCapSet:
+    instrument: indexed(uint256)
+    oi_cap: uint256
+
+
+event MaxOptionsSet:
+    max_options: uint256
+
+
+event FundingParamsSet:
+    interval: uint256
+    cap: uint256
+    ema_window: uint256
+
+
+event EngineSet:
+    engine: indexed(address)
+
+
+event ExchangeSet:
+    exchange: indexed(address)
+
+
+@deploy
+def __init__(vault: IVault, oracle: IOracleRouter):
+    """
+    @dev Defaults: 32 options per account, funding paid over 8 hours, capped at 0.5% per
+         interval, EMA over 1 hour.
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
+    VAULT = vault
+    ORACLE = oracle
+    self.max_options = MAX_OPTIONS
+    log MaxOptionsSet(max_options=MAX_OPTIONS)
+    self._set_funding_params(8 * 3_600, 5 * 10**15, 3_600)
+
+
+# ---------------------------------------------------------------- trading
+
+
+@external
+def trade(fill: IEngine.Fill):
+    """
+    @notice Applies a matched trade: the maker's position changes by `fill.size`, the
+            taker's by `-fill.size`; premiums, funding and fees move in cash; then both
+            accounts must be above initial margin, unless the trade only reduces risk.
+    @dev Only the exchange, which has checked the signed order.
+    """
+    assert msg.sender == self.exchange, "clearing: not exchange"
+    instrument: IClearinghouse.Instrument = self.instruments[fill.instrument]
+    assert instrument.kind != 0, "clearing: unknown instrument"
+    assert fill.size != 0, "clearing: zero size"
+    assert fill.price != 0, "clearing: zero price"
+    assert fill.maker != fill.taker, "clearing: self trade"
+    assert fill.insurance_fee <= fill.maker_fee + fill.taker_fee, "clearing: bad fee split"
+    assert abs(fill.size) < 2**127, "clearing: size out of range"
+
+    u: uint256 = instrument.underlying
+    maker_cash: int256 = -convert(fill.maker_fee, int256)
+    taker_cash: int256 = -convert(fill.taker_fee, int256)
+    maker_old: int256 = 0
+    taker_old: int256 = 0
+    maker_perp: PerpPosition = empty(PerpPosition)
+    taker_perp: PerpPosition = empty(PerpPosition)
+    if instrument.kind == PERP:
+        cumulative: int256 = self._accrue_funding(u, fill.price)
+        maker_perp = self.perps[fill.maker][u]
+        taker_perp = self.perps[fill.taker][u]
+        maker_old = maker_perp.size
+        taker_old = taker_perp.size
+        maker_cash += self._trade_perp(fill.maker, u, fill.size, fill.price, cumulative)
+        taker_cash += self._trade_perp(fill.taker, u, -fill.size, fill.price, cumulative)
+    else:
+        assert block.timestamp < instrument.expiry, "clearing: instrument expired"
+        maker_old = self._option_size(fill.maker, fill.instrument)
+        taker_old = self._option_size(fill.taker, fill.instrument)
+        self._set_option(fill.maker, fill.instrument, u, instrument.kind, maker_old + fill.size)
+        self._set_option(fill.taker, fill.instrument, u, instrument.kind, taker_old - fill.size)
+        # the buyer pays the premium rounded up, the seller receives it rounded down
+        units: uint256 = convert(abs(fill.size), uint256)
+        paid: int256 = convert(math._mul_div(units, fill.price, WAD, True), int256)
+        received: int256 = convert(math._mul_div(units, fill.price, WAD, False), int256)
+        if fill.size > 0:
+            maker_cash -= paid
+            taker_cash += received
+        else:
+            maker_cash += received
+            taker_cash -= paid
+
+    # open interest counts long units; it may always fall, and rises only up to the cap
+    oi: uint256 = instrument.open_interest + self._long(maker_old + fill.size) + self._long(taker_old - fill.size)
+    oi -= self._long(maker_old) + self._long(taker_old)
+    if oi > instrument.open_interest:
+        assert oi <= instrument.oi_cap, "clearing: open interest cap"
+    self.instruments[fill.instrument].open_interest = oi
+
+    fees: uint256 = fill.maker_fee + fill.taker_fee
+    entries: DynArray[IVault.CashDelta, 8] = [
+        IVault.CashDelta(account=fill.maker, delta=maker_cash),
+        IVault.CashDelta(account=fill.taker, delta=taker_cash),
+    ]
+    if fees != 0:
+        entries.append(IVault.CashDelta(account=fill.insurance, delta=convert(fill.insurance_fee, int256)))
+        entries.append(IVault.CashDelta(account=fill.recipient, delta=convert(fees - fill.insurance_fee, int256)))
+    extcall VAULT.settle_cash(entries)
+
+    paused: bool = staticcall VAULT.paused()
+    self._check_trade(fill.maker, fill.instrument, instrument, maker_old, maker_perp, maker_cash, paused)
+    self._check_trade(fill.taker, fill.instrument, instrument, taker_old, taker_perp, taker_cash, paused)
+    log Traded(maker=fill.maker, taker=fill.taker, instrument=fill.instrument, size=fill.size, price=fill.price)
+
+
+@external
+def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
+    """
+    @notice Settles `account`'s expired option into cash at the settlement price: the first
+            oracle round at or after expiry (`round_hint`, see the oracle router). Anyone
+            may call it; it is never paused.
+    @param round_hint Used only by the instrument's first settlement, which stores the price
+           for every later one.
+    """
+    instrument: IClearinghouse.Instrument = self.instruments[instrument_id]
+    assert instrument.kind == CALL or instrument.kind == PUT, "clearing: not an option"
+    assert block.timestamp >= instrument.expiry, "clearing: not expired"
+    size: int256 = self._option_size(account, instrument_id)
+    assert size != 0, "clearing: no position"
+    price: uint256 = instrument.settlement_price
+    if price == 0:
+        price = staticcall ORACLE.settlement_price(
+            staticcall self.engine.spot_key(instrument.underlying), instrument.expiry, round_hint
+        )
+        self.instruments[instrument_id].settlement_price = price
+    intrinsic: uint256 = 0
+    if instrument.kind == CALL and price > instrument.strike:
+        intrinsic = price - instrument.strike
+    elif instrument.kind == PUT and instrument.strike > price:
+        intrinsic = instrument.strike - price
+    # longs receive the payoff rounded down, shorts pay it rounded up
+    payoff: int256 = fixed._floor_div(size * convert(intrinsic, int256), IWAD)
+    self._set_option(account, instrument_id, instrument.underlying, instrument.kind, 0)
+    self.instruments[instrument_id].open_interest -= self._long(size)
+    extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
+    log OptionSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
+
+
+# ---------------------------------------------------------------- views
+
+
+@external
+@view
+@reentrant
+def positions(account: uint256) -> IClearinghouse.Positions:
+    """
+    @notice Everything the margin engine values: packed option positions and perp lines
+            with their perp's funding state.
+    @dev `@reentrant`: the engine reads it while this contract calls the engine.
+    """
+    lines: DynArray[IClearinghouse.PerpLine, 8] = []
+    mask: uint256 = self.perp_mask[account]
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if mask & (1 << u) == 0:
+            continue
+        position: PerpPosition = self.perps[account][u]
+        state: Funding = self.funding[u]
+        lines.append(
+            IClearinghouse.PerpLine(
+                underlying=u,
+                size=position.size,
+                cost=position.cost,
+                funding=position.funding,
+                cumulative=state.cumulative,
+                premium_ema=state.premium_ema,
+                updated_at=state.updated_at,
+            )
+        )
+    return IClearinghouse.Positions(
+        options=self.option_words[account],
+        perps=lines,
+        funding_cap=self.funding_cap,
+        funding_interval=self.funding_interval,
+    )
+
+
+@external
+@view
+@reentrant
+def instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
+    """
+    @notice An instrument's listing and open interest.
+    @dev `@reentrant`: the engine reads it while this contract calls the engine.
+    """
+    return self.instruments[instrument_id]
+
+
+@external
+@view
+def option_size(account: uint256, instrument_id: uint256) -> int256:
+    """
+    @notice Signed size (WAD units) of an option position.
+    """
+    return self._option_size(account, instrument_id)
+
+
+@external
+@view
+def option_ids(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
+    """
+    @notice Instrument ids of the account's option positions.
+    """
+    ids: DynArray[uint256, MAX_OPTIONS] = []
+    for word: uint256 in self.option_words[account]:
+        ids.append(word & (2**32 - 1))
+    return ids
+
+
+@external
+@view
+def perp_position(account: uint256, underlying: uint256) -> PerpPosition:
+    return self.perps[account][underlying]
+
+
+# ---------------------------------------------------------------- owner
+
+
+@external
+def list_perp(underlying: uint256, oi_cap: uint256) -> uint256:
+    """
+    @notice Lists the perpetual of `underlying`. @return Its instrument id.
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    assert self.perp_of[underlying] == 0, "clearing: perp listed"
+    instrument_id: uint256 = self._list(PERP, underlying, 0, 0, oi_cap)
+    self.perp_of[underlying] = instrument_id
+    self.funding[underlying].updated_at = block.timestamp
+    return instrument_id
+
+
+@external
+def list_option(underlying: uint256, is_call: bool, strike: uint256, expiry: uint256, oi_cap: uint256) -> uint256:
+    """
+    @notice Lists a European option. @param strike WAD USD. @param expiry Unix time (s),
+            at most 5 years ahead. @return Its instrument id.
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    assert strike != 0, "clearing: zero strike"
+    assert expiry > block.timestamp and expiry <= block.timestamp + MAX_EXPIRY, "clearing: bad expiry"
+    return self._list(CALL if is_call else PUT, underlying, strike, expiry, oi_cap)
+
+
+@external
+def set_oi_cap(instrument_id: uint256, oi_cap: uint256):
+    """
+    @notice Sets an instrument's open-interest cap (WAD units); lowering it below the open
+            interest only stops it from growing.
+    """
+    ownable._check_owner()
+    assert self.instruments[instrument_id].kind != 0, "clearing: unknown instrument"
+    self.instruments[instrument_id].oi_cap = oi_cap
+    log OiCapSet(instrument=instrument_id, oi_cap=oi_cap)
+
+
+@external
+def set_max_options(max_options: uint256):
+    """
+    @notice Most option positions per account (1..32).
+    """
+    ownable._check_owner()
+    assert max_options != 0 and max_options <= MAX_OPTIONS, "clearing: position cap out of bounds"
+    self.max_options = max_options
+    log MaxOptionsSet(max_options=max_options)
+
+
+@external
+def set_funding_params(interval: uint256, cap: uint256, ema_window: uint256):
+    """
+    @notice Funding interval (s, 1h..1d), cap per interval (WAD, <= 5%), EMA window (s,
+            1 min..1 day).
+    """
+    ownable._check_owner()
+    self._set_funding_params(interval, cap, ema_window)
+
+
+@external
+def set_engine(engine: IRiskEngine):
+    ownable._check_owner()
+    assert engine.address.is_contract, "clearing: engine not a contract"
+    self.engine = engine
+    log EngineSet(engine=engine.address)
+
+
+@external
+def set_exchange(exchange: address):
+    ownable._check_owner()
+    assert exchange.is_contract, "clearing: exchange not a contract"
+    self.exchange = exchange
+    log ExchangeSet(exchange=exchange)
+
+
+# ---------------------------------------------------------------- internals
+
+
+@internal
+def _check_trade(
+    account: uint256,
+    instrument_id: uint256,
+    instrument: IClearinghouse.Instrument,
+    old_size: int256,
+    old_perp: PerpPosition,
+    cash_delta: int256,
+    paused: bool,
+):
+    """
+    @dev After a trade the account must be above initial margin with new risk open, or the
+         trade must only reduce its risk: a lower MM and no lower `equity - MM` than before.
+         The before-state is valued by writing the old position back for a moment (warm
+         slots) and subtracting the trade's cash change from the vault's cash.
+    """
+    after: IRiskEngine.Margin = extcall self.engine.refresh_margin(account)
+    if not paused and after.equity >= convert(after.initial, int256) and staticcall self.engine.new_risk_open():
+        return
+    new_size: int256 = 0
+    new_perp: PerpPosition = empty(PerpPosition)
+    if instrument.kind == PERP:
+        new_perp = self.perps[account][instrument.underlying]
+        self._put_perp(account, instrument.underlying, old_perp)
+    else:
+        new_size = self._option_size(account, instrument_id)
+        self._set_option(account, instrument_id, instrument.underlying, instrument.kind, old_size)
+    # an option held before the trade has a current array already (refresh_margin above)
+    before: IRiskEngine.Margin = staticcall self.engine.margin_adjusted(account, cash_delta)
+    if instrument.kind == PERP:
+        self._put_perp(account, instrument.underlying, new_perp)
+    else:
+        self._set_option(account, instrument_id, instrument.underlying, instrument.kind, new_size)
+    after_health: int256 = after.equity - convert(after.maintenance, int256)
+    before_health: int256 = before.equity - convert(before.maintenance, int256)
+    if after.maintenance < before.maintenance and after_health >= before_health:
+        return
+    assert not paused, "clearing: paused"
+    # surfaces the oracle's reason when new risk is closed
+    open: bool = staticcall self.engine.check_new_risk()
+    raise "clearing: insufficient margin"
+
+
+@internal
+def _trade_perp(account: uint256, u: uint256, size: int256, price: uint256, cumulative: int256) -> int256:
+    """
+    @dev Settles the position's funding, adds the trade and realizes the cost once flat.
+    @return The cash change (WAD).
+    """
+    position: PerpPosition = self.perps[account][u]
+    # funding owed rounds against the account
+    cash: int256 = fixed._floor_div(-position.size * (cumulative - position.funding), IWAD)
+    if cash != 0:
+        log FundingSettled(account=account, underlying=u, amount=cash)
+    position.funding = cumulative
+    position.size += size
+    position.cost += fixed._ceil_div(size * convert(price, int256), IWAD)
+    if position.size == 0:
+        cash -= position.cost
+        position.cost = 0
+    self._put_perp(account, u, position)
+    return cash
+
+
+@internal
+def _put_perp(account: uint256, u: uint256, position: PerpPosition):
+    self.perps[account][u] = position
+    if position.size == 0:
+        self.perp_mask[account] &= ~(1 << u)
+    else:
+        self.perp_mask[account] |= 1 << u
+
+
+@internal
+def _accrue_funding(u: uint256, price: uint256) -> int256:
+    """
+    @dev Accrues the perp's funding to now at the old EMA, then moves the EMA toward this
+         trade's premium over the index by min(dt, window) / window.
+    @return The cumulative funding index now (WAD USD per unit).
+    """
+    spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
+    state: Funding = self.funding[u]
+    cumulative: int256 = fixed._funding_now(
+        state.cumulative, state.premium_ema, state.updated_at, spot, self.funding_cap, self.funding_interval, block.timestamp
+    )
+    window: int256 = convert(self.ema_window, int256)
+    dt: int256 = min(convert(block.timestamp - state.updated_at, int256), window)
+    premium: int256 = fixed._floor_div((convert(price, int256) - convert(spot, int256)) * IWAD, convert(spot, int256))
+    ema: int256 = state.premium_ema + fixed._floor_div((premium - state.premium_ema) * dt, window)
+    self.funding[u] = Funding(cumulative=cumulative, premium_ema=ema, updated_at=block.timestamp)
+    return cumulative
+
+
+@internal
+@view
+def _option_size(account: uint256, instrument_id: uint256) -> int256:
+    slot: uint256 = self.option_slot[account][instrument_id]
+    if slot == 0:
+        return 0
+    return fixed._word_size(self.option_words[account][slot - 1])
+
+
+@internal
+def _set_option(account: uint256, instrument_id: uint256, u: uint256, kind: uint256, size: int256):
+    """
+    @dev Writes a position size: appends, updates, or removes its word (the last word
+         takes its place).
+    """
+    slot: uint256 = self.option_slot[account][instrument_id]
+    if size == 0:
+        if slot == 0:
+            return
+        last: uint256 = self.option_words[account].pop()
+        if slot <= len(self.option_words[account]):
+            self.option_words[account][slot - 1] = last
+            self.option_slot[account][last & (2**32 - 1)] = slot
+        self.option_slot[account][instrument_id] = 0
+        return
+    word: uint256 = fixed._word(instrument_id, u, kind, size)
+    if slot == 0:
+        assert len(self.option_words[account]) < self.max_options, "clearing: position cap"
+        self.option_words[account].append(word)
+        self.option_slot[account][instrument_id] = len(self.option_words[account])
+    else:
+        self.option_words[account][slot - 1] = word
+
+
+@internal
+@pure
+def _long(size: int256) -> uint256:
+    return convert(max(size, 0), uint256)
+
+
+@internal
+@view
+def _check_underlying(u: uint256):
+    assert self.engine.address != empty(address), "clearing: no engine"
+    assert u != 0 and u <= staticcall self.engine.underlying_count(), "clearing: unknown underlying"
+
+
+@internal
+def _list(kind: uint256, u: uint256, strike: uint256, expiry: uint256, oi_cap: uint256) -> uint256:
+    instrument_id: uint256 = self.instrument_count + 1
+    assert instrument_id < 2**32, "clearing: too many instruments"
+    self.instrument_count = instrument_id
+    self.instruments[instrument_id] = IClearinghouse.Instrument(
+        kind=kind, underlying=u, strike=strike, expiry=expiry, oi_cap=oi_cap, open_interest=0, settlement_price=0
+    )
+    log InstrumentListed(instrument=instrument_id, underlying=u, kind=kind, strike=strike, expiry=expiry, oi_cap=oi_cap)
+    return instrument_id
+
+
+@internal
+def _set_funding_params(interval: uint256, cap: uint256, ema_window: uint256):
+    assert interval >= MIN_FUNDING_INTERVAL and interval <= MAX_FUNDING_INTERVAL, "clearing: interval out of bounds"
+    assert cap <= MAX_FUNDING_CAP, "clearing: funding cap out of bounds"
+    assert ema_window >= MIN_EMA_WINDOW and ema_window <= MAX_EMA_WINDOW, "clearing: ema window out of bounds"
+    self.funding_interval = interval
+    self.funding_cap = cap
+    self.ema_window = ema_window
+    log FundingParamsSet(interval=interval, cap=cap, ema_window=ema_window)

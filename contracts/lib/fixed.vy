@@ -1,0 +1,64 @@
+# pragma version ~=0.4.3
+"""
+@title Signed fixed-point helpers and the position/funding formulas shared by the
+       clearinghouse and the margin engine
+@notice Vyper's `//` on signed integers truncates toward zero; these helpers round toward
+        minus or plus infinity, which is what "rounding favours the protocol" needs for
+        signed amounts.
+"""
+
+# @dev 1.0 in signed fixed point.
+IWAD: constant(int256) = 10**18
+
+
+@internal
+@pure
+def _floor_div(a: int256, b: int256) -> int256:
+    """
+    @dev a / b rounded toward minus infinity, for b > 0.
+    """
+    q: int256 = a // b
+    if a % b != 0 and a < 0:
+        q -= 1
+    return q
+
+
+@internal
+@pure
+def _ceil_div(a: int256, b: int256) -> int256:
+    """
+    @dev a / b rounded toward plus infinity, for b > 0.
+    """
+    return -self._floor_div(-a, b)
+
+
+@internal
+@pure
+def _funding_now(cumulative: int256, premium_ema: int256, updated_at: uint256, spot: uint256, cap: uint256, interval: uint256, now: uint256) -> int256:
+    """
+    @dev The cumulative funding index (WAD USD per long unit) accrued from `updated_at` to
+         `now`: the EMA premium clamped to ±cap is paid per `interval` on the index price,
+             F(now) = F + floor(clamp(ema) · spot · dt / (WAD · interval)).
+    """
+    if now <= updated_at:
+        return cumulative
+    c: int256 = convert(cap, int256)
+    rate: int256 = min(max(premium_ema, -c), c)
+    return cumulative + self._floor_div(rate * convert(spot * (now - updated_at), int256), IWAD * convert(interval, int256))
+
+
+@internal
+@pure
+def _word(instrument: uint256, underlying: uint256, kind: uint256, size: int256) -> uint256:
+    """
+    @dev Packs an option position: instrument (32 bits) | underlying (8) | kind (8), and the
+         size (int128, two's complement) in the top 128 bits.
+    """
+    return instrument | (underlying << 32) | (kind << 40) | (convert(convert(size, bytes32), uint256) << 128)
+
+
+@internal
+@pure
+def _word_size(word: uint256) -> int256:
+    # the top 128 bits hold the size in two's complement; the arithmetic shift restores it
+    return convert(convert(word, bytes32), int256) >> 128

@@ -1,0 +1,1 @@
+"""Bit-exact integer models of the contracts' math, the references of differential tests."""
