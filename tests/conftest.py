@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import pytest
 from ape import project
+from ape_foundry.trace import AnvilTransactionTrace
 
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
 from crossmargin.units import key
+
+# Ape builds the source traceback of a failed transaction from an anvil step trace with
+# memory. The margin engine keeps tens of KB of memory over ~10^5 steps, and such a trace
+# exhausted anvil; the traceback needs no memory, so ask for none.
+_trace_field = AnvilTransactionTrace.model_fields["debug_trace_transaction_parameters"]
+_trace_field.default = {"stepsTracing": True, "enableMemory": False}
+AnvilTransactionTrace.model_rebuild(force=True)
 
 # The collateral decimals matrix: 6 (settlement), 8 and 18.
 SYMBOLS = ("USDC", "WBTC", "WETH")
@@ -49,6 +57,18 @@ def stranger(accounts):
 
 
 @pytest.fixture(scope="session")
+def maker(accounts):
+    """A market maker: signs orders."""
+    return accounts[6]
+
+
+@pytest.fixture(scope="session")
+def taker(accounts):
+    """Fills makers' orders."""
+    return accounts[7]
+
+
+@pytest.fixture(scope="session")
 def config():
     return load_config("local")
 
@@ -78,6 +98,27 @@ def router(cm):
 @pytest.fixture(scope="session")
 def engine(cm):
     return cm.engine.contract
+
+
+@pytest.fixture(scope="session")
+def clearing(cm):
+    return cm.clearing.contract
+
+
+@pytest.fixture(scope="session")
+def exchange(cm):
+    return cm.exchange.contract
+
+
+@pytest.fixture(scope="session")
+def list_option(cm, admin, chain):
+    """Lists an option ``days`` from now; returns its instrument id."""
+
+    def _list(underlying: str = "ETH", is_call: bool = True, strike="3000", days: float = 30, oi_cap=10**6) -> int:
+        expiry = chain.pending_timestamp + int(days * 86_400)
+        return cm.clearing.list_option(admin, underlying, is_call, strike, expiry, oi_cap)
+
+    return _list
 
 
 @pytest.fixture(scope="session")

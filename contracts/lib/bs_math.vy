@@ -41,7 +41,7 @@ from snekmate.utils import math
 WAD: constant(uint256) = 10**18
 # @dev Seconds per year (365 days); `tau / YEAR` is the time to expiry in years.
 YEAR: constant(uint256) = 31_536_000
-# @dev `ln(10**18)` in WAD, rounded down (41.446531673892822312.32...).
+# @dev `ln(10**18)` in WAD, rounded down (41.44653167389282231232...).
 LN_1E18: constant(int256) = 41_446_531_673_892_822_312
 # @dev `1 / sqrt(2 * pi)` in WAD, rounded to nearest (0.398942280401432677939...).
 INV_SQRT_2PI: constant(uint256) = 398_942_280_401_432_678
@@ -239,8 +239,8 @@ def _d(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rt: uint256) 
     @return uint256 `v = vol sqrt T` (27 decimals), `v > 0`.
     """
     # `vol**2 * tau * 10**18 / YEAR` is `(vol sqrt T)**2` at 54 decimals; in the
-    # supported domain `vol**2 * tau * 10**18 < 1.6e64`. It is >= `10**18 / YEAR > 1`
-    # for `vol, tau >= 1`, so `v >= 178`.
+    # supported domain `vol**2 * tau * 10**18 < 1.6e64`. It is >= `10**18 // YEAR`
+    # (3.2e10) for `vol, tau >= 1`, so `v > 178_000`.
     v: uint256 = isqrt(vol * vol * tau * WAD // YEAR)
     log_m: int256 = self._ln(spot * 10**36 // strike) - LN_1E18 + convert(rt, int256)
     # `|log_m| < 1.7e20` (WAD) in the supported domain, so `log_m * 10**27 < 1.7e47`.
@@ -255,7 +255,7 @@ def _bs_price(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rate: 
     @dev The Black-Scholes price of a European option (no dividend yield).
     @notice `tau == 0` or `vol == 0` give the discounted intrinsic value. The result is
             clamped at 0 (rounding may otherwise make a worthless option slightly
-            negative). Each price is one floor division of its exact 54-decimal value.
+            negative). The two legs are subtracted at 54 decimals and floored once.
     @param spot The spot price (WAD USD), > 0.
     @param strike The strike (WAD USD), > 0.
     @param vol The annualised volatility (WAD).

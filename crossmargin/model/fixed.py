@@ -3,6 +3,7 @@
 Every function returns exactly the integer the contract returns, and raises where the
 contract reverts: ``ValueError`` with the contract's revert string for an ``assert``,
 ``ArithmeticError`` for a checked-arithmetic revert (overflow, underflow, division by zero).
+Arguments outside their ABI type (``uint256`` / ``int256``) raise ``TypeError``.
 The margin engine is differential-tested against this module, so each line follows the
 Vyper source operation by operation, with Vyper's semantics:
 
@@ -135,6 +136,19 @@ def smod(a: int, b: int) -> int:
     return -r if a < 0 else r
 
 
+def _arg_u(*values: int) -> None:
+    """ABI bounds of ``uint256`` arguments: the contract cannot be called with anything else."""
+    for v in values:
+        if not 0 <= v <= _MAX_U:
+            raise TypeError(f"{v} is not a uint256")
+
+
+def _arg_i(x: int) -> None:
+    """ABI bounds of an ``int256`` argument."""
+    if not _MIN_I <= x <= _MAX_I:
+        raise TypeError(f"{x} is not an int256")
+
+
 def _udiv(a: int, b: int) -> int:
     """Checked ``uint256`` ``//``: reverts on a zero divisor."""
     if b == 0:
@@ -214,7 +228,10 @@ def wad_exp(x: int) -> int:
     k = _wrap_i(sdiv(_wrap_i(x << 96), 54_916_777_467_707_473_351_141_471_128) + 2**95) >> 96
     x = _wrap_i(x - _wrap_i(k * 54_916_777_467_707_473_351_141_471_128))
 
-    y = _wrap_i((_wrap_i(_wrap_i(x + 1_346_386_616_545_796_478_920_950_773_328) * x) >> 96) + 57_155_421_227_552_351_082_224_309_758_442)
+    y = _wrap_i(
+        (_wrap_i(_wrap_i(x + 1_346_386_616_545_796_478_920_950_773_328) * x) >> 96)
+        + 57_155_421_227_552_351_082_224_309_758_442
+    )
     p = _wrap_i(
         _wrap_i(
             _wrap_i(
@@ -226,7 +243,10 @@ def wad_exp(x: int) -> int:
         + _wrap_i(4_385_272_521_454_847_904_659_076_985_693_276 << 96)
     )
 
-    q = _wrap_i((_wrap_i(_wrap_i(x - 2_855_989_394_907_223_263_936_484_059_900) * x) >> 96) + 50_020_603_652_535_783_019_961_831_881_945)
+    q = _wrap_i(
+        (_wrap_i(_wrap_i(x - 2_855_989_394_907_223_263_936_484_059_900) * x) >> 96)
+        + 50_020_603_652_535_783_019_961_831_881_945
+    )
     q = _wrap_i((_wrap_i(q * x) >> 96) - 533_845_033_583_426_703_283_633_433_725_380)
     q = _wrap_i((_wrap_i(q * x) >> 96) + 3_604_857_256_930_695_427_073_651_918_091_429)
     q = _wrap_i((_wrap_i(q * x) >> 96) - 14_423_608_567_350_463_180_887_372_962_807_573)
@@ -257,16 +277,22 @@ def wad_ln(x: int) -> int:
         return 0
 
     k = _wrap_i(_to_int(_log2(x)) - 96)
-    x = _to_int((((x << _to_uint(_wrap_i(159 - k))) & _MASK) >> 159))
+    x = _to_int(((x << _to_uint(_wrap_i(159 - k))) & _MASK) >> 159)
 
-    p = _wrap_i((_wrap_i(_wrap_i(x + 3_273_285_459_638_523_848_632_254_066_296) * x) >> 96) + 24_828_157_081_833_163_892_658_089_445_524)
+    p = _wrap_i(
+        (_wrap_i(_wrap_i(x + 3_273_285_459_638_523_848_632_254_066_296) * x) >> 96)
+        + 24_828_157_081_833_163_892_658_089_445_524
+    )
     p = _wrap_i((_wrap_i(p * x) >> 96) + 43_456_485_725_739_037_958_740_375_743_393)
     p = _wrap_i((_wrap_i(p * x) >> 96) - 11_111_509_109_440_967_052_023_855_526_967)
     p = _wrap_i((_wrap_i(p * x) >> 96) - 45_023_709_667_254_063_763_336_534_515_857)
     p = _wrap_i((_wrap_i(p * x) >> 96) - 14_706_773_417_378_608_786_704_636_184_526)
     p = _wrap_i(_wrap_i(p * x) - _wrap_i(795_164_235_651_350_426_258_249_787_498 << 96))
 
-    q = _wrap_i((_wrap_i(_wrap_i(x + 5_573_035_233_440_673_466_300_451_813_936) * x) >> 96) + 71_694_874_799_317_883_764_090_561_454_958)
+    q = _wrap_i(
+        (_wrap_i(_wrap_i(x + 5_573_035_233_440_673_466_300_451_813_936) * x) >> 96)
+        + 71_694_874_799_317_883_764_090_561_454_958
+    )
     q = _wrap_i((_wrap_i(q * x) >> 96) + 283_447_036_172_924_575_727_196_451_306_956)
     q = _wrap_i((_wrap_i(q * x) >> 96) + 401_686_690_394_027_663_651_624_208_769_553)
     q = _wrap_i((_wrap_i(q * x) >> 96) + 204_048_457_590_392_012_362_485_061_816_622)
@@ -279,7 +305,9 @@ def wad_ln(x: int) -> int:
         _wrap_i(
             _wrap_i(
                 _wrap_i(r * 1_677_202_110_996_718_588_342_820_967_067_443_963_516_166)
-                + _wrap_i(k * 16_597_577_552_685_614_221_487_285_958_193_947_469_193_820_559_219_878_177_908_093_499_208_371)
+                + _wrap_i(
+                    k * 16_597_577_552_685_614_221_487_285_958_193_947_469_193_820_559_219_878_177_908_093_499_208_371
+                )
             )
             + 600_920_179_829_731_861_736_702_779_321_621_459_595_472_258_049_074_101_567_377_883_020_018_308
         )
@@ -302,6 +330,7 @@ def exp(x: int) -> int:
     Raises:
         ValueError: ``"bs_math: exp overflow"`` for ``x >= EXP_MAX``.
     """
+    _arg_i(x)
     if not x < EXP_MAX:
         raise ValueError("bs_math: exp overflow")
     return _to_uint(wad_exp(x))
@@ -319,6 +348,7 @@ def ln(x: int) -> int:
     Raises:
         ValueError: ``"bs_math: ln out of domain"`` outside ``(0, 2**255)``.
     """
+    _arg_u(x)
     if not ((x - 1) & _MASK) < _MAX_I:
         raise ValueError("bs_math: ln out of domain")
     return wad_ln(_to_int(x))
@@ -336,6 +366,7 @@ def sqrt(x: int) -> int:
     Raises:
         ValueError: ``"bs_math: sqrt overflow"`` for ``x > max_value(uint256) // 10**18``.
     """
+    _arg_u(x)
     if not x <= _MAX_U // WAD:
         raise ValueError("bs_math: sqrt overflow")
     return isqrt(x * WAD)
@@ -355,6 +386,7 @@ def pow(x: int, y: int) -> int:
         ValueError: ``"bs_math: ln out of domain"`` for ``x == 0``; ``"bs_math: exp overflow"``.
         ArithmeticError: ``y > max_value(int256)`` or ``y * ln(x)`` overflows ``int256``.
     """
+    _arg_u(x, y)
     y_i = _to_int(y)
     return exp(sdiv(_i(y_i * ln(x)), WAD))
 
@@ -380,6 +412,7 @@ def ncdf(x: int) -> int:
     Returns:
         ``N(x)`` in ``[0, 10**18]``; 0 / ``10**18`` once ``exp(-x**2/2)`` underflows (``|x| >= 9.1045``).
     """
+    _arg_i(x)
     if x <= -CUT:
         return 0
     if x >= CUT:
@@ -397,6 +430,7 @@ def npdf(x: int) -> int:
     Returns:
         ``phi(x)`` (WAD); 0 for ``|x| >= 10`` (it is 0 in WAD from ``|x| >= 9.1045`` anyway).
     """
+    _arg_i(x)
     if x <= -CUT or x >= CUT:
         return 0
     a = abs(x)
@@ -419,7 +453,8 @@ def _d(spot: int, strike: int, vol: int, tau: int, rt: int) -> tuple[int, int, i
     return m, _to_int(v // (2 * 10**9)), v
 
 
-def _check_prices(spot: int, strike: int) -> None:
+def _check_prices(spot: int, strike: int, vol: int, tau: int, rate: int) -> None:
+    _arg_u(spot, strike, vol, tau, rate)
     if not (spot != 0 and strike != 0):
         raise ValueError("bs_math: zero price")
 
@@ -443,7 +478,7 @@ def bs_price(spot: int, strike: int, vol: int, tau: int, rate: int, is_call: boo
         ValueError: ``"bs_math: zero price"`` if ``spot`` or ``strike`` is 0.
         ArithmeticError: where the contract's checked arithmetic reverts.
     """
-    _check_prices(spot, strike)
+    _check_prices(spot, strike, vol, tau, rate)
     rt = _u(rate * tau) // YEAR
     kd = _discount(strike, rt)
 
@@ -488,7 +523,7 @@ def bs_greeks(spot: int, strike: int, vol: int, tau: int, rate: int, is_call: bo
         ValueError: ``"bs_math: zero price"`` if ``spot`` or ``strike`` is 0.
         ArithmeticError: where the contract's checked arithmetic reverts.
     """
-    _check_prices(spot, strike)
+    _check_prices(spot, strike, vol, tau, rate)
     rt = _u(rate * tau) // YEAR
 
     if tau == 0 or vol == 0:

@@ -1,0 +1,823 @@
+"""Bit-exact Python model of ``contracts/MarginEngine.vy`` (SPECIFICATION.md §6).
+
+Every function returns exactly the integers the engine returns for the same inputs: the
+valuation follows ``_book``, ``_context``, ``_margin``, ``_addons``, ``_scenario_pnl``,
+``_weighted`` and ``_compute_array`` operation by operation, with the Black-Scholes and
+power functions of :mod:`crossmargin.model.fixed`. Amounts are WAD (``10**18``) unless
+named otherwise; grid shocks and weights are millionths; times are unix seconds.
+
+Rounding, as in the contracts:
+
+- ``fixed._floor_div`` (:func:`floor_div`) rounds signed quotients toward minus infinity;
+- snekmate's ``math._mul_div(x, y, d, roundup)`` (:func:`mul_div`) floors or ceils ``x*y/d``;
+- a bare ``//`` on ``uint256`` floors, on ``int256`` it truncates (:func:`fixed.sdiv`).
+
+Keepers screen accounts with this model; ``tests/test_model.py`` checks it against the
+chain on random portfolios. :func:`snapshot` loads every input from the deployed
+contracts at one block.
+
+    state, underlyings, params, now = snapshot(cm, trader, block_id=n)
+    m = margin(state, underlyings, params, now)
+    assert tuple(m) == tuple(cm.engine.contract.margin(account_id(trader), block_id=n))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+from crossmargin.model import fixed
+
+__all__ = [
+    "ARRAY_WORDS",
+    "CALL",
+    "LANE_MASK",
+    "PUT",
+    "AccountState",
+    "Collateral",
+    "Context",
+    "EngineParams",
+    "EpochRecord",
+    "Greeks",
+    "Margin",
+    "OptionPosition",
+    "PerpPosition",
+    "Scenario",
+    "UnderlyingRisk",
+    "UnderlyingState",
+    "addons",
+    "book",
+    "ceil_div",
+    "compute_array",
+    "context",
+    "current_context",
+    "default_grid",
+    "floor_div",
+    "funding_now",
+    "greeks",
+    "lane",
+    "lanes",
+    "load_underlying",
+    "margin",
+    "mul_div",
+    "option_price",
+    "pack_array",
+    "risk",
+    "scenario_pnl",
+    "snapshot",
+    "weighted",
+    "with_epoch",
+]
+
+WAD = 10**18
+MILLION = 10**6
+MAX_UNDERLYINGS = 8
+# Risk-array words pack 6 lanes of 40 bits; lane 0 is the epoch, lane 1 + s scenario s.
+LANE_BITS = 40
+LANES = 6
+LANE_MASK = 2**40 - 1
+ARRAY_WORDS = 6
+# Vol moves of a scenario.
+VOL_DOWN, VOL_NONE, VOL_UP = 0, 1, 2
+# Instrument kinds.
+PERP, CALL, PUT = 1, 2, 3
+# Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent, in seconds.
+TERM_BASE = 30 * 86_400
+TERM_FLOOR = 86_400
+
+
+# ---------------------------------------------------------------- rounding helpers
+
+
+def floor_div(a: int, b: int) -> int:
+    """``fixed._floor_div``: ``a / b`` rounded toward minus infinity, for ``b > 0``."""
+    q = fixed.sdiv(a, b)
+    if fixed.smod(a, b) != 0 and a < 0:
+        q -= 1
+    return q
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``fixed._ceil_div``: ``a / b`` rounded toward plus infinity, for ``b > 0``."""
+    return -floor_div(-a, b)
+
+
+def mul_div(x: int, y: int, d: int, roundup: bool) -> int:
+    """snekmate ``math._mul_div``: ``x * y / d`` on ``uint256``, floored or ceiled.
+
+    Raises:
+        ArithmeticError: ``d == 0`` (snekmate reverts) or a result above ``uint256``.
+    """
+    if d == 0:
+        raise ArithmeticError("math: mul_div division by zero")
+    q, r = divmod(x * y, d)
+    if roundup and r:
+        q += 1
+    if q >= 2**256:
+        raise ArithmeticError("math: mul_div overflow")
+    return q
+
+
+def funding_now(
+    cumulative: int, premium_ema: int, updated_at: int, spot: int, cap: int, interval: int, now: int
+) -> int:
+    """``fixed._funding_now``: the cumulative funding index (WAD USD per long unit) at ``now``.
+
+    ``F + floor(clamp(ema, ±cap) · spot · dt / (WAD · interval))``; ``F`` when ``now <= updated_at``.
+    """
+    if now <= updated_at:
+        return cumulative
+    rate = min(max(premium_ema, -cap), cap)
+    return cumulative + floor_div(rate * (spot * (now - updated_at)), WAD * interval)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class Scenario(NamedTuple):
+    """One scenario of a grid: spot shock (millionths), vol move (0 down, 1 none, 2 up), weight (millionths)."""
+
+    shock: int
+    move: int
+    weight: int
+
+
+class EpochRecord(NamedTuple):
+    """The engine's stored epoch record of an underlying (``engine.epoch(u)``)."""
+
+    spot_round: int
+    vol_round: int
+    epoch: int
+    opened_at: int  # unix s
+
+
+@dataclass(frozen=True)
+class UnderlyingState:
+    """An underlying as the engine sees it: oracle reads, risk parameters, grid and epoch.
+
+    Attributes:
+        id: Underlying id (1..8).
+        spot: Spot price (WAD USD), ``router.price_round(spot_key)``.
+        vol: Implied volatility (WAD, 1.0 = 100%), ``router.price_round(vol_key)``.
+        spot_round: Round id of the spot read.
+        vol_round: Round id of the vol read.
+        quantum: Wei of value per risk-array lane unit.
+        vol_up: Vol-up shock scale (WAD).
+        vol_down: Vol-down shock scale (WAD).
+        vol_floor: Floor of the vol-down multiplier (WAD).
+        term_exponent: Exponent of the term scaling (WAD).
+        short_option_rate: Add-on per net short option unit, fraction of spot (WAD).
+        perp_rate: Add-on per perp unit, fraction of notional (WAD).
+        grid: The scenarios; scenario 0 is the base.
+        epoch: The stored epoch record.
+        name: The underlying's name (e.g. ``b"ETH"``), informational.
+    """
+
+    id: int
+    spot: int
+    vol: int
+    spot_round: int
+    vol_round: int
+    quantum: int
+    vol_up: int
+    vol_down: int
+    vol_floor: int
+    term_exponent: int
+    short_option_rate: int
+    perp_rate: int
+    grid: tuple[Scenario, ...]
+    epoch: EpochRecord
+    name: bytes = b""
+
+
+@dataclass(frozen=True)
+class Collateral:
+    """A collateral line of the vault's ``account_state``.
+
+    Attributes:
+        balance: Balance (WAD token units).
+        price: ``router.price(price_key)`` (WAD USD per unit).
+        mm_haircut: Maintenance haircut (WAD fraction).
+        im_haircut: Initial haircut (WAD fraction).
+        underlying: Id of the underlying it tracks, or 0.
+    """
+
+    balance: int
+    price: int
+    mm_haircut: int
+    im_haircut: int
+    underlying: int = 0
+
+
+@dataclass(frozen=True)
+class OptionPosition:
+    """An option position (a packed word of ``clearing.positions``) with its listing.
+
+    Attributes:
+        instrument: Instrument id.
+        underlying: Underlying id.
+        kind: ``CALL`` (2) or ``PUT`` (3).
+        strike: Strike (WAD USD).
+        expiry: Expiry (unix s).
+        size: Signed size (WAD units), never 0.
+        array: The stored risk-array words (``ARRAY_WORDS`` of them, see :func:`pack_array`),
+            or None for none stored (all-zero storage).
+    """
+
+    instrument: int
+    underlying: int
+    kind: int
+    strike: int
+    expiry: int
+    size: int
+    array: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PerpPosition:
+    """A perp line of ``clearing.positions``.
+
+    Attributes:
+        underlying: Underlying id.
+        size: Signed size (WAD units).
+        cost: Signed cost of the open position (WAD USD).
+        funding: Funding index at the position's last settlement (WAD USD per unit).
+        cumulative: The perp's cumulative funding index (WAD USD per unit).
+        premium_ema: The perp's EMA premium over the index (WAD fraction, signed).
+        updated_at: When ``cumulative`` was last accrued (unix s).
+    """
+
+    underlying: int
+    size: int
+    cost: int
+    funding: int
+    cumulative: int
+    premium_ema: int
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """Everything the engine reads about one account.
+
+    Attributes:
+        cash: Vault cash (WAD USD, signed).
+        collateral: Non-zero collateral lines, in the vault's order.
+        options: Option positions, in the clearinghouse's order.
+        perps: Perp lines, by ascending underlying.
+        funding_cap: Funding cap per interval (WAD fraction).
+        funding_interval: Funding interval (s).
+    """
+
+    cash: int
+    collateral: tuple[Collateral, ...] = ()
+    options: tuple[OptionPosition, ...] = ()
+    perps: tuple[PerpPosition, ...] = ()
+    funding_cap: int = 5 * 10**15
+    funding_interval: int = 8 * 3_600
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Engine-wide parameters.
+
+    Attributes:
+        im_factor: IM multiplier of the risk (WAD, >= 1).
+        max_array_age: Oldest usable epoch (s).
+        rate: Black-Scholes rate (WAD per year).
+    """
+
+    im_factor: int = 13 * 10**17
+    max_array_age: int = 3_600
+    rate: int = 0
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class Margin(NamedTuple):
+    """``IRiskEngine.Margin``: equity (WAD, signed), initial and maintenance requirements (WAD)."""
+
+    equity: int
+    initial: int
+    maintenance: int
+
+
+class UnderlyingRisk(NamedTuple):
+    """``MarginEngine.UnderlyingRisk``: worst weighted scenario, its loss ``L_u`` and the PnL vector (WAD)."""
+
+    underlying: int
+    worst_scenario: int
+    loss: int
+    pnl: tuple[int, ...]
+
+
+class Greeks(NamedTuple):
+    """``MarginEngine.Greeks``: delta (units), gamma (per 1 USD of spot), vega (USD per 1.00 of vol), WAD."""
+
+    underlying: int
+    delta: int
+    gamma: int
+    vega: int
+
+
+@dataclass
+class Context:
+    """``MarginEngine.Context``: one underlying's reads, epoch and the account's aggregates.
+
+    ``epoch`` / ``opened_at`` are the stored epoch's when ``stored``, else the epoch that
+    would open now. ``option_pnl[s]`` and ``option_value`` are in lane units.
+    """
+
+    underlying: UnderlyingState
+    spot: int
+    vol: int
+    epoch: int
+    opened_at: int
+    stored: bool
+    exposure: int = 0
+    option_pnl: list[int] = field(default_factory=list)
+    option_value: int = 0
+    option_units: int = 0
+    net_calls: int = 0
+    net_puts: int = 0
+    perp_units: int = 0
+
+    @property
+    def scenarios(self) -> int:
+        return len(self.underlying.grid)
+
+    @property
+    def quantum(self) -> int:
+        return self.underlying.quantum
+
+
+@dataclass
+class Book:
+    """``MarginEngine.Book``: the loaded account, one context per touched underlying."""
+
+    cash: int
+    state: AccountState
+    ctx: dict[int, Context]
+    perp_size: dict[int, int]
+    collateral_value: int
+    mm_haircut: int
+    im_haircut: int
+
+
+# ---------------------------------------------------------------- grid and arrays
+
+
+def default_grid() -> tuple[Scenario, ...]:
+    """The grid ``list_underlying`` sets: the base, spot ±5/10/15% × vol up/none/down
+    (in that order, shocks ascending, the base skipped), then ±30% with vol up at 0.35."""
+    grid = [Scenario(0, VOL_NONE, MILLION)]
+    for i in range(-3, 4):
+        for move in (VOL_UP, VOL_NONE, VOL_DOWN):
+            if i == 0 and move == VOL_NONE:
+                continue
+            grid.append(Scenario(i * 50_000, move, MILLION))
+    grid.append(Scenario(-300_000, VOL_UP, 350_000))
+    grid.append(Scenario(300_000, VOL_UP, 350_000))
+    return tuple(grid)
+
+
+def pack_array(epoch: int, lane_values: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """Packs an epoch and scenario lanes into the engine's ``ARRAY_WORDS`` storage words.
+
+    Args:
+        epoch: Epoch number (lane 0 keeps its low 40 bits).
+        lane_values: Lane of each scenario (value per unit in quanta, < ``2**40``).
+
+    Returns:
+        The words, as ``_compute_array`` lays them out.
+    """
+    words = [0] * ARRAY_WORDS
+    words[0] = epoch & LANE_MASK
+    for s, value in enumerate(lane_values):
+        k = s + 1
+        words[k // LANES] |= value << (k % LANES * LANE_BITS)
+    return tuple(words)
+
+
+def lane(words: tuple[int, ...] | list[int], k: int) -> int:
+    """``_lane``: lane ``k`` of array ``words`` (0 the epoch, ``1 + s`` scenario ``s``)."""
+    return (words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK
+
+
+def lanes(words: tuple[int, ...] | list[int], scenarios: int) -> tuple[int, ...]:
+    """The scenario lanes of ``words``, as the ``risk_array`` view lists them."""
+    return tuple(lane(words, s + 1) for s in range(scenarios))
+
+
+def _tau(expiry: int, at: int) -> int:
+    return 0 if expiry <= at else expiry - at
+
+
+def context(u: UnderlyingState, params: EngineParams, now: int) -> Context:
+    """``_context``: the stored epoch iff both rounds match it and it is at most
+    ``max_array_age`` old, else the epoch that would open at ``now`` (``stored`` false).
+
+    Raises:
+        ArithmeticError: ``now`` before the stored opening time (checked subtraction).
+    """
+    record = u.epoch
+    epoch, opened_at = record.epoch, record.opened_at
+    stored = record.spot_round == u.spot_round and record.vol_round == u.vol_round
+    if stored:
+        if now < opened_at:
+            raise ArithmeticError("uint256 underflow")
+        stored = now - opened_at <= params.max_array_age
+    if not stored:
+        epoch += 1
+        opened_at = now
+    return Context(
+        underlying=u,
+        spot=u.spot,
+        vol=u.vol,
+        epoch=epoch,
+        opened_at=opened_at,
+        stored=stored,
+        option_pnl=[0] * len(u.grid),
+    )
+
+
+def current_context(u: UnderlyingState, params: EngineParams, now: int) -> EpochRecord:
+    """``_current_context``: the epoch record a state-changing check leaves in storage."""
+    ctx = context(u, params, now)
+    if ctx.stored:
+        return u.epoch
+    return EpochRecord(u.spot_round, u.vol_round, ctx.epoch & (2**32 - 1), ctx.opened_at)
+
+
+def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) -> tuple[int, ...]:
+    """``_compute_array``: the option's value per unit under every scenario of its grid,
+    at the epoch's spot, vol and opening time, in lanes of ``quantum`` (floored).
+
+    Args:
+        option: The option (only kind, strike and expiry are read).
+        ctx: Its underlying's context (epoch, opening time, spot, vol).
+        params: Engine parameters (the rate).
+
+    Returns:
+        The ``ARRAY_WORDS`` words, lane 0 the epoch.
+
+    Raises:
+        ValueError: ``"engine: value out of range"`` for a lane of ``2**40`` or more, or
+            the Black-Scholes library's revert strings.
+    """
+    u = ctx.underlying
+    tau = _tau(option.expiry, ctx.opened_at)
+    p = fixed.pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), u.term_exponent)
+    vol_up = ctx.vol * (WAD + u.vol_up * p // WAD) // WAD
+    down = max(u.vol_floor, WAD - min(u.vol_down * p // WAD, WAD))
+    vol_down = ctx.vol * down // WAD
+    is_call = option.kind == CALL
+    words = [0] * ARRAY_WORDS
+    words[0] = ctx.epoch & LANE_MASK
+    for s, scenario in enumerate(u.grid):
+        # int256 `//` truncates; spot > 0 and 1e6 + shock > 0, so this is a floor
+        spot = fixed.sdiv(ctx.spot * (MILLION + scenario.shock), MILLION)
+        if spot < 0:
+            raise ArithmeticError("negative to uint256")
+        vol = ctx.vol
+        if scenario.move == VOL_UP:
+            vol = vol_up
+        elif scenario.move == VOL_DOWN:
+            vol = vol_down
+        value = fixed.bs_price(spot, option.strike, vol, tau, params.rate, is_call) // ctx.quantum
+        if value > LANE_MASK:
+            raise ValueError("engine: value out of range")
+        k = s + 1
+        words[k // LANES] |= value << (k % LANES * LANE_BITS)
+    return tuple(words)
+
+
+def option_price(option: OptionPosition, u: UnderlyingState, params: EngineParams, now: int) -> int:
+    """Black-Scholes value (WAD USD per unit) at the live spot and vol, e.g. to quote a premium."""
+    return fixed.bs_price(u.spot, option.strike, u.vol, _tau(option.expiry, now), params.rate, option.kind == CALL)
+
+
+# ---------------------------------------------------------------- valuation
+
+
+def book(
+    state: AccountState,
+    underlyings: dict[int, UnderlyingState],
+    params: EngineParams,
+    now: int,
+    cash_adjust: int = 0,
+) -> Book:
+    """``_view_book`` / ``_book``: loads the account, one context per touched underlying,
+    and values options from current-epoch stored arrays, computing stale ones.
+
+    Args:
+        state: The account.
+        underlyings: Every underlying the account touches, by id.
+        params: Engine parameters.
+        now: The block timestamp (s).
+        cash_adjust: Subtracted from cash (``margin_adjusted``).
+
+    Returns:
+        The loaded book.
+    """
+    ctx: dict[int, Context] = {}
+
+    def touch(u: int) -> Context:
+        if u not in ctx:
+            ctx[u] = context(underlyings[u], params, now)
+        return ctx[u]
+
+    cash = state.cash - cash_adjust
+    collateral_value = mm_haircut = im_haircut = 0
+    # vault side: every line at its floor value; tracking collateral joins its exposure
+    for line in state.collateral:
+        value = mul_div(line.balance, line.price, WAD, False)
+        collateral_value += value
+        mm_haircut += mul_div(value, line.mm_haircut, WAD, True)
+        im_haircut += mul_div(value, line.im_haircut, WAD, True)
+        if line.underlying != 0:
+            touch(line.underlying).exposure += value
+    # perps: linear exposure, unsettled funding, notional for the add-on
+    perp_size: dict[int, int] = {}
+    for perp in state.perps:
+        c = touch(perp.underlying)
+        cumulative = funding_now(
+            perp.cumulative,
+            perp.premium_ema,
+            perp.updated_at,
+            c.spot,
+            state.funding_cap,
+            state.funding_interval,
+            now,
+        )
+        notional = floor_div(perp.size * c.spot, WAD)
+        owed = fixed.sdiv(-perp.size * (cumulative - perp.funding), WAD)
+        cash += notional - perp.cost + owed
+        c.exposure += notional
+        c.perp_units += abs(perp.size)
+        perp_size[perp.underlying] = perp.size
+    # options: one array per position, multiplied by the size
+    for option in state.options:
+        c = touch(option.underlying)
+        words = option.array or (0,) * ARRAY_WORDS
+        if words[0] & LANE_MASK != c.epoch or not c.stored:
+            words = compute_array(option, c, params)
+        base = lane(words, 1)
+        for s in range(1, c.scenarios):
+            c.option_pnl[s] += option.size * (lane(words, s + 1) - base)
+        if option.size < 0:
+            base += 1  # shorts at lane + 1: a lane is at most one quantum below the value
+        c.option_value += option.size * base
+        c.option_units += abs(option.size)
+        if option.kind == CALL:
+            c.net_calls += option.size
+        else:
+            c.net_puts += option.size
+    return Book(
+        cash=cash,
+        state=state,
+        ctx=dict(sorted(ctx.items())),
+        perp_size=perp_size,
+        collateral_value=collateral_value,
+        mm_haircut=mm_haircut,
+        im_haircut=im_haircut,
+    )
+
+
+def scenario_pnl(ctx: Context) -> list[int]:
+    """``_scenario_pnl``: unweighted PnL (WAD) of the exposure to one underlying per scenario."""
+    pnl = [0] * ctx.scenarios
+    for s in range(1, ctx.scenarios):
+        shock = ctx.underlying.grid[s].shock
+        pnl[s] = floor_div(ctx.exposure * shock, MILLION) + floor_div(ctx.option_pnl[s] * ctx.quantum, WAD)
+    return pnl
+
+
+def weighted(pnl: int, scenario: Scenario) -> int:
+    """``_weighted``: ``floor(pnl · weight / 1e6)``."""
+    return floor_div(pnl * scenario.weight, MILLION)
+
+
+def addons(ctx: Context) -> int:
+    """``_addons``: perp add-on, short-option add-on and quantization add-on (WAD, rounded up)."""
+    u = ctx.underlying
+    addon = 0
+    if ctx.perp_units != 0:
+        addon += mul_div(ctx.perp_units * ctx.spot, u.perp_rate, WAD * WAD, True)
+    if ctx.option_units != 0:
+        short_units = max(-ctx.net_calls, 0) + max(-ctx.net_puts, 0)
+        if short_units != 0:
+            addon += mul_div(short_units * ctx.spot, u.short_option_rate, WAD * WAD, True)
+        addon += mul_div(ctx.option_units, ctx.quantum, WAD, True)
+    return addon
+
+
+def _margin(b: Book, params: EngineParams) -> Margin:
+    equity = b.cash + b.collateral_value
+    total = 0
+    for c in b.ctx.values():
+        equity += floor_div(c.option_value * c.quantum, WAD)
+        pnl = scenario_pnl(c)
+        worst = 0
+        for s, scenario in enumerate(c.underlying.grid):
+            worst = min(worst, weighted(pnl[s], scenario))
+        total += -worst
+        total += addons(c)
+    return Margin(
+        equity=equity,
+        initial=mul_div(total, params.im_factor, WAD, True) + b.im_haircut,
+        maintenance=total + b.mm_haircut,
+    )
+
+
+def margin(
+    state: AccountState,
+    underlyings: dict[int, UnderlyingState],
+    params: EngineParams,
+    now: int,
+    cash_adjust: int = 0,
+) -> Margin:
+    """``margin`` (and ``margin_adjusted``): equity, initial and maintenance requirement.
+
+    Args:
+        state: The account.
+        underlyings: Every underlying it touches, by id.
+        params: Engine parameters.
+        now: The block timestamp (s).
+        cash_adjust: Subtracted from cash before valuing (WAD).
+
+    Returns:
+        ``Margin(equity, initial, maintenance)`` (WAD), as the engine returns it.
+    """
+    return _margin(book(state, underlyings, params, now, cash_adjust), params)
+
+
+def risk(
+    state: AccountState, underlyings: dict[int, UnderlyingState], params: EngineParams, now: int
+) -> list[UnderlyingRisk]:
+    """``risk``: per touched underlying (ascending id), the PnL vector, worst weighted
+    scenario (the first one reaching the minimum, 0 if none is negative) and its loss ``L_u``."""
+    result = []
+    for u, c in book(state, underlyings, params, now).ctx.items():
+        pnl = scenario_pnl(c)
+        worst = worst_scenario = 0
+        for s, scenario in enumerate(c.underlying.grid):
+            w = weighted(pnl[s], scenario)
+            if w < worst:
+                worst, worst_scenario = w, s
+        result.append(UnderlyingRisk(u, worst_scenario, -worst, tuple(pnl)))
+    return result
+
+
+def greeks(
+    state: AccountState, underlyings: dict[int, UnderlyingState], params: EngineParams, now: int
+) -> list[Greeks]:
+    """``greeks``: delta, gamma, vega per touched underlying at the live spot and vol
+    (options by Black-Scholes to ``now``; perps and tracking collateral are delta)."""
+    b = book(state, underlyings, params, now)
+    result = []
+    for u, c in b.ctx.items():
+        delta = b.perp_size.get(u, 0)
+        for line in state.collateral:
+            if line.underlying == u:
+                delta += line.balance
+        gamma = vega = 0
+        for option in state.options:
+            if option.underlying != u:
+                continue
+            d, g, v = fixed.bs_greeks(
+                c.spot, option.strike, c.vol, _tau(option.expiry, now), params.rate, option.kind == CALL
+            )
+            delta += floor_div(option.size * d, WAD)
+            gamma += floor_div(option.size * g, WAD)
+            vega += floor_div(option.size * v, WAD)
+        result.append(Greeks(u, delta, gamma, vega))
+    return result
+
+
+# ---------------------------------------------------------------- chain loader
+
+
+def _word_size(word: int) -> int:
+    """``fixed._word_size``: the signed size in the top 128 bits of an option word."""
+    size = word >> 128
+    return size - 2**128 if size >= 2**127 else size
+
+
+def snapshot(
+    cm: Any, owner: Any, subaccount: int = 0, block_id: int | None = None
+) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
+    """Reads one account's model inputs from the deployed contracts at one block.
+
+    Args:
+        cm: A :class:`crossmargin.protocol.Protocol`.
+        owner: The account's owner (address or ape account).
+        subaccount: Its subaccount.
+        block_id: The block to read at (default: the head). Compare with the engine's
+            views called with the same ``block_id``: calls at ``latest`` may run at a
+            later timestamp.
+
+    Returns:
+        ``(state, underlyings, params, timestamp)``: the account, every underlying it
+        touches by id, the engine parameters and the block's timestamp (s).
+    """
+    from ape import chain
+
+    from crossmargin.units import account_id
+
+    if block_id is None:
+        block_id = chain.blocks.head.number
+    now = chain.blocks[block_id].timestamp
+    at = {"block_id": block_id}
+    vault, router = cm.vault.contract, cm.oracle.contract
+    engine, clearing = cm.engine.contract, cm.clearing.contract
+    account = account_id(str(owner), subaccount)
+
+    cash, lines = vault.account_state(account, **at)
+    collateral = tuple(
+        Collateral(
+            balance=line.balance,
+            price=router.price(line.price_key, **at),
+            mm_haircut=line.mm_haircut,
+            im_haircut=line.im_haircut,
+            underlying=engine.underlying_ids(line.underlying, **at),
+        )
+        for line in lines
+    )
+    positions = clearing.positions(account, **at)
+    options = []
+    for word in positions.options:
+        instrument_id = word & (2**32 - 1)
+        listing = clearing.instrument(instrument_id, **at)
+        epoch, stored_lanes = engine.risk_array(instrument_id, **at)
+        options.append(
+            OptionPosition(
+                instrument=instrument_id,
+                underlying=(word >> 32) & 255,
+                kind=(word >> 40) & 255,
+                strike=listing.strike,
+                expiry=listing.expiry,
+                size=_word_size(word),
+                array=pack_array(epoch, list(stored_lanes)),
+            )
+        )
+    perps = tuple(
+        PerpPosition(
+            underlying=line.underlying,
+            size=line.size,
+            cost=line.cost,
+            funding=line.funding,
+            cumulative=line.cumulative,
+            premium_ema=line.premium_ema,
+            updated_at=line.updated_at,
+        )
+        for line in positions.perps
+    )
+    state = AccountState(
+        cash=cash,
+        collateral=collateral,
+        options=tuple(options),
+        perps=perps,
+        funding_cap=positions.funding_cap,
+        funding_interval=positions.funding_interval,
+    )
+    touched = {line.underlying for line in collateral if line.underlying}
+    touched |= {p.underlying for p in perps} | {o.underlying for o in options}
+    underlyings = {u: load_underlying(cm, u, block_id) for u in sorted(touched)}
+    params = EngineParams(
+        im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
+    )
+    return state, underlyings, params, now
+
+
+def load_underlying(cm: Any, u: int, block_id: int) -> UnderlyingState:
+    """Reads underlying ``u``'s oracle values, risk parameters, grid and epoch at ``block_id``."""
+    at = {"block_id": block_id}
+    engine, router = cm.engine.contract, cm.oracle.contract
+    listing = engine.underlyings(u, **at)
+    spot, spot_round = router.price_round(listing.spot_key, **at)
+    vol, vol_round = router.price_round(listing.vol_key, **at)
+    shocks, moves, weights = engine.grid(u, **at)
+    return UnderlyingState(
+        id=u,
+        spot=spot,
+        vol=vol,
+        spot_round=spot_round,
+        vol_round=vol_round,
+        quantum=listing.quantum,
+        vol_up=listing.vol_up,
+        vol_down=listing.vol_down,
+        vol_floor=listing.vol_floor,
+        term_exponent=listing.term_exponent,
+        short_option_rate=listing.short_option_rate,
+        perp_rate=listing.perp_rate,
+        grid=tuple(Scenario(*row) for row in zip(shocks, moves, weights, strict=True)),
+        epoch=EpochRecord(*engine.epoch(u, **at)),
+        name=bytes(listing.name).rstrip(b"\0"),
+    )
+
+
+def with_epoch(u: UnderlyingState, record: EpochRecord) -> UnderlyingState:
+    """``u`` with another stored epoch record (e.g. to value as if a stale epoch were used)."""
+    return replace(u, epoch=record)
