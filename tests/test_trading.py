@@ -204,7 +204,9 @@ def test_trade__settlement_asset_depegged__only_reducing_risk(cm, books, maker, 
 # ------------------------------------------------------------------ expiry settlement
 
 
-def test_settle__expired_call__pays_intrinsic_both_sides(cm, vault, clearing, books, maker, taker, list_option, admin, chain, keeper):
+def test_settle__expired_call__pays_intrinsic_both_sides(
+    cm, vault, clearing, books, maker, taker, list_option, admin, chain, keeper
+):
     call = list_option("ETH", True, "3000", 1)
     cm.trade(maker, taker, call, "2", "100")
     expiry = clearing.instrument(call).expiry

@@ -1,0 +1,148 @@
+"""Capital efficiency of portfolio margin: hedged books against their legs margined alone.
+
+Each strategy is traded twice by one owner: all legs together in subaccount 0 (cross
+margin) and each leg in its own subaccount (isolated margin), against a well-funded
+counterparty. The maintenance requirements are then read from the margin engine. Used by
+``tests/test_capital_efficiency.py`` (which asserts the spec's bounds) and by
+``ape run efficiency`` (which prints the table committed to the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ape import chain
+
+from crossmargin.model.fixed import bs_greeks, bs_price
+from crossmargin.protocol import Protocol
+from crossmargin.units import WAD, from_wad, to_wad
+
+DAYS = 30
+VOL = Decimal("0.6")
+SPOT = Decimal(3000)
+
+
+@dataclass(frozen=True)
+class Leg:
+    instrument: int
+    size: Decimal  # positive = long
+    price: Decimal  # trade price (premium or perp price)
+
+
+@dataclass(frozen=True)
+class EfficiencyRow:
+    strategy: str
+    hedged_mm: Decimal  # maintenance requirement of the whole book in one account
+    isolated_mm: Decimal  # sum of the legs' requirements, each in its own subaccount
+    bound: str  # what the spec expects
+    note: str = ""
+
+    @property
+    def ratio(self) -> Decimal:
+        return self.hedged_mm / self.isolated_mm if self.isolated_mm else Decimal(0)
+
+
+def _premium(strike: Decimal, is_call: bool, tau: int) -> tuple[Decimal, Decimal]:
+    """Black-Scholes premium and delta at the demo's spot and vol, rounded to cents / 1e-4."""
+    args = (to_wad(SPOT), to_wad(strike), to_wad(VOL), tau, 0, is_call)
+    price = from_wad(bs_price(*args)).quantize(Decimal("0.01"))
+    delta = from_wad(bs_greeks(*args)[0]).quantize(Decimal("0.0001"))
+    return price, delta
+
+
+def _trade_legs(cm: Protocol, owner: Any, counterparty: Any, legs: list[Leg], subaccounts: list[int]) -> None:
+    for leg, sub in zip(legs, subaccounts, strict=True):
+        cm.trade(owner, counterparty, leg.instrument, leg.size, leg.price, maker_subaccount=sub)
+
+
+def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) -> list[EfficiencyRow]:
+    """Lists 30-day ETH options at 3000/3200, trades four strategies, returns the table.
+
+    ``owner`` needs nothing; it is funded here (100k USDC per subaccount, 1 WETH for the
+    covered call). ``counterparty`` is funded with 10M USDC.
+    """
+    for symbol, amount in (("USDC", "10000000"),):
+        cm.token(symbol).mint(admin, counterparty, amount)
+        cm.vault.deposit(counterparty, symbol, amount)
+    expiry = chain.pending_timestamp + DAYS * 86_400
+    tau = DAYS * 86_400
+    call = cm.clearing.list_option(admin, "ETH", True, SPOT, expiry)
+    put = cm.clearing.list_option(admin, "ETH", False, SPOT, expiry)
+    call_high = cm.clearing.list_option(admin, "ETH", True, SPOT + 200, expiry)
+    perp = cm.clearing.perp("ETH")
+    call_px, call_delta = _premium(SPOT, True, tau)
+    put_px, put_delta = _premium(SPOT, False, tau)
+    high_px, _ = _premium(SPOT + 200, True, tau)
+
+    strategies: list[tuple[str, list[Leg], str]] = [
+        (
+            "delta-hedged long call",
+            [Leg(call, Decimal(1), call_px), Leg(perp, -call_delta, SPOT)],
+            "<= 30%",
+        ),
+        (
+            "delta-hedged short straddle",
+            [Leg(call, Decimal(-1), call_px), Leg(put, Decimal(-1), put_px), Leg(perp, call_delta + put_delta, SPOT)],
+            "<= 50%",
+        ),
+        (
+            "bear call spread 3000/3200",
+            [Leg(call, Decimal(-1), call_px), Leg(call_high, Decimal(1), high_px)],
+            "hedged MM <= 200 (strike width)",
+        ),
+    ]
+    rows = []
+    next_sub = 1
+    for name, legs, bound in strategies:
+        hedged_sub = next_sub
+        isolated = list(range(next_sub + 1, next_sub + 1 + len(legs)))
+        next_sub += 1 + len(legs)
+        for sub in (hedged_sub, *isolated):
+            cm.token("USDC").mint(admin, owner, "100000")
+            cm.vault.deposit(owner, "USDC", "100000", sub)
+        _trade_legs(cm, owner, counterparty, legs, [hedged_sub] * len(legs))
+        _trade_legs(cm, owner, counterparty, legs, isolated)
+        hedged = cm.engine.margin(owner, hedged_sub).maintenance
+        alone = sum((cm.engine.margin(owner, sub).maintenance for sub in isolated), Decimal(0))
+        rows.append(EfficiencyRow(name, hedged, alone, bound))
+
+    # covered call: 1 WETH and nothing else, then sell one call against it
+    covered, naked = next_sub, next_sub + 1
+    cm.token("WETH").mint(admin, owner, "1")
+    cm.vault.deposit(owner, "WETH", "1", covered)
+    _trade_legs(cm, owner, counterparty, [Leg(call, Decimal(-1), call_px)], [covered])
+    margin = cm.engine.margin(owner, covered)
+    cm.token("WETH").mint(admin, owner, "1")
+    cm.vault.deposit(owner, "WETH", "1", naked)
+    cm.token("USDC").mint(admin, owner, "100000")
+    cm.vault.deposit(owner, "USDC", "100000", naked + 1)
+    _trade_legs(cm, owner, counterparty, [Leg(call, Decimal(-1), call_px)], [naked + 1])
+    alone = cm.engine.margin(owner, naked).maintenance + cm.engine.margin(owner, naked + 1).maintenance
+    rows.append(
+        EfficiencyRow(
+            "covered call (1 WETH + short call)",
+            margin.maintenance,
+            alone,
+            "no collateral beyond the WETH",
+            note=f"initial health with only the WETH: {margin.initial_health:,.2f}",
+        )
+    )
+    return rows
+
+
+def markdown(rows: list[EfficiencyRow]) -> str:
+    lines = [
+        "| strategy (30-day ATM ETH options, 60% vol, spot 3000) | hedged MM | isolated legs MM | ratio | spec |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        note = f" ({row.note})" if row.note else ""
+        lines.append(
+            f"| {row.strategy} | {row.hedged_mm:,.2f} | {row.isolated_mm:,.2f} | {row.ratio:.1%} | {row.bound}{note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["EfficiencyRow", "Leg", "WAD", "markdown", "measure_strategies"]
