@@ -52,7 +52,7 @@ interface IOracleRouter:
 
 WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
-MAX_UNDERLYINGS: constant(uint256) = 8
+MAX_UNDERLYINGS: constant(uint256) = 4
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 32
 # @dev Instrument kinds.

@@ -66,7 +66,7 @@ WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 MAX_ASSETS: constant(uint256) = 16
 # @dev Underlying ids are 1..MAX_UNDERLYINGS (one bit each in masks; 0 means "none").
-MAX_UNDERLYINGS: constant(uint256) = 8
+MAX_UNDERLYINGS: constant(uint256) = 4
 MAX_SCENARIOS: constant(uint256) = 32
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 32
@@ -703,7 +703,10 @@ def _book(
             mask |= 1 << u
         size: int256 = fixed._word_size(word)
         instrument_id: uint256 = word & (2**32 - 1)
-        words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
+        # only the words the array uses: lanes 0 (epoch) .. scenarios, six per word
+        words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
+        for i: uint256 in range((ctx[u].scenarios + LANES) // LANES, bound=ARRAY_WORDS):
+            words[i] = self.arrays[instrument_id][i]
         if words[0] & LANE_MASK != ctx[u].epoch or not ctx[u].stored:
             words = self._compute_array(staticcall CLEARING.instrument(instrument_id), ctx[u])
         base: int256 = convert(self._lane(words, 1), int256)
@@ -766,7 +769,9 @@ def _context(u: uint256) -> Context:
     ctx.vol, ctx.vol_round = staticcall ORACLE.price_round(self.underlyings[u].vol_key)
     ctx.scenarios = self.underlyings[u].scenarios
     ctx.quantum = self.underlyings[u].quantum
-    ctx.grid = self.grid_words[u]
+    # only the words the grid uses (4 scenarios each)
+    for i: uint256 in range((ctx.scenarios + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
+        ctx.grid[i] = self.grid_words[u][i]
     record: uint256 = self.epochs[u]
     ctx.epoch = (record >> 64) & (2**32 - 1)
     ctx.opened_at = record & (2**64 - 1)

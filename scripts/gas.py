@@ -11,13 +11,14 @@ from ape import accounts
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
+from crossmargin.benchmarks import margin_benchmark
 from crossmargin.cli import console, resolve_sender
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
 from crossmargin.protocol import Protocol
 
-DEPLOYABLES = ("Vault", "OracleRouter", "MarginEngine")
+DEPLOYABLES = ("Vault", "OracleRouter", "MarginEngine", "Clearinghouse", "Exchange")
 
 
 def run_benchmark(cm: Protocol, admin, trader, operator):
@@ -83,12 +84,13 @@ def cli(network, markdown):
     trader, operator = accounts.test_accounts[1], accounts.test_accounts[2]
     cm = Protocol(deploy(load_config(network.name), admin).manifest)
     rows = run_benchmark(cm, admin, trader, operator)
+    rows += margin_benchmark(cm, admin, accounts.test_accounts[3], accounts.test_accounts[4])
 
     table = Table(title="gas per entry point (anvil)")
-    for column in ("action", "total gas", "execution gas"):
-        table.add_column(column, justify="left" if column == "action" else "right")
+    for column in ("action", "total gas", "execution gas", "cold-read floor / note"):
+        table.add_column(column, justify="right" if "gas" in column else "left")
     for row in rows:
-        table.add_row(row.action, f"{row.total:,}", f"{row.execution:,}")
+        table.add_row(row.action, f"{row.total:,}", f"{row.execution:,}", row.note)
     console.print(table)
 
     sizes = code_sizes(DEPLOYABLES)
@@ -100,8 +102,8 @@ def cli(network, markdown):
     console.print(size_table)
 
     if markdown:
-        lines = ["| action | total gas | execution gas |", "|---|---:|---:|"]
-        lines += [f"| {r.action} | {r.total:,} | {r.execution:,} |" for r in rows]
+        lines = ["| action | total gas | execution gas | cold-read floor / note |", "|---|---:|---:|---|"]
+        lines += [f"| {r.action} | {r.total:,} | {r.execution:,} | {r.note} |" for r in rows]
         lines += ["", f"| contract | runtime bytes | of EIP-170 ({EIP170_LIMIT:,}) |", "|---|---:|---:|"]
         lines += [f"| {n} | {s:,} | {100 * s / EIP170_LIMIT:.1f}% |" for n, s in sizes]
         markdown.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,119 @@
+"""Gas benchmark of the margin check, fills and risk-array refreshes (``ape run gas``).
+
+Builds one account with 3 collaterals, 2 perps and 1, 4, then 16 options, and measures
+`check_initial` with its arrays current for the oracle round and stale (a new round), next to
+the cold-read floor (2,100 gas per storage slot the call touches, from `eth_createAccessList`).
+"""
+
+from __future__ import annotations
+
+from ape import accounts, chain
+
+from crossmargin.gas import GasRow, measure_call
+from crossmargin.protocol import Protocol
+from crossmargin.units import account_id, to_wad
+
+# Portfolio sizes measured. 32 is left out for now: ape-foundry starts anvil with
+# --steps-tracing, which keeps every step's memory, and the ~30 trades that build a 32-option
+# book against one counterparty exhausted anvil (see docs/gas.md).
+SIZES = (1, 4, 16)
+
+
+def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
+    """IM checks against portfolio size, fills, array refreshes (see docs/gas.md)."""
+    engine = cm.engine.contract
+    for actor, deposits in (
+        (owner, (("USDC", "1000000"), ("WETH", "100"), ("WBTC", "5"))),
+        (counterparty, (("USDC", "50000000"),)),
+    ):
+        for symbol, amount in deposits:
+            cm.token(symbol).mint(admin, actor, amount)
+            cm.vault.deposit(actor, symbol, amount)
+    expiry = chain.pending_timestamp + 30 * 86_400
+    options = []
+    for underlying, spot in (("ETH", 3000), ("BTC", 60000)):
+        for i in range(8):
+            strike = spot * (80 + 5 * i) // 100
+            options.append((underlying, spot, cm.clearing.list_option(admin, underlying, True, strike, expiry)))
+            options.append((underlying, spot, cm.clearing.list_option(admin, underlying, False, strike, expiry)))
+    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "5", "3100")
+    cm.trade(owner, counterparty, cm.clearing.perp("BTC"), "-0.2", "60000")
+    account = account_id(str(owner), 0)
+    rows: list[GasRow] = []
+    held = 0
+    per_size = {}
+    for target in SIZES:
+        while held < target:
+            underlying, spot, instrument = options[held]
+            cm.trade(owner, counterparty, instrument, "1", str(spot // 10))
+            held += 1
+        warm = measure_call(
+            f"IM check, {target} options + 2 perps + 3 collaterals, arrays current",
+            owner,
+            engine.check_initial,
+            account,
+        )
+        per_size[target] = warm.execution
+        rows.append(warm)
+        cm.oracle.push(admin, "ETH/USD", "3100")  # new rounds: every array is stale
+        cm.oracle.push(admin, "BTC/USD", "60000")
+        rows.append(
+            measure_call(
+                f"IM check, {target} options, arrays stale (computes and stores them)",
+                owner,
+                engine.check_initial,
+                account,
+            )
+        )
+    extra = (per_size[SIZES[-1]] - per_size[SIZES[-2]]) // (SIZES[-1] - SIZES[-2])
+    rows.append(
+        GasRow(f"per extra option held ({SIZES[-2]} -> {SIZES[-1]}, arrays current)", extra, extra, "target <= 15,000")
+    )
+
+    # refresh: one instrument, then sixteen, after a new round
+    cm.oracle.push(admin, "ETH/USD", "3000")
+    eth_ids = [i for u, _, i in options if u == "ETH"]
+    rows.append(measure_call("risk-array refresh, 1 instrument", counterparty, engine.refresh, eth_ids[:1]))
+    rows.append(measure_call("risk-array refresh, 15 more instruments", counterparty, engine.refresh, eth_ids[1:]))
+
+    # a fill between two accounts holding 8 positions each, arrays current
+    maker, taker = accounts.test_accounts[5], accounts.test_accounts[6]
+    for actor in (maker, taker):
+        cm.token("USDC").mint(admin, actor, "1000000")
+        cm.vault.deposit(actor, "USDC", "1000000")
+    for _, spot, instrument in options[:8]:
+        cm.trade(maker, taker, instrument, "1", str(spot // 10))
+    _, spot, instrument = options[0]
+    order = cm.exchange.make_order(maker, instrument, True, to_wad(1), to_wad(spot // 10))
+    signature = cm.exchange.sign(maker, order)
+    rows.append(
+        measure_call(
+            "fill, 8 option positions per side, both checked",
+            taker,
+            cm.exchange.contract.fill,
+            order.as_tuple(),
+            order.owner,
+            signature,
+            to_wad(1),
+            0,
+            taker.address,
+            note="target <= 450,000",
+        )
+    )
+    perp = cm.clearing.perp("ETH")
+    order = cm.exchange.make_order(maker, perp, True, to_wad(1), to_wad(3000))
+    signature = cm.exchange.sign(maker, order)
+    rows.append(
+        measure_call(
+            "fill perp, 8 option positions per side",
+            taker,
+            cm.exchange.contract.fill,
+            order.as_tuple(),
+            order.owner,
+            signature,
+            to_wad(1),
+            0,
+            taker.address,
+        )
+    )
+    return rows
