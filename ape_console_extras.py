@@ -2,7 +2,7 @@
 
 Names available in the console:
     cm        the Protocol of the connected network (None if no manifest exists for it)
-    vault, oracle, engine, tokens   its typed clients (cm.vault, cm.oracle, ...)
+    vault, oracle, engine, clearing, exchange, tokens   its typed clients (cm.vault, ...)
     crossmargin, to_wad, from_wad, account_id   the SDK
 """
 
@@ -24,6 +24,8 @@ def ape_init_extras(networks):
         "vault": cm and cm.vault,
         "oracle": cm and cm.oracle,
         "engine": cm and cm.engine,
+        "clearing": cm and cm.clearing,
+        "exchange": cm and cm.exchange,
         "tokens": cm and cm.tokens,
         "crossmargin": crossmargin,
         "to_wad": to_wad,
