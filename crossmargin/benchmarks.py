@@ -83,37 +83,16 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         cm.vault.deposit(actor, "USDC", "1000000")
     for _, spot, instrument in options[:8]:
         cm.trade(maker, taker, instrument, "1", str(spot // 10))
+
+    def fill_row(action: str, instrument: int, price: int, note: str = "") -> GasRow:
+        order = cm.exchange.make_order(maker, instrument, True, to_wad(1), to_wad(price))
+        signature = cm.exchange.sign(maker, order)
+        args = (order.as_tuple(), order.owner, signature, to_wad(1), 0, taker.address)
+        return measure_call(action, taker, cm.exchange.contract.fill, *args, note=note)
+
     _, spot, instrument = options[0]
-    order = cm.exchange.make_order(maker, instrument, True, to_wad(1), to_wad(spot // 10))
-    signature = cm.exchange.sign(maker, order)
     rows.append(
-        measure_call(
-            "fill, 8 option positions per side, both checked",
-            taker,
-            cm.exchange.contract.fill,
-            order.as_tuple(),
-            order.owner,
-            signature,
-            to_wad(1),
-            0,
-            taker.address,
-            note="target <= 450,000",
-        )
+        fill_row("fill, 8 option positions per side, both checked", instrument, spot // 10, "target <= 450,000")
     )
-    perp = cm.clearing.perp("ETH")
-    order = cm.exchange.make_order(maker, perp, True, to_wad(1), to_wad(3000))
-    signature = cm.exchange.sign(maker, order)
-    rows.append(
-        measure_call(
-            "fill perp, 8 option positions per side",
-            taker,
-            cm.exchange.contract.fill,
-            order.as_tuple(),
-            order.owner,
-            signature,
-            to_wad(1),
-            0,
-            taker.address,
-        )
-    )
+    rows.append(fill_row("fill perp, 8 option positions per side", cm.clearing.perp("ETH"), 3000))
     return rows
