@@ -18,7 +18,7 @@ contracts at one block.
 
     state, underlyings, params, now = snapshot(cm, trader, block_id=n)
     m = margin(state, underlyings, params, now)
-    assert tuple(m) == tuple(cm.engine.contract.margin(account_id(trader), block_id=n))
+    assert m.equity == cm.engine.contract.margin(account_id(str(trader)), block_id=n).equity
 """
 
 from __future__ import annotations
@@ -552,7 +552,7 @@ def book(
             now,
         )
         notional = floor_div(perp.size * c.spot, WAD)
-        owed = fixed.sdiv(-perp.size * (cumulative - perp.funding), WAD)
+        owed = floor_div(-perp.size * (cumulative - perp.funding), WAD)
         cash += notional - perp.cost + owed
         c.exposure += notional
         c.perp_units += abs(perp.size)
