@@ -65,8 +65,9 @@ struct Asset:
     index: uint256
     # most the vault holds for accounts (WAD); deposits beyond it revert
     cap: uint256
-    # what accounts can claim of this asset (WAD). Invariant: the vault's token balance
-    # times `scale` is >= `total` at every block
+    # net deposits of this asset (WAD): for collateral, the sum of all balances; for the
+    # settlement asset, deposits less withdrawals (floored at 0), as cash also moves between
+    # accounts. The deposit cap applies to it
     total: uint256
     # oracle key of the asset's USD price (empty for the settlement asset)
     price_key: bytes32
@@ -234,8 +235,11 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     account: uint256 = accounts._id(msg.sender, subaccount)
 
     self._debit(account, asset, debit)
-    # cannot underflow: `total` is the sum of all balances, which includes the debited one
-    self.assets[asset].total = unsafe_sub(self.assets[asset].total, debit)
+    # For collateral `total` is the sum of all balances, the debited one included. Cash also
+    # moves between accounts (premiums, PnL, fees), so a cash withdrawal may exceed the net
+    # deposits `total` counts; it then stops at zero instead of wrapping.
+    total: uint256 = self.assets[asset].total
+    self.assets[asset].total = total - min(total, debit)
     self._check_initial(account)
 
     assert extcall IERC20(asset).transfer(receiver, amount, default_return_value=True), "vault: transfer failed"

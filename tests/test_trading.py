@@ -255,3 +255,19 @@ def test_clearing_admin__not_owner_and_bounds__revert(clearing, stranger, admin)
         clearing.list_option(1, True, 0, 10**12, 1, sender=admin)
     with ape.reverts("clearing: perp listed"):
         clearing.list_perp(1, 1, sender=admin)
+
+
+def test_withdraw__cash_won_beyond_net_deposits__total_floors_at_zero(
+    cm, vault, create_account, maker, taker, stranger, list_option, usdc, admin
+):
+    """Cash moves between accounts, so a winner may withdraw more than the net deposits the
+    settlement asset's `total` counts (here with a donation covering it): `total` stops at
+    zero instead of wrapping, and deposits go on under the cap."""
+    create_account(maker, {"WETH": "10"})
+    create_account(taker, {"USDC": "100", "WETH": "1"})
+    cm.trade(maker, taker, list_option(), "-1", "200")  # the maker receives the premium
+    usdc.mint(admin, vault.address, "150")  # tokens the vault holds beyond any claim
+    cm.vault.withdraw(maker, "USDC", "190")
+    assert vault.assets(usdc.address).total == 0
+    create_account(stranger, {"USDC": "10"})
+    assert vault.assets(usdc.address).total == to_wad(10)

@@ -112,8 +112,10 @@ def test_margin__haircut_valuation_matches_formula(cm, trader, create_account, c
     # collateral tracking an underlying is shocked with its spot: the worst default
     # scenario is -15% (the weighted -30% extreme loses 0.35 x 30% = 10.5%)
     scenario_loss = Decimal("0.15") * (weth_value + wbtc_value)
-    assert m.maintenance == scenario_loss + weth_value * weth_cfg.mm_haircut + wbtc_value * wbtc_cfg.mm_haircut
-    assert m.initial == Decimal("1.3") * scenario_loss + weth_value * weth_cfg.im_haircut + wbtc_value * wbtc_cfg.im_haircut
+    mm_haircuts = weth_value * weth_cfg.mm_haircut + wbtc_value * wbtc_cfg.mm_haircut
+    im_haircuts = weth_value * weth_cfg.im_haircut + wbtc_value * wbtc_cfg.im_haircut
+    assert m.maintenance == scenario_loss + mm_haircuts
+    assert m.initial == Decimal("1.3") * scenario_loss + im_haircuts
 
 
 def test_margin__requirements_round_up_and_values_round_down(
