@@ -18,7 +18,9 @@
 @custom:security All state-changing entry points hold the lock. The clearinghouse calls
         the vault (`settle_cash`, `paused`), the oracle router and the margin engine; the
         engine calls back only the views `positions` and `instruments` (`@reentrant`).
-        Settlement and trades that only reduce risk are never paused.
+        Settlement and trades that only reduce risk are never paused. Accounts in a
+        liquidation auction cannot trade; the liquidator moves fractions of their
+        positions to bidders (`transfer_fraction`), which is never paused either.
 """
 
 from snekmate.auth import ownable
@@ -94,6 +96,8 @@ ORACLE: public(immutable(IOracleRouter))
 engine: public(IRiskEngine)
 # @dev The exchange allowed to call `trade`.
 exchange: public(address)
+# @dev The liquidator allowed to call `transfer_fraction`.
+liquidator: public(address)
 # @dev Most option positions an account may hold (<= MAX_OPTIONS).
 max_options: public(uint256)
 # @dev Funding: the capped EMA premium is paid per `funding_interval` (s), capped at
@@ -171,6 +175,16 @@ event ExchangeSet:
     exchange: indexed(address)
 
 
+event LiquidatorSet:
+    liquidator: indexed(address)
+
+
+event PositionsTransferred:
+    source: indexed(uint256)
+    target: indexed(uint256)
+    fraction: uint256
+
+
 @deploy
 def __init__(vault: IVault, oracle: IOracleRouter):
     """
@@ -205,6 +219,7 @@ def trade(fill: IEngine.Fill):
     assert fill.maker != fill.taker, "clearing: self trade"
     assert fill.insurance_fee <= fill.maker_fee + fill.taker_fee, "clearing: bad fee split"
     assert abs(fill.size) < 2**127, "clearing: size out of range"
+    assert not staticcall VAULT.frozen(fill.maker) and not staticcall VAULT.frozen(fill.taker), "clearing: account in auction"
 
     u: uint256 = instrument.underlying
     maker_cash: int256 = -convert(fill.maker_fee, int256)
@@ -292,6 +307,73 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
     self.instruments[instrument_id].open_interest -= self._long(size)
     extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
     log OptionSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
+
+
+@external
+def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
+    """
+    @notice Moves `fraction` (WAD, <= 1) of every position of `source` to `target`: a
+            bidder buying a slice of a liquidated account. Each size moved rounds toward
+            zero (the source keeps the remainder); a perp's cost moves pro rata with it.
+            Funding of the perps touched is settled into both accounts' cash first.
+    @dev Only the liquidator. Open interest can only fall (longs move, or net out against
+         the bidder's shorts), so no cap applies; the bidder's position cap does.
+    """
+    assert msg.sender == self.liquidator, "clearing: not liquidator"
+    assert fraction <= WAD, "clearing: bad fraction"
+    f: int256 = convert(fraction, int256)
+    # a copy: moving a whole position reorders the source's words
+    words: DynArray[uint256, MAX_OPTIONS] = self.option_words[source]
+    for word: uint256 in words:
+        size: int256 = fixed._word_size(word)
+        # |size| < 2**127 and f <= 1e18: the product fits; `//` truncates toward zero
+        moved: int256 = size * f // IWAD
+        if moved == 0:
+            continue
+        instrument_id: uint256 = word & (2**32 - 1)
+        u: uint256 = (word >> 32) & 255
+        kind: uint256 = (word >> 40) & 255
+        held: int256 = self._option_size(target, instrument_id)
+        self._set_option(source, instrument_id, u, kind, size - moved)
+        self._set_option(target, instrument_id, u, kind, held + moved)
+        self._move_open_interest(instrument_id, size, held, moved)
+    source_cash: int256 = 0
+    target_cash: int256 = 0
+    mask: uint256 = self.perp_mask[source]
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if mask & (1 << u) == 0:
+            continue
+        cumulative: int256 = self._accrue_to_now(u)
+        position: PerpPosition = self.perps[source][u]
+        moved: int256 = position.size * f // IWAD
+        if moved == 0:
+            continue
+        held: PerpPosition = self.perps[target][u]
+        source_cash += self._settle_funding(source, u, position, cumulative)
+        target_cash += self._settle_funding(target, u, held, cumulative)
+        # the cost moves pro rata, rounded toward zero; f = 1 moves all of it
+        cost: int256 = convert(math._mul_div(convert(abs(position.cost), uint256), convert(abs(moved), uint256), convert(abs(position.size), uint256), False), int256)
+        if position.cost < 0:
+            cost = -cost
+        old_size: int256 = position.size
+        old_held: int256 = held.size
+        position.size -= moved
+        position.cost -= cost
+        position.funding = cumulative
+        held.size += moved
+        held.cost += cost
+        held.funding = cumulative
+        if held.size == 0:
+            target_cash -= held.cost
+            held.cost = 0
+        self._put_perp(source, u, position)
+        self._put_perp(target, u, held)
+        self._move_open_interest(self.perp_of[u], old_size, old_held, moved)
+    if source_cash != 0 or target_cash != 0:
+        extcall VAULT.settle_cash(
+            [IVault.CashDelta(account=source, delta=source_cash), IVault.CashDelta(account=target, delta=target_cash)]
+        )
+    log PositionsTransferred(source=source, target=target, fraction=fraction)
 
 
 # ---------------------------------------------------------------- views
@@ -442,6 +524,14 @@ def set_engine(engine: IRiskEngine):
 
 
 @external
+def set_liquidator(liquidator: address):
+    ownable._check_owner()
+    assert liquidator.is_contract, "clearing: liquidator not a contract"
+    self.liquidator = liquidator
+    log LiquidatorSet(liquidator=liquidator)
+
+
+@external
 def set_exchange(exchange: address):
     ownable._check_owner()
     assert exchange.is_contract, "clearing: exchange not a contract"
@@ -502,10 +592,7 @@ def _trade_perp(account: uint256, u: uint256, size: int256, price: uint256, cumu
     @return The cash change (WAD).
     """
     position: PerpPosition = self.perps[account][u]
-    # funding owed rounds against the account
-    cash: int256 = fixed._floor_div(-position.size * (cumulative - position.funding), IWAD)
-    if cash != 0:
-        log FundingSettled(account=account, underlying=u, amount=cash)
+    cash: int256 = self._settle_funding(account, u, position, cumulative)
     position.funding = cumulative
     position.size += size
     position.cost += fixed._ceil_div(size * convert(price, int256), IWAD)
@@ -514,6 +601,42 @@ def _trade_perp(account: uint256, u: uint256, size: int256, price: uint256, cumu
         position.cost = 0
     self._put_perp(account, u, position)
     return cash
+
+
+@internal
+def _settle_funding(account: uint256, u: uint256, position: PerpPosition, cumulative: int256) -> int256:
+    """
+    @dev The funding `position` owes up to `cumulative`, rounded against the account.
+    """
+    cash: int256 = fixed._floor_div(-position.size * (cumulative - position.funding), IWAD)
+    if cash != 0:
+        log FundingSettled(account=account, underlying=u, amount=cash)
+    return cash
+
+
+@internal
+def _move_open_interest(instrument_id: uint256, size: int256, held: int256, moved: int256):
+    """
+    @dev Open interest after `moved` units went from a position of `size` to one of `held`.
+    """
+    oi: uint256 = self.instruments[instrument_id].open_interest + self._long(size - moved) + self._long(held + moved)
+    self.instruments[instrument_id].open_interest = oi - self._long(size) - self._long(held)
+
+
+@internal
+def _accrue_to_now(u: uint256) -> int256:
+    """
+    @dev Accrues the perp's funding to now at its current EMA (no trade, so the EMA does
+         not move) and returns the cumulative index.
+    """
+    spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
+    state: Funding = self.funding[u]
+    cumulative: int256 = fixed._funding_now(
+        state.cumulative, state.premium_ema, state.updated_at, spot, self.funding_cap, self.funding_interval, block.timestamp
+    )
+    self.funding[u].cumulative = cumulative
+    self.funding[u].updated_at = block.timestamp
+    return cumulative
 
 
 @internal

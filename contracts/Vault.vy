@@ -15,6 +15,12 @@
         Withdrawals and moves between one's own subaccounts must leave the account at or
         above its initial margin, as the margin engine values it. A guardian can pause
         withdrawals and moves (new risk); deposits are never paused.
+
+        Liquidation (SPECIFICATION.md §7): the liquidator freezes an account in auction (no
+        withdrawals or moves out of it; deposits that cure it stay open), moves a fraction
+        of its collateral and cash to a bidder, and socializes a deficit the insurance fund
+        could not pay over every positive cash balance through `cash_index`: a positive
+        balance written at index I_w is worth floor(balance · I / I_w) at index I.
 @custom:security Every external function, views included, holds the reentrancy lock
         (`pragma nonreentrancy on`), except the views the margin engine reads while this
         vault calls it (`@reentrant`). Those views only ever see a consistent state: balances
@@ -56,6 +62,10 @@ MAX_CASH_ENTRIES: constant(uint256) = 8
 # @dev Highest haircut an asset may have (WAD): collateral keeps at least 10% of its value.
 MAX_HAIRCUT: constant(uint256) = 9 * 10**17
 WAD: constant(uint256) = 10**18
+# @dev `cash_index` at launch. 1e36 keeps ~36 digits of precision through many socializations
+# and still fits the 128-bit half of a cash line.
+INDEX_ONE: constant(uint256) = 10**36
+MASK128: constant(uint256) = 2**128 - 1
 
 
 struct Asset:
@@ -86,8 +96,17 @@ assets: public(HashMap[address, Asset])
 asset_list: public(DynArray[address, MAX_ASSETS])
 # @dev Collateral balances (WAD) by account id, then token.
 balances: HashMap[uint256, HashMap[address, uint256]]
-# @dev Signed settlement balances (WAD) by account id; negative is debt.
-cash: HashMap[uint256, int256]
+# @dev Settlement balances by account id, one word each: the signed balance in WAD (int128,
+# two's complement, high 128 bits) | `cash_index` when it was last written (low 128 bits).
+# Negative is debt; see `_cash` for a positive balance's value after a socialization.
+cash_lines: HashMap[uint256, uint256]
+# @dev Socialization index of positive cash (INDEX_ONE at launch; it only falls).
+cash_index: public(uint256)
+# @dev Sum of positive cash balances (WAD) as of their last write; the base a loss is
+# spread over. Never below the balances it stands for (each rounds down on its own).
+positive_cash: public(uint256)
+# @dev Every loss socialized so far (WAD).
+socialized_loss: public(uint256)
 # @dev Bit i set iff the account's balance of `asset_list[i]` is non-zero.
 held: HashMap[uint256, uint256]
 # @dev Trading operators by account id. Operators trade; they never withdraw or move.
@@ -99,6 +118,12 @@ guardian: public(address)
 # @dev Contracts that may settle cash between accounts (the margin engine for premiums,
 # fees, funding, perp PnL and expiry settlement; later the liquidator).
 clearing: public(HashMap[address, bool])
+# @dev Freezes accounts in auction, moves fractions of them, socializes deficits.
+liquidator: public(address)
+# @dev The insurance fund: its deposits (payouts to bidders) are never capped.
+insurance_fund: public(address)
+# @dev Accounts in a liquidation auction: no withdrawals or moves out of them.
+frozen: public(HashMap[uint256, bool])
 
 
 event Deposit:
@@ -172,6 +197,34 @@ event CashSettled:
     delta: int256
 
 
+event LiquidatorSet:
+    liquidator: indexed(address)
+
+
+event InsuranceFundSet:
+    fund: indexed(address)
+
+
+event FrozenSet:
+    account: indexed(uint256)
+    frozen: bool
+
+
+event FractionTransferred:
+    source: indexed(uint256)
+    target: indexed(uint256)
+    fraction: uint256
+    cash: int256
+
+
+event LossSocialized:
+    # loss spread (WAD), credited to `recipient`; the new index and positive-cash base
+    recipient: indexed(uint256)
+    amount: uint256
+    cash_index: uint256
+    positive_cash: uint256
+
+
 @deploy
 def __init__(settlement_asset: address, settlement_cap: uint256):
     """
@@ -182,6 +235,7 @@ def __init__(settlement_asset: address, settlement_cap: uint256):
     ownable_2step.__init__()
     pausable.__init__()
     SETTLEMENT_ASSET = settlement_asset
+    self.cash_index = INDEX_ONE
     decimals: uint256 = self._decimals(settlement_asset)
     self.assets[settlement_asset].scale = 10 ** (18 - decimals)
     self.assets[settlement_asset].cap = settlement_cap
@@ -207,7 +261,9 @@ def deposit(asset: address, amount: uint256, subaccount: uint96 = 0, recipient: 
     assert scale != 0, "vault: unlisted asset"
     credit: uint256 = amount * scale
     total: uint256 = self.assets[asset].total + credit
-    assert total <= self.assets[asset].cap, "vault: cap exceeded"
+    # insurance payouts to liquidation bidders must never be blocked by a cap
+    if msg.sender != self.insurance_fund:
+        assert total <= self.assets[asset].cap, "vault: cap exceeded"
 
     before: uint256 = staticcall IERC20(asset).balanceOf(self)
     assert extcall IERC20(asset).transferFrom(msg.sender, self, amount, default_return_value=True), "vault: transfer failed"
@@ -233,6 +289,7 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     assert scale != 0, "vault: unlisted asset"
     debit: uint256 = amount * scale
     account: uint256 = accounts._id(msg.sender, subaccount)
+    assert not self.frozen[account], "vault: account in auction"
 
     self._debit(account, asset, debit)
     # For collateral `total` is the sum of all balances, the debited one included. Cash also
@@ -260,6 +317,7 @@ def move(asset: address, amount: uint256, from_subaccount: uint96, to_subaccount
     assert scale != 0, "vault: unlisted asset"
     wad: uint256 = amount * scale
     source: uint256 = accounts._id(msg.sender, from_subaccount)
+    assert not self.frozen[source], "vault: account in auction"
 
     self._debit(source, asset, wad)
     self._credit(accounts._id(msg.sender, to_subaccount), asset, wad)
@@ -290,11 +348,77 @@ def settle_cash(entries: DynArray[IVault.CashDelta, MAX_CASH_ENTRIES]):
     @dev Cash may go negative here (debt backed by the rest of the portfolio); the caller
          checks margin. Never paused: settlement and liquidation must always go through.
     """
-    assert self.clearing[msg.sender], "vault: not clearing"
+    assert self.clearing[msg.sender] or msg.sender == self.liquidator, "vault: not clearing"
     for entry: IVault.CashDelta in entries:
         if entry.delta != 0:
-            self.cash[entry.account] += entry.delta
+            self._add_cash(entry.account, entry.delta)
             log CashSettled(account=entry.account, clearing=msg.sender, delta=entry.delta)
+
+
+# ---------------------------------------------------------------- liquidation
+
+
+@external
+def set_frozen(account: uint256, frozen: bool):
+    """
+    @notice Freezes an account for its auction (or thaws it). Only the liquidator.
+    """
+    assert msg.sender == self.liquidator, "vault: not liquidator"
+    self.frozen[account] = frozen
+    log FrozenSet(account=account, frozen=frozen)
+
+
+@external
+def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
+    """
+    @notice Moves `fraction` (WAD, <= 1) of `source`'s cash and of every collateral
+            balance to `target`: a bidder buying a slice of a liquidated account.
+    @dev Each amount moved rounds toward zero (the source keeps the remainder), so the
+         sum of balances is unchanged to the wei. Never paused.
+    """
+    assert msg.sender == self.liquidator, "vault: not liquidator"
+    assert fraction <= WAD, "vault: bad fraction"
+    cash: int256 = self._cash(source)
+    # int256 division truncates toward zero; |cash| < 2**127 so the product fits
+    moved: int256 = cash * convert(fraction, int256) // convert(WAD, int256)
+    if moved != 0:
+        self._add_cash(source, -moved)
+        self._add_cash(target, moved)
+    mask: uint256 = self.held[source]
+    for i: uint256 in range(MAX_ASSETS):
+        if mask == 0:
+            break
+        if mask & 1 == 1:
+            asset: address = self.asset_list[i]
+            amount: uint256 = self.balances[source][asset] * fraction // WAD
+            if amount != 0:
+                self._debit(source, asset, amount)
+                self._credit(target, asset, amount)
+        mask >>= 1
+    log FractionTransferred(source=source, target=target, fraction=fraction, cash=moved)
+
+
+@external
+def socialize(amount: uint256, recipient: uint256) -> uint256:
+    """
+    @notice Spreads a loss of `amount` (WAD) over every positive cash balance pro rata,
+            by lowering `cash_index`, and credits it to `recipient` (the bidder who took
+            an insolvent account). At most the positive cash there is can be spread.
+    @return The amount socialized and credited (WAD).
+    """
+    assert msg.sender == self.liquidator, "vault: not liquidator"
+    base: uint256 = self.positive_cash
+    spread: uint256 = min(amount, base)
+    if spread == 0:
+        return 0
+    # rounds the index down: every balance loses at least its share
+    index: uint256 = max(self.cash_index * (base - spread) // base, 1)
+    self.cash_index = index
+    self.positive_cash = base - spread
+    self.socialized_loss += spread
+    log LossSocialized(recipient=recipient, amount=spread, cash_index=index, positive_cash=base - spread)
+    self._add_cash(recipient, convert(spread, int256))
+    return spread
 
 
 # ---------------------------------------------------------------- views
@@ -324,7 +448,7 @@ def cash_of(owner: address, subaccount: uint96) -> int256:
     """
     @notice Signed settlement balance (WAD).
     """
-    return self.cash[accounts._id(owner, subaccount)]
+    return self._cash(accounts._id(owner, subaccount))
 
 
 @external
@@ -338,7 +462,7 @@ def withdrawable(owner: address, subaccount: uint96, asset: address) -> uint256:
         return 0
     account: uint256 = accounts._id(owner, subaccount)
     if asset == SETTLEMENT_ASSET:
-        return convert(max(self.cash[account], 0), uint256) // scale
+        return convert(max(self._cash(account), 0), uint256) // scale
     return self.balances[account][asset] // scale
 
 
@@ -381,7 +505,7 @@ def account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_
                 )
             )
         mask >>= 1
-    return self.cash[account], lines
+    return self._cash(account), lines
 
 
 # ---------------------------------------------------------------- owner and guardian
@@ -467,6 +591,28 @@ def set_clearing(clearing: address, allowed: bool):
 
 
 @external
+def set_liquidator(liquidator: address):
+    """
+    @notice Sets the liquidation contract (freezes, moves fractions, socializes).
+    """
+    ownable._check_owner()
+    assert liquidator.is_contract, "vault: liquidator not a contract"
+    self.liquidator = liquidator
+    log LiquidatorSet(liquidator=liquidator)
+
+
+@external
+def set_insurance_fund(fund: address):
+    """
+    @notice Sets the insurance fund, whose payouts to bidders are deposits past the cap.
+    """
+    ownable._check_owner()
+    assert fund.is_contract, "vault: fund not a contract"
+    self.insurance_fund = fund
+    log InsuranceFundSet(fund=fund)
+
+
+@external
 def set_guardian(guardian: address):
     ownable._check_owner()
     self.guardian = guardian
@@ -492,9 +638,42 @@ def unpause():
 
 
 @internal
+@view
+def _cash(account: uint256) -> int256:
+    """
+    @dev The account's cash (WAD): debt as written, a positive balance scaled by the
+         index's fall since it was written, rounded down.
+    """
+    line: uint256 = self.cash_lines[account]
+    # the top 128 bits hold the balance in two's complement; the arithmetic shift restores it
+    cash: int256 = convert(convert(line, bytes32), int256) >> 128
+    if cash <= 0:
+        return cash
+    written: uint256 = line & MASK128
+    index: uint256 = self.cash_index
+    if written == index:
+        return cash
+    # cash < 2**127 and index <= 1e36 < 2**120: the product fits
+    return convert(convert(cash, uint256) * index // written, int256)
+
+
+@internal
+def _add_cash(account: uint256, delta: int256):
+    """
+    @dev Adds `delta` to the account's cash, rewriting it at the current index, and keeps
+         `positive_cash` in step.
+    """
+    old: int256 = self._cash(account)
+    new: int256 = old + delta
+    assert new < 2**127 and new >= -(2**127), "vault: cash out of range"
+    self.cash_lines[account] = (convert(convert(new, bytes32), uint256) << 128) | self.cash_index
+    self.positive_cash = self.positive_cash + convert(max(new, 0), uint256) - convert(max(old, 0), uint256)
+
+
+@internal
 def _credit(account: uint256, asset: address, wad: uint256):
     if asset == SETTLEMENT_ASSET:
-        self.cash[account] += convert(wad, int256)
+        self._add_cash(account, convert(wad, int256))
         return
     balance: uint256 = self.balances[account][asset]
     if balance == 0:
@@ -505,9 +684,8 @@ def _credit(account: uint256, asset: address, wad: uint256):
 @internal
 def _debit(account: uint256, asset: address, wad: uint256):
     if asset == SETTLEMENT_ASSET:
-        cash: int256 = self.cash[account]
-        assert cash >= convert(wad, int256), "vault: insufficient balance"
-        self.cash[account] = cash - convert(wad, int256)
+        assert self._cash(account) >= convert(wad, int256), "vault: insufficient balance"
+        self._add_cash(account, -convert(wad, int256))
         return
     balance: uint256 = self.balances[account][asset]
     assert balance >= wad, "vault: insufficient balance"

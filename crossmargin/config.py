@@ -60,7 +60,7 @@ class ExchangeConfig:
     maker_fee: Decimal = Decimal("0.0002")  # fraction of notional
     taker_fee: Decimal = Decimal("0.0005")
     insurance_share: Decimal = Decimal("0.5")  # of all fees, to the insurance account
-    insurance: str | None = None  # owner of the insurance account; default the deployer
+    insurance: str | None = None  # owner of the insurance account; default the insurance fund
     fee_recipient: str | None = None  # default the deployer
 
 

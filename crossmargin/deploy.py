@@ -171,8 +171,41 @@ class Deployment:
         for underlying in config.underlyings:
             self._underlying(engine, clearing, underlying)
 
+        fund = self._contract(
+            "InsuranceFund",
+            project.InsuranceFund,
+            settlement.address,
+            vault.address,
+            "crossmargin insurance",
+            "cmINS",
+            "crossmargin insurance",
+            "1",
+            matches=lambda c: (c.asset(), c.VAULT()) == (settlement.address, vault.address),
+        )
+        liquidator = self._contract(
+            "Liquidator",
+            project.Liquidator,
+            vault.address,
+            clearing.address,
+            engine.address,
+            fund.address,
+            settlement.address,
+            matches=lambda c: (
+                (c.VAULT(), c.CLEARING(), c.ENGINE(), c.FUND()) == (vault.address, clearing.address, engine.address, fund.address)
+            ),
+        )
+        if vault.liquidator() != liquidator.address:
+            self._send("vault liquidator", vault.set_liquidator, liquidator.address)
+        if vault.insurance_fund() != fund.address:
+            self._send("vault insurance fund", vault.set_insurance_fund, fund.address)
+        if clearing.liquidator() != liquidator.address:
+            self._send("clearinghouse liquidator", clearing.set_liquidator, liquidator.address)
+        if fund.liquidator() != liquidator.address:
+            self._send("fund liquidator", fund.set_liquidator, liquidator.address)
+
         fees = config.exchange
-        insurance = fees.insurance or self.sender.address
+        # trading fees' insurance share goes to the fund's own vault account
+        insurance = fees.insurance or fund.address
         recipient = fees.fee_recipient or self.sender.address
         rates = (to_wad(fees.maker_fee), to_wad(fees.taker_fee), to_wad(fees.insurance_share))
         exchange = self._contract(

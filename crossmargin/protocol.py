@@ -16,6 +16,7 @@ from typing import Any
 
 from ape import networks, project
 
+from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
 from crossmargin.orders import ExchangeClient
 from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
@@ -231,6 +232,61 @@ class ClearingClient:
         return self.contract.settle(account_id(str(owner), subaccount), instrument, round_hint, sender=sender)
 
 
+@dataclass(frozen=True)
+class AuctionView:
+    account: int
+    keeper: str  # starter still owed its tip (zero address once paid)
+    started_at: int
+    insolvent_at: int  # 0 while solvent
+
+    @property
+    def active(self) -> bool:
+        return self.started_at != 0
+
+
+@dataclass(frozen=True)
+class Quote:
+    fraction: Decimal  # after the buffer cap
+    price: Decimal  # settlement units the bidder pays; negative when it is paid
+
+
+class LiquidatorClient:
+    """Dutch auctions of accounts below maintenance margin. Accounts are account ids
+    (``cm.vault.account_id(owner, subaccount)``); amounts are settlement units."""
+
+    def __init__(self, contract: Any):
+        self.contract = contract
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    def start(self, sender: Any, account: int):
+        return self.contract.start(account, sender=sender)
+
+    def mark_insolvent(self, sender: Any, account: int):
+        return self.contract.mark_insolvent(account, sender=sender)
+
+    def bid(self, sender: Any, account: int, fraction: Number, max_price: Number, subaccount: int = 0):
+        """Buys ``fraction`` (0..1) of ``account`` into ``(sender, subaccount)`` paying at most
+        ``max_price`` (negative: asks to be paid at least that much)."""
+        return self.contract.bid(account, to_wad(fraction), to_wad(max_price), subaccount, sender=sender)
+
+    def terminate(self, sender: Any, account: int):
+        return self.contract.terminate(account, sender=sender)
+
+    def auction(self, account: int) -> AuctionView:
+        keeper, started_at, insolvent_at = self.contract.auction(account)
+        return AuctionView(account, keeper, started_at, insolvent_at)
+
+    def quote(self, account: int, fraction: Number = 1) -> Quote:
+        taken, price = self.contract.quote(account, to_wad(fraction))
+        return Quote(from_wad(taken), from_wad(price))
+
+    def multiplier(self, elapsed: int) -> Decimal:
+        return from_wad(self.contract.multiplier(elapsed))
+
+
 class Protocol:
     """The deployed stack of one network."""
 
@@ -248,6 +304,8 @@ class Protocol:
             project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings, manifest.perps
         )
         self.exchange = ExchangeClient(project.Exchange.at(manifest.contracts["Exchange"]))
+        self.liquidator = LiquidatorClient(project.Liquidator.at(manifest.contracts["Liquidator"]))
+        self.fund = FundClient(project.InsuranceFund.at(manifest.contracts["InsuranceFund"]), tokens[manifest.settlement])
 
     def trade(
         self,

@@ -1,0 +1,488 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title crossmargin liquidator
+@notice Dutch auctions of accounts below maintenance margin (SPECIFICATION.md §7).
+
+        Anyone starts an auction for an account with `equity − MM < 0`; the vault then
+        freezes it (no trades, withdrawals or moves out; deposits that cure it stay open).
+        A bidder buys a fraction f of every position, collateral and cash balance:
+          solvent  (equity E > 0)   the bidder pays ceil(f·E·d(t)); d falls linearly from
+                   `start_multiplier` (0.95) to `mid_multiplier` (0.70) over `first_phase`
+                   (15 min), then to 0 over `second_phase` (12 h). f is capped at the
+                   fraction that brings the account back to the buffer margin
+                   (E − buffer·MM >= 0, buffer 1.15), unless E is below `small_account`
+                   (then it may be taken whole). The account pays the liquidation fee,
+                   min(f·E·fee, price), to the insurance fund; the keeper that started the
+                   auction gets `keeper_tip` out of the first fee.
+          insolvent (E <= 0)        the insurance fund pays the bidder
+                   f·(−E + MM·min(t_i, ramp)/ramp), t_i the time since the auction was
+                   marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
+                   is socialized over every positive cash balance by the vault; the loss
+                   is always paid in full: loss = fund payout + socialized amount.
+        A bid names the account, the fraction, a price limit (the most cash the bidder
+        pays; negative when it is paid) and the bidder's subaccount, which must be at or
+        above initial margin afterwards. The auction ends when the account is taken whole,
+        or by `terminate` once it is back above the buffer. For a fixed portfolio the price
+        never rises: d(t) only falls and the insolvent payment only grows.
+@custom:security All entry points hold the lock. No function is paused: liquidation goes on
+        while the vault is paused and while new risk is closed (the margin reads it uses
+        are never gated). Every bidder and account check uses the engine's stored-array
+        valuation (`refresh_margin`), so a bid never prices off a stale risk array.
+"""
+
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
+from snekmate.utils import math
+from ethereum.ercs import IERC20Detailed
+
+from interfaces import IClearinghouse
+from interfaces import IRiskEngine
+from interfaces import IVault
+from lib import accounts
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+)
+
+
+interface IInsuranceFund:
+    def cover(amount: uint256, recipient: address, subaccount: uint96) -> uint256: nonpayable
+
+
+interface IMarginView:
+    def margin(account: uint256) -> IRiskEngine.Margin: view
+
+
+WAD: constant(uint256) = 10**18
+# @dev Added to the buffer cap (WAD): MM is not exactly linear in f (per-position rounding),
+# so the cap aims a little past the buffer instead of a hair short of it.
+CAP_SLACK: constant(uint256) = 10**15
+
+# @dev Parameter bounds.
+MIN_START_MULTIPLIER: constant(uint256) = 5 * 10**17
+MIN_PHASE: constant(uint256) = 60
+MAX_FIRST_PHASE: constant(uint256) = 2 * 3_600
+MAX_SECOND_PHASE: constant(uint256) = 7 * 86_400
+MIN_RAMP: constant(uint256) = 5 * 60
+MAX_RAMP: constant(uint256) = 86_400
+MAX_BUFFER: constant(uint256) = 2 * 10**18
+MAX_FEE: constant(uint256) = 2 * 10**17
+MAX_TIP: constant(uint256) = 1_000 * 10**18
+MAX_SMALL_ACCOUNT: constant(uint256) = 1_000_000 * 10**18
+
+# @dev Auction record, one word: starter (160 bits, zeroed once its tip is paid) |
+# started at (48) | marked insolvent at (48, 0 while solvent).
+STARTED_SHIFT: constant(uint256) = 160
+INSOLVENT_SHIFT: constant(uint256) = 208
+TIME_MASK: constant(uint256) = 2**48 - 1
+STARTER_MASK: constant(uint256) = 2**160 - 1
+
+
+# @dev The vault (freezes, moves collateral and cash, socializes), the clearinghouse (moves
+# positions), the margin engine (values accounts) and the insurance fund (pays insolvent bids).
+VAULT: public(immutable(IVault))
+CLEARING: public(immutable(IClearinghouse))
+ENGINE: public(immutable(IRiskEngine))
+FUND: public(immutable(IInsuranceFund))
+# @dev 10**(18 − decimals) of the settlement asset: fund payouts are in its token units.
+SCALE: immutable(uint256)
+
+# @dev Price curve: multipliers (WAD) and phases (s); see the notice.
+start_multiplier: public(uint256)
+mid_multiplier: public(uint256)
+first_phase: public(uint256)
+second_phase: public(uint256)
+# @dev Time (s) over which the insolvent payment grows from −E to −E + MM.
+insolvent_ramp: public(uint256)
+# @dev Buffer margin factor (WAD, >= 1): a bid may restore E − buffer·MM >= 0, no more.
+buffer: public(uint256)
+# @dev Liquidation fee (WAD fraction of the equity bought) and the starter's tip (WAD USD).
+liquidation_fee: public(uint256)
+keeper_tip: public(uint256)
+# @dev Accounts with less equity (WAD USD) may be taken whole.
+small_account: public(uint256)
+# @dev Auction records by account id (see STARTED_SHIFT); 0 when none.
+auctions: HashMap[uint256, uint256]
+
+
+event AuctionStarted:
+    account: indexed(uint256)
+    keeper: indexed(address)
+    equity: int256
+    maintenance: uint256
+
+
+event AuctionInsolvent:
+    account: indexed(uint256)
+    equity: int256
+
+
+event Bid:
+    account: indexed(uint256)
+    bidder: indexed(uint256)
+    # fraction bought (WAD), cash the bidder paid (negative: was paid), fee to the fund
+    fraction: uint256
+    price: int256
+    fee: uint256
+    equity: int256
+    maintenance: uint256
+
+
+event LossCovered:
+    account: indexed(uint256)
+    # loss paid to the bidder (WAD) = fund payout + socialized, exactly
+    loss: uint256
+    fund_payout: uint256
+    socialized: uint256
+
+
+event KeeperTipped:
+    account: indexed(uint256)
+    keeper: indexed(address)
+    tip: uint256
+
+
+event AuctionEnded:
+    account: indexed(uint256)
+    equity: int256
+    maintenance: uint256
+
+
+event CurveSet:
+    start_multiplier: uint256
+    mid_multiplier: uint256
+    first_phase: uint256
+    second_phase: uint256
+    insolvent_ramp: uint256
+
+
+event TermsSet:
+    buffer: uint256
+    liquidation_fee: uint256
+    keeper_tip: uint256
+    small_account: uint256
+
+
+@deploy
+def __init__(vault: IVault, clearing: IClearinghouse, engine: IRiskEngine, fund: IInsuranceFund, settlement_asset: address):
+    """
+    @dev Defaults from SPECIFICATION.md: 0.95 → 0.70 over 15 min → 0 over 12 h, insolvent
+         payment ramp 1 h, buffer 1.15, fee 5%, tip 5 USD, small accounts below 1,000 USD.
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
+    VAULT = vault
+    CLEARING = clearing
+    ENGINE = engine
+    FUND = fund
+    SCALE = 10 ** (18 - convert(staticcall IERC20Detailed(settlement_asset).decimals(), uint256))
+    self._set_curve(95 * 10**16, 70 * 10**16, 15 * 60, 12 * 3_600, 3_600)
+    self._set_terms(115 * 10**16, 5 * 10**16, 5 * 10**18, 1_000 * 10**18)
+
+
+# ---------------------------------------------------------------- auctions
+
+
+@external
+def start(account: uint256):
+    """
+    @notice Starts the auction of an account below maintenance margin and freezes it. The
+            caller is the keeper paid `keeper_tip` out of the first liquidation fee.
+    """
+    assert self.auctions[account] == 0, "liquidator: already in auction"
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    assert m.equity < convert(m.maintenance, int256), "liquidator: account healthy"
+    record: uint256 = convert(msg.sender, uint256) | (block.timestamp << STARTED_SHIFT)
+    if m.equity <= 0:
+        record |= block.timestamp << INSOLVENT_SHIFT
+    self.auctions[account] = record
+    extcall VAULT.set_frozen(account, True)
+    log AuctionStarted(account=account, keeper=msg.sender, equity=m.equity, maintenance=m.maintenance)
+
+
+@external
+def mark_insolvent(account: uint256):
+    """
+    @notice Starts the insolvent payment ramp of an auction whose account's equity fell to
+            zero or below after it started (anyone may call it).
+    """
+    record: uint256 = self._record(account)
+    assert record >> INSOLVENT_SHIFT == 0, "liquidator: already insolvent"
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    assert m.equity <= 0, "liquidator: account solvent"
+    self.auctions[account] = record | (block.timestamp << INSOLVENT_SHIFT)
+    log AuctionInsolvent(account=account, equity=m.equity)
+
+
+@external
+def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint96 = 0) -> (uint256, int256):
+    """
+    @notice Buys `fraction` (WAD, 0 < f <= 1; capped, see the notice) of the account into
+            the caller's `subaccount`, which must be at or above initial margin afterwards.
+    @param max_price Most cash (WAD) the bidder pays for the slice; a negative limit asks
+           to be paid at least that much (insolvent auctions).
+    @return The fraction bought and its price (WAD; negative when the bidder was paid).
+    """
+    record: uint256 = self._record(account)
+    assert fraction != 0 and fraction <= WAD, "liquidator: bad fraction"
+    bidder: uint256 = accounts._id(msg.sender, subaccount)
+    assert bidder != account, "liquidator: bidder is liquidated"
+    assert not staticcall VAULT.frozen(bidder), "liquidator: bidder in auction"
+
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    taken: uint256 = fraction
+    price: int256 = 0
+    fee: uint256 = 0
+    if m.equity > 0:
+        equity: uint256 = convert(m.equity, uint256)
+        d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        if equity >= self.small_account:
+            taken = min(fraction, self._cap(equity, m.maintenance, d))
+            assert taken != 0, "liquidator: account above buffer"
+        # the bidder pays rounded up; the fee rounds down and never exceeds the price
+        cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
+        price = convert(cost, int256)
+        assert price <= max_price, "liquidator: price limit"
+        fee = min(math._mul_div(taken * equity, self.liquidation_fee, WAD * WAD, False), cost)
+        tip: uint256 = 0
+        starter: address = convert(record & STARTER_MASK, address)
+        if starter != empty(address) and fee != 0:
+            tip = min(self.keeper_tip, fee)
+            self.auctions[account] = record & ~STARTER_MASK
+            log KeeperTipped(account=account, keeper=starter, tip=tip)
+        self._transfer(account, bidder, taken)
+        extcall VAULT.settle_cash(
+            [
+                IVault.CashDelta(account=bidder, delta=-price),
+                IVault.CashDelta(account=account, delta=convert(cost - fee, int256)),
+                IVault.CashDelta(account=accounts._id(FUND.address, 0), delta=convert(fee - tip, int256)),
+                IVault.CashDelta(account=accounts._id(starter, 0), delta=convert(tip, int256)),
+            ]
+        )
+    else:
+        insolvent_at: uint256 = record >> INSOLVENT_SHIFT
+        ramp: uint256 = self.insolvent_ramp
+        elapsed: uint256 = 0
+        if insolvent_at != 0:
+            elapsed = min(block.timestamp - insolvent_at, ramp)
+        # the payment per whole account, then the slice's, both rounded down
+        whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // ramp
+        loss: uint256 = whole * taken // WAD
+        assert -convert(loss, int256) <= max_price, "liquidator: price limit"
+        self._transfer(account, bidder, taken)
+        paid: uint256 = 0
+        if loss >= SCALE:
+            paid = extcall FUND.cover(loss // SCALE, msg.sender, subaccount) * SCALE
+        socialized: uint256 = extcall VAULT.socialize(loss - paid, bidder)
+        # socialization stops at the positive cash there is: re-check the limit
+        price = -convert(paid + socialized, int256)
+        assert price <= max_price, "liquidator: price limit"
+        log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
+
+    after: IRiskEngine.Margin = extcall ENGINE.refresh_margin(bidder)
+    assert after.equity >= convert(after.initial, int256), "liquidator: bidder under margin"
+    log Bid(
+        account=account, bidder=bidder, fraction=taken, price=price, fee=fee, equity=m.equity, maintenance=m.maintenance
+    )
+    if taken == WAD:
+        self._end(account, 0, 0)
+    return taken, price
+
+
+@external
+def terminate(account: uint256):
+    """
+    @notice Ends an auction whose account is back at or above the buffer margin (by bids,
+            deposits or prices), and unfreezes it. Anyone may call it.
+    """
+    self._record(account)
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    assert m.equity >= convert(math._mul_div(m.maintenance, self.buffer, WAD, True), int256), "liquidator: below buffer"
+    self._end(account, m.equity, m.maintenance)
+
+
+# ---------------------------------------------------------------- views
+
+
+@external
+@view
+def auction(account: uint256) -> (address, uint256, uint256):
+    """
+    @notice The auction of `account`: the keeper still owed its tip (empty once paid), the
+            start time and the time it was marked insolvent (0 while solvent); all zero
+            when there is none.
+    """
+    record: uint256 = self.auctions[account]
+    return convert(record & STARTER_MASK, address), (record >> STARTED_SHIFT) & TIME_MASK, record >> INSOLVENT_SHIFT
+
+
+@external
+@view
+def in_auction(account: uint256) -> bool:
+    return self.auctions[account] != 0
+
+
+@external
+@view
+def multiplier(elapsed: uint256) -> uint256:
+    """
+    @notice d(t) (WAD) `elapsed` seconds after the start; never rises.
+    """
+    return self._multiplier(elapsed)
+
+
+@external
+@view
+def quote(account: uint256, fraction: uint256) -> (uint256, int256):
+    """
+    @notice What `bid(account, fraction, ...)` would buy and cost now, from the engine's
+            view valuation (arrays computed in memory if stale): the fraction after the
+            buffer cap and the price (WAD; negative when the bidder is paid, before any
+            shortfall of socialization).
+    """
+    record: uint256 = self._record(account)
+    m: IRiskEngine.Margin = staticcall IMarginView(ENGINE.address).margin(account)
+    if m.equity > 0:
+        equity: uint256 = convert(m.equity, uint256)
+        d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        taken: uint256 = fraction
+        if equity >= self.small_account:
+            taken = min(fraction, self._cap(equity, m.maintenance, d))
+        return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
+    insolvent_at: uint256 = record >> INSOLVENT_SHIFT
+    elapsed: uint256 = 0
+    if insolvent_at != 0:
+        elapsed = min(block.timestamp - insolvent_at, self.insolvent_ramp)
+    whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // self.insolvent_ramp
+    return fraction, -convert(whole * fraction // WAD, int256)
+
+
+# ---------------------------------------------------------------- owner
+
+
+@external
+def set_curve(
+    start_multiplier: uint256, mid_multiplier: uint256, first_phase: uint256, second_phase: uint256, insolvent_ramp: uint256
+):
+    """
+    @notice Price curve: multipliers (WAD, 0.5 <= start <= 1, mid <= start), phases (s,
+            first 1 min..2 h, second 1 min..7 days), insolvent ramp (s, 5 min..1 day).
+            Running auctions follow the new curve.
+    """
+    ownable._check_owner()
+    self._set_curve(start_multiplier, mid_multiplier, first_phase, second_phase, insolvent_ramp)
+
+
+@external
+def set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, small_account: uint256):
+    """
+    @notice Buffer factor (WAD, 1..2), liquidation fee (WAD, <= 20%), keeper tip (WAD USD,
+            <= 1,000), small-account cutoff (WAD USD, <= 1,000,000).
+    """
+    ownable._check_owner()
+    self._set_terms(buffer, liquidation_fee, keeper_tip, small_account)
+
+
+# ---------------------------------------------------------------- internals
+
+
+@internal
+@view
+def _record(account: uint256) -> uint256:
+    record: uint256 = self.auctions[account]
+    assert record != 0, "liquidator: no auction"
+    return record
+
+
+@internal
+def _transfer(account: uint256, bidder: uint256, fraction: uint256):
+    extcall CLEARING.transfer_fraction(account, bidder, fraction)
+    extcall VAULT.transfer_fraction(account, bidder, fraction)
+
+
+@internal
+def _end(account: uint256, equity: int256, maintenance: uint256):
+    self.auctions[account] = 0
+    extcall VAULT.set_frozen(account, False)
+    log AuctionEnded(account=account, equity=equity, maintenance=maintenance)
+
+
+@internal
+@view
+def _multiplier(elapsed: uint256) -> uint256:
+    """
+    @dev d(t), rounded down (WAD).
+    """
+    start: uint256 = self.start_multiplier
+    mid: uint256 = self.mid_multiplier
+    first: uint256 = self.first_phase
+    # each drop rounds up, so d never sits above its line
+    if elapsed < first:
+        return start - math._mul_div(start - mid, elapsed, first, True)
+    second: uint256 = self.second_phase
+    if elapsed < first + second:
+        return mid - math._mul_div(mid, elapsed - first, second, True)
+    return 0
+
+
+@internal
+@view
+def _cap(equity: uint256, maintenance: uint256, d: uint256) -> uint256:
+    """
+    @dev The fraction after which the account is back at the buffer: selling f leaves
+         E·(1 − f·a), a = 1 − d + fee, against buffer·MM·(1 − f), so
+         f = (buffer·MM − E) / (buffer·MM − a·E), rounded up, plus CAP_SLACK, at most 1.
+         0 when the account is already at the buffer.
+    """
+    target: uint256 = math._mul_div(maintenance, self.buffer, WAD, True)
+    if equity >= target:
+        return 0
+    a: uint256 = WAD - d + self.liquidation_fee
+    kept: uint256 = math._mul_div(equity, a, WAD, False)
+    if kept >= target:
+        # each slice costs the account more equity than buffer margin: sell it all
+        return WAD
+    return min(math._mul_div(target - equity, WAD, target - kept, True) + CAP_SLACK, WAD)
+
+
+@internal
+def _set_curve(
+    start_multiplier: uint256, mid_multiplier: uint256, first_phase: uint256, second_phase: uint256, insolvent_ramp: uint256
+):
+    assert start_multiplier >= MIN_START_MULTIPLIER and start_multiplier <= WAD, "liquidator: out of bounds"
+    assert mid_multiplier <= start_multiplier, "liquidator: out of bounds"
+    assert first_phase >= MIN_PHASE and first_phase <= MAX_FIRST_PHASE, "liquidator: out of bounds"
+    assert second_phase >= MIN_PHASE and second_phase <= MAX_SECOND_PHASE, "liquidator: out of bounds"
+    assert insolvent_ramp >= MIN_RAMP and insolvent_ramp <= MAX_RAMP, "liquidator: out of bounds"
+    self.start_multiplier = start_multiplier
+    self.mid_multiplier = mid_multiplier
+    self.first_phase = first_phase
+    self.second_phase = second_phase
+    self.insolvent_ramp = insolvent_ramp
+    log CurveSet(
+        start_multiplier=start_multiplier,
+        mid_multiplier=mid_multiplier,
+        first_phase=first_phase,
+        second_phase=second_phase,
+        insolvent_ramp=insolvent_ramp,
+    )
+
+
+@internal
+def _set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, small_account: uint256):
+    assert buffer >= WAD and buffer <= MAX_BUFFER, "liquidator: out of bounds"
+    assert liquidation_fee <= MAX_FEE, "liquidator: out of bounds"
+    assert keeper_tip <= MAX_TIP, "liquidator: out of bounds"
+    assert small_account <= MAX_SMALL_ACCOUNT, "liquidator: out of bounds"
+    self.buffer = buffer
+    self.liquidation_fee = liquidation_fee
+    self.keeper_tip = keeper_tip
+    self.small_account = small_account
+    log TermsSet(buffer=buffer, liquidation_fee=liquidation_fee, keeper_tip=keeper_tip, small_account=small_account)

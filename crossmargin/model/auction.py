@@ -1,0 +1,87 @@
+"""Reference model of the liquidator's auction arithmetic (``contracts/Liquidator.vy``),
+in the same integer WAD fixed point and rounding, so keepers can price a bid offline and
+tests can check the chain to the wei.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WAD = 10**18
+CAP_SLACK = 10**15
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class AuctionParams:
+    """The liquidator's parameters (WAD fractions, seconds, WAD USD)."""
+
+    start_multiplier: int = 95 * 10**16
+    mid_multiplier: int = 70 * 10**16
+    first_phase: int = 15 * 60
+    second_phase: int = 12 * 3600
+    insolvent_ramp: int = 3600
+    buffer: int = 115 * 10**16
+    liquidation_fee: int = 5 * 10**16
+    keeper_tip: int = 5 * WAD
+    small_account: int = 1000 * WAD
+
+    @classmethod
+    def read(cls, liquidator) -> AuctionParams:
+        """The parameters a deployed liquidator uses now."""
+        return cls(**{name: int(getattr(liquidator, name)()) for name in cls.__dataclass_fields__})
+
+
+def multiplier(elapsed: int, p: AuctionParams = AuctionParams()) -> int:
+    """d(t) (WAD): start → mid over the first phase, mid → 0 over the second; each drop
+    rounded up."""
+    if elapsed < p.first_phase:
+        return p.start_multiplier - _ceil_div((p.start_multiplier - p.mid_multiplier) * elapsed, p.first_phase)
+    if elapsed < p.first_phase + p.second_phase:
+        return p.mid_multiplier - _ceil_div(p.mid_multiplier * (elapsed - p.first_phase), p.second_phase)
+    return 0
+
+
+def cap(equity: int, maintenance: int, d: int, p: AuctionParams = AuctionParams()) -> int:
+    """Largest fraction (WAD) a solvent bid may take: the one that restores the buffer."""
+    target = _ceil_div(maintenance * p.buffer, WAD)
+    if equity >= target:
+        return 0
+    kept = equity * (WAD - d + p.liquidation_fee) // WAD
+    if kept >= target:
+        return WAD
+    return min(_ceil_div((target - equity) * WAD, target - kept) + CAP_SLACK, WAD)
+
+
+@dataclass(frozen=True)
+class BidTerms:
+    fraction: int  # WAD, after the cap
+    price: int  # WAD cash the bidder pays (negative: is paid)
+    fee: int  # WAD to the insurance fund (before the keeper's tip)
+
+
+def solvent_terms(equity: int, maintenance: int, fraction: int, elapsed: int, p: AuctionParams = AuctionParams()) -> BidTerms:
+    """What a solvent bid buys and costs (``equity > 0``)."""
+    d = multiplier(elapsed, p)
+    taken = fraction if equity < p.small_account else min(fraction, cap(equity, maintenance, d, p))
+    price = _ceil_div(taken * equity * d, WAD * WAD)
+    fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
+    return BidTerms(taken, price, fee)
+
+
+def insolvent_terms(
+    equity: int, maintenance: int, fraction: int, since_insolvent: int | None, p: AuctionParams = AuctionParams()
+) -> BidTerms:
+    """What an insolvent bid (``equity <= 0``) pays the bidder; ``since_insolvent`` is None
+    before the auction was marked insolvent."""
+    elapsed = 0 if since_insolvent is None else min(since_insolvent, p.insolvent_ramp)
+    whole = -equity + maintenance * elapsed // p.insolvent_ramp
+    return BidTerms(fraction, -(whole * fraction // WAD), 0)
+
+
+def discount(equity: int, terms: BidTerms) -> int:
+    """The bidder's gain at mark (WAD): the equity bought less the price paid."""
+    return terms.fraction * equity // WAD - terms.price

@@ -1,0 +1,466 @@
+"""Dutch-auction liquidation: start, solvent bids (partial, capped, small account), the
+insolvent phase paid by the insurance fund, socialization of what it cannot pay,
+conversion, termination and cure by deposit, and every bad input with its exact reason.
+
+The book: `trader` holds 10,000 USDC and is short 10 ETH perp at 3,000 against `maker`.
+At 3,000 its MM is 4,800 (the +15% scenario, 4,500, plus 1% of notional); at 3,500 equity
+is about 5,000 < MM 5,600 (solvent auction); at 4,100 equity is about -1,000 (insolvent).
+"""
+
+import ape
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms
+from crossmargin.units import WAD, account_id, to_units, to_wad
+
+NOT_OWNER = "ownable: caller is not the owner"
+
+
+@pytest.fixture
+def book(cm, create_account, maker, trader):
+    """`trader` short 10 ETH perp at 3,000 with 10,000 USDC; `maker` long with 1M USDC."""
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    cm.trade(maker, trader, cm.clearing.perp("ETH"), "10", "3000")
+    return account_id(trader.address, 0)
+
+
+@pytest.fixture
+def bidder(cm, create_account, keeper):
+    """A liquidator's account with 100k USDC (subaccount 0 of `keeper`)."""
+    create_account(keeper, {"USDC": "100000"})
+    return keeper
+
+
+@pytest.fixture
+def lp(cm, fund, stranger):
+    """Funds the insurance fund with `amount` USDC from `stranger`."""
+
+    def _lp(amount: str):
+        fund(stranger, "USDC", amount)
+        usdc = cm.token("USDC")
+        usdc.contract.approve(cm.fund.address, 2**256 - 1, sender=stranger)
+        cm.fund.contract.deposit(usdc.units(amount), stranger, sender=stranger)
+
+    return _lp
+
+
+def set_eth(cm, admin, price: str):
+    cm.oracle.push(admin, "ETH/USD", price)
+    cm.oracle.push(admin, "ETH/IV", "0.6")
+
+
+def margin(engine, account):
+    m = engine.margin(account)
+    return m.equity, m.maintenance
+
+
+def started(receipt, liquidator):
+    [event] = receipt.decode_logs(liquidator.AuctionStarted)
+    return event
+
+
+# ------------------------------------------------------------------ start
+
+
+def test_start__healthy__reverts(cm, book, keeper):
+    with ape.reverts("liquidator: account healthy"):
+        cm.liquidator.start(keeper, book)
+
+
+def test_start__below_maintenance__freezes_the_account(cm, vault, book, keeper, admin, trader, maker):
+    set_eth(cm, admin, "3500")
+    equity, mm = margin(cm.engine.contract, book)
+    assert 0 < equity < mm
+    receipt = cm.liquidator.start(keeper, book)
+    event = started(receipt, cm.liquidator.contract)
+    assert (event.account, event.keeper, event.equity, event.maintenance) == (book, keeper.address, equity, mm)
+    auction = cm.liquidator.auction(book)
+    assert auction.active and auction.keeper == keeper.address and auction.insolvent_at == 0
+    assert vault.frozen(book)
+    with ape.reverts("vault: account in auction"):
+        cm.vault.withdraw(trader, "USDC", "1")
+    with ape.reverts("vault: account in auction"):
+        cm.vault.move(trader, "USDC", "1", 0, 1)
+    with ape.reverts("clearing: account in auction"):
+        cm.trade(maker, trader, cm.clearing.perp("ETH"), "-1", "3500")
+    # deposits stay open: they may cure it
+    before = cm.vault.balances(trader).cash
+    cm.token("USDC").mint(admin, trader, "10")
+    cm.vault.deposit(trader, "USDC", "10")
+    assert cm.vault.balances(trader).cash == before + 10
+
+
+def test_start__twice__reverts(cm, book, keeper, admin):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(keeper, book)
+    with ape.reverts("liquidator: already in auction"):
+        cm.liquidator.start(keeper, book)
+
+
+def test_start__insolvent__marks_the_ramp_at_once(cm, book, keeper, admin):
+    set_eth(cm, admin, "4100")
+    receipt = cm.liquidator.start(keeper, book)
+    assert started(receipt, cm.liquidator.contract).equity < 0
+    assert cm.liquidator.auction(book).insolvent_at == receipt.timestamp
+
+
+def test_start__while_paused__goes_through(cm, vault, book, keeper, admin, guardian):
+    vault.pause(sender=guardian)
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(keeper, book)
+    assert vault.frozen(book)
+
+
+# ------------------------------------------------------------------ solvent bids
+
+
+def test_bid__solvent_partial__price_fee_tip_and_positions(cm, vault, clearing, book, bidder, admin, chain):
+    set_eth(cm, admin, "3500")
+    start = cm.liquidator.start(bidder, book)
+    chain.mine(timestamp=start.timestamp + 300)
+    fund_account = account_id(cm.fund.address, 0)
+    fund_cash, bidder_cash, trader_cash = (
+        vault.account_state(fund_account)[0],
+        vault.cash_of(bidder, 0),
+        vault.account_state(book)[0],
+    )
+    receipt = cm.liquidator.bid(bidder, book, "0.1", "1000")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    terms = solvent_terms(bid.equity, bid.maintenance, to_wad("0.1"), receipt.timestamp - start.timestamp)
+    assert (bid.fraction, bid.price, bid.fee) == (terms.fraction, terms.price, terms.fee)
+    assert terms.fraction == to_wad("0.1")  # under the buffer cap
+    tip = min(to_wad(5), terms.fee)
+    # cash: the bidder pays the price and takes 10% of the trader's cash; the trader gets the
+    # price less the fee; the fund the fee less the keeper's tip; the keeper (= bidder) the tip
+    moved = trader_cash * to_wad("0.1") // WAD
+    assert vault.account_state(book)[0] == trader_cash - moved + terms.price - terms.fee
+    assert vault.cash_of(bidder, 0) == bidder_cash + moved - terms.price + tip
+    assert vault.account_state(fund_account)[0] == fund_cash + terms.fee - tip
+    # positions: a tenth of the short perp, its cost pro rata
+    u = cm.manifest.underlyings["ETH"]
+    assert clearing.perp_position(book, u).size == -to_wad(9)
+    assert clearing.perp_position(book, u).cost == -to_wad(27000)
+    assert clearing.perp_position(account_id(bidder.address, 0), u).size == -to_wad(1)
+    assert clearing.perp_position(account_id(bidder.address, 0), u).cost == -to_wad(3000)
+    assert clearing.instrument(cm.clearing.perp("ETH")).open_interest == to_wad(10)
+    # the tip is paid once
+    assert cm.liquidator.auction(book).keeper == "0x0000000000000000000000000000000000000000"
+    assert cm.liquidator.auction(book).active
+
+
+def test_bid__solvent__capped_at_the_buffer_then_terminated(cm, vault, book, bidder, admin, stranger):
+    set_eth(cm, admin, "3500")
+    start = cm.liquidator.start(stranger, book)
+    receipt = cm.liquidator.bid(bidder, book, "1", "100000")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    d = multiplier(receipt.timestamp - start.timestamp)
+    expected = cap(bid.equity, bid.maintenance, d)
+    assert 0 < bid.fraction == expected < WAD
+    equity, mm = margin(cm.engine.contract, book)
+    assert equity >= mm * 115 // 100  # back above the buffer
+    receipt = cm.liquidator.terminate(stranger, book)
+    assert not vault.frozen(book)
+    assert not cm.liquidator.auction(book).active
+    [ended] = receipt.decode_logs(cm.liquidator.contract.AuctionEnded)
+    assert (ended.equity, ended.maintenance) == (equity, mm)
+
+
+def test_bid__small_account__taken_whole(cm, vault, clearing, book, bidder, admin, stranger):
+    set_eth(cm, admin, "3500")
+    liquidator = cm.liquidator.contract
+    liquidator.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(100000), sender=admin)
+    cm.liquidator.start(stranger, book)
+    receipt = cm.liquidator.bid(bidder, book, "1", "100000")
+    [bid] = receipt.decode_logs(liquidator.Bid)
+    assert bid.fraction == WAD
+    assert clearing.perp_mask(book) == 0
+    assert vault.account_state(book)[0] == bid.price - bid.fee  # all that is left: the price, less the fee
+    assert not vault.frozen(book) and not cm.liquidator.auction(book).active
+
+
+def test_bid__price_limit__reverts(cm, book, bidder, admin, stranger):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("liquidator: price limit"):
+        cm.liquidator.bid(bidder, book, "0.1", "1")
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.000000000000000001"])
+def test_bid__bad_fraction__reverts(cm, book, bidder, admin, stranger, fraction):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("liquidator: bad fraction"):
+        cm.liquidator.bid(bidder, book, fraction, "1000")
+
+
+def test_bid__no_auction__reverts(cm, book, bidder):
+    with ape.reverts("liquidator: no auction"):
+        cm.liquidator.bid(bidder, book, "0.1", "1000")
+
+
+def test_bid__bidder_is_the_liquidated_account__reverts(cm, book, trader, admin, stranger):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("liquidator: bidder is liquidated"):
+        cm.liquidator.bid(trader, book, "0.1", "1000")
+
+
+def test_bid__bidder_under_margin__reverts(cm, book, admin, stranger):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("liquidator: bidder under margin"):
+        cm.liquidator.bid(stranger, book, "0.1", "1000")  # no collateral to pay with
+
+
+def test_bid__bidder_in_auction__reverts(cm, create_account, book, admin, stranger, maker, operator):
+    # a second short that is liquidatable too, then bids with it
+    create_account(operator, {"USDC": "1000"})
+    cm.trade(maker, operator, cm.clearing.perp("ETH"), "1", "3000")  # MM 480 against 1,000
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    cm.liquidator.start(stranger, account_id(operator.address, 0))
+    with ape.reverts("liquidator: bidder in auction"):
+        cm.liquidator.bid(operator, book, "0.1", "1000")
+
+
+def test_bid__dust_sent_to_the_bidder_does_not_block_it(cm, vault, book, bidder, admin, stranger, fund):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    fund(stranger, "WBTC", "1")
+    vault.deposit(cm.token("WBTC").address, 1, 0, bidder, sender=stranger)  # 1e-8 WBTC of dust
+    receipt = cm.liquidator.bid(bidder, book, "0.1", "1000")
+    assert receipt.decode_logs(cm.liquidator.contract.Bid)[0].fraction == to_wad("0.1")
+
+
+def test_bid__while_paused_and_new_risk_closed__goes_through(cm, vault, book, bidder, admin, stranger, guardian):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    vault.pause(sender=guardian)
+    cm.oracle.push(admin, "USDC/USD", "0.9")  # depeg: new risk closed
+    receipt = cm.liquidator.bid(bidder, book, "0.1", "1000")
+    assert receipt.decode_logs(cm.liquidator.contract.Bid)[0].fraction == to_wad("0.1")
+
+
+def test_bid__account_above_buffer__reverts(cm, book, bidder, admin, stranger, trader):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    cm.token("USDC").mint(admin, trader, "5000")
+    cm.vault.deposit(trader, "USDC", "5000")  # equity ~10,000 against a buffer of ~6,440
+    with ape.reverts("liquidator: account above buffer"):
+        cm.liquidator.bid(bidder, book, "0.1", "1000")
+
+
+# ------------------------------------------------------------------ the price curve
+
+
+def test_multiplier__curve_points(cm):
+    liquidator = cm.liquidator.contract
+    assert liquidator.multiplier(0) == to_wad("0.95")
+    assert liquidator.multiplier(450) == to_wad("0.825")
+    assert liquidator.multiplier(900) == to_wad("0.70")
+    assert liquidator.multiplier(900 + 6 * 3600) == to_wad("0.35")
+    assert liquidator.multiplier(900 + 12 * 3600) == 0
+    assert liquidator.multiplier(10**9) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.integers(0, 14 * 3600), b=st.integers(0, 14 * 3600))
+def test_multiplier__never_rises_and_matches_the_model(cm, a, b):
+    liquidator = cm.liquidator.contract
+    lo, hi = min(a, b), max(a, b)
+    assert liquidator.multiplier(lo) >= liquidator.multiplier(hi)
+    assert liquidator.multiplier(a) == multiplier(a)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    equity=st.integers(10**15, 10**30),
+    mm=st.integers(10**15, 10**30),
+    elapsed=st.integers(0, 13 * 3600),
+)
+def test_cap__restores_the_buffer_for_linear_books(equity, mm, elapsed):
+    """A book whose MM scales with the fraction left is back at the buffer after a capped
+    bid (the cap is the root of E(1 − f·a) = buffer·MM(1 − f), rounded up)."""
+    p = AuctionParams()
+    if equity >= mm:
+        return
+    d = multiplier(elapsed, p)
+    f = cap(equity, mm, d, p)
+    assert 0 < f <= WAD
+    a = WAD - d + p.liquidation_fee
+    left = equity * (WAD - f * a // WAD) // WAD
+    mm_left = mm * (WAD - f) // WAD
+    assert left * WAD >= mm_left * p.buffer or f == WAD
+
+
+# ------------------------------------------------------------------ insolvent auctions
+
+
+def test_insolvent__fund_pays_the_deficit_growing_to_deficit_plus_mm(cm, vault, book, bidder, admin, stranger, chain, lp):
+    lp("50000")
+    set_eth(cm, admin, "4100")
+    start = cm.liquidator.start(stranger, book)
+    chain.mine(timestamp=start.timestamp + 1800)
+    fund_assets = cm.fund.contract.totalAssets()
+    bidder_cash = vault.cash_of(bidder, 0)
+    trader_cash = vault.account_state(book)[0]
+    receipt = cm.liquidator.bid(bidder, book, "1", "0")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
+    terms = insolvent_terms(bid.equity, bid.maintenance, WAD, receipt.timestamp - start.timestamp)
+    assert bid.equity < 0 and bid.price == terms.price
+    assert -bid.equity < covered.loss < -bid.equity + bid.maintenance
+    # loss = fund payout + socialized, exactly; the fund had enough
+    assert covered.loss == covered.fund_payout + covered.socialized
+    assert covered.socialized == covered.loss % 10**12  # only the sub-token-unit remainder
+    assert fund_assets - cm.fund.contract.totalAssets() == covered.fund_payout // 10**12
+    assert vault.cash_of(bidder, 0) == bidder_cash + trader_cash + covered.loss
+    assert vault.account_state(book)[0] == 0 and cm.clearing.contract.perp_mask(book) == 0
+    assert not cm.liquidator.auction(book).active
+
+
+def test_insolvent__beyond_the_fund__socialized_over_positive_cash(cm, vault, book, bidder, admin, stranger, maker, lp):
+    lp("10")  # far too little
+    set_eth(cm, admin, "4100")
+    cm.liquidator.start(stranger, book)
+    # the fund pays all it has: its deposits and the trading fees it harvests first
+    fund_has = (cm.fund.contract.totalAssets() + cm.fund.contract.pending_income()) * 10**12
+    maker_cash = vault.cash_of(maker, 0)
+    index = vault.cash_index()
+    receipt = cm.liquidator.bid(bidder, book, "1", "0")
+    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
+    [social] = receipt.decode_logs(vault.LossSocialized)
+    assert covered.fund_payout == fund_has
+    assert covered.loss == covered.fund_payout + covered.socialized
+    assert social.amount == covered.socialized > 0
+    assert vault.socialized_loss() == covered.socialized
+    base = social.positive_cash + social.amount  # positive cash when the loss was spread
+    assert vault.cash_index() == social.cash_index == index * social.positive_cash // base
+    # a positive balance loses its pro-rata share, rounded against it
+    assert vault.cash_of(maker, 0) == maker_cash * social.cash_index // index
+    share = maker_cash * social.amount // base
+    assert maker_cash - share - 1 <= vault.cash_of(maker, 0) <= maker_cash - share
+
+
+def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, lp):
+    lp("50000")
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("liquidator: account solvent"):
+        cm.liquidator.mark_insolvent(stranger, book)
+    set_eth(cm, admin, "4100")
+    receipt = cm.liquidator.mark_insolvent(stranger, book)
+    assert cm.liquidator.auction(book).insolvent_at == receipt.timestamp
+    with ape.reverts("liquidator: already insolvent"):
+        cm.liquidator.mark_insolvent(stranger, book)
+    chain.mine(timestamp=receipt.timestamp + 3600)
+    quote = cm.liquidator.quote(book, 1)
+    equity, mm = margin(cm.engine.contract, book)
+    assert quote.price * WAD == -(-equity + mm)  # the ramp is complete
+
+
+def test_insolvent__unmarked_pays_the_bare_deficit(cm, book, admin, stranger, lp):
+    """Before `mark_insolvent` a bid on an account that became insolvent is paid just the
+    deficit (the ramp has not started)."""
+    lp("50000")
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    set_eth(cm, admin, "4100")
+    equity, _ = margin(cm.engine.contract, book)
+    assert cm.liquidator.quote(book, 1).price * WAD == equity
+
+
+# ------------------------------------------------------------------ termination
+
+
+def test_terminate__below_buffer__reverts(cm, book, admin, stranger):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("liquidator: below buffer"):
+        cm.liquidator.terminate(stranger, book)
+
+
+def test_terminate__no_auction__reverts(cm, book, stranger):
+    with ape.reverts("liquidator: no auction"):
+        cm.liquidator.terminate(stranger, book)
+
+
+def test_cure_by_deposit__terminate_and_trade_again(cm, vault, book, admin, stranger, trader, maker):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    cm.token("USDC").mint(admin, trader, "10000")
+    cm.vault.deposit(trader, "USDC", "10000")
+    cm.liquidator.terminate(stranger, book)
+    assert not vault.frozen(book)
+    cm.trade(maker, trader, cm.clearing.perp("ETH"), "-10", "3500")  # closes the short
+    assert cm.clearing.perp_size(trader, "ETH") == 0
+
+
+# ------------------------------------------------------------------ roles and bounds
+
+
+def test_vault_liquidation_entries__only_liquidator(vault, stranger):
+    with ape.reverts("vault: not liquidator"):
+        vault.set_frozen(1, True, sender=stranger)
+    with ape.reverts("vault: not liquidator"):
+        vault.transfer_fraction(1, 2, WAD, sender=stranger)
+    with ape.reverts("vault: not liquidator"):
+        vault.socialize(1, 2, sender=stranger)
+
+
+def test_clearing_transfer__only_liquidator(clearing, stranger):
+    with ape.reverts("clearing: not liquidator"):
+        clearing.transfer_fraction(1, 2, WAD, sender=stranger)
+
+
+@pytest.mark.parametrize(
+    "curve",
+    [
+        (to_wad("0.49"), to_wad("0.4"), 900, 43200, 3600),  # start below 0.5
+        (to_wad("1.01"), to_wad("0.7"), 900, 43200, 3600),  # start above 1
+        (to_wad("0.9"), to_wad("0.91"), 900, 43200, 3600),  # mid above start
+        (to_wad("0.95"), to_wad("0.7"), 59, 43200, 3600),  # first phase too short
+        (to_wad("0.95"), to_wad("0.7"), 7201, 43200, 3600),  # first phase too long
+        (to_wad("0.95"), to_wad("0.7"), 900, 7 * 86400 + 1, 3600),  # second too long
+        (to_wad("0.95"), to_wad("0.7"), 900, 43200, 299),  # ramp too short
+        (to_wad("0.95"), to_wad("0.7"), 900, 43200, 86401),  # ramp too long
+    ],
+)
+def test_set_curve__out_of_bounds__reverts(cm, admin, curve):
+    with ape.reverts("liquidator: out of bounds"):
+        cm.liquidator.contract.set_curve(*curve, sender=admin)
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [
+        (to_wad("0.99"), to_wad("0.05"), to_wad(5), to_wad(1000)),
+        (to_wad("2.01"), to_wad("0.05"), to_wad(5), to_wad(1000)),
+        (to_wad("1.15"), to_wad("0.21"), to_wad(5), to_wad(1000)),
+        (to_wad("1.15"), to_wad("0.05"), to_wad(1001), to_wad(1000)),
+        (to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(1000001)),
+    ],
+)
+def test_set_terms__out_of_bounds__reverts(cm, admin, terms):
+    with ape.reverts("liquidator: out of bounds"):
+        cm.liquidator.contract.set_terms(*terms, sender=admin)
+
+
+def test_setters__only_owner(cm, stranger):
+    liquidator = cm.liquidator.contract
+    with ape.reverts(NOT_OWNER):
+        liquidator.set_curve(to_wad("0.95"), to_wad("0.7"), 900, 43200, 3600, sender=stranger)
+    with ape.reverts(NOT_OWNER):
+        liquidator.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(1000), sender=stranger)
+
+
+def test_setters__emit_and_apply(cm, admin):
+    liquidator = cm.liquidator.contract
+    receipt = liquidator.set_curve(to_wad("0.9"), to_wad("0.6"), 600, 3600, 1800, sender=admin)
+    [event] = receipt.decode_logs(liquidator.CurveSet)
+    assert (event.start_multiplier, event.first_phase, event.insolvent_ramp) == (to_wad("0.9"), 600, 1800)
+    assert liquidator.multiplier(600) == to_wad("0.6")
+    assert AuctionParams.read(liquidator).second_phase == 3600
