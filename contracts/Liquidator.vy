@@ -16,7 +16,7 @@
                    min(f·E·fee, price), to the insurance fund; the keeper that started the
                    auction gets `keeper_tip` out of the first fee.
           insolvent (E <= 0)        the insurance fund pays the bidder
-                   f·(−E + MM·min(t_i, ramp)/ramp), t_i the time since the auction was
+                   f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
                    marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
                    is socialized over every positive cash balance by the vault; the loss
                    is always paid in full: loss = fund payout + socialized amount.
@@ -272,13 +272,14 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         elapsed: uint256 = 0
         if insolvent_at != 0:
             elapsed = min(block.timestamp - insolvent_at, ramp)
-        # the payment per whole account, then the slice's, both rounded down
+        # the payment per whole account, then the slice's, both rounded down, the slice's to
+        # whole token units of the settlement asset (what the fund pays in)
         whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // ramp
-        loss: uint256 = whole * taken // WAD
+        loss: uint256 = whole * taken // WAD // SCALE * SCALE
         assert -convert(loss, int256) <= max_price, "liquidator: price limit"
         self._transfer(account, bidder, taken)
         paid: uint256 = 0
-        if loss >= SCALE:
+        if loss != 0:
             paid = extcall FUND.cover(loss // SCALE, msg.sender, subaccount) * SCALE
         socialized: uint256 = extcall VAULT.socialize(loss - paid, bidder)
         # socialization stops at the positive cash there is: re-check the limit
@@ -361,7 +362,7 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
     if insolvent_at != 0:
         elapsed = min(block.timestamp - insolvent_at, self.insolvent_ramp)
     whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // self.insolvent_ramp
-    return fraction, -convert(whole * fraction // WAD, int256)
+    return fraction, -convert(whole * fraction // WAD // SCALE * SCALE, int256)
 
 
 # ---------------------------------------------------------------- owner

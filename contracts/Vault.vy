@@ -31,6 +31,7 @@
 
 from snekmate.auth import ownable
 from snekmate.auth import ownable_2step
+from snekmate.utils import math
 from snekmate.utils import pausable
 from ethereum.ercs import IERC20
 from ethereum.ercs import IERC20Detailed
@@ -65,6 +66,9 @@ WAD: constant(uint256) = 10**18
 # @dev `cash_index` at launch. 1e36 keeps ~36 digits of precision through many socializations
 # and still fits the 128-bit half of a cash line.
 INDEX_ONE: constant(uint256) = 10**36
+# @dev The index never falls below this: a socialization that would wipe out more than
+# 1 − 1e-18 of all positive cash spreads only that much (the rest stays unpaid).
+INDEX_FLOOR: constant(uint256) = 10**18
 MASK128: constant(uint256) = 2**128 - 1
 
 
@@ -403,16 +407,21 @@ def socialize(amount: uint256, recipient: uint256) -> uint256:
     """
     @notice Spreads a loss of `amount` (WAD) over every positive cash balance pro rata,
             by lowering `cash_index`, and credits it to `recipient` (the bidder who took
-            an insolvent account). At most the positive cash there is can be spread.
+            an insolvent account). At most the positive cash there is can be spread, and
+            never so much that the index falls below INDEX_FLOOR.
     @return The amount socialized and credited (WAD).
     """
     assert msg.sender == self.liquidator, "vault: not liquidator"
     base: uint256 = self.positive_cash
-    spread: uint256 = min(amount, base)
+    index: uint256 = self.cash_index
+    if base == 0:
+        return 0
+    # at most what keeps the index at or above INDEX_FLOOR
+    spread: uint256 = min(amount, base - math._mul_div(base, INDEX_FLOOR, index, True))
     if spread == 0:
         return 0
     # rounds the index down: every balance loses at least its share
-    index: uint256 = max(self.cash_index * (base - spread) // base, 1)
+    index = index * (base - spread) // base
     self.cash_index = index
     self.positive_cash = base - spread
     self.socialized_loss += spread

@@ -15,6 +15,7 @@ from ape import chain, project
 from eth_utils import keccak
 
 from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
+from crossmargin.fund import constructor_args as fund_constructor_args
 from crossmargin.manifest import Manifest
 from crossmargin.units import key, to_units, to_wad
 
@@ -174,12 +175,7 @@ class Deployment:
         fund = self._contract(
             "InsuranceFund",
             project.InsuranceFund,
-            settlement.address,
-            vault.address,
-            "crossmargin insurance",
-            "cmINS",
-            "crossmargin insurance",
-            "1",
+            *fund_constructor_args(settlement.address, vault.address),
             matches=lambda c: (c.asset(), c.VAULT()) == (settlement.address, vault.address),
         )
         liquidator = self._contract(
@@ -191,7 +187,8 @@ class Deployment:
             fund.address,
             settlement.address,
             matches=lambda c: (
-                (c.VAULT(), c.CLEARING(), c.ENGINE(), c.FUND()) == (vault.address, clearing.address, engine.address, fund.address)
+                (c.VAULT(), c.CLEARING(), c.ENGINE(), c.FUND())
+                == (vault.address, clearing.address, engine.address, fund.address)
             ),
         )
         if vault.liquidator() != liquidator.address:

@@ -305,7 +305,9 @@ class Protocol:
         )
         self.exchange = ExchangeClient(project.Exchange.at(manifest.contracts["Exchange"]))
         self.liquidator = LiquidatorClient(project.Liquidator.at(manifest.contracts["Liquidator"]))
-        self.fund = FundClient(project.InsuranceFund.at(manifest.contracts["InsuranceFund"]), tokens[manifest.settlement])
+        self.fund = FundClient(
+            project.InsuranceFund.at(manifest.contracts["InsuranceFund"]), tokens[manifest.settlement]
+        )
 
     def trade(
         self,

@@ -16,9 +16,10 @@ from crossmargin.cli import console, resolve_sender
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
+from crossmargin.liquidation_bench import liquidation_benchmark
 from crossmargin.protocol import Protocol
 
-DEPLOYABLES = ("Vault", "OracleRouter", "MarginEngine", "Clearinghouse", "Exchange")
+DEPLOYABLES = ("Vault", "OracleRouter", "MarginEngine", "Clearinghouse", "Exchange", "Liquidator", "InsuranceFund")
 
 
 def run_benchmark(cm: Protocol, admin, trader, operator):
@@ -85,6 +86,9 @@ def cli(network, markdown):
     cm = Protocol(deploy(load_config(network.name), admin).manifest)
     rows = run_benchmark(cm, admin, trader, operator)
     rows += margin_benchmark(cm, admin, accounts.test_accounts[3], accounts.test_accounts[4])
+    rows += liquidation_benchmark(
+        cm, admin, accounts.test_accounts[7], accounts.test_accounts[8], accounts.test_accounts[9]
+    )
 
     table = Table(title="gas per entry point (anvil)")
     for column in ("action", "total gas", "execution gas", "cold-read floor / note"):

@@ -166,6 +166,18 @@ def create_account(cm, fund):
 
 
 @pytest.fixture(scope="session")
+def insure(cm, fund, accounts):
+    """Deposits ``amount`` USDC into the insurance fund from an LP (accounts[9])."""
+
+    def _insure(amount: str):
+        lp = accounts[9]
+        fund(lp, "USDC", amount)
+        cm.fund.deposit(lp, amount)
+
+    return _insure
+
+
+@pytest.fixture(scope="session")
 def feed(cm):
     """The mock aggregator behind an oracle key."""
     return cm.oracle.aggregator

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms
-from crossmargin.units import WAD, account_id, to_units, to_wad
+from crossmargin.units import WAD, account_id, to_wad
 
 NOT_OWNER = "ownable: caller is not the owner"
 
@@ -32,19 +32,6 @@ def bidder(cm, create_account, keeper):
     """A liquidator's account with 100k USDC (subaccount 0 of `keeper`)."""
     create_account(keeper, {"USDC": "100000"})
     return keeper
-
-
-@pytest.fixture
-def lp(cm, fund, stranger):
-    """Funds the insurance fund with `amount` USDC from `stranger`."""
-
-    def _lp(amount: str):
-        fund(stranger, "USDC", amount)
-        usdc = cm.token("USDC")
-        usdc.contract.approve(cm.fund.address, 2**256 - 1, sender=stranger)
-        cm.fund.contract.deposit(usdc.units(amount), stranger, sender=stranger)
-
-    return _lp
 
 
 def set_eth(cm, admin, price: str):
@@ -299,8 +286,10 @@ def test_cap__restores_the_buffer_for_linear_books(equity, mm, elapsed):
 # ------------------------------------------------------------------ insolvent auctions
 
 
-def test_insolvent__fund_pays_the_deficit_growing_to_deficit_plus_mm(cm, vault, book, bidder, admin, stranger, chain, lp):
-    lp("50000")
+def test_insolvent__fund_pays_the_deficit_growing_to_deficit_plus_mm(
+    cm, vault, book, bidder, admin, stranger, chain, insure
+):
+    insure("50000")
     set_eth(cm, admin, "4100")
     start = cm.liquidator.start(stranger, book)
     chain.mine(timestamp=start.timestamp + 1800)
@@ -315,15 +304,17 @@ def test_insolvent__fund_pays_the_deficit_growing_to_deficit_plus_mm(cm, vault, 
     assert -bid.equity < covered.loss < -bid.equity + bid.maintenance
     # loss = fund payout + socialized, exactly; the fund had enough
     assert covered.loss == covered.fund_payout + covered.socialized
-    assert covered.socialized == covered.loss % 10**12  # only the sub-token-unit remainder
+    assert covered.socialized == 0 and covered.loss % 10**12 == 0  # whole USDC units, all from the fund
     assert fund_assets - cm.fund.contract.totalAssets() == covered.fund_payout // 10**12
     assert vault.cash_of(bidder, 0) == bidder_cash + trader_cash + covered.loss
     assert vault.account_state(book)[0] == 0 and cm.clearing.contract.perp_mask(book) == 0
     assert not cm.liquidator.auction(book).active
 
 
-def test_insolvent__beyond_the_fund__socialized_over_positive_cash(cm, vault, book, bidder, admin, stranger, maker, lp):
-    lp("10")  # far too little
+def test_insolvent__beyond_the_fund__socialized_over_positive_cash(
+    cm, vault, book, bidder, admin, stranger, maker, insure
+):
+    insure("10")  # far too little
     set_eth(cm, admin, "4100")
     cm.liquidator.start(stranger, book)
     # the fund pays all it has: its deposits and the trading fees it harvests first
@@ -345,8 +336,8 @@ def test_insolvent__beyond_the_fund__socialized_over_positive_cash(cm, vault, bo
     assert maker_cash - share - 1 <= vault.cash_of(maker, 0) <= maker_cash - share
 
 
-def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, lp):
-    lp("50000")
+def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, insure):
+    insure("50000")
     set_eth(cm, admin, "3500")
     cm.liquidator.start(stranger, book)
     with ape.reverts("liquidator: account solvent"):
@@ -362,10 +353,10 @@ def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, strange
     assert quote.price * WAD == -(-equity + mm)  # the ramp is complete
 
 
-def test_insolvent__unmarked_pays_the_bare_deficit(cm, book, admin, stranger, lp):
+def test_insolvent__unmarked_pays_the_bare_deficit(cm, book, admin, stranger, insure):
     """Before `mark_insolvent` a bid on an account that became insolvent is paid just the
     deficit (the ramp has not started)."""
-    lp("50000")
+    insure("50000")
     set_eth(cm, admin, "3500")
     cm.liquidator.start(stranger, book)
     set_eth(cm, admin, "4100")

@@ -33,11 +33,13 @@ def test_perp_trade__positions_cost_fees_and_oi(cm, vault, clearing, books, make
     assert cm.clearing.perp_size(taker, "ETH") == -2
     maker_position = clearing.perp_position(account_id(maker.address, 0), cm.manifest.underlyings["ETH"])
     assert maker_position.cost == to_wad("6020")
-    # fees: 2 bps maker, 5 bps taker of 6020 notional; half to insurance (the deployer)
+    # fees: 2 bps maker, 5 bps taker of 6020 notional; half to the insurance fund's vault
+    # account, half to the fee recipient (the deployer)
     maker_fee, taker_fee = to_wad("1.204"), to_wad("3.01")
     assert cash(vault, maker) == to_wad(100000) - maker_fee
     assert cash(vault, taker) == to_wad(100000) - taker_fee
-    assert cash(vault, admin) == maker_fee + taker_fee  # insurance and recipient are both the deployer here
+    assert cash(vault, cm.fund.address) == (maker_fee + taker_fee) // 2
+    assert cash(vault, admin) == (maker_fee + taker_fee) - (maker_fee + taker_fee) // 2
     assert clearing.instrument(perp).open_interest == to_wad(2)
     [traded] = receipt.decode_logs(clearing.Traded)
     assert (traded.size, traded.price) == (to_wad(2), to_wad(3010))

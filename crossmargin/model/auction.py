@@ -63,7 +63,9 @@ class BidTerms:
     fee: int  # WAD to the insurance fund (before the keeper's tip)
 
 
-def solvent_terms(equity: int, maintenance: int, fraction: int, elapsed: int, p: AuctionParams = AuctionParams()) -> BidTerms:
+def solvent_terms(
+    equity: int, maintenance: int, fraction: int, elapsed: int, p: AuctionParams = AuctionParams()
+) -> BidTerms:
     """What a solvent bid buys and costs (``equity > 0``)."""
     d = multiplier(elapsed, p)
     taken = fraction if equity < p.small_account else min(fraction, cap(equity, maintenance, d, p))
@@ -73,13 +75,19 @@ def solvent_terms(equity: int, maintenance: int, fraction: int, elapsed: int, p:
 
 
 def insolvent_terms(
-    equity: int, maintenance: int, fraction: int, since_insolvent: int | None, p: AuctionParams = AuctionParams()
+    equity: int,
+    maintenance: int,
+    fraction: int,
+    since_insolvent: int | None,
+    p: AuctionParams = AuctionParams(),
+    scale: int = 10**12,
 ) -> BidTerms:
-    """What an insolvent bid (``equity <= 0``) pays the bidder; ``since_insolvent`` is None
-    before the auction was marked insolvent."""
+    """What an insolvent bid (``equity <= 0``) pays the bidder, in whole units of the
+    settlement token (``scale`` = 10**(18 - decimals)); ``since_insolvent`` is None before
+    the auction was marked insolvent."""
     elapsed = 0 if since_insolvent is None else min(since_insolvent, p.insolvent_ramp)
     whole = -equity + maintenance * elapsed // p.insolvent_ramp
-    return BidTerms(fraction, -(whole * fraction // WAD), 0)
+    return BidTerms(fraction, -(whole * fraction // WAD // scale * scale), 0)
 
 
 def discount(equity: int, terms: BidTerms) -> int:

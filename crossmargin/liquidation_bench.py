@@ -1,0 +1,74 @@
+"""Gas of the liquidation entry points (``ape run gas``): start, bid and terminate on a
+10-position account (8 ETH options, 2 perps), with the risk arrays current for the oracle
+round (a keeper's `refresh` ran after the price move, as the bots do)."""
+
+from __future__ import annotations
+
+from ape import chain
+
+from crossmargin.gas import GasRow, measure_call
+from crossmargin.protocol import Protocol
+from crossmargin.units import account_id, to_wad
+
+
+def liquidation_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> list[GasRow]:
+    for actor, amount in ((owner, "9000"), (counterparty, "5000000"), (bidder, "1000000")):
+        cm.token("USDC").mint(admin, actor, amount)
+        cm.vault.deposit(actor, "USDC", amount)
+    expiry = chain.pending_timestamp + 30 * 86_400
+    options = []
+    for i in range(4):
+        strike = 2700 + 200 * i
+        options.append(cm.clearing.list_option(admin, "ETH", True, strike, expiry))
+        options.append(cm.clearing.list_option(admin, "ETH", False, strike, expiry))
+    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "-10", "3000")
+    cm.trade(owner, counterparty, cm.clearing.perp("BTC"), "0.1", "60000")
+    for n, instrument in enumerate(options):
+        size = "0.5" if n % 2 == 0 else "-0.5"
+        cm.trade(owner, counterparty, instrument, size, "100")
+    account = account_id(str(owner), 0)
+    engine = cm.engine.contract
+    liquidator = cm.liquidator.contract
+    for price in range(3100, 4000, 50):
+        cm.oracle.push(admin, "ETH/USD", str(price))
+        m = engine.margin(account)
+        if m.equity < m.maintenance:
+            break
+    cm.oracle.push(admin, "ETH/IV", "0.6")
+    engine.refresh(options, sender=counterparty)  # arrays current for the round, as a keeper leaves them
+    rows = [
+        measure_call(
+            "liquidation start, 10 positions, arrays current",
+            bidder,
+            liquidator.start,
+            account,
+            note="target <= 200,000",
+        ),
+    ]
+    rows.append(
+        measure_call(
+            "bid 10% of a 10-position account (fresh bidder account)",
+            bidder,
+            liquidator.bid,
+            account,
+            to_wad("0.1"),
+            to_wad(10**6),
+            0,
+            note="target <= 500,000",
+        )
+    )
+    rows.append(
+        measure_call(
+            "bid 10% again (bidder already holds the positions)",
+            bidder,
+            liquidator.bid,
+            account,
+            to_wad("0.1"),
+            to_wad(10**6),
+            0,
+        )
+    )
+    cm.token("USDC").mint(admin, owner, "100000")
+    cm.vault.deposit(owner, "USDC", "100000")  # cures it
+    rows.append(measure_call("liquidation terminate, 10 positions", bidder, liquidator.terminate, account))
+    return rows

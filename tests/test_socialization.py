@@ -1,0 +1,149 @@
+"""The vault's cash index: deficits socialized pro rata over positive cash (Hypothesis).
+
+A fresh vault is driven by `VaultDriver` (a contract standing in for the clearinghouse and
+the liquidator) through random zero-sum cash settlements, fraction transfers and
+socializations over five accounts. After every step:
+  - what a socialization credits is exactly what it takes from the positive-cash base
+    (`positive_cash` falls by it, `socialized_loss` grows by it), and the index never falls
+    below its floor (1e18 of 1e36);
+  - `positive_cash` is never below the positive balances it stands for, so the claims on
+    the vault never outgrow what backs them;
+  - an account's cash after a socialization is its stored balance rescaled by the index,
+    rounded down (within a wei of its rounded view rescaled).
+"""
+
+import ape
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from crossmargin.units import WAD
+
+ACCOUNTS = (1, 2, 3, 4, 5)
+SETTINGS = settings(max_examples=6, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture
+def driven(project, admin, usdc):
+    """A fresh vault (USDC cash) whose clearing contract and liquidator is a VaultDriver."""
+    vault = admin.deploy(project.Vault, usdc.address, 10**40)
+    driver = admin.deploy(project.VaultDriver)
+    vault.set_clearing(driver, True, sender=admin)
+    vault.set_liquidator(driver, sender=admin)
+    return vault, driver
+
+
+def cash(vault, account) -> int:
+    return vault.account_state(account)[0]
+
+
+class CashIndex(RuleBasedStateMachine):
+    vault = None
+    driver = None
+    admin = None
+    chain = None
+
+    @initialize()
+    def start(self):
+        self.snapshot = self.chain.snapshot()
+        self.total = 0  # sum of all cash (WAD): changes only by injected cash
+
+    def teardown(self):
+        self.chain.restore(self.snapshot)
+
+    def _all(self):
+        return {a: cash(self.vault, a) for a in ACCOUNTS}
+
+    @rule(account=st.sampled_from(ACCOUNTS), amount=st.integers(1, 10**24))
+    def inject(self, account, amount):
+        """Cash from outside (a deposit, as the driver credits it)."""
+        self.driver.settle_cash(self.vault, [(account, amount)], sender=self.admin)
+        self.total += amount
+
+    @rule(src=st.sampled_from(ACCOUNTS), dst=st.sampled_from(ACCOUNTS), amount=st.integers(1, 10**24))
+    def settle(self, src, dst, amount):
+        """A zero-sum cash move (premium, PnL): may drive `src` negative."""
+        if src == dst:
+            return
+        self.driver.settle_cash(self.vault, [(src, -amount), (dst, amount)], sender=self.admin)
+
+    @rule(src=st.sampled_from(ACCOUNTS), dst=st.sampled_from(ACCOUNTS), fraction=st.integers(0, WAD))
+    def transfer(self, src, dst, fraction):
+        if src == dst:
+            return
+        before = self._all()
+        self.driver.transfer_fraction(self.vault, src, dst, fraction, sender=self.admin)
+        after = self._all()
+        moved = int(before[src] * fraction / WAD) if abs(before[src]) < 2**53 else None
+        assert after[src] + after[dst] == before[src] + before[dst]
+        if moved is not None:
+            assert abs(after[dst] - before[dst]) <= abs(before[src])
+
+    @rule(recipient=st.sampled_from(ACCOUNTS), share=st.floats(0, 1.2))
+    def socialize(self, recipient, share):
+        vault = self.vault
+        base = vault.positive_cash()
+        amount = int(base * share)
+        before = self._all()
+        index = vault.cash_index()
+        receipt = self.driver.socialize(vault, amount, recipient, sender=self.admin)
+        # at most what keeps the index at or above 1e18
+        spread = 0 if base == 0 else min(amount, base - -(-base * 10**18 // index))
+        after = self._all()
+        if spread == 0:
+            assert after == before and vault.positive_cash() == base
+            return
+        [event] = receipt.decode_logs(vault.LossSocialized)
+        assert (event.amount, event.positive_cash) == (spread, base - spread)
+        assert vault.cash_index() == event.cash_index
+        new_index = event.cash_index
+        assert new_index == index * (base - spread) // base >= 10**18
+        for a in ACCOUNTS:
+            # a positive balance is rescaled from its exact stored value, so it may keep up
+            # to one wei more than its rounded view rescaled
+            expected = before[a] * new_index // index if before[a] > 0 else before[a]
+            credit = spread if a == recipient else 0
+            assert 0 <= after[a] - expected - credit <= (1 if before[a] > 0 else 0)
+        # the positive balances lose about the amount spread (each within a wei); the
+        # invariant below checks they never exceed the base left
+        lost = sum(before[a] - after[a] for a in ACCOUNTS) + spread
+        assert spread - len(ACCOUNTS) <= lost <= spread + len(ACCOUNTS)
+        # the sum of cash changes only by the rounding of the others' balances
+        self.total += sum(after.values()) - sum(before.values())
+
+    @invariant()
+    def accounting(self):
+        balances = self._all()
+        assert sum(balances.values()) == self.total
+        assert self.vault.positive_cash() >= sum(max(c, 0) for c in balances.values())
+
+
+def test_cash_index__random_sequences(driven, admin, chain):
+    CashIndex.vault, CashIndex.driver = driven
+    CashIndex.admin = admin
+    CashIndex.chain = chain
+    machine = CashIndex.TestCase
+    machine.settings = SETTINGS
+    machine().runTest()
+
+
+def test_socialize__stops_at_the_index_floor(driven, admin):
+    """A loss as large as all positive cash spreads all but a 1e-18 sliver of it, once; the
+    index then sits at its floor and spreads nothing more."""
+    vault, driver = driven
+    driver.settle_cash(vault, [(1, -(10**18)), (2, 10**18)], sender=admin)
+    receipt = driver.socialize(vault, 10**18, 3, sender=admin)  # only account 2 is positive
+    [event] = receipt.decode_logs(vault.LossSocialized)
+    assert (event.amount, event.cash_index) == (10**18 - 1, 10**18)
+    assert cash(vault, 3) == 10**18 - 1 and cash(vault, 2) == 1
+    assert vault.positive_cash() == 10**18
+    receipt = driver.socialize(vault, 5 * 10**18, 4, sender=admin)
+    assert receipt.decode_logs(vault.LossSocialized) == []
+    assert cash(vault, 4) == 0 and vault.cash_index() == 10**18
+    assert vault.socialized_loss() == 10**18 - 1
+
+
+def test_socialize__only_liquidator(vault, stranger):
+    with ape.reverts("vault: not liquidator"):
+        vault.socialize(1, 1, sender=stranger)
