@@ -1,4 +1,11 @@
-"""``ape run demo``: deploy the stack to a local node, fund a trader, deposit, and report."""
+"""``ape run demo``: the end-to-end crash demo on a local node.
+
+Deploys the stack, funds the insurance fund, opens hedged and unhedged books, crashes ETH in
+steps (then gaps BTC), runs the keeper until nothing is liquidatable, prints a report and
+saves a PNG chart of the auction price curve and every account's health over the crash.
+"""
+
+from pathlib import Path
 
 import click
 from ape import accounts
@@ -7,42 +14,64 @@ from rich.table import Table
 
 from crossmargin.cli import console, contracts_table, resolve_sender
 from crossmargin.config import load_config
+from crossmargin.demo import draw_chart, run_demo
 from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
 
-# What the demo trader deposits (human units of each token).
-DEPOSITS = {"USDC": "25000", "WETH": "10", "WBTC": "0.5"}
+
+def _usd(value) -> str:
+    return f"{value:,.2f}"
 
 
 @click.command(cls=ConnectedProviderCommand, help=__doc__)
-def cli(network):
+@click.option("--chart", type=click.Path(path_type=Path), default=Path("demo.png"), show_default=True)
+def cli(network, chart):
     admin = resolve_sender(None)
-    trader = accounts.test_accounts[1]
-    config = load_config(network.name)
-    console.rule("[bold]crossmargin demo")
+    t = accounts.test_accounts
+    maker, bidder, lp = t[1], t[4], t[9]
+    actors = {"alice": t[2], "bob": t[3], "carol": t[5], "dave": t[6], "erin": t[7], "frank": t[8]}
+    console.rule("[bold]crossmargin crash demo")
     with console.status("deploying the stack"):
-        run = deploy(config, admin)
+        run = deploy(load_config(network.name), admin)
     cm = Protocol(run.manifest)
-
     console.print(contracts_table(run.manifest, f"deployed on {network.name} ({run.sent} transactions)"))
 
-    with console.status("funding and depositing"):
-        for symbol, amount in DEPOSITS.items():
-            cm.token(symbol).mint(admin, trader, amount)
-            cm.vault.deposit(trader, symbol, amount)
+    with console.status("starting") as status:
+        report = run_demo(cm, admin, maker, actors, lp, bidder, progress=status.update)
 
-    balances = cm.vault.balances(trader)
-    table = Table(title="trader balances (subaccount 0)", caption=f"trader {trader.address}")
-    table.add_column("asset")
-    table.add_column("balance", justify="right")
-    table.add_column("price (USD)", justify="right")
-    table.add_row("USDC (cash)", f"{balances.cash:,.2f}", "1.00")
-    for asset in config.assets:
-        table.add_row(asset.symbol, f"{balances.collateral[asset.symbol]:,}", f"{cm.oracle.price(asset.feed):,.2f}")
+    names = {b.account: b.name for b in report.books}
+    table = Table(title="auctions")
+    for column in ("account", "book", "started at ETH", "equity", "MM", "sold", "paid by bidders", "discount", "fund paid", "socialized", "ended"):
+        table.add_column(column, justify="left" if column in ("account", "book") else "right")
+    stories = {b.name: b.story for b in report.books}
+    for record in report.auctions.values():
+        name = names.get(record.account, hex(record.account))
+        table.add_row(
+            name,
+            stories.get(name, ""),
+            f"{record.started_spot:,}",
+            _usd(record.equity),
+            _usd(record.maintenance),
+            f"{record.fraction:.1%}",
+            _usd(record.paid),
+            _usd(record.discount),
+            _usd(record.fund_payout),
+            _usd(record.socialized),
+            "yes" if record.ended else "no",
+        )
     console.print(table)
 
-    margin = cm.engine.margin(trader)
+    final = Table(title="final healths")
+    for column in ("account", "book", "equity", "MM", "equity − MM"):
+        final.add_column(column, justify="left" if column in ("account", "book") else "right")
+    for book in report.books:
+        equity, mm, health = report.final[book.name]
+        style = "green" if health >= 0 else "red"
+        final.add_row(book.name, book.story, _usd(equity), _usd(mm), f"[{style}]{_usd(health)}[/]")
+    console.print(final)
     console.print(
-        f"equity [bold]{margin.equity:,.2f}[/] USD, initial margin {margin.initial:,.2f}, "
-        f"maintenance margin {margin.maintenance:,.2f}, initial health [green]{margin.initial_health:,.2f}[/]"
+        f"insurance fund {_usd(report.fund_before)} → {_usd(report.fund_after)} USDC; "
+        f"socialized loss {_usd(report.socialized)} USD; keeper sweeps {report.sweeps}"
     )
+    path = draw_chart(report, chart)
+    console.print(f"chart saved to [bold]{path}[/]")
