@@ -161,6 +161,7 @@ class KeeperConfig:
         bidder_subaccount: The sender's subaccount that bids (must hold collateral).
         batch_size: Accounts per ``engine.margins`` call (the engine takes at most 64).
         state_file: JSON state (cursor, accounts, sent transactions); None keeps it in memory.
+        persist: Write the state file (False: read it only, as ``ape run status`` does).
         start_block: First block discovery reads when there is no state (the deploy block).
         log_chunk: Blocks per ``eth_getLogs`` request.
         refresh_batch: Instruments per ``engine.refresh`` transaction.
@@ -178,6 +179,7 @@ class KeeperConfig:
     bidder_subaccount: int = 0
     batch_size: int = 64
     state_file: Path | None = None
+    persist: bool = True
     start_block: int = 0
     log_chunk: int = 5_000
     refresh_batch: int = 16
@@ -548,7 +550,7 @@ class Keeper:
     def save(self) -> None:
         """Writes the state file atomically (no-op without one)."""
         path = self.config.state_file
-        if path is None:
+        if path is None or not self.config.persist:
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
