@@ -21,7 +21,7 @@ would do):
   is stale;
 - :meth:`Keeper.move_prices`: random-walks the mock spot feeds (devnets only).
 
-Robustness. Every chain action is preflighted against the latest state (``eth_estimateGas``
+Robustness. Every chain action is preflighted against the latest state (one execution
 through :class:`crossmargin.sender.TxSender`) before it is sent: that is the on-chain
 confirmation, and a revert whose reason shows the work is done or no longer needed
 (:data:`NOTHING_TO_DO`) is logged as ``skipped``, never raised. Node errors are retried a
@@ -398,6 +398,7 @@ class LiquidationReport(TaskReport):
     due: list[int] = field(default_factory=list)
     auctions: int = 0
     nearest: list[AccountHealth] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: screen, and each step of the starts
 
     def summary(self) -> str:
         return (
@@ -808,7 +809,9 @@ class Keeper:
         return self._run_task(LiquidationReport("liquidate"), self._liquidate)
 
     def _liquidate(self, report: LiquidationReport) -> None:
+        began = time.monotonic()
         healths = self.screen()
+        report.timings["screen"] = time.monotonic() - began
         report.screened = len(healths)
         by_id = {h.account: h for h in healths}
         due = sorted((h for h in healths if h.liquidatable), key=lambda h: h.ratio)
@@ -829,9 +832,12 @@ class Keeper:
         if to_start:
             liquidator = self.cm.liquidator.contract
             calls = [Call(liquidator.start, (a,), f"start:{a:#x}") for a in to_start]
+            began = time.monotonic()
             for result in self._act(report, "start", calls, [describe_account(a) for a in to_start]):
                 if result.status == "sent" or result.reason == "liquidator: already in auction":
                     self.state.auctions.add(int(result.key.split(":")[1], 16))
+            report.timings["start"] = time.monotonic() - began
+            report.timings.update({f"start {k}": v for k, v in self.tx.timings.items()})
 
         missing = [a for a in live if a not in by_id]
         for h in self.screen(missing) if missing else []:
