@@ -8,7 +8,9 @@ from ~3,448 too); `taker` holds 50,000 USDC and no position (never liquidatable)
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
 import ape
 import pytest
@@ -422,3 +424,60 @@ def test_liquidation_distance__model_matches_the_chain(cm, books, make_keeper, a
     set_eth(cm, admin, int(3000 * (1 + float(distance.move) + 0.002)))
     assert engine.maintenance_health(books["trader"]) < 0
     assert k.liquidation_distance([books["trader"]])[0].move == 0
+
+
+# ------------------------------------------------------------------ Silverback bots
+
+
+@pytest.fixture
+def bot_module(cm, tmp_path, monkeypatch):
+    """Imports a bot module of bots/ against this test's deployment (through a manifest
+    file) and puts the given keeper in it; returns the module."""
+    path = tmp_path / "manifest.json"
+    cm.manifest.save(path)
+    monkeypatch.setenv("CROSSMARGIN_MANIFEST", str(path))
+    # Silverback's work-around for ad-hoc connections: the bot uses the provider already
+    # connected (the test's anvil) instead of connecting a new one for the network
+    monkeypatch.setenv("SILVERBACK_NETWORK_CHOICE", "adhoc")
+
+    def _import(name: str, keeper: Keeper):
+        sys.modules.pop(f"bots.{name}", None)
+        module = importlib.import_module(f"bots.{name}")
+        module.keeper.set(keeper)
+        return module
+
+    return _import
+
+
+def test_bot_liquidation__block_and_event_handlers_run_the_keeper(
+    cm, books, make_keeper, admin, bot_module, chain, stranger
+):
+    k = make_keeper()
+    module = bot_module("liquidation", k)
+    assert type(module.bot).__name__ == "SilverbackBot"
+    assert module.startup()["known"] == len(books) and k.state.accounts >= set(books.values())
+    set_eth(cm, admin, "3500")
+    # an auction another keeper starts is live for this one from its event
+    receipt = cm.liquidator.start(stranger, books["trader"])
+    [log] = receipt.decode_logs(cm.liquidator.contract.AuctionStarted)
+    assert module.on_auction_started(log) == {"auctions": 1}
+    metrics = module.on_block(chain.blocks.head)
+    assert (metrics["due"], metrics["auctions"], metrics["sent"], metrics["errors"]) == (2, 1, 1, 0)
+    assert cm.liquidator.auction(books["operator"]).keeper == k.sender_account.address
+
+
+def test_bot_settlement_and_risk__handlers_run_the_keeper(
+    cm, books, make_keeper, admin, bot_module, chain, list_option, maker, trader
+):
+    call = list_option("ETH", True, "3000", days=1)
+    cm.trade(maker, trader, call, "1", "100")
+    settlement = bot_module("settlement", make_keeper(state_file=None))
+    risk = bot_module("risk", make_keeper(state_file=None))
+    set_eth(cm, admin, "3100")  # stale arrays
+    assert risk.on_block(chain.blocks.head)["stale"] == 1
+    assert cm.engine.contract.risk_array(call)[0] == cm.engine.contract.epoch(cm.manifest.underlyings["ETH"])[2]
+    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 1)
+    set_eth(cm, admin, "3200")
+    metrics = settlement.on_block(chain.blocks.head)
+    assert (metrics["sent"], metrics["errors"]) == (2, 0)
+    assert cm.clearing.contract.option_size(books["trader"], call) == 0

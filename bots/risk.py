@@ -1,0 +1,40 @@
+"""Risk-array bot: on every block, stores the risk arrays of held, unexpired options whose
+stored epoch is stale (a new oracle round, or older than the engine's maximum age), so
+trades and liquidations find them current instead of computing them.
+
+    silverback run risk --network ethereum:devnet:node --account <alias>
+
+On devnets, ``CROSSMARGIN_KEEPER_PRICES=1`` also makes it the mock price mover: a
+random-walk step of the spot feeds every block (refused on other networks).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ape import chain
+from silverback import SilverbackBot
+
+from bots.common import KeeperSlot, log_report
+
+bot = SilverbackBot()
+keeper = KeeperSlot(bot, "risk")
+MOVE_PRICES = os.environ.get("CROSSMARGIN_KEEPER_PRICES", "").lower() in ("1", "true", "yes")
+
+
+def startup(_startup_state=None) -> dict:
+    return log_report(keeper.get().discover())
+
+
+def on_block(block) -> dict:
+    k = keeper.get()
+    metrics = {}
+    if MOVE_PRICES:
+        metrics.update({f"prices_{name}": v for name, v in log_report(k.move_prices()).items()})
+    k.discover(to_block=block.number)
+    metrics.update(log_report(k.refresh()))
+    return metrics
+
+
+bot.on_startup()(startup)
+bot.on_(chain.blocks)(on_block)
