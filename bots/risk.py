@@ -5,7 +5,9 @@ trades and liquidations find them current instead of computing them.
     silverback run risk --network ethereum:devnet:node --account <alias>
 
 On devnets, ``CROSSMARGIN_KEEPER_PRICES=1`` also makes it the mock price mover: a
-random-walk step of the spot feeds every block (refused on other networks).
+random-walk step of the spot feeds on a cron schedule (``CROSSMARGIN_KEEPER_PRICES_CRON``,
+default every minute; not per block, as each push mines a block on an automining node).
+The mover refuses to run off devnets or on feeds that are not mocks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bots.common import KeeperSlot, log_report
 bot = SilverbackBot()
 keeper = KeeperSlot(bot, "risk")
 MOVE_PRICES = os.environ.get("CROSSMARGIN_KEEPER_PRICES", "").lower() in ("1", "true", "yes")
+PRICES_CRON = os.environ.get("CROSSMARGIN_KEEPER_PRICES_CRON", "* * * * *")
 
 
 def startup(_startup_state=None) -> dict:
@@ -28,13 +31,15 @@ def startup(_startup_state=None) -> dict:
 
 def on_block(block) -> dict:
     k = keeper.get()
-    metrics = {}
-    if MOVE_PRICES:
-        metrics.update({f"prices_{name}": v for name, v in log_report(k.move_prices()).items()})
     k.discover(to_block=block.number)
-    metrics.update(log_report(k.refresh()))
-    return metrics
+    return log_report(k.refresh())
+
+
+def move_prices(_time=None) -> dict:
+    return log_report(keeper.get().move_prices())
 
 
 bot.on_startup()(startup)
 bot.on_(chain.blocks)(on_block)
+if MOVE_PRICES:
+    bot.cron(PRICES_CRON)(move_prices)

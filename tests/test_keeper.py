@@ -481,3 +481,7 @@ def test_bot_settlement_and_risk__handlers_run_the_keeper(
     metrics = settlement.on_block(chain.blocks.head)
     assert (metrics["sent"], metrics["errors"]) == (2, 0)
     assert cm.clearing.contract.option_size(books["trader"], call) == 0
+    risk.keeper.set(make_keeper(sender=admin, state_file=None, seed=3))
+    before = cm.oracle.price("ETH/USD")
+    assert risk.move_prices()["sent"] >= 2  # the spot feeds, and the stale ones re-pushed
+    assert cm.oracle.price("ETH/USD") != before
