@@ -1,0 +1,65 @@
+"""What the keeper bots share: the deployed protocol and one :class:`Keeper` per bot.
+
+A bot runs the same ``Keeper`` methods as ``ape run keeper``, on Silverback's triggers.
+Its keeper is configured from the environment (:meth:`KeeperConfig.from_env`):
+
+- ``CROSSMARGIN_KEEPER_DRY_RUN=1``, ``..._BID_THRESHOLD=0.05`` (``none``: never bid),
+  ``..._MAX_BID_FRACTION``, ``..._BIDDER_SUBACCOUNT``, ``..._START_BLOCK``, ...;
+- ``CROSSMARGIN_KEEPER_STATE_FILE`` (default ``.keeper/<bot>-<network>.json``): the state
+  that makes a restarted bot resume discovery where it stopped and never re-send what it
+  sent (Silverback's own state snapshot only holds block numbers);
+- ``CROSSMARGIN_MANIFEST``: a deployment manifest to use instead of the network's.
+
+The signer is Silverback's (``--account``); without one the keeper only dry-runs. Give each
+bot its own account: they run as separate processes and each numbers its own transactions.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ape import networks
+from ape.logging import logger
+
+from crossmargin.keeper import Keeper, KeeperConfig
+from crossmargin.manifest import Manifest
+from crossmargin.protocol import Protocol
+
+
+def load_protocol() -> Protocol:
+    """The protocol of ``CROSSMARGIN_MANIFEST``, or of the connected network's manifest."""
+    path = os.environ.get("CROSSMARGIN_MANIFEST")
+    return Protocol(Manifest.load(Path(path))) if path else Protocol.load()
+
+
+class KeeperSlot:
+    """The bot's keeper, built on first use (after Silverback connected and loaded the
+    signer); tests put their own in with :meth:`set`."""
+
+    def __init__(self, bot, name: str):
+        self.bot = bot
+        self.name = name
+        self._keeper: Keeper | None = None
+
+    def get(self) -> Keeper:
+        if self._keeper is None:
+            config = KeeperConfig.from_env()
+            if config.state_file is None:
+                network = networks.provider.network.name
+                config = replace(config, state_file=Path(".keeper") / f"{self.name}-{network}.json")
+            self._keeper = Keeper(load_protocol(), self.bot.signer, config, log=logger.info)
+        return self._keeper
+
+    def set(self, keeper: Keeper) -> None:
+        self._keeper = keeper
+
+
+def log_report(report) -> dict:
+    """Logs a task report (errors as errors) and returns its metrics for Silverback."""
+    if report.errors:
+        logger.error(report.summary())
+    elif report.actions:
+        logger.info(report.summary())
+    return report.metrics()

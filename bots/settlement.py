@@ -1,0 +1,40 @@
+"""Settlement bot: on every block, settles expired options of every known holder at the
+first oracle round at or after expiry (the keeper finds the round hint). An option whose
+feed has no round after expiry yet is retried on later blocks.
+
+    silverback run settlement --network ethereum:devnet:node --account <alias>
+
+It follows the clearinghouse's ``InstrumentListed`` events so new options are known at once.
+"""
+
+from __future__ import annotations
+
+from ape import chain
+from silverback import SilverbackBot
+
+from bots.common import KeeperSlot, load_protocol, log_report
+
+bot = SilverbackBot()
+keeper = KeeperSlot(bot, "settlement")
+clearing = load_protocol().clearing.contract
+
+
+def startup(_startup_state=None) -> dict:
+    return log_report(keeper.get().discover())
+
+
+def on_block(block) -> dict:
+    k = keeper.get()
+    k.discover(to_block=block.number)
+    return log_report(k.settle())
+
+
+def on_listed(log) -> dict:
+    k = keeper.get()
+    k.discover(to_block=log.block_number)
+    return {"options": len(k.state.options)}
+
+
+bot.on_startup()(startup)
+bot.on_(chain.blocks)(on_block)
+bot.on_(clearing.InstrumentListed)(on_listed)

@@ -1,0 +1,1170 @@
+"""Keepers of the protocol (SPECIFICATION.md §7, §8, §10): the one logic module behind
+``ape run keeper`` and the Silverback bots in ``bots/``.
+
+    from crossmargin.keeper import Keeper, KeeperConfig
+    keeper = Keeper(cm, account, KeeperConfig(state_file=Path(".keeper/local.json")))
+    for report in keeper.run_once():          # discover, liquidate, settle, refresh
+        print(report.summary())
+
+Tasks (each a method returning a small typed report of what it did or, in a dry run,
+would do):
+
+- :meth:`Keeper.discover`: accounts from the vault's ``Deposit``/``Move`` and the
+  clearinghouse's ``Traded`` events (maker and taker), auctions from the liquidator's, listed
+  options and who may hold them, read incrementally from the last processed block;
+- :meth:`Keeper.liquidate`: screens every known account (``engine.margins``, 64 a call),
+  starts every due auction not running, marks insolvent ones, terminates auctions back
+  above the buffer and bids when the quoted discount beats the threshold;
+- :meth:`Keeper.settle`: settles expired options of known holders, with the round hint of
+  the first oracle round at or after expiry;
+- :meth:`Keeper.refresh`: stores the risk arrays of listed, held options whose stored epoch
+  is stale;
+- :meth:`Keeper.move_prices`: random-walks the mock spot feeds (devnets only).
+
+Robustness. Every chain action is preflighted against the latest state (one execution
+through :class:`crossmargin.sender.TxSender`) before it is sent: that is the on-chain
+confirmation, and a revert whose reason shows the work is done or no longer needed
+(:data:`NOTHING_TO_DO`) is logged as ``skipped``, never raised. Node errors are retried a
+bounded number of times per call and per task; a task that still fails is reported and the
+next task runs. A JSON state file keeps the discovery cursor, the known accounts, auctions
+and option holders, and every transaction sent (key, nonce, hash, outcome), written before
+sending: after a restart a call whose nonce is not consumed yet is not sent again, and
+anything mined is judged from the chain. So a keeper never acts twice on the same work.
+
+Screening uses the engine's batch view, not the reference model: one ``eth_call`` values 64
+accounts, while the model needs about ten reads per account. The model (bit-exact, see
+:mod:`crossmargin.model.margin`) is used where one load serves many valuations: the
+what-if ranking :meth:`Keeper.liquidation_distance` (the spot move that would make an account
+liquidatable) and the risk-array epoch check of :meth:`Keeper.refresh`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ape import chain, networks
+from eth_abi import decode as abi_decode
+from eth_utils import keccak, to_checksum_address
+
+from crossmargin.model import margin as model
+from crossmargin.model.auction import AuctionParams
+from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry
+from crossmargin.units import SUB_BITS, WAD, from_wad, key
+
+__all__ = [
+    "DEV_NETWORKS",
+    "NOTHING_TO_DO",
+    "AccountHealth",
+    "Action",
+    "AuctionStatus",
+    "DiscoveryReport",
+    "Distance",
+    "Keeper",
+    "KeeperConfig",
+    "KeeperState",
+    "LiquidationReport",
+    "PriceReport",
+    "RefreshReport",
+    "RefusedError",
+    "SettlementReport",
+    "TaskReport",
+    "describe_account",
+]
+
+# Networks whose feeds may be mocks a keeper pushes to (same list as crossmargin.cli).
+DEV_NETWORKS = ("local", "devnet", "devnet-fork")
+# Tasks of a full round, in order.
+TASKS = ("discover", "liquidate", "settle", "refresh")
+
+# Revert reasons that mean the work is already done, or no longer needed: the action is
+# skipped (logged), not treated as a failure.
+NOTHING_TO_DO = frozenset(
+    {
+        "liquidator: already in auction",  # start: someone started it
+        "liquidator: account healthy",  # start: cured (deposit, price) since the screen
+        "liquidator: already insolvent",  # mark_insolvent: done
+        "liquidator: account solvent",  # mark_insolvent: no longer insolvent
+        "liquidator: no auction",  # terminate/bid/mark: the auction ended
+        "liquidator: account above buffer",  # bid: nothing left to buy
+        "liquidator: below buffer",  # terminate: not yet
+        "clearing: no position",  # settle: already settled (or transferred)
+    }
+)
+
+MASK96 = 2**SUB_BITS - 1
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+# Kinds of the clearinghouse's instruments.
+PERP, CALL, PUT = 1, 2, 3
+# Chainlink round ids: phase (16 bits) << 64 | round of the phase's aggregator.
+PHASE_SHIFT = 64
+
+# What a keeper reads of a Chainlink aggregator (roundId, answer, startedAt, updatedAt, answeredInRound).
+_ROUND = [
+    {"name": n, "type": t}
+    for n, t in (("r", "uint80"), ("a", "int256"), ("s", "uint256"), ("u", "uint256"), ("q", "uint80"))
+]
+AGGREGATOR_ABI = [
+    {"name": "latestRoundData", "type": "function", "stateMutability": "view", "inputs": [], "outputs": _ROUND},
+    {
+        "name": "getRoundData",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [{"name": "round_id", "type": "uint80"}],
+        "outputs": _ROUND,
+    },
+]
+
+
+def describe_account(account: int) -> str:
+    """``0x3C44…93BC:2``: an account id as owner (shortened) and subaccount."""
+    owner = to_checksum_address((account >> SUB_BITS).to_bytes(20, "big"))
+    return f"{owner[:6]}…{owner[-4:]}:{account & MASK96}"
+
+
+def _topic_id(topic: bytes) -> int:
+    return int.from_bytes(bytes(topic), "big")
+
+
+def _event_topic(event_abi: Any) -> str:
+    return "0x" + keccak(text=event_abi.selector).hex()
+
+
+class RefusedError(RuntimeError):
+    """A task that must not run here (e.g. the price mover off a devnet)."""
+
+
+# ---------------------------------------------------------------- configuration and state
+
+
+@dataclass(frozen=True)
+class KeeperConfig:
+    """What a keeper does and how hard it tries.
+
+    Attributes:
+        dry_run: Preflight every action but send nothing.
+        bid_threshold: Minimum discount of a bid as a fraction of the equity it buys
+            (``(f·E − price) / |f·E|``); ``None`` never bids.
+        max_bid_fraction: Largest fraction of an account one bid asks for (the contract
+            caps it further at the buffer).
+        bidder_subaccount: The sender's subaccount that bids (must hold collateral).
+        batch_size: Accounts per ``engine.margins`` call (the engine takes at most 64).
+        state_file: JSON state (cursor, accounts, sent transactions); None keeps it in memory.
+        persist: Write the state file (False: read it only, as ``ape run status`` does).
+        start_block: First block discovery reads when there is no state (the deploy block).
+        log_chunk: Blocks per ``eth_getLogs`` request.
+        refresh_batch: Instruments per ``engine.refresh`` transaction.
+        attempts: Tries of a call or task on node errors (bounded retry).
+        retry_delay: Seconds before the first retry (doubling after).
+        workers: Concurrent reads (screen batches, preflights).
+        price_step: Standard deviation of one random-walk step of the price mover (fraction).
+        seed: Seed of the price mover's random walk (None: random).
+        nearest: How many accounts nearest to liquidation a report lists.
+    """
+
+    dry_run: bool = False
+    bid_threshold: Decimal | None = Decimal("0.10")
+    max_bid_fraction: Decimal = Decimal(1)
+    bidder_subaccount: int = 0
+    batch_size: int = 64
+    state_file: Path | None = None
+    persist: bool = True
+    start_block: int = 0
+    log_chunk: int = 5_000
+    refresh_batch: int = 16
+    attempts: int = 3
+    retry_delay: float = 0.5
+    workers: int = 4
+    price_step: float = 0.005
+    seed: int | None = None
+    nearest: int = 10
+
+    def __post_init__(self) -> None:
+        # accept "0.05" or 0.05 as well as Decimal; a str times WAD would be a very long str
+        for name in ("bid_threshold", "max_bid_fraction"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Decimal):
+                object.__setattr__(self, name, Decimal(str(value)))
+        if self.state_file is not None and not isinstance(self.state_file, Path):
+            object.__setattr__(self, "state_file", Path(self.state_file))
+        if not Decimal(0) < self.max_bid_fraction <= 1:
+            raise ValueError("max_bid_fraction must be in (0, 1]")
+        if self.bid_threshold is not None and not Decimal(0) <= self.bid_threshold < 1:
+            raise ValueError("bid_threshold must be in [0, 1)")
+
+    @classmethod
+    def from_env(cls, prefix: str = "CROSSMARGIN_KEEPER_", **overrides: Any) -> KeeperConfig:
+        """A config from environment variables (``CROSSMARGIN_KEEPER_DRY_RUN=1``,
+        ``..._BID_THRESHOLD=0.05`` or ``none``, ``..._STATE_FILE``, ...), for the bots."""
+        values: dict[str, Any] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = os.environ.get(prefix + name.upper())
+            if raw is None:
+                continue
+            kind = str(f.type)
+            if "bool" in kind:
+                values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif "Decimal" in kind:
+                values[name] = None if raw.strip().lower() in ("", "none", "off") else Decimal(raw)
+            elif "Path" in kind:
+                values[name] = Path(raw) if raw else None
+            elif "float" in kind:
+                values[name] = float(raw)
+            else:
+                values[name] = None if raw.strip().lower() == "none" else int(raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A listed option, from ``InstrumentListed``."""
+
+    underlying: int
+    kind: int
+    strike: int  # WAD USD
+    expiry: int  # unix s
+
+
+@dataclass
+class KeeperState:
+    """What a keeper remembers between runs (the JSON state file).
+
+    Attributes:
+        chain_id, deployment: Whose state this is (the liquidator's address); a state file
+            of another chain or deployment is not reused.
+        last_block, last_block_hash: Discovery cursor; a hash that no longer matches the
+            chain (a reset node, a reorg) restarts discovery from ``start_block``.
+        accounts: Known account ids.
+        auctions: Accounts whose auction started and has not ended (from events).
+        options: Listed options by instrument id.
+        holders: Per option, accounts that may hold it (traded it or took a slice of a holder).
+        sent: Transactions sent, by call key: nonce, hash, status (``pending`` until its
+            outcome is known, then ``done``/``reverted``), block and time.
+    """
+
+    chain_id: int
+    deployment: str
+    last_block: int = -1
+    last_block_hash: str = ""
+    accounts: set[int] = field(default_factory=set)
+    auctions: set[int] = field(default_factory=set)
+    options: dict[int, Listing] = field(default_factory=dict)
+    holders: dict[int, set[int]] = field(default_factory=dict)
+    sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "chain_id": self.chain_id,
+            "deployment": self.deployment,
+            "last_block": self.last_block,
+            "last_block_hash": self.last_block_hash,
+            "accounts": [hex(a) for a in sorted(self.accounts)],
+            "auctions": [hex(a) for a in sorted(self.auctions)],
+            "options": {
+                str(i): [o.underlying, o.kind, str(o.strike), o.expiry] for i, o in sorted(self.options.items())
+            },
+            "holders": {str(i): [hex(a) for a in sorted(h)] for i, h in sorted(self.holders.items()) if h},
+            "sent": self.sent,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> KeeperState:
+        return cls(
+            chain_id=raw["chain_id"],
+            deployment=raw["deployment"],
+            last_block=raw.get("last_block", -1),
+            last_block_hash=raw.get("last_block_hash", ""),
+            accounts={int(a, 16) for a in raw.get("accounts", [])},
+            auctions={int(a, 16) for a in raw.get("auctions", [])},
+            options={int(i): Listing(o[0], o[1], int(o[2]), o[3]) for i, o in raw.get("options", {}).items()},
+            holders={int(i): {int(a, 16) for a in h} for i, h in raw.get("holders", {}).items()},
+            sent=raw.get("sent", {}),
+        )
+
+
+# ---------------------------------------------------------------- reports
+
+
+@dataclass
+class Action:
+    """One chain action of a task.
+
+    ``status``: ``sent`` (mined and succeeded), ``would-send`` (dry run), ``skipped`` (not
+    needed: already done, in flight, or a :data:`NOTHING_TO_DO` revert), ``rejected``
+    (preflight revert for another reason, not sent), ``reverted`` (mined, reverted) or
+    ``error`` (node failure).
+    """
+
+    kind: str
+    target: str
+    status: str
+    detail: str = ""
+    tx: str | None = None
+    gas_used: int | None = None
+
+
+@dataclass
+class TaskReport:
+    """What one task did. ``errors`` holds task-level failures (after retries)."""
+
+    task: str
+    actions: list[Action] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str | None = None, kind: str | None = None) -> int:
+        return sum(
+            1 for a in self.actions if (status is None or a.status == status) and (kind is None or a.kind == kind)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not any(a.status in ("reverted", "error") for a in self.actions)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for a in self.actions:
+            counts[f"{a.kind} {a.status}"] = counts.get(f"{a.kind} {a.status}", 0) + 1
+        parts = [f"{n} {k}" for k, n in sorted(counts.items())] or ["nothing to do"]
+        if self.errors:
+            parts.append(f"{len(self.errors)} error(s): {self.errors[-1]}")
+        return f"{self.task}: " + ", ".join(parts) + f" ({self.seconds:.2f} s)"
+
+    def metrics(self) -> dict[str, int | float]:
+        """Scalar metrics (Silverback records a handler's returned dict)."""
+        out: dict[str, int | float] = {"seconds": round(self.seconds, 3), "errors": len(self.errors)}
+        for status in ("sent", "would-send", "skipped", "rejected", "reverted", "error"):
+            out[status.replace("-", "_")] = self.count(status)
+        return out
+
+
+@dataclass
+class DiscoveryReport(TaskReport):
+    from_block: int = 0
+    to_block: int = -1
+    new_accounts: list[int] = field(default_factory=list)
+    known: int = 0
+
+    def summary(self) -> str:
+        base = f"discover: blocks {self.from_block}..{self.to_block}, {len(self.new_accounts)} new, {self.known} known"
+        if self.errors:
+            base += f", error: {self.errors[-1]}"
+        return base + f" ({self.seconds:.2f} s)"
+
+    def metrics(self) -> dict[str, int | float]:
+        return {**super().metrics(), "new_accounts": len(self.new_accounts), "known": self.known}
+
+
+@dataclass(frozen=True)
+class AccountHealth:
+    """An account's margin as the engine values it now (WAD)."""
+
+    account: int
+    equity: int
+    initial: int
+    maintenance: int
+
+    @property
+    def health(self) -> int:
+        """``equity − MM`` (WAD); negative: liquidatable."""
+        return self.equity - self.maintenance
+
+    @property
+    def liquidatable(self) -> bool:
+        return self.equity < self.maintenance
+
+    @property
+    def ratio(self) -> float:
+        """``equity / MM`` (inf without a requirement): below 1 is liquidatable."""
+        return math.inf if self.maintenance == 0 else self.equity / self.maintenance
+
+
+@dataclass
+class LiquidationReport(TaskReport):
+    screened: int = 0
+    due: list[int] = field(default_factory=list)
+    auctions: int = 0
+    nearest: list[AccountHealth] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: screen, and each step of the starts
+
+    def summary(self) -> str:
+        return (
+            f"liquidate: {self.screened} screened, {len(self.due)} due, {self.auctions} in auction; "
+            + super().summary().split(": ", 1)[1]
+        )
+
+    def metrics(self) -> dict[str, int | float]:
+        return {**super().metrics(), "screened": self.screened, "due": len(self.due), "auctions": self.auctions}
+
+
+@dataclass
+class SettlementReport(TaskReport):
+    expired: int = 0  # expired options with possible holders
+    waiting: list[int] = field(default_factory=list)  # expired, no oracle round after expiry yet
+
+
+@dataclass
+class RefreshReport(TaskReport):
+    checked: int = 0
+    stale: list[int] = field(default_factory=list)
+    stored: int = 0  # arrays found current after the refresh
+
+    def metrics(self) -> dict[str, int | float]:
+        return {**super().metrics(), "checked": self.checked, "stale": len(self.stale), "stored": self.stored}
+
+
+@dataclass
+class PriceReport(TaskReport):
+    prices: dict[str, Decimal] = field(default_factory=dict)  # feed key -> new answer (human)
+
+
+@dataclass(frozen=True)
+class AuctionStatus:
+    """A live auction as a bidder sees it now."""
+
+    account: int
+    keeper: str  # starter still owed its tip
+    started_at: int
+    insolvent_at: int
+    elapsed: int  # s since start
+    multiplier: Decimal  # d(t) of a solvent bid
+    ramp: Decimal | None  # insolvent: share of MM added to the payment so far (0..1)
+    equity: Decimal
+    maintenance: Decimal
+    fraction: Decimal  # what a bid for everything would take (after the buffer cap)
+    price: Decimal  # and its price (negative: the bidder is paid)
+
+
+@dataclass(frozen=True)
+class Distance:
+    """The smallest spot move of one underlying (others fixed) that makes the account
+    liquidatable, from the reference model; ``move`` None when none within the bound."""
+
+    account: int
+    underlying: str
+    move: Decimal | None
+
+
+# ---------------------------------------------------------------- the keeper
+
+
+class Keeper:
+    """Keeper tasks over one deployment, acting from one account.
+
+    Args:
+        cm: The :class:`crossmargin.protocol.Protocol`.
+        sender: An ape account that signs (None: dry run only).
+        config: See :class:`KeeperConfig`.
+        log: Where progress lines go (default: nowhere).
+    """
+
+    def __init__(
+        self, cm: Any, sender: Any = None, config: KeeperConfig | None = None, log: Callable[[str], None] | None = None
+    ):
+        self.cm = cm
+        self.sender_account = sender
+        self.config = config or KeeperConfig()
+        if sender is None and not self.config.dry_run:
+            self.config = replace(self.config, dry_run=True)
+        self.log = log or (lambda _line: None)
+        self._lock = threading.RLock()
+        self.auction_params = AuctionParams.read(cm.liquidator.contract)
+        self.state = self._load_state()
+        self.tx = TxSender(
+            account=sender,
+            dry_run=self.config.dry_run,
+            workers=self.config.workers,
+            attempts=self.config.attempts,
+            retry_delay=self.config.retry_delay,
+            on_nonce=self._record_planned,
+            log=self.log,
+        )
+        self._topics = self._event_topics()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def web3(self):
+        return chain.provider.web3
+
+    @property
+    def bidder(self) -> int | None:
+        """The bidding account id (sender, bidder subaccount)."""
+        if self.sender_account is None:
+            return None
+        return (int(self.sender_account.address, 16) << SUB_BITS) | self.config.bidder_subaccount
+
+    def _read(self, fn: Callable[[], Any]) -> Any:
+        return retry(fn, self.config.attempts, self.config.retry_delay, self.log)
+
+    def _eth_call(self, method: Any, *args: Any, types: str) -> Any:
+        """A view through raw ``eth_call`` (thread-safe, no ape decoding): ``types`` is the
+        ABI of its output, e.g. ``"(int256,uint256,uint256)[]"``."""
+
+        def call() -> bytes:
+            data = "0x" + bytes(method.encode_input(*args)).hex()
+            return bytes(self.web3.eth.call({"to": method.contract.address, "data": data}))
+
+        return abi_decode([types], self._read(call))[0]
+
+    # ------------------------------------------------------------------ state file
+
+    def _load_state(self) -> KeeperState:
+        fresh = KeeperState(chain_id=chain.chain_id, deployment=self.cm.liquidator.address)
+        path = self.config.state_file
+        if path is None or not Path(path).exists():
+            return fresh
+        try:
+            state = KeeperState.from_json(json.loads(Path(path).read_text()))
+        except (ValueError, KeyError) as error:
+            self.log(f"state file {path} unreadable ({error}); starting afresh")
+            return fresh
+        if (state.chain_id, state.deployment.lower()) != (fresh.chain_id, fresh.deployment.lower()):
+            self.log(f"state file {path} belongs to another deployment; starting afresh")
+            return fresh
+        head = chain.blocks.head.number
+        if state.last_block >= 0:
+            if state.last_block > head or self._block_hash(state.last_block) != state.last_block_hash:
+                self.log(
+                    f"block {state.last_block} of the state file is not on this chain (reset or reorg); rescanning"
+                )
+                state.last_block, state.last_block_hash = -1, ""
+                state.auctions.clear()
+        return state
+
+    def _block_hash(self, number: int) -> str:
+        return "0x" + bytes(self._read(lambda: self.web3.eth.get_block(number)["hash"])).hex()
+
+    def save(self) -> None:
+        """Writes the state file atomically (no-op without one)."""
+        path = self.config.state_file
+        if path is None or not self.config.persist:
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state.to_json(), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ sent-transaction log
+
+    def _record_planned(self, planned: list[tuple[Call, int]]) -> None:
+        now = int(time.time())
+        for call, nonce in planned:
+            self.state.sent[call.key] = {"nonce": nonce, "status": "pending", "at": now}
+        self.save()
+
+    def _record_results(self, results: Iterable[CallResult]) -> None:
+        for r in results:
+            entry = self.state.sent.get(r.key)
+            if entry is None or entry.get("status") != "pending" or entry.get("nonce") != r.nonce:
+                continue
+            if r.status == "sent":
+                entry.update(status="done", tx=r.tx, block=r.block)
+            elif r.status == "reverted":
+                entry.update(status="reverted", tx=r.tx, block=r.block, reason=r.reason)
+            elif r.tx is None:
+                del self.state.sent[r.key]  # never reached the node
+            else:
+                entry["tx"] = r.tx  # sent, outcome unknown: stays pending
+        self._prune_sent()
+        self.save()
+
+    def _prune_sent(self, keep: int = 2_000) -> None:
+        finished = [k for k, v in self.state.sent.items() if v.get("status") != "pending"]
+        for k in sorted(finished, key=lambda k: self.state.sent[k].get("at", 0))[: max(0, len(finished) - keep)]:
+            del self.state.sent[k]
+
+    def in_flight(self, prefix: str) -> dict[str, Any] | None:
+        """A sent call under ``prefix`` whose nonce the chain has not consumed yet (so it
+        may still be mined): acting again could double-act. Resolves finished ones."""
+        pending = [(k, v) for k, v in self.state.sent.items() if k.startswith(prefix) and v.get("status") == "pending"]
+        if not pending or self.sender_account is None:
+            return None
+        mined_nonce = self._read(lambda: self.web3.eth.get_transaction_count(self.sender_account.address, "latest"))
+        for k, v in pending:
+            if v["nonce"] >= mined_nonce:
+                return {"key": k, **v}
+            # consumed: by this call or another; the chain state decides from now on
+            v["status"] = "consumed"
+        return None
+
+    # ------------------------------------------------------------------ running
+
+    def _run_task(self, report: TaskReport, fn: Callable[[TaskReport], None]) -> TaskReport:
+        """Runs ``fn(report)`` under the lock with a bounded retry on node errors; any
+        failure is recorded in the report, never raised."""
+        began = time.monotonic()
+        with self._lock:
+            for attempt in range(1, self.config.attempts + 1):
+                try:
+                    fn(report)
+                    break
+                except RefusedError as error:
+                    report.errors.append(f"refused: {error}")
+                    break
+                except Exception as error:  # noqa: BLE001 - a keeper task must not kill the loop
+                    if is_transient(error) and attempt < self.config.attempts:
+                        self.log(f"{report.task}: node error, retrying ({attempt}/{self.config.attempts}): {error}")
+                        time.sleep(self.config.retry_delay * 2 ** (attempt - 1))
+                        continue
+                    what = "node error" if is_transient(error) else "error"
+                    report.errors.append(f"{what}: {type(error).__name__}: {error}")
+                    self.log(f"{report.task}: {report.errors[-1]}")
+                    if not is_transient(error):
+                        self.log(traceback.format_exc())
+                    break
+        report.seconds = time.monotonic() - began
+        return report
+
+    def run_once(self, tasks: Sequence[str] = TASKS) -> list[TaskReport]:
+        """Runs ``tasks`` (names: discover, liquidate, settle, refresh, prices) in order;
+        a failing task is reported and the next one runs."""
+        methods = {
+            "discover": self.discover,
+            "liquidate": self.liquidate,
+            "settle": self.settle,
+            "refresh": self.refresh,
+            "prices": self.move_prices,
+        }
+        unknown = [t for t in tasks if t not in methods]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(methods)}")
+        return [methods[t]() for t in tasks]
+
+    def run(
+        self,
+        tasks: Sequence[str] = TASKS,
+        interval: float = 12.0,
+        iterations: int | None = None,
+        on_reports: Callable[[list[TaskReport]], None] | None = None,
+    ) -> None:
+        """Runs rounds of ``tasks`` every ``interval`` seconds (forever by default)."""
+        done = 0
+        while iterations is None or done < iterations:
+            began = time.monotonic()
+            reports = self.run_once(tasks)
+            if on_reports:
+                on_reports(reports)
+            done += 1
+            if iterations is None or done < iterations:
+                time.sleep(max(0.0, interval - (time.monotonic() - began)))
+
+    def _act(self, report: TaskReport, kind: str, calls: list[Call], targets: list[str]) -> list[CallResult]:
+        """Sends ``calls`` (preflighted; skipped while an earlier one is in flight) and
+        records one action per call in ``report``."""
+        todo, todo_targets = [], []
+        for call, target in zip(calls, targets, strict=True):
+            flying = self.in_flight(call.key.rsplit(":", 1)[0] if kind == "bid" else call.key)
+            if flying is not None:
+                report.actions.append(Action(kind, target, "skipped", f"in flight (nonce {flying['nonce']})"))
+                continue
+            todo.append(call)
+            todo_targets.append(target)
+        if not todo:
+            return []
+        results = self.tx.execute(todo)
+        if not self.config.dry_run:
+            self._record_results(results)
+        for result, target in zip(results, todo_targets, strict=True):
+            status: str = result.status
+            if status in ("rejected", "reverted") and result.reason in NOTHING_TO_DO:
+                status = "skipped"
+            report.actions.append(Action(kind, target, status, result.reason or "", result.tx, result.gas_used))
+            if status not in ("sent", "would-send", "skipped"):
+                self.log(f"{kind} {target}: {status}: {result.reason}")
+        return results
+
+    # ------------------------------------------------------------------ discovery
+
+    def _event_topics(self) -> dict[str, str]:
+        vault, clearing, liquidator = self.cm.vault.contract, self.cm.clearing.contract, self.cm.liquidator.contract
+        events = {
+            "Deposit": vault.Deposit,
+            "Move": vault.Move,
+            "Traded": clearing.Traded,
+            "InstrumentListed": clearing.InstrumentListed,
+            "PositionsTransferred": clearing.PositionsTransferred,
+            "OptionSettled": clearing.OptionSettled,
+            "AuctionStarted": liquidator.AuctionStarted,
+            "AuctionEnded": liquidator.AuctionEnded,
+        }
+        return {_event_topic(e.abi): name for name, e in events.items()}
+
+    def discover(self, to_block: int | None = None) -> DiscoveryReport:
+        """Reads new events up to ``to_block`` (default: the head) into the state."""
+        report = DiscoveryReport("discover")
+        return self._run_task(report, lambda r: self._discover(r, to_block))
+
+    def _discover(self, report: DiscoveryReport, to_block: int | None) -> None:
+        state = self.state
+        head = self._read(lambda: self.web3.eth.block_number) if to_block is None else to_block
+        start = max(state.last_block + 1, self.config.start_block)
+        report.from_block, report.to_block = start, head
+        before = set(state.accounts)
+        addresses = [self.cm.vault.address, self.cm.clearing.address, self.cm.liquidator.address]
+        topics = [list(self._topics)]
+        lo = start
+        while lo <= head:
+            hi = min(head, lo + self.config.log_chunk - 1)
+            logs = self._read(
+                lambda lo=lo, hi=hi: self.web3.eth.get_logs(
+                    {"fromBlock": lo, "toBlock": hi, "address": addresses, "topics": topics}
+                )
+            )
+            for entry in logs:
+                self._apply_log(entry)
+            # advance the cursor chunk by chunk, so an error resumes where it stopped
+            state.last_block = hi
+            state.last_block_hash = self._block_hash(hi)
+            lo = hi + 1
+        report.new_accounts = sorted(state.accounts - before)
+        report.known = len(state.accounts)
+        self.save()
+
+    def _apply_log(self, entry: Any) -> None:
+        state = self.state
+        topics = entry["topics"]
+        name = self._topics.get("0x" + bytes(topics[0]).hex())
+        data = bytes(entry["data"])
+        if name == "Deposit":
+            owner, sub = _topic_id(topics[1]), _topic_id(topics[2])
+            state.accounts.add(owner << SUB_BITS | sub)
+        elif name == "Move":
+            owner = _topic_id(topics[1])
+            _from, to_sub, _amount = abi_decode(["uint96", "uint96", "uint256"], data)
+            state.accounts.add(owner << SUB_BITS | to_sub)
+        elif name == "Traded":
+            maker, taker, instrument = (_topic_id(t) for t in topics[1:4])
+            state.accounts.update((maker, taker))
+            if instrument in state.options:
+                state.holders.setdefault(instrument, set()).update((maker, taker))
+        elif name == "InstrumentListed":
+            instrument, underlying = _topic_id(topics[1]), _topic_id(topics[2])
+            kind, strike, expiry, _cap = abi_decode(["uint256"] * 4, data)
+            if kind in (CALL, PUT):
+                state.options[instrument] = Listing(underlying, kind, strike, expiry)
+        elif name == "PositionsTransferred":
+            source, target = _topic_id(topics[1]), _topic_id(topics[2])
+            state.accounts.add(target)
+            for holders in state.holders.values():
+                if source in holders:
+                    holders.add(target)
+        elif name == "OptionSettled":
+            account, instrument = _topic_id(topics[1]), _topic_id(topics[2])
+            state.holders.get(instrument, set()).discard(account)
+        elif name == "AuctionStarted":
+            state.auctions.add(_topic_id(topics[1]))
+        elif name == "AuctionEnded":
+            state.auctions.discard(_topic_id(topics[1]))
+
+    # ------------------------------------------------------------------ screening
+
+    def screen(self, accounts: Iterable[int] | None = None) -> list[AccountHealth]:
+        """Margins of ``accounts`` (default: every known one) from the engine's batch view,
+        ``batch_size`` a call, batches read concurrently. A batch that fails for a reason
+        other than the node is split until the failing account is isolated and dropped."""
+        ids = sorted(self.state.accounts if accounts is None else set(accounts))
+        size = max(1, min(self.config.batch_size, 64))
+        batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+        if len(batches) > 1 and self.config.workers > 1:
+            with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+                parts = list(pool.map(self._screen_batch, batches))
+        else:
+            parts = [self._screen_batch(b) for b in batches]
+        return [h for part in parts for h in part]
+
+    def _screen_batch(self, ids: list[int]) -> list[AccountHealth]:
+        try:
+            rows = self._eth_call(self.cm.engine.contract.margins, ids, types="(int256,uint256,uint256)[]")
+        except Exception as error:  # noqa: BLE001 - isolate the account that breaks the batch
+            if is_transient(error):
+                raise
+            if len(ids) == 1:
+                self.log(f"cannot value {describe_account(ids[0])}: {error}")
+                return []
+            half = len(ids) // 2
+            return self._screen_batch(ids[:half]) + self._screen_batch(ids[half:])
+        return [AccountHealth(a, e, i, m) for a, (e, i, m) in zip(ids, rows, strict=True)]
+
+    # ------------------------------------------------------------------ liquidation
+
+    def liquidate(self) -> LiquidationReport:
+        """Screens every known account, then: starts every due auction not running,
+        marks insolvent auctions, terminates auctions back above the buffer, and bids on
+        live auctions whose quoted discount beats the threshold."""
+        return self._run_task(LiquidationReport("liquidate"), self._liquidate)
+
+    def _liquidate(self, report: LiquidationReport) -> None:
+        began = time.monotonic()
+        healths = self.screen()
+        report.timings["screen"] = time.monotonic() - began
+        report.screened = len(healths)
+        by_id = {h.account: h for h in healths}
+        due = sorted((h for h in healths if h.liquidatable), key=lambda h: h.ratio)
+        report.due = [h.account for h in due]
+        report.nearest = sorted(healths, key=lambda h: h.ratio)[: self.config.nearest]
+
+        # auctions the events know of, confirmed on chain (one read each)
+        live: dict[int, tuple[str, int, int]] = {}
+        for account in sorted(self.state.auctions):
+            keeper, started_at, insolvent_at = self._read(lambda a=account: self.cm.liquidator.contract.auction(a))
+            if started_at:
+                live[account] = (keeper, started_at, insolvent_at)
+            else:
+                self.state.auctions.discard(account)
+        report.auctions = len(live)
+
+        to_start = [h.account for h in due if h.account not in live]
+        if to_start:
+            liquidator = self.cm.liquidator.contract
+            calls = [Call(liquidator.start, (a,), f"start:{a:#x}") for a in to_start]
+            began = time.monotonic()
+            for result in self._act(report, "start", calls, [describe_account(a) for a in to_start]):
+                if result.status == "sent" or result.reason == "liquidator: already in auction":
+                    self.state.auctions.add(int(result.key.split(":")[1], 16))
+            report.timings["start"] = time.monotonic() - began
+            report.timings.update({f"start {k}": v for k, v in self.tx.timings.items()})
+
+        missing = [a for a in live if a not in by_id]
+        for h in self.screen(missing) if missing else []:
+            by_id[h.account] = h
+        buffer = self.auction_params.buffer
+        marks, terminations, biddable = [], [], []
+        for account, (_keeper, _started, insolvent_at) in live.items():
+            h = by_id.get(account)
+            if h is None:
+                continue
+            if h.equity <= 0 and insolvent_at == 0:
+                marks.append(account)
+            elif h.equity >= -(-h.maintenance * buffer // WAD):
+                terminations.append(account)
+            else:
+                biddable.append(account)
+        liquidator = self.cm.liquidator.contract
+        if marks:
+            calls = [Call(liquidator.mark_insolvent, (a,), f"mark_insolvent:{a:#x}") for a in marks]
+            self._act(report, "mark_insolvent", calls, [describe_account(a) for a in marks])
+        if terminations:
+            calls = [Call(liquidator.terminate, (a,), f"terminate:{a:#x}") for a in terminations]
+            for result in self._act(report, "terminate", calls, [describe_account(a) for a in terminations]):
+                if result.status == "sent":
+                    self.state.auctions.discard(int(result.key.split(":")[1], 16))
+        if self.config.bid_threshold is not None and biddable:
+            for account in sorted(biddable, key=lambda a: by_id[a].ratio):
+                self._bid(report, account)
+        self.save()
+
+    def _bid(self, report: LiquidationReport, account: int) -> None:
+        """One bid on ``account`` if the discount beats the threshold and the bidder can
+        afford it; price limit = the quote, so the contract's slippage guard protects it."""
+        target = describe_account(account)
+        bidder = self.bidder
+        if bidder is None and not self.config.dry_run:
+            return
+        if bidder == account:
+            report.actions.append(Action("bid", target, "skipped", "the bidder is the liquidated account"))
+            return
+        liquidator = self.cm.liquidator.contract
+        engine = self.cm.engine.contract
+        wanted = int(self.config.max_bid_fraction * WAD)
+        full_f, full_price = self._read(lambda: liquidator.quote(account, wanted))
+        m = self._read(lambda: engine.margin(account))
+        # affordability: the bidder pays the price and carries the slice's initial margin
+        if bidder is not None:
+            b = self._read(lambda: engine.margin(bidder))
+            room = b.equity - b.initial
+            per_unit = (full_price + m.initial * full_f // WAD - m.equity * full_f // WAD) * WAD // max(full_f, 1)
+            if per_unit > 0:
+                affordable = room * WAD // per_unit * 9 // 10 if room > 0 else 0
+                if affordable < full_f:
+                    if affordable < WAD // 1000:
+                        report.actions.append(Action("bid", target, "skipped", "bidder cannot afford a bid"))
+                        return
+                    wanted = affordable
+        fraction, price = (
+            self._read(lambda: liquidator.quote(account, wanted)) if wanted != full_f else (full_f, full_price)
+        )
+        bought = fraction * m.equity // WAD
+        gain = bought - price
+        threshold = int(self.config.bid_threshold * WAD)
+        if gain <= 0 or gain * WAD < threshold * abs(bought):
+            pct = Decimal(gain * 100) / Decimal(abs(bought)) if bought else Decimal(0)
+            report.actions.append(Action("bid", target, "skipped", f"discount {pct:.2f}% below threshold"))
+            return
+        call = Call(
+            liquidator.bid,
+            (account, fraction, price, self.config.bidder_subaccount),
+            f"bid:{account:#x}:{int(time.time() * 1000)}",
+            f"bid {from_wad(fraction):.4f} of {target} at {from_wad(price):.2f}",
+        )
+        self._act(report, "bid", [call], [target])
+
+    # ------------------------------------------------------------------ views for status
+
+    def auction_statuses(self) -> list[AuctionStatus]:
+        """Every live auction the keeper knows of, with its current quote."""
+        liquidator, engine = self.cm.liquidator.contract, self.cm.engine.contract
+        now = chain.blocks.head.timestamp
+        ramp_time = self.auction_params.insolvent_ramp
+        out = []
+        for account in sorted(self.state.auctions):
+            keeper, started_at, insolvent_at = self._read(lambda a=account: liquidator.auction(a))
+            if not started_at:
+                continue
+            m = self._read(lambda a=account: engine.margin(a))
+            fraction, price = self._read(lambda a=account: liquidator.quote(a, WAD))
+            elapsed = now - started_at
+            ramp = None
+            if m.equity <= 0:
+                ramp = Decimal(min(now - insolvent_at, ramp_time) if insolvent_at else 0) / Decimal(ramp_time)
+            out.append(
+                AuctionStatus(
+                    account=account,
+                    keeper=keeper,
+                    started_at=started_at,
+                    insolvent_at=insolvent_at,
+                    elapsed=elapsed,
+                    multiplier=from_wad(self._read(lambda e=elapsed: liquidator.multiplier(e))),
+                    ramp=ramp,
+                    equity=from_wad(m.equity),
+                    maintenance=from_wad(m.maintenance),
+                    fraction=from_wad(fraction),
+                    price=from_wad(price),
+                )
+            )
+        return out
+
+    def liquidation_distance(self, accounts: Iterable[int], bound: float = 0.5) -> list[Distance]:
+        """What-if from the reference model: per account and underlying it touches, the
+        smallest spot move (within ±``bound``) that takes ``equity − MM`` below zero, others
+        fixed. One snapshot per account, then only model arithmetic: the move is bracketed
+        on a grid of moves and refined by bisection to 0.1%."""
+        head = chain.blocks.head.number
+        names = {u: n for n, u in self.cm.manifest.underlyings.items()}
+        out = []
+        for account in accounts:
+            owner = to_checksum_address((account >> SUB_BITS).to_bytes(20, "big"))
+            state, underlyings, params, now = self._read(
+                lambda o=owner, a=account: model.snapshot(self.cm, o, a & MASK96, head)
+            )
+            for u in underlyings:
+
+                def health(move: float, u=u, state=state, underlyings=underlyings, params=params, now=now) -> int:
+                    return self._model_health(state, underlyings, params, now, u, move)
+
+                out.append(Distance(account, names.get(u, str(u)), self._first_crossing(health, bound)))
+        return out
+
+    @staticmethod
+    def _model_health(state, underlyings, params, now, u: int, move: float) -> int:
+        factor = Decimal(1) + Decimal(str(move))
+        shocked = dict(underlyings)
+        base = underlyings[u]
+        # a new round: arrays are recomputed at the shocked spot, as the engine would
+        shocked[u] = replace(base, spot=int(base.spot * factor), spot_round=base.spot_round + 1)
+        lines = tuple(
+            replace(line, price=int(line.price * factor)) if line.underlying == u else line for line in state.collateral
+        )
+        m = model.margin(replace(state, collateral=lines), shocked, params, now)
+        return m.equity - m.maintenance
+
+    @staticmethod
+    def _first_crossing(health: Callable[[float], int], bound: float) -> Decimal | None:
+        if health(0.0) < 0:
+            return Decimal(0)
+        best = None
+        grid = [x for x in (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0) if x <= bound]
+        for sign in (-1, 1):
+            lo = 0.0
+            for step in grid:
+                x = sign * step
+                if health(x) < 0:
+                    hi = x
+                    for _ in range(12):
+                        mid = (lo + hi) / 2
+                        if health(mid) < 0:
+                            hi = mid
+                        else:
+                            lo = mid
+                    if best is None or abs(hi) < abs(best):
+                        best = hi
+                    break
+                lo = x
+        return None if best is None else Decimal(str(round(best, 4)))
+
+    # ------------------------------------------------------------------ settlement
+
+    def settle(self) -> SettlementReport:
+        """Settles the expired options of every known holder."""
+        return self._run_task(SettlementReport("settle"), self._settle)
+
+    def _settle(self, report: SettlementReport) -> None:
+        clearing = self.cm.clearing.contract
+        now = self._read(lambda: chain.pending_timestamp)
+        calls, targets = [], []
+        for instrument, listing in sorted(self.state.options.items()):
+            holders = self.state.holders.get(instrument)
+            if listing.expiry > now or not holders:
+                continue
+            report.expired += 1
+            held = [a for a in sorted(holders) if self._read(lambda a=a, i=instrument: clearing.option_size(a, i)) != 0]
+            for a in set(holders) - set(held):
+                holders.discard(a)  # settled, or moved away
+            if not held:
+                continue
+            hint = 0  # once the price is stored, any hint will do
+            if self._read(lambda i=instrument: clearing.instrument(i)).settlement_price == 0:
+                hint = self.round_hint(listing.underlying, listing.expiry)
+                if hint is None:
+                    report.waiting.append(instrument)
+                    report.actions.append(
+                        Action(
+                            "settle", f"instrument {instrument}", "skipped", "no oracle round at or after expiry yet"
+                        )
+                    )
+                    continue
+            for a in held:
+                calls.append(Call(clearing.settle, (a, instrument, hint), f"settle:{a:#x}:{instrument}"))
+                targets.append(f"{describe_account(a)} instrument {instrument}")
+        for result in self._act(report, "settle", calls, targets):
+            if result.status == "sent" or result.reason == "clearing: no position":
+                _, account, instrument = result.key.split(":")
+                self.state.holders.get(int(instrument), set()).discard(int(account, 16))
+        self.save()
+
+    def round_hint(self, underlying: int, expiry: int) -> int | None:
+        """The first round of ``underlying``'s spot feed published at or after ``expiry``
+        (binary search in the latest phase), or None if there is none yet or it is the
+        phase's first round (the router then needs a later phase round; wait)."""
+        spot_key = self._read(lambda: self.cm.engine.contract.spot_key(underlying))
+        address = self._read(lambda: self.cm.oracle.contract.feeds(spot_key)).aggregator
+        feed = self.web3.eth.contract(address=address, abi=AGGREGATOR_ABI)
+        latest, _answer, _started, latest_at, _ = self._read(lambda: feed.functions.latestRoundData().call())
+        if latest_at < expiry:
+            return None
+        phase_first = ((latest >> PHASE_SHIFT) << PHASE_SHIFT) | 1
+        lo, hi = phase_first, latest
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._read(lambda m=mid: feed.functions.getRoundData(m).call())[3] >= expiry:
+                hi = mid
+            else:
+                lo = mid + 1
+        return None if hi == phase_first else hi
+
+    # ------------------------------------------------------------------ risk arrays
+
+    def refresh(self) -> RefreshReport:
+        """Stores the current-epoch risk arrays of listed, unexpired, held options whose
+        stored array is stale, ``refresh_batch`` instruments a transaction."""
+        return self._run_task(RefreshReport("refresh"), self._refresh)
+
+    def current_epochs(self) -> dict[int, int]:
+        """Per underlying with listed options, the epoch a check would use now (the
+        model's ``context`` over the stored record, the oracle rounds and the age rule)."""
+        head = chain.blocks.head.number
+        now = self._read(lambda: chain.pending_timestamp)
+        engine = self.cm.engine.contract
+        params = model.EngineParams(
+            im_factor=engine.im_factor(), max_array_age=engine.max_array_age(), rate=engine.rate()
+        )
+        out = {}
+        for u in sorted({o.underlying for o in self.state.options.values()}):
+            state = self._read(lambda u=u: model.load_underlying(self.cm, u, head))
+            out[u] = model.context(state, params, now).epoch & model.LANE_MASK
+        return out
+
+    def _refresh(self, report: RefreshReport) -> None:
+        engine, clearing = self.cm.engine.contract, self.cm.clearing.contract
+        now = self._read(lambda: chain.pending_timestamp)
+        live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now]
+        if not live:
+            return
+        epochs = self.current_epochs()
+        held = [i for i in live if self._read(lambda i=i: clearing.instrument(i)).open_interest > 0]
+        report.checked = len(held)
+        report.stale = [
+            i
+            for i in held
+            if self._read(lambda i=i: engine.risk_array(i))[0] != epochs[self.state.options[i].underlying]
+        ]
+        size = max(1, min(self.config.refresh_batch, 64))
+        chunks = [report.stale[i : i + size] for i in range(0, len(report.stale), size)]
+        tag = "/".join(f"{u}@{e}" for u, e in sorted(epochs.items()))
+        calls = [Call(engine.refresh, (chunk,), f"refresh:{','.join(map(str, chunk))}:{tag}") for chunk in chunks]
+        self._act(report, "refresh", calls, [f"instruments {', '.join(map(str, c))}" for c in chunks])
+        if report.stale and not self.config.dry_run:
+            epochs = self.current_epochs()
+            report.stored = sum(
+                1
+                for i in report.stale
+                if self._read(lambda i=i: engine.risk_array(i))[0] == epochs[self.state.options[i].underlying]
+            )
+
+    # ------------------------------------------------------------------ devnet price mover
+
+    def mock_feeds(self) -> dict[str, Any]:
+        """The manifest's feeds the sender may push, by key. Raises :class:`RefusedError`
+        off a devnet or when a feed is not a mock aggregator (e.g. a real Chainlink feed)."""
+        network = networks.provider.network.name
+        if network not in DEV_NETWORKS:
+            raise RefusedError(f"the price mover only runs on devnets {DEV_NETWORKS}, not {network!r}")
+        if self.sender_account is None:
+            raise RefusedError("the price mover needs a sender")
+        feeds = {}
+        for name in self.cm.manifest.feeds:
+            aggregator = self.cm.oracle.aggregator(name)
+            try:
+                pusher = aggregator.is_pusher(self.sender_account.address)
+            except Exception as error:  # noqa: BLE001 - not a mock
+                raise RefusedError(f"feed {name} is not a mock aggregator ({error})") from error
+            if not pusher:
+                raise RefusedError(f"{self.sender_account.address} may not push feed {name}")
+            feeds[name] = aggregator
+        return feeds
+
+    def move_prices(self) -> PriceReport:
+        """One random-walk step of every spot feed (log-normal, ``price_step`` sd, kept
+        within the router's bounds); the other mock feeds are re-pushed unchanged when older
+        than half their heartbeat, so devnet prices never go stale."""
+        return self._run_task(PriceReport("prices"), self._move_prices)
+
+    def _move_prices(self, report: PriceReport) -> None:
+        feeds = self.mock_feeds()
+        if not hasattr(self, "_rng"):
+            self._rng = random.Random(self.config.seed)
+        engine, router = self.cm.engine.contract, self.cm.oracle.contract
+        spot_keys = {bytes(engine.spot_key(u)).rstrip(b"\0").decode() for u in self.cm.manifest.underlyings.values()}
+        now = self._read(lambda: chain.pending_timestamp)
+        calls, targets = [], []
+        for name, feed in sorted(feeds.items()):
+            _rid, answer, _s, updated_at, _ = self._read(lambda f=feed: f.latestRoundData())
+            config = self._read(lambda n=name: router.feeds(key(n)))
+            decimals = self._read(lambda f=feed: f.decimals())
+            if name in spot_keys:
+                step = self._rng.gauss(0.0, self.config.price_step)
+                lo = -(-config.min_answer // 10 ** (18 - decimals))
+                hi = config.max_answer // 10 ** (18 - decimals)
+                new = min(max(int(answer * math.exp(step)), lo), hi)
+            elif now - updated_at > config.heartbeat // 2:
+                new = answer
+            else:
+                continue
+            report.prices[name] = Decimal(new) / Decimal(10**decimals)
+            calls.append(Call(feed.push, (new,), f"push:{name}:{now}"))
+            targets.append(name)
+        self._act(report, "push", calls, targets)

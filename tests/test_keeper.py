@@ -1,0 +1,487 @@
+"""Keepers on the real anvil stack (crossmargin/keeper.py, the Silverback bots in bots/).
+
+Books: `trader` is short 10 ETH perp at 3,000 with 10,000 USDC (MM 4,800; liquidatable from
+ETH ~3,448, insolvent from ~4,000); `operator` is short 1 ETH with 1,000 USDC (liquidatable
+from ~3,448 too); `taker` holds 50,000 USDC and no position (never liquidatable); `maker`
+(1M USDC) is long against them. The keeper bids from `keeper`'s subaccount 0 (1M USDC).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import ape
+import pytest
+from ape.exceptions import ProviderError
+
+from crossmargin import keeper as keeper_module
+from crossmargin.keeper import Keeper, KeeperConfig, describe_account
+from crossmargin.units import account_id, to_wad
+
+
+def set_eth(cm, admin, price) -> None:
+    cm.oracle.push(admin, "ETH/USD", str(price))
+    cm.oracle.push(admin, "ETH/IV", "0.6")
+
+
+def aid(actor, sub: int = 0) -> int:
+    return account_id(actor.address, sub)
+
+
+@pytest.fixture
+def books(cm, create_account, maker, trader, operator, taker):
+    """The accounts of the module docstring; returns their ids."""
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    create_account(operator, {"USDC": "1000"})
+    create_account(taker, {"USDC": "50000"})
+    perp = cm.clearing.perp("ETH")
+    cm.trade(maker, trader, perp, "10", "3000")
+    cm.trade(maker, operator, perp, "1", "3000")
+    return {"maker": aid(maker), "trader": aid(trader), "operator": aid(operator), "taker": aid(taker)}
+
+
+@pytest.fixture
+def bidder(create_account, keeper):
+    create_account(keeper, {"USDC": "1000000"})
+    return keeper
+
+
+@pytest.fixture
+def lp(cm, fund, stranger):
+    """Deposits `amount` USDC into the insurance fund."""
+
+    def _lp(amount: str) -> None:
+        fund(stranger, "USDC", amount)
+        usdc = cm.token("USDC")
+        usdc.contract.approve(cm.fund.address, 2**256 - 1, sender=stranger)
+        cm.fund.contract.deposit(usdc.units(amount), stranger, sender=stranger)
+
+    return _lp
+
+
+@pytest.fixture
+def make_keeper(cm, keeper, tmp_path):
+    """A Keeper acting from `keeper` with a state file in tmp_path (bidding off unless asked)."""
+
+    def _make(sender=keeper, **overrides) -> Keeper:
+        options = {"state_file": tmp_path / "keeper.json", "retry_delay": 0.01, "bid_threshold": None}
+        options.update(overrides)
+        return Keeper(cm, sender, KeeperConfig(**options))
+
+    return _make
+
+
+def started(report) -> set[str]:
+    return {a.target for a in report.actions if a.kind == "start" and a.status == "sent"}
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def test_discover__accounts_from_deposits_moves_and_trades(cm, books, make_keeper, trader, create_account, stranger):
+    keeper = make_keeper()
+    report = keeper.discover()
+    assert report.ok, report.errors
+    assert set(books.values()) <= keeper.state.accounts
+    assert set(report.new_accounts) == keeper.state.accounts
+    assert report.from_block == 0 and report.to_block == ape.chain.blocks.head.number
+    # incremental: only the new events are read, and only the new account is new
+    cm.vault.move(trader, "USDC", "10", 0, 7)
+    create_account(stranger, {"USDC": "5"}, subaccount=3)
+    again = keeper.discover()
+    assert again.from_block == report.to_block + 1
+    assert set(again.new_accounts) == {aid(trader, 7), aid(stranger, 3)}
+    # the cursor is in the state file
+    saved = json.loads(keeper.config.state_file.read_text())
+    assert saved["last_block"] == again.to_block
+    assert hex(aid(trader, 7)) in saved["accounts"]
+
+
+# ------------------------------------------------------------------ liquidation
+
+
+def test_liquidate__starts_every_due_auction_and_none_for_healthy(cm, books, make_keeper, admin, keeper):
+    k = make_keeper()
+    k.discover()
+    healthy = k.liquidate()
+    assert healthy.ok and healthy.due == [] and healthy.actions == []
+    assert healthy.screened == len(k.state.accounts)
+
+    set_eth(cm, admin, "3500")
+    k.discover()
+    report = k.liquidate()
+    assert report.ok, report.errors
+    due = {books["trader"], books["operator"]}
+    assert set(report.due) == due
+    assert started(report) == {describe_account(a) for a in due}
+    liquidator = cm.liquidator.contract
+    for name, account in books.items():
+        assert liquidator.in_auction(account) == (account in due), name
+        if account in due:  # the keeper is owed the tip
+            assert cm.liquidator.auction(account).keeper == keeper.address
+    # a second round finds them running: nothing is sent again
+    nonce = keeper.nonce
+    k.discover()
+    again = k.liquidate()
+    assert again.count(kind="start") == 0 and again.auctions == 2
+    assert keeper.nonce == nonce
+
+
+def test_liquidate__insolvent_after_start__marked(cm, books, make_keeper, admin, stranger, lp):
+    lp("50000")
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, books["trader"])
+    set_eth(cm, admin, "4100")  # equity about -1,000 now
+    k = make_keeper()
+    k.discover()
+    report = k.liquidate()
+    marks = [a for a in report.actions if a.kind == "mark_insolvent"]
+    assert [(a.target, a.status) for a in marks] == [(describe_account(books["trader"]), "sent")]
+    assert cm.liquidator.auction(books["trader"]).insolvent_at != 0
+    # operator's auction started insolvent: marked at start, nothing to mark
+    assert cm.liquidator.auction(books["operator"]).insolvent_at != 0
+
+
+def test_liquidate__cured_auction__terminated(cm, books, make_keeper, admin, stranger, trader, operator):
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, books["trader"])
+    cm.liquidator.start(stranger, books["operator"])
+    cm.token("USDC").mint(admin, trader, "10000")
+    cm.vault.deposit(trader, "USDC", "10000")  # back above the buffer
+    k = make_keeper()
+    k.discover()
+    report = k.liquidate()
+    ends = {(a.target, a.status) for a in report.actions if a.kind == "terminate"}
+    assert ends == {(describe_account(books["trader"]), "sent")}
+    assert not cm.liquidator.contract.in_auction(books["trader"])
+    assert cm.liquidator.contract.in_auction(books["operator"])  # still below the buffer
+    assert books["trader"] not in k.state.auctions
+
+
+def test_liquidate__bid_below_threshold__waits(cm, books, make_keeper, admin, bidder):
+    set_eth(cm, admin, "3500")
+    k = make_keeper(bid_threshold="0.10")
+    k.discover()
+    k.liquidate()  # starts
+    nonce = bidder.nonce
+    report = k.liquidate()  # d(t) ~0.95: a 5% discount, under 10%
+    bids = [a for a in report.actions if a.kind == "bid"]
+    assert {a.status for a in bids} == {"skipped"} and len(bids) == 2
+    assert all("below threshold" in a.detail for a in bids)
+    assert bidder.nonce == nonce
+
+
+def test_sweep__start_and_bid_until_nothing_is_liquidatable(
+    cm, books, make_keeper, admin, bidder, lp, chain, create_account, maker, stranger
+):
+    """Three due accounts, one of them insolvent: rounds of the keeper (start, mark, bid,
+    terminate) leave no account below maintenance and no auction running."""
+    lp("100000")
+    create_account(stranger, {"USDC": "14000"})
+    cm.trade(maker, stranger, cm.clearing.perp("ETH"), "10", "3000")  # solvent at 4,100
+    set_eth(cm, admin, "4100")
+    k = make_keeper(bid_threshold="0")
+    k.discover()
+    first = k.screen()
+    assert sum(h.liquidatable for h in first) == 3
+    assert any(h.equity <= 0 for h in first)  # trader and operator are insolvent
+    bids = 0
+    for _ in range(8):
+        k.discover()
+        report = k.liquidate()
+        assert report.ok, report.summary()
+        bids += report.count("sent", "bid")
+        if not report.due and report.auctions == 0:
+            break
+        chain.mine(timestamp=chain.pending_timestamp + 120)  # the insolvent payment ramps up
+        set_eth(cm, admin, "4100")  # keeps the feeds fresh
+    else:
+        pytest.fail(f"not swept: {report.summary()}")
+    assert bids >= 3
+    assert all(not h.liquidatable for h in k.screen())
+    assert not any(cm.liquidator.contract.in_auction(a) for a in books.values())
+    assert not cm.liquidator.contract.in_auction(aid(stranger))
+    assert not cm.vault.contract.frozen(aid(bidder))
+
+
+# ------------------------------------------------------------------ restarts, dry run, failures
+
+
+def test_restart__same_state_file__does_not_double_act(cm, books, make_keeper, admin, keeper):
+    set_eth(cm, admin, "3500")
+    first = make_keeper()
+    first.discover()
+    assert len(started(first.liquidate())) == 2
+    cursor = first.state.last_block
+    nonce = keeper.nonce
+
+    second = make_keeper()  # a restart: same state file
+    assert second.state.accounts == first.state.accounts and second.state.auctions == first.state.auctions
+    report = second.discover()
+    assert report.from_block == cursor + 1 and report.new_accounts == []
+    again = second.liquidate()
+    assert again.ok and again.count(kind="start") == 0
+    assert keeper.nonce == nonce
+
+
+def test_restart__call_in_flight__not_sent_again(cm, books, make_keeper, admin, keeper):
+    """A start recorded as sent whose nonce the chain has not consumed (the keeper died
+    before it was mined) is not sent again; once the nonce is used, the chain decides."""
+    set_eth(cm, admin, "3500")
+    k = make_keeper()
+    k.discover()
+    trader, nonce = books["trader"], keeper.nonce
+    k.state.sent[f"start:{trader:#x}"] = {"nonce": nonce, "status": "pending", "at": 0}
+    k.save()
+    restarted = make_keeper()
+    report = restarted.liquidate()
+    [skipped] = [a for a in report.actions if a.target == describe_account(trader)]
+    assert (skipped.status, skipped.detail) == ("skipped", f"in flight (nonce {nonce})")
+    assert not cm.liquidator.contract.in_auction(trader)
+    assert cm.liquidator.contract.in_auction(books["operator"])  # consumed the nonce
+    report = restarted.liquidate()
+    assert started(report) == {describe_account(trader)}
+
+
+def test_dry_run__sends_nothing(cm, books, make_keeper, admin, keeper, tmp_path):
+    set_eth(cm, admin, "3500")
+    nonce = keeper.nonce
+    k = make_keeper(dry_run=True)
+    k.discover()
+    report = k.liquidate()
+    would = {a.target for a in report.actions if a.status == "would-send"}
+    assert would == {describe_account(books["trader"]), describe_account(books["operator"])}
+    assert keeper.nonce == nonce
+    assert not any(cm.liquidator.contract.in_auction(a) for a in books.values())
+    assert json.loads(k.config.state_file.read_text())["sent"] == {}
+
+
+def test_dry_run__without_sender(cm, books, admin):
+    set_eth(cm, admin, "3500")
+    k = Keeper(cm, None, KeeperConfig())
+    assert k.config.dry_run
+    k.discover()
+    assert {a.status for a in k.liquidate().actions} == {"would-send"}
+
+
+class Flaky:
+    """A contract whose `name` method fails like a dead RPC; everything else delegates."""
+
+    def __init__(self, contract, name):
+        self.contract, self.name, self.calls = contract, name, 0
+
+    def __getattr__(self, attr):
+        if attr != self.name:
+            return getattr(self.contract, attr)
+        flaky = self
+
+        class Broken:
+            def encode_input(self, *args):
+                flaky.calls += 1
+                raise ProviderError("connection refused")
+
+            __call__ = encode_input
+
+        return Broken()
+
+
+def test_rpc_error_in_one_task__the_others_go_on(
+    cm, books, make_keeper, admin, chain, list_option, maker, trader, monkeypatch
+):
+    call = list_option("ETH", True, "3000", days=1)
+    cm.trade(maker, trader, call, "1", "100")
+    set_eth(cm, admin, "3500")
+    k = make_keeper()
+    flaky = Flaky(cm.engine.contract, "margins")
+    monkeypatch.setattr(cm.engine, "contract", flaky)
+    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 10)
+    set_eth(cm, admin, "3600")  # the first round after expiry
+    reports = {r.task: r for r in k.run_once()}
+    assert list(reports) == ["discover", "liquidate", "settle", "refresh"]
+    assert reports["discover"].ok
+    failed = reports["liquidate"]
+    assert not failed.ok and failed.errors == ["node error: ProviderError: connection refused"]
+    assert flaky.calls == 9  # 3 tries of the call, in each of 3 tries of the task
+    assert reports["settle"].ok and reports["settle"].count("sent", "settle") == 2
+    assert cm.clearing.contract.option_size(books["trader"], call) == 0
+    assert reports["refresh"].ok
+
+
+# ------------------------------------------------------------------ settlement
+
+
+def test_settle__expired_option__both_sides_with_the_right_round(
+    cm, books, make_keeper, admin, chain, list_option, maker, trader
+):
+    call = list_option("ETH", True, "3000", days=1)
+    cm.trade(maker, trader, call, "2", "100")  # maker long 2 calls
+    expiry = cm.clearing.contract.instrument(call).expiry
+    k = make_keeper()
+    k.discover()
+    assert k.state.holders[call] == {books["maker"], books["trader"]}
+    chain.mine(timestamp=expiry + 10)
+    waiting = k.settle()
+    assert waiting.waiting == [call] and waiting.count("sent") == 0
+    set_eth(cm, admin, "3250")  # first round after expiry
+    chain.mine(timestamp=chain.pending_timestamp + 60)
+    set_eth(cm, admin, "3900")  # a later round must not be used
+    feed = cm.oracle.aggregator("ETH/USD")
+    latest = feed.latestRoundData()[0]
+    assert k.round_hint(cm.manifest.underlyings["ETH"], expiry) == latest - 1
+    maker_cash = cm.vault.contract.cash_of(maker, 0)
+    report = k.settle()
+    assert report.ok and report.count("sent", "settle") == 2
+    assert cm.clearing.contract.instrument(call).settlement_price == to_wad("3250")
+    assert cm.vault.contract.cash_of(maker, 0) - maker_cash == to_wad("500")
+    assert cm.clearing.contract.option_size(books["trader"], call) == 0
+    assert k.state.holders[call] == set()
+    assert k.settle().actions == []  # nothing left
+
+
+def test_settle__someone_else_settled_first__skipped(
+    cm, books, make_keeper, admin, chain, list_option, maker, trader, stranger
+):
+    call = list_option("ETH", False, "3000", days=1)
+    cm.trade(maker, trader, call, "1", "100")
+    k = make_keeper(dry_run=True)
+    k.discover()
+    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 10)
+    set_eth(cm, admin, "2900")
+    hint = k.round_hint(cm.manifest.underlyings["ETH"], cm.clearing.contract.instrument(call).expiry)
+    cm.clearing.settle(stranger, maker, call, hint)
+    report = k.settle()
+    assert [(a.target.split()[0], a.status) for a in report.actions] == [
+        (describe_account(books["trader"]), "would-send")
+    ]
+    with ape.reverts("clearing: no position"):
+        cm.clearing.settle(stranger, maker, call, hint)
+
+
+# ------------------------------------------------------------------ risk arrays
+
+
+def test_refresh__stores_stale_arrays_once(cm, books, make_keeper, admin, keeper, list_option, maker, trader):
+    engine = cm.engine.contract
+    held = [list_option("ETH", True, "3200"), list_option("ETH", False, "2800")]
+    unheld = list_option("ETH", True, "4000")
+    for instrument in held:
+        cm.trade(maker, trader, instrument, "1", "100")
+    k = make_keeper()
+    k.discover()
+    fresh = k.refresh()
+    assert fresh.ok and fresh.checked == 2 and fresh.stale == [] and fresh.actions == []
+    set_eth(cm, admin, "3100")  # a new round: every array is stale
+    u = cm.manifest.underlyings["ETH"]
+    before = engine.epoch(u)[2]
+    report = k.refresh()
+    assert report.ok and report.stale == held and report.stored == 2
+    assert report.count("sent", "refresh") == 1
+    epoch = engine.epoch(u)[2]
+    assert epoch == before + 1
+    assert [engine.risk_array(i)[0] for i in held] == [epoch, epoch]
+    assert engine.risk_array(unheld)[0] != epoch  # nobody holds it: no gas spent on it
+    nonce = keeper.nonce
+    assert k.refresh().stale == [] and keeper.nonce == nonce
+
+
+# ------------------------------------------------------------------ price mover
+
+
+def test_prices__random_walk_on_mock_feeds(cm, make_keeper, admin):
+    k = make_keeper(sender=admin, seed=7, price_step=0.01)
+    before = {name: cm.oracle.price(name) for name in ("ETH/USD", "BTC/USD")}
+    report = k.move_prices()
+    assert report.ok, report.errors
+    assert set(report.prices) >= {"ETH/USD", "BTC/USD"}
+    for name, price in before.items():
+        after = cm.oracle.price(name)
+        assert after == report.prices[name] and after != price
+        assert abs(after / price - 1) < 0.06  # a 1% step, 6 sd
+
+
+def test_prices__refused_off_devnets_and_without_pusher_rights(cm, make_keeper, admin, keeper, monkeypatch):
+    assert "may not push" in make_keeper(sender=keeper).move_prices().errors[0]
+    monkeypatch.setattr(keeper_module, "DEV_NETWORKS", ("sepolia",))
+    report = make_keeper(sender=admin).move_prices()
+    assert report.errors == ["refused: the price mover only runs on devnets ('sepolia',), not 'local'"]
+    assert report.actions == []
+
+
+# ------------------------------------------------------------------ the model's what-if
+
+
+def test_liquidation_distance__model_matches_the_chain(cm, books, make_keeper, admin):
+    k = make_keeper()
+    [distance] = k.liquidation_distance([books["trader"]])
+    # equity 10,000 − 10·(S − 3,000) − fees against MM 1.6·S: S ≈ 3,448 (+14.9%)
+    assert distance.underlying == "ETH" and 0.145 < distance.move < 0.1495
+    engine = cm.engine.contract
+    set_eth(cm, admin, int(3000 * (1 + float(distance.move) - 0.002)))
+    assert engine.maintenance_health(books["trader"]) > 0
+    set_eth(cm, admin, int(3000 * (1 + float(distance.move) + 0.002)))
+    assert engine.maintenance_health(books["trader"]) < 0
+    assert k.liquidation_distance([books["trader"]])[0].move == 0
+
+
+# ------------------------------------------------------------------ Silverback bots
+
+
+@pytest.fixture
+def bot_module(cm, tmp_path, monkeypatch):
+    """Imports a bot module of bots/ against this test's deployment (through a manifest
+    file) and puts the given keeper in it; returns the module."""
+    path = tmp_path / "manifest.json"
+    cm.manifest.save(path)
+    monkeypatch.setenv("CROSSMARGIN_MANIFEST", str(path))
+    # Silverback's work-around for ad-hoc connections: the bot uses the provider already
+    # connected (the test's anvil) instead of connecting a new one for the network
+    monkeypatch.setenv("SILVERBACK_NETWORK_CHOICE", "adhoc")
+
+    def _import(name: str, keeper: Keeper):
+        sys.modules.pop(f"bots.{name}", None)
+        module = importlib.import_module(f"bots.{name}")
+        module.keeper.set(keeper)
+        return module
+
+    return _import
+
+
+def test_bot_liquidation__block_and_event_handlers_run_the_keeper(
+    cm, books, make_keeper, admin, bot_module, chain, stranger
+):
+    k = make_keeper()
+    module = bot_module("liquidation", k)
+    assert type(module.bot).__name__ == "SilverbackBot"
+    assert module.startup()["known"] == len(books) and k.state.accounts >= set(books.values())
+    set_eth(cm, admin, "3500")
+    # an auction another keeper starts is live for this one from its event
+    receipt = cm.liquidator.start(stranger, books["trader"])
+    [log] = receipt.decode_logs(cm.liquidator.contract.AuctionStarted)
+    assert module.on_auction_started(log) == {"auctions": 1}
+    metrics = module.on_block(chain.blocks.head)
+    assert (metrics["due"], metrics["auctions"], metrics["sent"], metrics["errors"]) == (2, 1, 1, 0)
+    assert cm.liquidator.auction(books["operator"]).keeper == k.sender_account.address
+
+
+def test_bot_settlement_and_risk__handlers_run_the_keeper(
+    cm, books, make_keeper, admin, bot_module, chain, list_option, maker, trader
+):
+    call = list_option("ETH", True, "3000", days=1)
+    cm.trade(maker, trader, call, "1", "100")
+    settlement = bot_module("settlement", make_keeper(state_file=None))
+    risk = bot_module("risk", make_keeper(state_file=None))
+    set_eth(cm, admin, "3100")  # stale arrays
+    assert risk.on_block(chain.blocks.head)["stale"] == 1
+    assert cm.engine.contract.risk_array(call)[0] == cm.engine.contract.epoch(cm.manifest.underlyings["ETH"])[2]
+    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 1)
+    set_eth(cm, admin, "3200")
+    metrics = settlement.on_block(chain.blocks.head)
+    assert (metrics["sent"], metrics["errors"]) == (2, 0)
+    assert cm.clearing.contract.option_size(books["trader"], call) == 0
+    risk.keeper.set(make_keeper(sender=admin, state_file=None, seed=3))
+    before = cm.oracle.price("ETH/USD")
+    assert risk.move_prices()["sent"] >= 2  # the spot feeds, and the stale ones re-pushed
+    assert cm.oracle.price("ETH/USD") != before
