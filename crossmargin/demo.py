@@ -25,7 +25,7 @@ from crossmargin.units import WAD, account_id, from_wad
 # BTC gaps down 25% in one step, faster than any keeper, leaving an account insolvent.
 CRASH = (3000, 2850, 2700, 2550, 2400, 2250, 2100, 1950)
 CRASH_VOL = "0.9"
-BTC_GAP = 45000
+BTC_GAP = 42000
 STEP_SECONDS = 600  # time between crash steps: running auctions fall along their curve
 
 
@@ -79,7 +79,7 @@ def open_books(cm: Protocol, admin: Any, maker: Any, actors: dict[str, Any], lp:
         (actors["carol"], "WETH", "10"),
         (actors["dave"], "USDC", "12000"),
         (actors["erin"], "USDC", "20000"),
-        (actors["frank"], "USDC", "25000"),
+        (actors["frank"], "USDC", "30000"),
     ):
         mint(symbol).mint(admin, who, amount)
         cm.vault.deposit(who, symbol, amount)
@@ -186,8 +186,9 @@ def collect_auctions(cm: Protocol, first_block: int) -> dict[int, AuctionRecord]
         record.paid += from_wad(log.price)
         bought = from_wad(log.fraction) * from_wad(log.equity)
         record.discount += bought - from_wad(log.price)
-        elapsed = chain.blocks[log.block_number].timestamp - starts[log.account]
-        record.bids.append((elapsed, from_wad(multiplier(elapsed))))
+        if log.price > 0:  # solvent bids sit on the d(t) curve
+            elapsed = chain.blocks[log.block_number].timestamp - starts[log.account]
+            record.bids.append((elapsed, from_wad(multiplier(elapsed))))
     for log in liquidator.LossCovered.range(first_block, head + 1):
         records[log.account].fund_payout += from_wad(log.fund_payout)
         records[log.account].socialized += from_wad(log.socialized)
@@ -196,9 +197,10 @@ def collect_auctions(cm: Protocol, first_block: int) -> dict[int, AuctionRecord]
     return records
 
 
-def draw_chart(report: DemoReport, path: Path, params: AuctionParams = AuctionParams()) -> Path:
-    """Left: the auction price curve d(t) with the bids on it; right: each account's
+def draw_chart(report: DemoReport, path: Path, params: AuctionParams | None = None) -> Path:
+    """Left: the auction price curve d(t) with the solvent bids on it; right: each account's
     maintenance health over the crash."""
+    params = params or AuctionParams()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +215,7 @@ def draw_chart(report: DemoReport, path: Path, params: AuctionParams = AuctionPa
             left.scatter([t / 3600 for t, _ in record.bids], [float(d) for _, d in record.bids], zorder=3)
     left.set_xlabel("hours since the auction started")
     left.set_ylabel("price multiplier d(t)")
-    left.set_title("Dutch auction price curve (dots: bids)")
+    left.set_title("Dutch auction price curve (dots: the demo's solvent bids)")
     left.grid(alpha=0.3)
     xs = list(range(len(report.steps)))
     for name, values in report.health.items():

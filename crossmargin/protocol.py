@@ -16,6 +16,7 @@ from typing import Any
 
 from ape import networks, project
 
+import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
 from crossmargin.orders import ExchangeClient

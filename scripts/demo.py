@@ -41,7 +41,19 @@ def cli(network, chart):
 
     names = {b.account: b.name for b in report.books}
     table = Table(title="auctions")
-    for column in ("account", "book", "started at ETH", "equity", "MM", "sold", "paid by bidders", "discount", "fund paid", "socialized", "ended"):
+    for column in (
+        "account",
+        "book",
+        "started at ETH",
+        "equity",
+        "MM",
+        "sold",
+        "paid by bidders",
+        "discount",
+        "fund paid",
+        "socialized",
+        "ended",
+    ):
         table.add_column(column, justify="left" if column in ("account", "book") else "right")
     stories = {b.name: b.story for b in report.books}
     for record in report.auctions.values():

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import pytest
 from ape import project
-from ape_foundry.trace import AnvilTransactionTrace
 
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
 from crossmargin.units import key
-
-# Ape builds the source traceback of a failed transaction from an anvil step trace with
-# memory. The margin engine keeps tens of KB of memory over ~10^5 steps, and such a trace
-# exhausted anvil; the traceback needs no memory, so ask for none.
-_trace_field = AnvilTransactionTrace.model_fields["debug_trace_transaction_parameters"]
-_trace_field.default = {"stepsTracing": True, "enableMemory": False}
-AnvilTransactionTrace.model_rebuild(force=True)
 
 # The collateral decimals matrix: 6 (settlement), 8 and 18.
 SYMBOLS = ("USDC", "WBTC", "WETH")
