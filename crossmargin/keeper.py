@@ -60,7 +60,7 @@ from eth_utils import keccak, to_checksum_address
 
 from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams
-from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry
+from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry, revert_reason
 from crossmargin.units import SUB_BITS, WAD, from_wad, key
 
 __all__ = [
@@ -588,10 +588,15 @@ class Keeper:
         for k in sorted(finished, key=lambda k: self.state.sent[k].get("at", 0))[: max(0, len(finished) - keep)]:
             del self.state.sent[k]
 
-    def in_flight(self, prefix: str) -> dict[str, Any] | None:
-        """A sent call under ``prefix`` whose nonce the chain has not consumed yet (so it
-        may still be mined): acting again could double-act. Resolves finished ones."""
-        pending = [(k, v) for k, v in self.state.sent.items() if k.startswith(prefix) and v.get("status") == "pending"]
+    def in_flight(self, key: str, prefix: bool = False) -> dict[str, Any] | None:
+        """A sent call with this ``key`` (or, with ``prefix``, under ``key:``) whose nonce
+        the chain has not consumed yet (so it may still be mined): acting again could
+        double-act. Resolves the entries whose nonce is consumed."""
+        pending = [
+            (k, v)
+            for k, v in self.state.sent.items()
+            if (k.startswith(key + ":") if prefix else k == key) and v.get("status") == "pending"
+        ]
         if not pending or self.sender_account is None:
             return None
         mined_nonce = self._read(lambda: self.web3.eth.get_transaction_count(self.sender_account.address, "latest"))
@@ -621,10 +626,14 @@ class Keeper:
                         self.log(f"{report.task}: node error, retrying ({attempt}/{self.config.attempts}): {error}")
                         time.sleep(self.config.retry_delay * 2 ** (attempt - 1))
                         continue
-                    what = "node error" if is_transient(error) else "error"
-                    report.errors.append(f"{what}: {type(error).__name__}: {error}")
+                    reason = revert_reason(error)
+                    if reason is not None:
+                        report.errors.append(f"reverted: {reason}")
+                    else:
+                        what = "node error" if is_transient(error) else "error"
+                        report.errors.append(f"{what}: {type(error).__name__}: {error}")
                     self.log(f"{report.task}: {report.errors[-1]}")
-                    if not is_transient(error):
+                    if reason is None and not is_transient(error):
                         self.log(traceback.format_exc())
                     break
         report.seconds = time.monotonic() - began
@@ -668,7 +677,11 @@ class Keeper:
         records one action per call in ``report``."""
         todo, todo_targets = [], []
         for call, target in zip(calls, targets, strict=True):
-            flying = self.in_flight(call.key.rsplit(":", 1)[0] if kind == "bid" else call.key)
+            # bids are keyed per attempt: any bid on the same account in flight blocks another
+            if kind == "bid":
+                flying = self.in_flight(call.key.rsplit(":", 1)[0], prefix=True)
+            else:
+                flying = self.in_flight(call.key)
             if flying is not None:
                 report.actions.append(Action(kind, target, "skipped", f"in flight (nonce {flying['nonce']})"))
                 continue
@@ -796,9 +809,21 @@ class Keeper:
             if len(ids) == 1:
                 self.log(f"cannot value {describe_account(ids[0])}: {error}")
                 return []
+            # the first and the last account each failing the same way alone: the cause is
+            # global (a stale oracle, say) and every account would fail; report it instead
+            # of splitting down to single accounts
+            if all(self._fails_alike(a, error) for a in (ids[0], ids[-1])):
+                raise error from None
             half = len(ids) // 2
             return self._screen_batch(ids[:half]) + self._screen_batch(ids[half:])
         return [AccountHealth(a, e, i, m) for a, (e, i, m) in zip(ids, rows, strict=True)]
+
+    def _fails_alike(self, account: int, error: BaseException) -> bool:
+        try:
+            self._eth_call(self.cm.engine.contract.margins, [account], types="(int256,uint256,uint256)[]")
+        except Exception as probe:  # noqa: BLE001 - compared
+            return str(probe) == str(error)
+        return False
 
     # ------------------------------------------------------------------ liquidation
 
