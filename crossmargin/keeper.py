@@ -78,6 +78,7 @@ __all__ = [
     "PriceReport",
     "RefreshReport",
     "RefusedError",
+    "SettlementBlocked",
     "SettlementReport",
     "TaskReport",
     "describe_account",
@@ -143,6 +144,10 @@ def _event_topic(event_abi: Any) -> str:
 
 class RefusedError(RuntimeError):
     """A task that must not run here (e.g. the price mover off a devnet)."""
+
+
+class SettlementBlocked(RuntimeError):
+    """No round hint can settle this expiry (see :meth:`Keeper.round_hint`)."""
 
 
 # ---------------------------------------------------------------- configuration and state
@@ -1053,7 +1058,11 @@ class Keeper:
                 continue
             hint = 0  # once the price is stored, any hint will do
             if self._read(lambda i=instrument: clearing.instrument(i)).settlement_price == 0:
-                hint = self.round_hint(listing.underlying, listing.expiry)
+                try:
+                    hint = self.round_hint(listing.underlying, listing.expiry)
+                except SettlementBlocked as blocked:
+                    report.actions.append(Action("settle", f"instrument {instrument}", "rejected", str(blocked)))
+                    continue
                 if hint is None:
                     report.waiting.append(instrument)
                     report.actions.append(
@@ -1073,8 +1082,13 @@ class Keeper:
 
     def round_hint(self, underlying: int, expiry: int) -> int | None:
         """The first round of ``underlying``'s spot feed published at or after ``expiry``
-        (binary search in the latest phase), or None if there is none yet or it is the
-        phase's first round (the router then needs a later phase round; wait)."""
+        (binary search in the latest phase), or None if there is none yet.
+
+        Raises:
+            SettlementBlocked: That round is the first of its Chainlink phase: the router
+                needs ``updatedAt(r - 1) < expiry`` and ``r - 1`` does not exist, while every
+                later round fails the same check, so no hint is accepted.
+        """
         spot_key = self._read(lambda: self.cm.engine.contract.spot_key(underlying))
         address = self._read(lambda: self.cm.oracle.contract.feeds(spot_key)).aggregator
         feed = self.web3.eth.contract(address=address, abi=AGGREGATOR_ABI)
@@ -1089,7 +1103,11 @@ class Keeper:
                 hi = mid
             else:
                 lo = mid + 1
-        return None if hi == phase_first else hi
+        if hi == phase_first:
+            raise SettlementBlocked(
+                f"the first round after expiry ({hi:#x}) opens a feed phase; the router accepts no hint"
+            )
+        return hi
 
     # ------------------------------------------------------------------ risk arrays
 
