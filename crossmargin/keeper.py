@@ -60,7 +60,7 @@ from eth_utils import keccak, to_checksum_address
 
 from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams
-from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry
+from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry, revert_reason
 from crossmargin.units import SUB_BITS, WAD, from_wad, key
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "PriceReport",
     "RefreshReport",
     "RefusedError",
+    "SettlementBlocked",
     "SettlementReport",
     "TaskReport",
     "describe_account",
@@ -143,6 +144,10 @@ def _event_topic(event_abi: Any) -> str:
 
 class RefusedError(RuntimeError):
     """A task that must not run here (e.g. the price mover off a devnet)."""
+
+
+class SettlementBlocked(RuntimeError):
+    """No round hint can settle this expiry (see :meth:`Keeper.round_hint`)."""
 
 
 # ---------------------------------------------------------------- configuration and state
@@ -588,10 +593,15 @@ class Keeper:
         for k in sorted(finished, key=lambda k: self.state.sent[k].get("at", 0))[: max(0, len(finished) - keep)]:
             del self.state.sent[k]
 
-    def in_flight(self, prefix: str) -> dict[str, Any] | None:
-        """A sent call under ``prefix`` whose nonce the chain has not consumed yet (so it
-        may still be mined): acting again could double-act. Resolves finished ones."""
-        pending = [(k, v) for k, v in self.state.sent.items() if k.startswith(prefix) and v.get("status") == "pending"]
+    def in_flight(self, key: str, prefix: bool = False) -> dict[str, Any] | None:
+        """A sent call with this ``key`` (or, with ``prefix``, under ``key:``) whose nonce
+        the chain has not consumed yet (so it may still be mined): acting again could
+        double-act. Resolves the entries whose nonce is consumed."""
+        pending = [
+            (k, v)
+            for k, v in self.state.sent.items()
+            if (k.startswith(key + ":") if prefix else k == key) and v.get("status") == "pending"
+        ]
         if not pending or self.sender_account is None:
             return None
         mined_nonce = self._read(lambda: self.web3.eth.get_transaction_count(self.sender_account.address, "latest"))
@@ -621,10 +631,14 @@ class Keeper:
                         self.log(f"{report.task}: node error, retrying ({attempt}/{self.config.attempts}): {error}")
                         time.sleep(self.config.retry_delay * 2 ** (attempt - 1))
                         continue
-                    what = "node error" if is_transient(error) else "error"
-                    report.errors.append(f"{what}: {type(error).__name__}: {error}")
+                    reason = revert_reason(error)
+                    if reason is not None:
+                        report.errors.append(f"reverted: {reason}")
+                    else:
+                        what = "node error" if is_transient(error) else "error"
+                        report.errors.append(f"{what}: {type(error).__name__}: {error}")
                     self.log(f"{report.task}: {report.errors[-1]}")
-                    if not is_transient(error):
+                    if reason is None and not is_transient(error):
                         self.log(traceback.format_exc())
                     break
         report.seconds = time.monotonic() - began
@@ -668,7 +682,11 @@ class Keeper:
         records one action per call in ``report``."""
         todo, todo_targets = [], []
         for call, target in zip(calls, targets, strict=True):
-            flying = self.in_flight(call.key.rsplit(":", 1)[0] if kind == "bid" else call.key)
+            # bids are keyed per attempt: any bid on the same account in flight blocks another
+            if kind == "bid":
+                flying = self.in_flight(call.key.rsplit(":", 1)[0], prefix=True)
+            else:
+                flying = self.in_flight(call.key)
             if flying is not None:
                 report.actions.append(Action(kind, target, "skipped", f"in flight (nonce {flying['nonce']})"))
                 continue
@@ -796,9 +814,21 @@ class Keeper:
             if len(ids) == 1:
                 self.log(f"cannot value {describe_account(ids[0])}: {error}")
                 return []
+            # the first and the last account each failing the same way alone: the cause is
+            # global (a stale oracle, say) and every account would fail; report it instead
+            # of splitting down to single accounts
+            if all(self._fails_alike(a, error) for a in (ids[0], ids[-1])):
+                raise error from None
             half = len(ids) // 2
             return self._screen_batch(ids[:half]) + self._screen_batch(ids[half:])
         return [AccountHealth(a, e, i, m) for a, (e, i, m) in zip(ids, rows, strict=True)]
+
+    def _fails_alike(self, account: int, error: BaseException) -> bool:
+        try:
+            self._eth_call(self.cm.engine.contract.margins, [account], types="(int256,uint256,uint256)[]")
+        except Exception as probe:  # noqa: BLE001 - compared
+            return str(probe) == str(error)
+        return False
 
     # ------------------------------------------------------------------ liquidation
 
@@ -1028,7 +1058,11 @@ class Keeper:
                 continue
             hint = 0  # once the price is stored, any hint will do
             if self._read(lambda i=instrument: clearing.instrument(i)).settlement_price == 0:
-                hint = self.round_hint(listing.underlying, listing.expiry)
+                try:
+                    hint = self.round_hint(listing.underlying, listing.expiry)
+                except SettlementBlocked as blocked:
+                    report.actions.append(Action("settle", f"instrument {instrument}", "rejected", str(blocked)))
+                    continue
                 if hint is None:
                     report.waiting.append(instrument)
                     report.actions.append(
@@ -1048,8 +1082,13 @@ class Keeper:
 
     def round_hint(self, underlying: int, expiry: int) -> int | None:
         """The first round of ``underlying``'s spot feed published at or after ``expiry``
-        (binary search in the latest phase), or None if there is none yet or it is the
-        phase's first round (the router then needs a later phase round; wait)."""
+        (binary search in the latest phase), or None if there is none yet.
+
+        Raises:
+            SettlementBlocked: That round is the first of its Chainlink phase: the router
+                needs ``updatedAt(r - 1) < expiry`` and ``r - 1`` does not exist, while every
+                later round fails the same check, so no hint is accepted.
+        """
         spot_key = self._read(lambda: self.cm.engine.contract.spot_key(underlying))
         address = self._read(lambda: self.cm.oracle.contract.feeds(spot_key)).aggregator
         feed = self.web3.eth.contract(address=address, abi=AGGREGATOR_ABI)
@@ -1064,7 +1103,11 @@ class Keeper:
                 hi = mid
             else:
                 lo = mid + 1
-        return None if hi == phase_first else hi
+        if hi == phase_first:
+            raise SettlementBlocked(
+                f"the first round after expiry ({hi:#x}) opens a feed phase; the router accepts no hint"
+            )
+        return hi
 
     # ------------------------------------------------------------------ risk arrays
 

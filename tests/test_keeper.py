@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from decimal import Decimal
 
 import ape
 import pytest
@@ -201,13 +202,83 @@ def test_sweep__start_and_bid_until_nothing_is_liquidatable(
     else:
         pytest.fail(f"not swept: {report.summary()}")
     assert bids >= 3
+    head = chain.blocks.head.number
+    covered = list(cm.liquidator.contract.LossCovered.range(0, head + 1))
+    assert len(covered) >= 1 and all(e.loss == e.fund_payout + e.socialized for e in covered)
     assert all(not h.liquidatable for h in k.screen())
     assert not any(cm.liquidator.contract.in_auction(a) for a in books.values())
     assert not cm.liquidator.contract.in_auction(aid(stranger))
     assert not cm.vault.contract.frozen(aid(bidder))
 
 
+def test_liquidate__started_by_someone_else_meanwhile__skipped(cm, books, make_keeper, admin, stranger, keeper):
+    set_eth(cm, admin, "3500")
+    k = make_keeper()
+    k.discover()
+    cm.liquidator.start(stranger, books["trader"])  # after the keeper's discovery
+    report = k.liquidate()
+    actions = {a.target: (a.status, a.detail) for a in report.actions if a.kind == "start"}
+    assert actions[describe_account(books["trader"])] == ("skipped", "liquidator: already in auction")
+    assert actions[describe_account(books["operator"])] == ("sent", "")
+    assert report.ok and books["trader"] in k.state.auctions
+    with ape.reverts("liquidator: already in auction"):
+        cm.liquidator.start(keeper, books["trader"])
+
+
+def test_bid__bidder_short_of_margin__bids_what_it_can_afford(cm, books, make_keeper, admin, create_account, keeper):
+    create_account(keeper, {"USDC": "200"}, subaccount=5)
+    set_eth(cm, admin, "3500")
+    k = make_keeper(bid_threshold="0", bidder_subaccount=5)
+    k.discover()
+    k.liquidate()  # starts
+    report = k.liquidate()
+    [bid] = [a for a in report.actions if a.kind == "bid" and a.target == describe_account(books["trader"])]
+    assert bid.status == "sent", bid
+    head = ape.chain.blocks.head.number
+    [event] = cm.liquidator.contract.Bid.range(
+        0, head + 1, search_topics={"account": books["trader"], "bidder": aid(keeper, 5)}
+    )
+    assert 0 < event.fraction < to_wad("0.05")  # a small slice, within the 200 USDC
+    bidder = cm.engine.contract.margin(aid(keeper, 5))
+    assert bidder.equity >= bidder.initial
+    # with nothing to pay with, it does not try
+    empty = make_keeper(bid_threshold="0", bidder_subaccount=9)
+    skipped = [a for a in empty.liquidate().actions if a.kind == "bid"]
+    assert skipped and {a.detail for a in skipped} == {"bidder cannot afford a bid"}
+    with ape.reverts("liquidator: bidder under margin"):
+        cm.liquidator.bid(keeper, books["operator"], "0.5", "1000", subaccount=9)
+
+
 # ------------------------------------------------------------------ restarts, dry run, failures
+
+
+def test_state_file__other_deployment_or_reset_chain__starts_afresh(cm, books, make_keeper, admin):
+    k = make_keeper()
+    k.discover()
+    assert k.state.last_block >= 0
+    raw = json.loads(k.config.state_file.read_text())
+    raw["last_block_hash"] = "0x" + "00" * 32  # not this chain's block: a reset node or a reorg
+    k.config.state_file.write_text(json.dumps(raw))
+    rescanned = make_keeper()
+    assert rescanned.state.last_block == -1 and rescanned.state.accounts == k.state.accounts
+    assert rescanned.discover().from_block == 0
+    raw["deployment"] = "0x000000000000000000000000000000000000dEaD"
+    k.config.state_file.write_text(json.dumps(raw))
+    other = make_keeper()
+    assert other.state.accounts == set() and other.state.last_block == -1
+
+
+def test_config__from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CROSSMARGIN_KEEPER_DRY_RUN", "1")
+    monkeypatch.setenv("CROSSMARGIN_KEEPER_BID_THRESHOLD", "none")
+    monkeypatch.setenv("CROSSMARGIN_KEEPER_MAX_BID_FRACTION", "0.25")
+    monkeypatch.setenv("CROSSMARGIN_KEEPER_STATE_FILE", str(tmp_path / "s.json"))
+    monkeypatch.setenv("CROSSMARGIN_KEEPER_BATCH_SIZE", "32")
+    config = KeeperConfig.from_env()
+    assert config.dry_run and config.bid_threshold is None and config.batch_size == 32
+    assert config.max_bid_fraction == Decimal("0.25") and config.state_file == tmp_path / "s.json"
+    with pytest.raises(ValueError, match="max_bid_fraction"):
+        KeeperConfig(max_bid_fraction="1.5")
 
 
 def test_restart__same_state_file__does_not_double_act(cm, books, make_keeper, admin, keeper):
@@ -308,6 +379,15 @@ def test_rpc_error_in_one_task__the_others_go_on(
     assert reports["settle"].ok and reports["settle"].count("sent", "settle") == 2
     assert cm.clearing.contract.option_size(books["trader"], call) == 0
     assert reports["refresh"].ok
+
+
+def test_stale_oracle__reported_once_not_per_account(cm, books, make_keeper, chain):
+    k = make_keeper()
+    k.discover()
+    chain.mine(timestamp=chain.pending_timestamp + 2 * 3600)  # past heartbeat + grace
+    report = k.liquidate()
+    assert report.errors == ["reverted: oracle: stale price"]
+    assert report.actions == [] and report.screened == 0
 
 
 # ------------------------------------------------------------------ settlement
