@@ -85,3 +85,59 @@ def test_fork__actions_on_fork_leave_devnet_untouched(devnet, env):
 
     assert vault.functions.cash_of(trader, 0).call() == 0
     assert devnet.eth.block_number == block_before
+
+
+def test_fork__keeper_liquidates_on_the_fork_only(devnet, env, tmp_path):
+    """A book goes under maintenance on the devnet; the keeper, run against a fork of it,
+    finds it from events and starts its auction there; the devnet never sees it."""
+    _ape(["run", "deploy", "--network", "ethereum:devnet:node"], env)
+    setup = (
+        "\n".join(
+            [
+                "admin, maker, trader, bidder = (accounts.test_accounts[i] for i in (0, 1, 2, 4))",
+                "[cm.token('USDC').mint(admin, who, amount) for who, amount in"
+                " ((maker, '1000000'), (trader, '10000'), (bidder, '1000000'))]",
+                "[cm.vault.deposit(who, 'USDC', amount) for who, amount in"
+                " ((maker, '1000000'), (trader, '10000'), (bidder, '1000000'))]",
+                "cm.trade(maker, trader, cm.clearing.perp('ETH'), '10', '3000')",  # trader short 10
+                "feeds = (('ETH/USD', '3500'), ('ETH/IV', '0.6'), ('BTC/USD', '60000'), ('BTC/IV', '0.5'))",
+                "[cm.oracle.push(admin, k, v) for k, v in (*feeds, ('USDC/USD', '1'))]",
+                "m = cm.engine.margin(trader)",
+                "print('DEVNET_HEALTH', m.maintenance_health < 0)",
+            ]
+        )
+        + "\n"
+    )
+    out = _ape(["console", "--network", "ethereum:devnet:node"], env, stdin=setup)
+    assert "DEVNET_HEALTH True" in out
+    manifest = json.loads((Path(env["CROSSMARGIN_DEPLOYMENTS"]) / "devnet.json").read_text())
+    liquidator = devnet.eth.contract(
+        address=manifest["contracts"]["Liquidator"],
+        abi=[a.model_dump() for a in project.Liquidator.contract_type.abi],
+    )
+    account = int("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", 16) << 96  # test account 2, subaccount 0
+    block_before = devnet.eth.block_number
+
+    out = _ape(
+        [
+            "run",
+            "keeper",
+            "liquidate",
+            "--network",
+            "ethereum:devnet-fork:foundry",
+            "--account",
+            "4",
+            "--once",
+            "--threshold",
+            "0.01",
+            "--state-file",
+            str(tmp_path / "keeper.json"),
+        ],
+        env,
+        timeout=600,
+    )
+    assert "1 due" in out and "1 start sent" in out, out
+
+    # the devnet never saw any of it
+    assert devnet.eth.block_number == block_before
+    assert liquidator.functions.in_auction(account).call() is False
