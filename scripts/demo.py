@@ -39,28 +39,16 @@ def cli(network, chart):
     with console.status("starting") as status:
         report = run_demo(cm, admin, maker, actors, lp, bidder, progress=status.update)
 
+    if not console.is_terminal:
+        console.width = 120  # CI logs: room for the report's columns
     names = {b.account: b.name for b in report.books}
-    table = Table(title="auctions")
-    for column in (
-        "account",
-        "book",
-        "started at ETH",
-        "equity",
-        "MM",
-        "sold",
-        "paid by bidders",
-        "discount",
-        "fund paid",
-        "socialized",
-        "ended",
-    ):
-        table.add_column(column, justify="left" if column in ("account", "book") else "right")
-    stories = {b.name: b.story for b in report.books}
+    table = Table(title="auctions (USD; paid < 0: the bidder was paid)")
+    money = ("equity", "MM", "sold", "paid", "discount", "fund paid", "socialized")
+    for column in ("account", "ETH at start", *money, "ended"):
+        table.add_column(column, justify="left" if column == "account" else "right")
     for record in report.auctions.values():
-        name = names.get(record.account, hex(record.account))
         table.add_row(
-            name,
-            stories.get(name, ""),
+            names.get(record.account, hex(record.account)),
             f"{record.started_spot:,}",
             _usd(record.equity),
             _usd(record.maintenance),
