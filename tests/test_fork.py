@@ -49,6 +49,18 @@ def devnet():
         node.wait(timeout=10)
 
 
+def _devnet_contract(devnet, env, name: str):
+    """A web3 handle on contract ``name`` of the devnet's manifest (read straight from the node)."""
+    manifest = json.loads((Path(env["CROSSMARGIN_DEPLOYMENTS"]) / "devnet.json").read_text())
+    abi = [a.model_dump() for a in getattr(project, name).contract_type.abi]
+    return devnet.eth.contract(address=manifest["contracts"][name], abi=abi)
+
+
+def _session(*lines: str) -> str:
+    """An ``ape console`` session fed on stdin."""
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     return {**os.environ, "CROSSMARGIN_DEPLOYMENTS": str(tmp_path_factory.mktemp("deployments"))}
@@ -60,28 +72,20 @@ def test_fork__actions_on_fork_leave_devnet_untouched(devnet, env):
     again = _ape(["run", "deploy", "--network", "ethereum:devnet:node"], env)
     assert "0 transactions sent" in again  # idempotent on a persistent node
 
-    manifest = json.loads((Path(env["CROSSMARGIN_DEPLOYMENTS"]) / "devnet.json").read_text())
-    vault = devnet.eth.contract(
-        address=manifest["contracts"]["Vault"], abi=[a.model_dump() for a in project.Vault.contract_type.abi]
-    )
+    vault = _devnet_contract(devnet, env, "Vault")
     trader = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # test account 2
     block_before = devnet.eth.block_number
 
-    session = (
-        "\n".join(
-            [
-                "trader = accounts.test_accounts[2]",
-                "cm.token('USDC').mint(accounts.test_accounts[0], trader, '500')",
-                "cm.vault.deposit(trader, 'USDC', '500')",
-                "print('FORK_CASH', cm.vault.balances(trader).cash)",
-                "print('FORK_VAULT', cm.vault.address)",
-            ]
-        )
-        + "\n"
+    session = _session(
+        "trader = accounts.test_accounts[2]",
+        "cm.token('USDC').mint(accounts.test_accounts[0], trader, '500')",
+        "cm.vault.deposit(trader, 'USDC', '500')",
+        "print('FORK_CASH', cm.vault.balances(trader).cash)",
+        "print('FORK_VAULT', cm.vault.address)",
     )
     out = _ape(["console", "--network", "ethereum:devnet-fork:foundry"], env, stdin=session)
     assert "FORK_CASH 500" in out
-    assert f"FORK_VAULT {manifest['contracts']['Vault']}" in out  # the console loaded the devnet manifest
+    assert f"FORK_VAULT {vault.address}" in out  # the console loaded the devnet manifest
 
     assert vault.functions.cash_of(trader, 0).call() == 0
     assert devnet.eth.block_number == block_before
@@ -91,30 +95,19 @@ def test_fork__keeper_liquidates_on_the_fork_only(devnet, env, tmp_path):
     """A book goes under maintenance on the devnet; the keeper, run against a fork of it,
     finds it from events and starts its auction there; the devnet never sees it."""
     _ape(["run", "deploy", "--network", "ethereum:devnet:node"], env)
-    setup = (
-        "\n".join(
-            [
-                "admin, maker, trader, bidder = (accounts.test_accounts[i] for i in (0, 1, 2, 4))",
-                "[cm.token('USDC').mint(admin, who, amount) for who, amount in"
-                " ((maker, '1000000'), (trader, '10000'), (bidder, '1000000'))]",
-                "[cm.vault.deposit(who, 'USDC', amount) for who, amount in"
-                " ((maker, '1000000'), (trader, '10000'), (bidder, '1000000'))]",
-                "cm.trade(maker, trader, cm.clearing.perp('ETH'), '10', '3000')",  # trader short 10
-                "feeds = (('ETH/USD', '3500'), ('ETH/IV', '0.6'), ('BTC/USD', '60000'), ('BTC/IV', '0.5'))",
-                "[cm.oracle.push(admin, k, v) for k, v in (*feeds, ('USDC/USD', '1'))]",
-                "m = cm.engine.margin(trader)",
-                "print('DEVNET_HEALTH', m.maintenance_health < 0)",
-            ]
-        )
-        + "\n"
+    setup = _session(
+        "admin, maker, trader, bidder = (accounts.test_accounts[i] for i in (0, 1, 2, 4))",
+        "funds = ((maker, '1000000'), (trader, '10000'), (bidder, '1000000'))",
+        "[cm.token('USDC').mint(admin, who, amount) for who, amount in funds]",
+        "[cm.vault.deposit(who, 'USDC', amount) for who, amount in funds]",
+        "cm.trade(maker, trader, cm.clearing.perp('ETH'), '10', '3000')",  # trader short 10
+        "feeds = (('ETH/USD', '3500'), ('ETH/IV', '0.6'), ('BTC/USD', '60000'), ('BTC/IV', '0.5'))",
+        "[cm.oracle.push(admin, k, v) for k, v in (*feeds, ('USDC/USD', '1'))]",
+        "print('DEVNET_HEALTH', cm.engine.margin(trader).maintenance_health < 0)",
     )
     out = _ape(["console", "--network", "ethereum:devnet:node"], env, stdin=setup)
     assert "DEVNET_HEALTH True" in out
-    manifest = json.loads((Path(env["CROSSMARGIN_DEPLOYMENTS"]) / "devnet.json").read_text())
-    liquidator = devnet.eth.contract(
-        address=manifest["contracts"]["Liquidator"],
-        abi=[a.model_dump() for a in project.Liquidator.contract_type.abi],
-    )
+    liquidator = _devnet_contract(devnet, env, "Liquidator")
     account = int("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", 16) << 96  # test account 2, subaccount 0
     block_before = devnet.eth.block_number
 
