@@ -41,7 +41,7 @@ exports: (
 
 # @dev Internal fixed point: 1.0 = 10**18.
 WAD: constant(uint256) = 10**18
-# @dev Bounds on a feed's heartbeat (seconds).
+# @dev Bounds on a feed's heartbeat (seconds); it is packed in 32 bits.
 MIN_HEARTBEAT: constant(uint256) = 60
 MAX_HEARTBEAT: constant(uint256) = 2 * 86_400
 # @dev Upper bound on the staleness grace added to every heartbeat (seconds).
@@ -50,6 +50,10 @@ MAX_HEARTBEAT_GRACE: constant(uint256) = 3_600
 MAX_SEQUENCER_GRACE: constant(uint256) = 86_400
 # @dev ABI size of a `latestRoundData`/`getRoundData` answer (5 words).
 ROUND_DATA_SIZE: constant(uint256) = 160
+M32: constant(uint256) = 2**32 - 1
+M64: constant(uint256) = 2**64 - 1
+M128: constant(uint256) = 2**128 - 1
+M160: constant(uint256) = 2**160 - 1
 
 
 struct Feed:
@@ -64,15 +68,17 @@ struct Feed:
     scale: uint256
 
 
-# @dev Registered feeds by key. Invariant: `aggregator != empty` iff the feed is usable,
-# and then `0 < min_answer < max_answer`.
-feeds: public(HashMap[bytes32, Feed])
-# @dev Extra seconds every feed may lag beyond its heartbeat (network jitter).
-heartbeat_grace: public(uint256)
-# @dev L2 sequencer-uptime feed (answer 0 = up); empty on L1 and local chains.
-sequencer_feed: public(address)
-# @dev Seconds after a sequencer restart during which new risk is still refused.
-sequencer_grace: public(uint256)
+# @dev Registered feeds by key, two words each (what every read needs, and nothing else):
+#      [0] aggregator (bits 0-159) | heartbeat (160-191) | scale (192-255);
+#      [1] min_answer (bits 0-127) | max_answer (128-255).
+#      Invariant: `aggregator != empty` iff the feed is usable, and then
+#      `0 < min_answer < max_answer < 2**128`. `feeds(key)` unpacks them.
+feed_words: HashMap[bytes32, uint256[2]]
+# @dev Router settings, one word (read once per transaction however many feeds it reads):
+#      heartbeat_grace (bits 0-31, s: extra lag every feed may have beyond its heartbeat) |
+#      sequencer_grace (32-63, s: new risk stays refused this long after a restart) |
+#      sequencer_feed (64-223: L2 sequencer-uptime feed, answer 0 = up; empty on L1).
+settings: uint256
 
 
 event FeedSet:
@@ -121,24 +127,22 @@ def set_feed(key: bytes32, aggregator: address, heartbeat: uint256, min_answer: 
     assert key != empty(bytes32), "oracle: zero key"
     assert aggregator.is_contract, "oracle: aggregator not a contract"
     assert heartbeat >= MIN_HEARTBEAT and heartbeat <= MAX_HEARTBEAT, "oracle: heartbeat out of bounds"
-    assert min_answer != 0 and min_answer < max_answer, "oracle: bad bounds"
+    assert min_answer != 0 and min_answer < max_answer and max_answer <= M128, "oracle: bad bounds"
     decimals: uint256 = convert(staticcall AggregatorV3Interface(aggregator).decimals(), uint256)
     assert decimals <= 18, "oracle: decimals above 18"
-    self.feeds[key] = Feed(
-        aggregator=aggregator,
-        heartbeat=heartbeat,
-        min_answer=min_answer,
-        max_answer=max_answer,
-        scale=10 ** (18 - decimals),
-    )
+    # heartbeat < 2**32, scale <= 10**18 < 2**64, bounds < 2**128: each fits its field
+    self.feed_words[key] = [
+        convert(aggregator, uint256) | (heartbeat << 160) | (10 ** (18 - decimals) << 192),
+        min_answer | (max_answer << 128),
+    ]
     log FeedSet(key=key, aggregator=aggregator, heartbeat=heartbeat, min_answer=min_answer, max_answer=max_answer)
 
 
 @external
 def remove_feed(key: bytes32):
     ownable._check_owner()
-    assert self.feeds[key].aggregator != empty(address), "oracle: unknown feed"
-    self.feeds[key] = empty(Feed)
+    assert self.feed_words[key][0] & M160 != 0, "oracle: unknown feed"
+    self.feed_words[key] = empty(uint256[2])
     log FeedRemoved(key=key)
 
 
@@ -160,8 +164,7 @@ def set_sequencer(feed: address, grace: uint256):
     ownable._check_owner()
     assert feed == empty(address) or feed.is_contract, "oracle: sequencer not a contract"
     assert grace <= MAX_SEQUENCER_GRACE, "oracle: grace out of bounds"
-    self.sequencer_feed = feed
-    self.sequencer_grace = grace
+    self.settings = (self.settings & M32) | (grace << 32) | (convert(feed, uint256) << 64)
     log SequencerSet(feed=feed, grace=grace)
 
 
@@ -223,7 +226,8 @@ def check_sequencer() -> bool:
     @notice Reverts while the L2 sequencer is down or within its grace period after a
             restart; returns True otherwise (always, where no sequencer feed is set).
     """
-    feed: address = self.sequencer_feed
+    settings: uint256 = self.settings
+    feed: address = convert(settings >> 64, address)
     if feed == empty(address):
         return True
     ok: bool = False
@@ -239,8 +243,45 @@ def check_sequencer() -> bool:
     _answered: uint80 = 0
     _rid, status, started_at, _updated, _answered = abi_decode(response, (uint80, int256, uint256, uint256, uint80))
     assert status == 0, "oracle: sequencer down"
-    assert block.timestamp > started_at + self.sequencer_grace, "oracle: sequencer grace period"
+    assert block.timestamp > started_at + ((settings >> 32) & M32), "oracle: sequencer grace period"
     return True
+
+
+@external
+@view
+def feeds(key: bytes32) -> Feed:
+    """
+    @notice The feed registered under `key` (all zero if none).
+    """
+    words: uint256[2] = self.feed_words[key]
+    return self._unpack(words[0], words[1])
+
+
+@external
+@view
+def heartbeat_grace() -> uint256:
+    """
+    @notice Extra seconds every feed may lag beyond its heartbeat (network jitter).
+    """
+    return self.settings & M32
+
+
+@external
+@view
+def sequencer_feed() -> address:
+    """
+    @notice The L2 sequencer-uptime feed (answer 0 = up); empty on L1 and local chains.
+    """
+    return convert(self.settings >> 64, address)
+
+
+@external
+@view
+def sequencer_grace() -> uint256:
+    """
+    @notice Seconds after a sequencer restart during which new risk is still refused.
+    """
+    return (self.settings >> 32) & M32
 
 
 # ---------------------------------------------------------------- internals
@@ -249,16 +290,28 @@ def check_sequencer() -> bool:
 @internal
 def _set_heartbeat_grace(grace: uint256):
     assert grace <= MAX_HEARTBEAT_GRACE, "oracle: grace out of bounds"
-    self.heartbeat_grace = grace
+    self.settings = (self.settings & ~M32) | grace
     log HeartbeatGraceSet(grace=grace)
 
 
 @internal
 @view
 def _feed(key: bytes32) -> Feed:
-    feed: Feed = self.feeds[key]
-    assert feed.aggregator != empty(address), "oracle: unknown feed"
-    return feed
+    words: uint256[2] = self.feed_words[key]
+    assert words[0] & M160 != 0, "oracle: unknown feed"
+    return self._unpack(words[0], words[1])
+
+
+@internal
+@pure
+def _unpack(config: uint256, bounds: uint256) -> Feed:
+    return Feed(
+        aggregator=convert(config & M160, address),
+        heartbeat=(config >> 160) & M32,
+        min_answer=bounds & M128,
+        max_answer=bounds >> 128,
+        scale=config >> 192,
+    )
 
 
 @internal
@@ -285,7 +338,7 @@ def _latest(key: bytes32) -> (uint256, uint80):
     )
     assert updated_at <= block.timestamp, "oracle: future timestamp"
     # cannot underflow: checked just above
-    assert unsafe_sub(block.timestamp, updated_at) <= feed.heartbeat + self.heartbeat_grace, "oracle: stale price"
+    assert unsafe_sub(block.timestamp, updated_at) <= feed.heartbeat + (self.settings & M32), "oracle: stale price"
     return self._normalize(feed, answer), round_id
 
 
