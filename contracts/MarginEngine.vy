@@ -8,19 +8,21 @@
         underlying, with option values read from per-instrument risk arrays.
 
         Glossary (all amounts WAD = 1e18; 1 cash = 1 USD):
-          grid      per underlying, up to 32 scenarios (spot shock, vol move, weight);
-                    scenario 0 is always the base (no shock, weight 1)
+          grid      per underlying, up to 32 scenarios (spot shock, vol move, weight), shocks
+                    and weights in steps of 0.01%; scenario 0 is always the base (no shock,
+                    weight 1)
           risk array per option, its value per unit under every scenario of its grid,
-                    stored as 40-bit lanes of `quantum` wei (floor), computed once per
-                    *epoch* of the underlying, at the epoch's opening time
+                    stored as 31-bit lanes of `quantum · 2**shift` wei (floor), with `shift`
+                    the smallest that makes every lane fit; computed once per *epoch* of
+                    the underlying, at the epoch's opening time
           epoch     per underlying, a (spot round, vol round) pair seen by the engine; a new
                     epoch opens when either oracle round moves or the last one is older than
                     `max_array_age`. A check only uses arrays of the current epoch.
 
-        Valuation of an account:
+        Valuation of an account (z = size · 2**shift of the option's array, in quanta):
           equity = cash + Σ floor(collateral value) + Σ perps (size·spot − cost − funding owed)
-                   + Σ options size·q0·quantum (longs at the floor lane, shorts at lane + 1)
-          PnL_u(s) = floor(E_u·shock_s) + floor(Σ size·(q_s − q_0)·quantum)   E_u = linear
+                   + Σ options z·q0·quantum (longs at the floor lane, shorts at lane + 1)
+          PnL_u(s) = floor(E_u·shock_s) + floor(Σ z·(q_s − q_0)·quantum)   E_u = linear
                    exposure (perp notional + value of collateral tracking u)
           L_u    = max(0, −min_s floor(w_s·PnL_u(s)))
           risk   = Σ_u L_u + perp add-on + short-option add-on + quantization add-on
@@ -32,8 +34,8 @@
         `instrument`) and the oracle router; it writes nothing but epochs and arrays. A
         margin check never values an option from an array of an older epoch: views compute
         a stale array in memory, state-changing checks store it. Compiled with the venom
-        code generator (`experimental-codegen`): the legacy generator's output is 28 KB,
-        over the EIP-170 limit; venom's is 23.9 KB.
+        code generator (`experimental-codegen`): the legacy generator's output is over the
+        EIP-170 limit.
 """
 
 from snekmate.auth import ownable
@@ -76,20 +78,32 @@ MAX_OPTIONS: constant(uint256) = 32
 # @dev Batch bounds for keeper views and refreshes.
 MAX_BATCH: constant(uint256) = 64
 
-# @dev Grid shocks and weights are in millionths (1e6 = 100%).
+# @dev Grid shocks and weights are in millionths (1e6 = 100%) at the interface.
 MILLION: constant(uint256) = 10**6
 IMILLION: constant(int256) = 10**6
-# @dev Grid words pack 4 scenarios of 64 bits: shock int32 | vol move uint8 | weight uint24.
-GRID_LANES: constant(uint256) = 4
-GRID_WORDS: constant(uint256) = 8
+# @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15) | vol move (16-17) |
+#      weight uint14 (18-31); shock and weight in units of GRID_UNIT millionths (0.01%).
+GRID_UNIT: constant(uint256) = 100
+IGRID_UNIT: constant(int256) = 100
+GRID_LANES: constant(uint256) = 8
+GRID_BITS: constant(uint256) = 32
+GRID_WORDS: constant(uint256) = 4
 VOL_DOWN: constant(uint256) = 0
 VOL_NONE: constant(uint256) = 1
 VOL_UP: constant(uint256) = 2
-# @dev Risk-array words pack 6 lanes of 40 bits; lane 0 is the epoch, lane 1 + s scenario s.
-LANE_BITS: constant(uint256) = 40
-LANES: constant(uint256) = 6
-LANE_MASK: constant(uint256) = 2**40 - 1
-ARRAY_WORDS: constant(uint256) = 6
+# @dev Risk-array words pack 8 lanes of 31 bits (bits 0-247); lane 0 is the epoch (its low
+#      31 bits), lane 1 + s scenario s; bits 248-255 of word 0 hold the array's `shift`.
+LANE_BITS: constant(uint256) = 31
+LANES: constant(uint256) = 8
+LANE_MASK: constant(uint256) = 2**31 - 1
+ARRAY_WORDS: constant(uint256) = 5
+SHIFT_BIT: constant(uint256) = 248
+# @dev Largest `shift`: keeps |size| · 2**shift < 2**127 · 2**91 = 2**218 (see `_value`).
+#      It covers values per unit up to 2**122 quanta (5e24 USD at the smallest quantum).
+MAX_SHIFT: constant(uint256) = 91
+# @dev Accumulator row per underlying: one slot per lane of every array word.
+ROW: constant(uint256) = LANES * ARRAY_WORDS
+ACC_SIZE: constant(uint256) = (MAX_UNDERLYINGS + 1) * ROW
 
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
@@ -101,7 +115,8 @@ YEAR: constant(uint256) = 365 * 86_400
 TERM_BASE: constant(uint256) = 30 * 86_400
 TERM_FLOOR: constant(uint256) = 86_400
 
-# @dev Parameter bounds (WAD unless stated).
+# @dev Parameter bounds (WAD unless stated). Every bound fits the 64-bit fields it is
+#      packed in (see `Listing` and `params`).
 MIN_IM_FACTOR: constant(uint256) = 10**18
 MAX_IM_FACTOR: constant(uint256) = 3 * 10**18
 MIN_ARRAY_AGE: constant(uint256) = 60
@@ -122,6 +137,7 @@ MIN_EMA_WINDOW: constant(uint256) = 60
 MAX_EMA_WINDOW: constant(uint256) = 86_400
 # @dev Longest option listed (s); keeps every BS input inside bs_math's overflow bounds.
 MAX_EXPIRY: constant(uint256) = 5 * YEAR
+M64: constant(uint256) = 2**64 - 1
 
 
 struct Underlying:
@@ -130,9 +146,9 @@ struct Underlying:
     # oracle keys of the spot price and implied volatility (both WAD)
     spot_key: bytes32
     vol_key: bytes32
-    # instrument id of its perpetual, 0 until listed
+    # always 0: perps are listed in the clearinghouse (kept for the getter's ABI)
     perp: uint256
-    # wei of value per risk-array lane unit (lanes hold floor(value / quantum) < 2**40)
+    # wei of value per risk-array lane unit before the array's scale (see `_compute_array`)
     quantum: uint256
     # vol shock parameters: up = 1 + vol_up·p, down = max(vol_floor, 1 − vol_down·p),
     # p = (30d / max(T, 1d))^term_exponent
@@ -147,6 +163,18 @@ struct Underlying:
     scenarios: uint256
 
 
+struct Listing:
+    name: bytes32
+    spot_key: bytes32
+    vol_key: bytes32
+    # what every valuation reads, one word: quantum (bits 0-63) | perp_rate (64-127) |
+    # short_option_rate (128-191) | scenarios (192-199)
+    risk: uint256
+    # what only array computations read: vol_up | vol_down | vol_floor | term_exponent,
+    # 64 bits each from bit 0
+    shocks: uint256
+
+
 struct Context:
     # oracle reads of the underlying (WAD) and their round ids
     spot: uint256
@@ -157,32 +185,11 @@ struct Context:
     epoch: uint256
     opened_at: uint256
     stored: bool
-    # grid
+    # the listing's risk word, unpacked where it is used often
+    risk: uint256
     scenarios: uint256
-    grid: uint256[GRID_WORDS]
     quantum: uint256
-    # aggregates of the account's exposure to this underlying
-    exposure: int256
-    option_pnl: int256[MAX_SCENARIOS]
-    option_value: int256
-    option_units: uint256
-    net_calls: int256
-    net_puts: int256
-    perp_units: uint256
-
-
-struct Book:
-    cash: int256
-    lines: DynArray[IVault.Collateral, MAX_ASSETS]
-    # bit u set iff underlying u is touched by the account
-    mask: uint256
-    options: DynArray[uint256, MAX_OPTIONS]
-    perp_size: int256[MAX_UNDERLYINGS + 1]
-    ctx: Context[MAX_UNDERLYINGS + 1]
-    # vault side of the valuation
-    collateral_value: uint256
-    mm_haircut: uint256
-    im_haircut: uint256
+    grid: uint256[GRID_WORDS]
 
 
 struct UnderlyingRisk:
@@ -210,23 +217,20 @@ ORACLE: public(immutable(IOracleRouter))
 CLEARING: public(immutable(IClearinghouse))
 # @dev Oracle key of the settlement asset's USD feed (depeg circuit breaker), or empty.
 settlement_key: public(bytes32)
-# @dev IM = ceil(risk · im_factor) + IM haircuts (WAD, >= 1).
-im_factor: public(uint256)
-# @dev A risk array older than this (s) is never used.
-max_array_age: public(uint256)
-# @dev Black-Scholes rate (WAD per year).
-rate: public(uint256)
-# @dev Underlyings by id (1..underlying_count) and ids by name.
-underlyings: public(HashMap[uint256, Underlying])
+# @dev Engine parameters, one word: im_factor (bits 0-63, WAD, IM = ceil(risk · im_factor)
+#      + IM haircuts) | max_array_age (64-127, s: an older risk array is never used) |
+#      rate (128-191, Black-Scholes rate, WAD per year). Getters below.
+params: uint256
+# @dev Underlyings by id (1..underlying_count) and ids by name; `underlyings(u)` unpacks.
+listings: HashMap[uint256, Listing]
 underlying_ids: public(HashMap[bytes32, uint256])
 underlying_count: public(uint256)
-# @dev Packed grid of each underlying (see GRID_LANES).
+# @dev Packed grid of each underlying (see GRID_LANES); only the words in use are read.
 grid_words: HashMap[uint256, uint256[GRID_WORDS]]
 # @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | opened (64).
 epochs: HashMap[uint256, uint256]
-# @dev Risk arrays by instrument (see LANES).
+# @dev Risk arrays by instrument (see LANES); only the words in use are read.
 arrays: HashMap[uint256, uint256[ARRAY_WORDS]]
-
 
 
 event EpochOpened:
@@ -311,14 +315,14 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
     loaded: uint256 = 0
     stored: uint256 = 0
     for instrument_id: uint256 in instrument_ids:
-        instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(instrument_id)
+        instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
         if instrument.kind != CALL and instrument.kind != PUT:
             continue
         u: uint256 = instrument.underlying
         if loaded & (1 << u) == 0:
             contexts[u] = self._current_context(u)
             loaded |= 1 << u
-        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch:
+        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch & LANE_MASK:
             self._store_array(instrument_id, self._compute_array(instrument, contexts[u]), contexts[u].epoch)
             stored += 1
     return stored
@@ -353,7 +357,7 @@ def margin(account: uint256) -> IRiskEngine.Margin:
     """
     @notice Equity, initial and maintenance requirement of `account` (all WAD).
     """
-    return self._margin(self._view_book(account, 0))
+    return self._view_margin(account, 0)
 
 
 @external
@@ -363,7 +367,7 @@ def margin_adjusted(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin
     @notice The margin with `cash_adjust` (WAD) subtracted from the account's cash: the
             clearinghouse values an account as it was before a trade with it.
     """
-    return self._margin(self._view_book(account, cash_adjust))
+    return self._view_margin(account, cash_adjust)
 
 
 @external
@@ -389,7 +393,7 @@ def check_new_risk() -> bool:
 @external
 @view
 def spot_key(underlying: uint256) -> bytes32:
-    return self.underlyings[underlying].spot_key
+    return self.listings[underlying].spot_key
 
 
 @external
@@ -400,7 +404,7 @@ def margins(accounts: DynArray[uint256, MAX_BATCH]) -> DynArray[IRiskEngine.Marg
     """
     result: DynArray[IRiskEngine.Margin, MAX_BATCH] = []
     for account: uint256 in accounts:
-        result.append(self._margin(self._view_book(account, 0)))
+        result.append(self._view_margin(account, 0))
     return result
 
 
@@ -411,7 +415,7 @@ def initial_health(account: uint256) -> int256:
     @notice `equity - IM` (WAD); new risk needs it >= 0. Reverts while new risk is closed.
     """
     self._check_new_risk()
-    m: IRiskEngine.Margin = self._margin(self._view_book(account, 0))
+    m: IRiskEngine.Margin = self._view_margin(account, 0)
     return m.equity - convert(m.initial, int256)
 
 
@@ -422,7 +426,7 @@ def maintenance_health(account: uint256) -> int256:
     @notice `equity - MM` (WAD); the account is liquidatable when it is negative. Never
             gated on the sequencer, so liquidation can always proceed.
     """
-    m: IRiskEngine.Margin = self._margin(self._view_book(account, 0))
+    m: IRiskEngine.Margin = self._view_margin(account, 0)
     return m.equity - convert(m.maintenance, int256)
 
 
@@ -433,22 +437,11 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
     @notice Per underlying the account touches: the unweighted PnL of every scenario, the
             worst weighted scenario and its loss L_u (WAD).
     """
-    book: Book = self._view_book(account, 0)
+    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if book.mask & (1 << u) == 0:
-            continue
-        pnl: int256[MAX_SCENARIOS] = self._scenario_pnl(book.ctx[u])
-        vector: DynArray[int256, MAX_SCENARIOS] = []
-        worst: int256 = 0
-        worst_scenario: uint256 = 0
-        for s: uint256 in range(book.ctx[u].scenarios, bound=MAX_SCENARIOS):
-            vector.append(pnl[s])
-            weighted: int256 = self._weighted(pnl[s], book.ctx[u].grid, s)
-            if weighted < worst:
-                worst = weighted
-                worst_scenario = s
-        result.append(UnderlyingRisk(underlying=u, worst_scenario=worst_scenario, loss=convert(-worst, uint256), pnl=vector))
+    m, result = self._value(
+        account, self._positions(account), 0, empty(Context[MAX_UNDERLYINGS + 1]), 0, True
+    )
     return result
 
 
@@ -458,29 +451,38 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     """
     @notice Delta, gamma and vega of the account per underlying it touches, at the live
             spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
+    @dev Values the account first, so it reads and reverts exactly as `margin` does.
     """
-    book: Book = self._view_book(account, 0)
+    positions: IClearinghouse.Positions = self._positions(account)
+    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
+    touched: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
+    m, touched = self._value(account, positions, 0, empty(Context[MAX_UNDERLYINGS + 1]), 0, True)
+    cash: int256 = 0
+    lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
+    cash, lines = self._account_state(account)
     result: DynArray[Greeks, MAX_UNDERLYINGS] = []
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if book.mask & (1 << u) == 0:
-            continue
-        spot: uint256 = book.ctx[u].spot
-        delta: int256 = book.perp_size[u]
-        for line: IVault.Collateral in book.lines:
+    for r: UnderlyingRisk in touched:
+        u: uint256 = r.underlying
+        ctx: Context = self._context(u)
+        delta: int256 = 0
+        for line: IClearinghouse.PerpLine in positions.perps:
+            if line.underlying == u:
+                delta = line.size
+        for line: IVault.Collateral in lines:
             if self.underlying_ids[line.underlying] == u:
                 delta += convert(line.balance, int256)
         gamma: int256 = 0
         vega: int256 = 0
-        for word: uint256 in book.options:
+        for word: uint256 in positions.options:
             if (word >> 32) & 255 != u:
                 continue
             size: int256 = fixed._word_size(word)
-            instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(word & (2**32 - 1))
+            instrument: IClearinghouse.Instrument = self._instrument(word & (2**32 - 1))
             d: int256 = 0
             g: uint256 = 0
             v: uint256 = 0
             d, g, v = bs_math._bs_greeks(
-                spot, instrument.strike, book.ctx[u].vol, self._tau(instrument.expiry, block.timestamp), self.rate, instrument.kind == CALL
+                ctx.spot, instrument.strike, ctx.vol, self._tau(instrument.expiry, block.timestamp), self._param(2), instrument.kind == CALL
             )
             delta += fixed._floor_div(size * d, IWAD)
             gamma += fixed._floor_div(size * convert(g, int256), IWAD)
@@ -491,17 +493,19 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
 
 @external
 @view
-def risk_array(instrument_id: uint256) -> (uint256, DynArray[uint256, MAX_SCENARIOS]):
+def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS]):
     """
-    @notice The stored risk array of an option: its epoch and lanes (value per unit under
-            each scenario, in units of the underlying's `quantum`, rounded down).
+    @notice The stored risk array of an option: its epoch (low 31 bits), its `shift` and
+            its lanes (value per unit under each scenario, in units of the underlying's
+            `quantum · 2**shift`, rounded down).
     """
-    instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(instrument_id)
+    instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
     words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
     lanes: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range(self.underlyings[instrument.underlying].scenarios, bound=MAX_SCENARIOS):
-        lanes.append(self._lane(words, s + 1))
-    return words[0] & LANE_MASK, lanes
+    for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
+        k: uint256 = s + 1
+        lanes.append((words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK)
+    return words[0] & LANE_MASK, words[0] >> SHIFT_BIT, lanes
 
 
 @external
@@ -515,7 +519,7 @@ def epoch(underlying: uint256) -> (uint80, uint80, uint256, uint256):
         convert(record >> 176, uint80),
         convert((record >> 96) & (2**80 - 1), uint80),
         (record >> 64) & (2**32 - 1),
-        record & (2**64 - 1),
+        record & M64,
     )
 
 
@@ -530,11 +534,62 @@ def grid(underlying: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint
     shocks: DynArray[int256, MAX_SCENARIOS] = []
     moves: DynArray[uint256, MAX_SCENARIOS] = []
     weights: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range(self.underlyings[underlying].scenarios, bound=MAX_SCENARIOS):
-        shocks.append(self._shock(words, s))
-        moves.append(self._move(words, s))
-        weights.append(self._weight(words, s))
+    for s: uint256 in range((self.listings[underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
+        lane: uint256 = words[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+        shocks.append(self._shock(lane))
+        moves.append((lane >> 16) & 3)
+        weights.append(self._weight(lane))
     return shocks, moves, weights
+
+
+@external
+@view
+def underlyings(underlying: uint256) -> Underlying:
+    """
+    @notice An underlying's listing and risk parameters (unpacked from storage).
+    """
+    listing: Listing = self.listings[underlying]
+    return Underlying(
+        name=listing.name,
+        spot_key=listing.spot_key,
+        vol_key=listing.vol_key,
+        perp=0,
+        quantum=listing.risk & M64,
+        vol_up=listing.shocks & M64,
+        vol_down=(listing.shocks >> 64) & M64,
+        vol_floor=(listing.shocks >> 128) & M64,
+        term_exponent=listing.shocks >> 192,
+        short_option_rate=(listing.risk >> 128) & M64,
+        perp_rate=(listing.risk >> 64) & M64,
+        scenarios=(listing.risk >> 192) & 255,
+    )
+
+
+@external
+@view
+def im_factor() -> uint256:
+    """
+    @notice IM = ceil(risk · im_factor) + IM haircuts (WAD, >= 1).
+    """
+    return self._param(0)
+
+
+@external
+@view
+def max_array_age() -> uint256:
+    """
+    @notice A risk array older than this (s) is never used.
+    """
+    return self._param(1)
+
+
+@external
+@view
+def rate() -> uint256:
+    """
+    @notice Black-Scholes rate (WAD per year).
+    """
+    return self._param(2)
 
 
 # ---------------------------------------------------------------- owner
@@ -556,9 +611,9 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     assert u <= MAX_UNDERLYINGS, "engine: too many underlyings"
     self.underlying_count = u
     self.underlying_ids[name] = u
-    self.underlyings[u].name = name
-    self.underlyings[u].spot_key = spot_key
-    self.underlyings[u].vol_key = vol_key
+    self.listings[u].name = name
+    self.listings[u].spot_key = spot_key
+    self.listings[u].vol_key = vol_key
     log UnderlyingListed(underlying=u, name=name, spot_key=spot_key, vol_key=vol_key)
     self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
     shocks: DynArray[int256, MAX_SCENARIOS] = [0]
@@ -589,8 +644,9 @@ def set_grid(
     weights: DynArray[uint256, MAX_SCENARIOS],
 ):
     """
-    @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6).
-            Opens a new epoch, so every array is recomputed.
+    @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6);
+            shocks and weights (millionths) must be multiples of 100 (0.01%). Opens a new
+            epoch, so every array is recomputed.
     """
     ownable._check_owner()
     self._check_underlying(underlying)
@@ -623,7 +679,7 @@ def set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
             Black-Scholes rate (WAD/year, <= 0.2). A new rate opens a new epoch everywhere.
     """
     ownable._check_owner()
-    if rate != self.rate:
+    if rate != self._param(2):
         for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
             self._invalidate(u)
     self._set_params(im_factor, max_array_age, rate)
@@ -644,28 +700,42 @@ def set_settlement_key(key: bytes32):
 
 @internal
 @view
-def _book(
+def _value(
     account: uint256,
     positions: IClearinghouse.Positions,
     cash_adjust: int256,
     preloaded: Context[MAX_UNDERLYINGS + 1],
     loaded: uint256,
-) -> Book:
+    detail: bool,
+) -> (IRiskEngine.Margin, DynArray[UnderlyingRisk, MAX_UNDERLYINGS]):
     """
-    @dev Reads everything the valuation needs: the vault side, the positions and one
+    @dev The valuation (formulas at the top). Reads the vault side, the positions and one
          context per touched underlying (`preloaded` ones are reused, the others read);
          values options from current-epoch arrays, computing stale ones in memory.
          `cash_adjust` is subtracted from cash (to value the account as before a trade).
+         Per underlying u, `acc[u·ROW + 1 + s]` accumulates A_u(s) = Σ z·q_s over its
+         options, so Σ z·(q_s − q_0) = A_u(s) − A_u(0) and no per-option difference is
+         taken. With `detail`, also returns the per-underlying PnL vectors (`risk`).
     """
     ctx: Context[MAX_UNDERLYINGS + 1] = preloaded
     mask: uint256 = 0
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
-    cash, lines = staticcall VAULT.account_state(account)
+    cash, lines = self._account_state(account)
     cash -= cash_adjust
     collateral_value: uint256 = 0
     mm_haircut: uint256 = 0
     im_haircut: uint256 = 0
+    # per underlying: linear exposure E_u, perp units, scaled option units Σ|z|, net call
+    # and put units, scaled short sizes Σ z (size < 0)
+    exposure: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
+    perp_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
+    option_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
+    net_calls: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
+    net_puts: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
+    shorts: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
+    # A_u(s) in two's complement (see the bound in the options loop)
+    acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     # vault side: every line at its floor value; tracking collateral joins its exposure
     for line: IVault.Collateral in lines:
         value: uint256 = math._mul_div(line.balance, staticcall ORACLE.price(line.price_key), WAD, False)
@@ -678,9 +748,8 @@ def _book(
                 if loaded & (1 << u) == 0:
                     ctx[u] = self._context(u)
                 mask |= 1 << u
-            ctx[u].exposure += convert(value, int256)
+            exposure[u] += convert(value, int256)
     # perps: linear exposure, unsettled funding, notional for the add-on
-    perp_size: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
     for line: IClearinghouse.PerpLine in positions.perps:
         u: uint256 = line.underlying
         if mask & (1 << u) == 0:
@@ -694,57 +763,104 @@ def _book(
         notional: int256 = fixed._floor_div(line.size * convert(spot, int256), IWAD)
         owed: int256 = fixed._floor_div(-line.size * (cumulative - line.funding), IWAD)
         cash += notional - line.cost + owed
-        ctx[u].exposure += notional
-        ctx[u].perp_units += convert(abs(line.size), uint256)
-        perp_size[u] = line.size
-    # options: one array per position, multiplied by the size
+        exposure[u] += notional
+        perp_units[u] += convert(abs(line.size), uint256)
+    # options: one array per position, scaled by its size
+    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
         if mask & (1 << u) == 0:
             if loaded & (1 << u) == 0:
                 ctx[u] = self._context(u)
             mask |= 1 << u
-        size: int256 = fixed._word_size(word)
         instrument_id: uint256 = word & (2**32 - 1)
-        # only the words the array uses: lanes 0 (epoch) .. scenarios, six per word
-        words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-        for i: uint256 in range((ctx[u].scenarios + LANES) // LANES, bound=ARRAY_WORDS):
-            words[i] = self.arrays[instrument_id][i]
-        if words[0] & LANE_MASK != ctx[u].epoch or not ctx[u].stored:
-            words = self._compute_array(staticcall CLEARING.instrument(instrument_id), ctx[u])
-        base: int256 = convert(self._lane(words, 1), int256)
-        for s: uint256 in range(1, ctx[u].scenarios, bound=MAX_SCENARIOS):
-            ctx[u].option_pnl[s] += size * (convert(self._lane(words, s + 1), int256) - base)
-        if size < 0:
-            base += 1
-        ctx[u].option_value += size * base
-        ctx[u].option_units += convert(abs(size), uint256)
-        if (word >> 40) & 255 == CALL:
-            ctx[u].net_calls += size
+        # only the words the array uses: lanes 0 (epoch) .. scenarios, eight per word
+        used: uint256 = (ctx[u].scenarios + LANES) // LANES
+        words[0] = self.arrays[instrument_id][0]
+        if words[0] & LANE_MASK != ctx[u].epoch & LANE_MASK or not ctx[u].stored:
+            words = self._compute_array(self._instrument(instrument_id), ctx[u])
         else:
-            ctx[u].net_puts += size
-    return Book(
-        cash=cash,
-        lines=lines,
-        mask=mask,
-        options=positions.options,
-        perp_size=perp_size,
-        ctx=ctx,
-        collateral_value=collateral_value,
-        mm_haircut=mm_haircut,
-        im_haircut=im_haircut,
+            for i: uint256 in range(1, used, bound=ARRAY_WORDS):
+                words[i] = self.arrays[instrument_id][i]
+        size: int256 = fixed._word_size(word)
+        scale: uint256 = words[0] >> SHIFT_BIT
+        # z = size · 2**shift in two's complement: |size| < 2**127 (int128 in the position
+        # word) and shift <= MAX_SHIFT (91), so |z| < 2**218; with lanes < 2**31 every
+        # product is below 2**249 and a sum of at most 32 below 2**254: unsafe math is exact
+        z: uint256 = convert(convert(size, bytes32), uint256) << scale
+        row: uint256 = u * ROW
+        for i: uint256 in range(used, bound=ARRAY_WORDS):
+            w: uint256 = words[i]
+            r: uint256 = row + i * LANES
+            # lane 0 of word 0 (the epoch) lands in the unused slot acc[u·ROW]
+            acc[r] = unsafe_add(acc[r], unsafe_mul(z, w & LANE_MASK))
+            acc[r + 1] = unsafe_add(acc[r + 1], unsafe_mul(z, (w >> 31) & LANE_MASK))
+            acc[r + 2] = unsafe_add(acc[r + 2], unsafe_mul(z, (w >> 62) & LANE_MASK))
+            acc[r + 3] = unsafe_add(acc[r + 3], unsafe_mul(z, (w >> 93) & LANE_MASK))
+            acc[r + 4] = unsafe_add(acc[r + 4], unsafe_mul(z, (w >> 124) & LANE_MASK))
+            acc[r + 5] = unsafe_add(acc[r + 5], unsafe_mul(z, (w >> 155) & LANE_MASK))
+            acc[r + 6] = unsafe_add(acc[r + 6], unsafe_mul(z, (w >> 186) & LANE_MASK))
+            acc[r + 7] = unsafe_add(acc[r + 7], unsafe_mul(z, (w >> 217) & LANE_MASK))
+        if size < 0:
+            # shorts are valued one lane up: Σ z·(q_0 + 1) = A_u(0) + Σ z
+            shorts[u] = unsafe_add(shorts[u], convert(convert(z, bytes32), int256))
+        option_units[u] = unsafe_add(option_units[u], convert(abs(size), uint256) << scale)
+        # |size| < 2**127, at most 32 of them
+        if (word >> 40) & 255 == CALL:
+            net_calls[u] = unsafe_add(net_calls[u], size)
+        else:
+            net_puts[u] = unsafe_add(net_puts[u], size)
+    # per underlying: option value, worst weighted scenario loss, add-ons
+    equity: int256 = cash + convert(collateral_value, int256)
+    risk: uint256 = 0
+    result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if mask & (1 << u) == 0:
+            continue
+        row: uint256 = u * ROW + 1
+        quantum: int256 = convert(ctx[u].quantum, int256)
+        base: uint256 = acc[row]
+        equity += fixed._floor_div((convert(convert(base, bytes32), int256) + shorts[u]) * quantum, IWAD)
+        worst: int256 = 0
+        worst_scenario: uint256 = 0
+        pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+        for s: uint256 in range(1, ctx[u].scenarios, bound=MAX_SCENARIOS):
+            lane: uint256 = ctx[u].grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+            # A_u(s) − A_u(0) as int256: both are below 2**254 in magnitude
+            options: int256 = convert(convert(unsafe_sub(acc[row + s], base), bytes32), int256)
+            pnl: int256 = fixed._floor_div(exposure[u] * self._shock(lane), IMILLION) + fixed._floor_div(
+                options * quantum, IWAD
+            )
+            weighted: int256 = fixed._floor_div(pnl * convert(self._weight(lane), int256), IMILLION)
+            if weighted < worst:
+                worst = weighted
+                worst_scenario = s
+            if detail:
+                pnl_vector.append(pnl)
+        loss: uint256 = convert(-worst, uint256)
+        risk += loss + self._addons(ctx[u], perp_units[u], option_units[u], net_calls[u], net_puts[u])
+        if detail:
+            result.append(UnderlyingRisk(underlying=u, worst_scenario=worst_scenario, loss=loss, pnl=pnl_vector))
+    valued: IRiskEngine.Margin = IRiskEngine.Margin(
+        equity=equity,
+        initial=math._mul_div(risk, self._param(0), WAD, True) + im_haircut,
+        maintenance=risk + mm_haircut,
     )
+    return valued, result
 
 
 @internal
 @view
-def _view_book(account: uint256, cash_adjust: int256) -> Book:
+def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
     """
-    @dev `_book` for views: stale arrays are computed in memory, nothing is stored.
+    @dev `_value` for views: stale arrays are computed in memory, nothing is stored.
     """
-    return self._book(
-        account, staticcall CLEARING.positions(account), cash_adjust, empty(Context[MAX_UNDERLYINGS + 1]), 0
+    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
+    result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
+    m, result = self._value(
+        account, self._positions(account), cash_adjust, empty(Context[MAX_UNDERLYINGS + 1]), 0, False
     )
+    return m
 
 
 @internal
@@ -752,11 +868,14 @@ def _refresh_margin(account: uint256) -> IRiskEngine.Margin:
     """
     @dev Stores the account's stale arrays, then values it from storage.
     """
-    positions: IClearinghouse.Positions = staticcall CLEARING.positions(account)
+    positions: IClearinghouse.Positions = self._positions(account)
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
     contexts, loaded = self._store_stale(positions.options)
-    return self._margin(self._book(account, positions, 0, contexts, loaded))
+    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
+    result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
+    m, result = self._value(account, positions, 0, contexts, loaded, False)
+    return m
 
 
 @internal
@@ -768,20 +887,21 @@ def _context(u: uint256) -> Context:
          context carries the epoch that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
-    ctx.spot, ctx.spot_round = staticcall ORACLE.price_round(self.underlyings[u].spot_key)
-    ctx.vol, ctx.vol_round = staticcall ORACLE.price_round(self.underlyings[u].vol_key)
-    ctx.scenarios = self.underlyings[u].scenarios
-    ctx.quantum = self.underlyings[u].quantum
-    # only the words the grid uses (4 scenarios each)
+    ctx.spot, ctx.spot_round = staticcall ORACLE.price_round(self.listings[u].spot_key)
+    ctx.vol, ctx.vol_round = staticcall ORACLE.price_round(self.listings[u].vol_key)
+    ctx.risk = self.listings[u].risk
+    ctx.quantum = ctx.risk & M64
+    ctx.scenarios = (ctx.risk >> 192) & 255
+    # only the words the grid uses (8 scenarios each)
     for i: uint256 in range((ctx.scenarios + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
         ctx.grid[i] = self.grid_words[u][i]
     record: uint256 = self.epochs[u]
     ctx.epoch = (record >> 64) & (2**32 - 1)
-    ctx.opened_at = record & (2**64 - 1)
+    ctx.opened_at = record & M64
     if (
         convert(record >> 176, uint80) == ctx.spot_round
         and convert((record >> 96) & (2**80 - 1), uint80) == ctx.vol_round
-        and block.timestamp - ctx.opened_at <= self.max_array_age
+        and block.timestamp - ctx.opened_at <= self._param(1)
     ):
         ctx.stored = True
     else:
@@ -792,68 +912,22 @@ def _context(u: uint256) -> Context:
 
 @internal
 @view
-def _margin(book: Book) -> IRiskEngine.Margin:
-    """
-    @dev Equity and requirements from a loaded book (see the formulas at the top).
-    """
-    equity: int256 = book.cash + convert(book.collateral_value, int256)
-    risk: uint256 = 0
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if book.mask & (1 << u) == 0:
-            continue
-        ctx: Context = book.ctx[u]
-        equity += fixed._floor_div(ctx.option_value * convert(ctx.quantum, int256), IWAD)
-        pnl: int256[MAX_SCENARIOS] = self._scenario_pnl(ctx)
-        worst: int256 = 0
-        for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-            worst = min(worst, self._weighted(pnl[s], ctx.grid, s))
-        risk += convert(-worst, uint256)
-        risk += self._addons(u, ctx)
-    return IRiskEngine.Margin(
-        equity=equity,
-        initial=math._mul_div(risk, self.im_factor, WAD, True) + book.im_haircut,
-        maintenance=risk + book.mm_haircut,
-    )
-
-
-@internal
-@view
-def _addons(u: uint256, ctx: Context) -> uint256:
+def _addons(ctx: Context, perp_units: uint256, option_units: uint256, net_calls: int256, net_puts: int256) -> uint256:
     """
     @dev Perp add-on (rate × notional), short-option add-on (rate × spot per net short
-         call and put unit) and the quantization add-on (one lane unit per option unit:
-         a lane is at most one quantum below the value it stands for).
+         call and put unit) and the quantization add-on (one scaled lane unit per option
+         unit: a lane is at most one `quantum · 2**shift` below the value it stands for;
+         `option_units` is Σ |size| · 2**shift).
     """
     addon: uint256 = 0
-    if ctx.perp_units != 0:
-        addon += math._mul_div(ctx.perp_units * ctx.spot, self.underlyings[u].perp_rate, WAD * WAD, True)
-    if ctx.option_units != 0:
-        short_units: uint256 = convert(max(-ctx.net_calls, 0) + max(-ctx.net_puts, 0), uint256)
+    if perp_units != 0:
+        addon += math._mul_div(perp_units * ctx.spot, (ctx.risk >> 64) & M64, WAD * WAD, True)
+    if option_units != 0:
+        short_units: uint256 = convert(max(-net_calls, 0) + max(-net_puts, 0), uint256)
         if short_units != 0:
-            addon += math._mul_div(short_units * ctx.spot, self.underlyings[u].short_option_rate, WAD * WAD, True)
-        addon += math._mul_div(ctx.option_units, ctx.quantum, WAD, True)
+            addon += math._mul_div(short_units * ctx.spot, (ctx.risk >> 128) & M64, WAD * WAD, True)
+        addon += math._mul_div(option_units, ctx.quantum, WAD, True)
     return addon
-
-
-@internal
-@pure
-def _scenario_pnl(ctx: Context) -> int256[MAX_SCENARIOS]:
-    """
-    @dev Unweighted PnL of the account's exposure to one underlying under each scenario.
-    """
-    pnl: int256[MAX_SCENARIOS] = empty(int256[MAX_SCENARIOS])
-    quantum: int256 = convert(ctx.quantum, int256)
-    for s: uint256 in range(1, ctx.scenarios, bound=MAX_SCENARIOS):
-        pnl[s] = fixed._floor_div(ctx.exposure * self._shock(ctx.grid, s), IMILLION) + fixed._floor_div(
-            ctx.option_pnl[s] * quantum, IWAD
-        )
-    return pnl
-
-
-@internal
-@pure
-def _weighted(pnl: int256, grid: uint256[GRID_WORDS], s: uint256) -> int256:
-    return fixed._floor_div(pnl * convert(self._weight(grid, s), int256), IMILLION)
 
 
 # ---------------------------------------------------------------- risk arrays
@@ -864,32 +938,47 @@ def _weighted(pnl: int256, grid: uint256[GRID_WORDS], s: uint256) -> int256:
 def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[ARRAY_WORDS]:
     """
     @dev The option's value per unit under every scenario, at the epoch's spot, vol and
-         opening time, in lanes of `quantum` (rounded down); lane 0 holds the epoch.
+         opening time, in lanes of `quantum · 2**shift` (rounded down), `shift` the
+         smallest that makes every lane fit 31 bits. Lane 0 holds the epoch, the top byte
+         of word 0 the shift. floor(floor(v / quantum) / 2**shift) = floor(v / (quantum ·
+         2**shift)), so shifting the quanta is the same floor as dividing once.
     """
     u: uint256 = instrument.underlying
+    shocks: uint256 = self.listings[u].shocks
     tau: uint256 = self._tau(instrument.expiry, ctx.opened_at)
     # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
-    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), self.underlyings[u].term_exponent)
-    vol_up: uint256 = ctx.vol * (WAD + self.underlyings[u].vol_up * p // WAD) // WAD
-    down: uint256 = max(self.underlyings[u].vol_floor, WAD - min(self.underlyings[u].vol_down * p // WAD, WAD))
+    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), shocks >> 192)
+    vol_up: uint256 = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
+    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
     vol_down: uint256 = ctx.vol * down // WAD
     is_call: bool = instrument.kind == CALL
-    rate: uint256 = self.rate
-    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-    words[0] = ctx.epoch & LANE_MASK
+    rate: uint256 = self._param(2)
+    quanta: uint256[MAX_SCENARIOS] = empty(uint256[MAX_SCENARIOS])
+    # the OR of all values has the bit length of the largest
+    top: uint256 = 0
     for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        shock: int256 = self._shock(ctx.grid, s)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + shock) // IMILLION, uint256)
-        move: uint256 = self._move(ctx.grid, s)
+        lane: uint256 = ctx.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + self._shock(lane)) // IMILLION, uint256)
+        move: uint256 = (lane >> 16) & 3
         vol: uint256 = ctx.vol
         if move == VOL_UP:
             vol = vol_up
         elif move == VOL_DOWN:
             vol = vol_down
-        lane: uint256 = bs_math._bs_price(spot, instrument.strike, vol, tau, rate, is_call) // ctx.quantum
-        assert lane <= LANE_MASK, "engine: value out of range"
+        value: uint256 = bs_math._bs_price(spot, instrument.strike, vol, tau, rate, is_call) // ctx.quantum
+        quanta[s] = value
+        top |= value
+    scale: uint256 = 0
+    for i: uint256 in range(256):
+        if top >> scale <= LANE_MASK:
+            break
+        scale += 1
+    assert scale <= MAX_SHIFT, "engine: value out of range"
+    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
+    words[0] = (ctx.epoch & LANE_MASK) | (scale << SHIFT_BIT)
+    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
         k: uint256 = s + 1
-        words[k // LANES] |= lane << (k % LANES * LANE_BITS)
+        words[k // LANES] |= (quanta[s] >> scale) << (k % LANES * LANE_BITS)
     return words
 
 
@@ -923,7 +1012,7 @@ def _store_stale(options: DynArray[uint256, MAX_OPTIONS]) -> (Context[MAX_UNDERL
     """
     @dev Stores the current-epoch array of every option in `options`, opening epochs as
          needed, so the valuation that follows reads only storage.
-    @return The contexts it loaded (epochs stored) and their mask, for `_book` to reuse.
+    @return The contexts it loaded (epochs stored) and their mask, for `_value` to reuse.
     """
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
@@ -933,8 +1022,8 @@ def _store_stale(options: DynArray[uint256, MAX_OPTIONS]) -> (Context[MAX_UNDERL
             contexts[u] = self._current_context(u)
             loaded |= 1 << u
         instrument_id: uint256 = word & (2**32 - 1)
-        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch:
-            self._store_array(instrument_id, self._compute_array(staticcall CLEARING.instrument(instrument_id), contexts[u]), contexts[u].epoch)
+        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch & LANE_MASK:
+            self._store_array(instrument_id, self._compute_array(self._instrument(instrument_id), contexts[u]), contexts[u].epoch)
     return contexts, loaded
 
 
@@ -990,6 +1079,34 @@ def _new_risk_open() -> bool:
 
 
 @internal
+@view
+def _positions(account: uint256) -> IClearinghouse.Positions:
+    # one call site: the decoder of this struct is large
+    return staticcall CLEARING.positions(account)
+
+
+@internal
+@view
+def _account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_ASSETS]):
+    return staticcall VAULT.account_state(account)
+
+
+@internal
+@view
+def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
+    return staticcall CLEARING.instrument(instrument_id)
+
+
+@internal
+@view
+def _param(i: uint256) -> uint256:
+    """
+    @dev Field `i` of `params`: 0 im_factor, 1 max_array_age, 2 rate.
+    """
+    return (self.params >> (64 * i)) & M64
+
+
+@internal
 @pure
 def _tau(expiry: uint256, at: uint256) -> uint256:
     if expiry <= at:
@@ -999,28 +1116,20 @@ def _tau(expiry: uint256, at: uint256) -> uint256:
 
 @internal
 @pure
-def _lane(words: uint256[ARRAY_WORDS], k: uint256) -> uint256:
-    return (words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK
+def _shock(lane: uint256) -> int256:
+    """
+    @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
+    """
+    return (convert(convert(lane << 240, bytes32), int256) >> 240) * IGRID_UNIT
 
 
 @internal
 @pure
-def _shock(grid: uint256[GRID_WORDS], s: uint256) -> int256:
-    lane: uint256 = grid[s // GRID_LANES] >> (s % GRID_LANES * 64)
-    # the low 32 bits hold the shock in two's complement
-    return convert(convert(lane << 224, bytes32), int256) >> 224
-
-
-@internal
-@pure
-def _move(grid: uint256[GRID_WORDS], s: uint256) -> uint256:
-    return (grid[s // GRID_LANES] >> (s % GRID_LANES * 64 + 32)) & 255
-
-
-@internal
-@pure
-def _weight(grid: uint256[GRID_WORDS], s: uint256) -> uint256:
-    return (grid[s // GRID_LANES] >> (s % GRID_LANES * 64 + 40)) & (2**24 - 1)
+def _weight(lane: uint256) -> uint256:
+    """
+    @dev The weight (millionths) of a grid lane: uint14 from bit 18, 0.01% units.
+    """
+    return ((lane >> 18) & (2**14 - 1)) * GRID_UNIT
 
 
 # ---------------------------------------------------------------- admin internals
@@ -1047,10 +1156,16 @@ def _set_grid(
         assert shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds"
         assert vol_moves[s] <= VOL_UP, "engine: bad vol move"
         assert weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds"
-        lane: uint256 = (convert(convert(shocks[s], bytes32), uint256) & (2**32 - 1)) | (vol_moves[s] << 32) | (weights[s] << 40)
-        words[s // GRID_LANES] |= lane << (s % GRID_LANES * 64)
+        # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
+        assert shocks[s] % IGRID_UNIT == 0 and weights[s] % GRID_UNIT == 0, "engine: grid not in 0.01% steps"
+        lane: uint256 = (
+            (convert(convert(shocks[s] // IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
+            | (vol_moves[s] << 16)
+            | (weights[s] // GRID_UNIT << 18)
+        )
+        words[s // GRID_LANES] |= lane << (s % GRID_LANES * GRID_BITS)
     self.grid_words[u] = words
-    self.underlyings[u].scenarios = n
+    self.listings[u].risk = (self.listings[u].risk & ~(255 << 192)) | (n << 192)
     self._invalidate(u)
     log GridSet(underlying=u, shocks=shocks, vol_moves=vol_moves, weights=weights)
 
@@ -1071,13 +1186,9 @@ def _set_risk_params(
     assert vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "engine: vol floor out of bounds"
     assert term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds"
     assert short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds"
-    self.underlyings[u].quantum = quantum
-    self.underlyings[u].vol_up = vol_up
-    self.underlyings[u].vol_down = vol_down
-    self.underlyings[u].vol_floor = vol_floor
-    self.underlyings[u].term_exponent = term_exponent
-    self.underlyings[u].short_option_rate = short_option_rate
-    self.underlyings[u].perp_rate = perp_rate
+    # every field is below 2**64 by the bounds above
+    self.listings[u].risk = (self.listings[u].risk & (255 << 192)) | quantum | (perp_rate << 64) | (short_option_rate << 128)
+    self.listings[u].shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
     self._invalidate(u)
     log RiskParamsSet(
         underlying=u,
@@ -1096,7 +1207,6 @@ def _set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
     assert im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "engine: im factor out of bounds"
     assert max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "engine: array age out of bounds"
     assert rate <= MAX_RATE, "engine: rate out of bounds"
-    self.im_factor = im_factor
-    self.max_array_age = max_array_age
-    self.rate = rate
+    # every field is below 2**64 by the bounds above
+    self.params = im_factor | (max_array_age << 64) | (rate << 128)
     log ParamsSet(im_factor=im_factor, max_array_age=max_array_age, rate=rate)
