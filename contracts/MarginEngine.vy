@@ -91,19 +91,34 @@ GRID_WORDS: constant(uint256) = 4
 VOL_DOWN: constant(uint256) = 0
 VOL_NONE: constant(uint256) = 1
 VOL_UP: constant(uint256) = 2
-# @dev Risk-array words pack 8 lanes of 31 bits (bits 0-247); lane 0 is the epoch (its low
-#      31 bits), lane 1 + s scenario s; bits 248-255 of word 0 hold the array's `shift`.
-LANE_BITS: constant(uint256) = 31
-LANES: constant(uint256) = 8
-LANE_MASK: constant(uint256) = 2**31 - 1
-ARRAY_WORDS: constant(uint256) = 5
-SHIFT_BIT: constant(uint256) = 248
-# @dev Largest `shift`: keeps |size| · 2**shift < 2**127 · 2**91 = 2**218 (see `_value`).
+# @dev Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's `shift`
+#      (32-39) and the lanes of scenarios 0..10 (from bit 40); each further word the lanes
+#      of 13 more scenarios (from bit 0). A lane is in units of `quantum << shift`.
+#      23 scenarios take 2 words, 32 take 3.
+LANE_BITS: constant(uint256) = 19
+LANE_MASK: constant(uint256) = 2**19 - 1
+FIRST_LANES: constant(uint256) = 11
+LANES: constant(uint256) = 13
+ARRAY_WORDS: constant(uint256) = 3
+HEADER_BITS: constant(uint256) = 40
+M32: constant(uint256) = 2**32 - 1
+# @dev Largest `shift`: keeps |size| · 2**shift <= 2**127 · 2**103 = 2**230 (see `_value`).
 #      It covers values per unit up to 2**122 quanta (5e24 USD at the smallest quantum).
-MAX_SHIFT: constant(uint256) = 91
-# @dev Accumulator row per underlying: one slot per lane of every array word.
-ROW: constant(uint256) = LANES * ARRAY_WORDS
-ACC_SIZE: constant(uint256) = (MAX_UNDERLYINGS + 1) * ROW
+MAX_SHIFT: constant(uint256) = 103
+# @dev Option sums of one underlying (see `_sum_options`): one per lane of every array
+#      word, then the shorts' Σ z, Σ |z|, net calls and net puts.
+SHORTS: constant(uint256) = FIRST_LANES + 2 * LANES
+UNITS: constant(uint256) = SHORTS + 1
+CALLS: constant(uint256) = SHORTS + 2
+PUTS: constant(uint256) = SHORTS + 3
+ACC_SIZE: constant(uint256) = SHORTS + 4
+# @dev A computed array to store: the position word with its index, then the array words.
+ENTRY_WORDS: constant(uint256) = ARRAY_WORDS + 1
+# @dev `_value` modes: margin only; also the per-underlying PnL vectors (`risk`); also the
+#      arrays and epochs a state-changing check must store (`_refresh_margin`).
+PLAIN: constant(uint256) = 0
+DETAIL: constant(uint256) = 1
+COLLECT: constant(uint256) = 2
 
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
@@ -322,8 +337,8 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
         if loaded & (1 << u) == 0:
             contexts[u] = self._current_context(u)
             loaded |= 1 << u
-        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch & LANE_MASK:
-            self._store_array(instrument_id, self._compute_array(instrument, contexts[u]), contexts[u].epoch)
+        if self.arrays[instrument_id][0] & M32 != contexts[u].epoch:
+            self._store_array(instrument_id, self._compute_array(instrument, contexts[u]))
             stored += 1
     return stored
 
@@ -439,9 +454,9 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
     """
     m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    m, result = self._value(
-        account, self._positions(account), 0, empty(Context[MAX_UNDERLYINGS + 1]), 0, True
-    )
+    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
+    m, result, stale, records = self._value(account, 0, DETAIL)
     return result
 
 
@@ -453,10 +468,12 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
             spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
     @dev Values the account first, so it reads and reverts exactly as `margin` does.
     """
-    positions: IClearinghouse.Positions = self._positions(account)
     m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
     touched: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    m, touched = self._value(account, positions, 0, empty(Context[MAX_UNDERLYINGS + 1]), 0, True)
+    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
+    m, touched, stale, records = self._value(account, 0, DETAIL)
+    positions: IClearinghouse.Positions = self._positions(account)
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
     cash, lines = self._account_state(account)
@@ -495,17 +512,19 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
 @view
 def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS]):
     """
-    @notice The stored risk array of an option: its epoch (low 31 bits), its `shift` and
-            its lanes (value per unit under each scenario, in units of the underlying's
-            `quantum · 2**shift`, rounded down).
+    @notice The stored risk array of an option: its epoch, its `shift` and its lanes (value
+            per unit under each scenario, in units of the underlying's `quantum << shift`,
+            rounded down).
     """
     instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
     words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
     lanes: DynArray[uint256, MAX_SCENARIOS] = []
     for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
-        k: uint256 = s + 1
-        lanes.append((words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK)
-    return words[0] & LANE_MASK, words[0] >> SHIFT_BIT, lanes
+        i: uint256 = 0
+        bit: uint256 = 0
+        i, bit = self._lane_at(s)
+        lanes.append((words[i] >> bit) & LANE_MASK)
+    return words[0] & M32, (words[0] >> 32) & 255, lanes
 
 
 @external
@@ -605,10 +624,10 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     @return The underlying id.
     """
     ownable._check_owner()
-    assert name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "engine: zero key"
-    assert self.underlying_ids[name] == 0, "engine: already listed"
+    self._require(name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "engine: zero key")
+    self._require(self.underlying_ids[name] == 0, "engine: already listed")
     u: uint256 = self.underlying_count + 1
-    assert u <= MAX_UNDERLYINGS, "engine: too many underlyings"
+    self._require(u <= MAX_UNDERLYINGS, "engine: too many underlyings")
     self.underlying_count = u
     self.underlying_ids[name] = u
     self.listings[u].name = name
@@ -700,42 +719,37 @@ def set_settlement_key(key: bytes32):
 
 @internal
 @view
-def _value(
-    account: uint256,
-    positions: IClearinghouse.Positions,
-    cash_adjust: int256,
-    preloaded: Context[MAX_UNDERLYINGS + 1],
-    loaded: uint256,
-    detail: bool,
-) -> (IRiskEngine.Margin, DynArray[UnderlyingRisk, MAX_UNDERLYINGS]):
+def _value(account: uint256, cash_adjust: int256, mode: uint256) -> (
+    IRiskEngine.Margin,
+    DynArray[UnderlyingRisk, MAX_UNDERLYINGS],
+    DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS],
+    uint256[MAX_UNDERLYINGS + 1],
+):
     """
     @dev The valuation (formulas at the top). Reads the vault side, the positions and one
-         context per touched underlying (`preloaded` ones are reused, the others read);
-         values options from current-epoch arrays, computing stale ones in memory.
-         `cash_adjust` is subtracted from cash (to value the account as before a trade).
-         Per underlying u, `acc[u·ROW + 1 + s]` accumulates A_u(s) = Σ z·q_s over its
-         options, so Σ z·(q_s − q_0) = A_u(s) − A_u(0) and no per-option difference is
-         taken. With `detail`, also returns the per-underlying PnL vectors (`risk`).
+         context per touched underlying (in that order); values options from current-epoch
+         arrays, computing stale ones in memory. `cash_adjust` is subtracted from cash (to
+         value the account as before a trade). Options are summed per underlying: with
+         z = size << shift, acc[s] accumulates A(s) = Σ z·q_s, so Σ z·(q_s − q_0) =
+         A(s) − A(0), and the worst loss is found right after.
+    @return The margin; with DETAIL the per-underlying risk (also the touched underlyings,
+            ascending); with COLLECT the computed arrays, `[word | index << 48, words]` of
+            each stale option (`index` its place in `positions.options`), and per underlying
+            the epoch record to open before storing them (0: the stored one is current).
     """
-    ctx: Context[MAX_UNDERLYINGS + 1] = preloaded
+    ctx: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     mask: uint256 = 0
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
+    positions: IClearinghouse.Positions = self._positions(account)
     cash, lines = self._account_state(account)
     cash -= cash_adjust
     collateral_value: uint256 = 0
     mm_haircut: uint256 = 0
     im_haircut: uint256 = 0
-    # per underlying: linear exposure E_u, perp units, scaled option units Σ|z|, net call
-    # and put units, scaled short sizes Σ z (size < 0)
+    # per underlying: linear exposure E_u and perp units
     exposure: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
     perp_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
-    option_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
-    net_calls: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
-    net_puts: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
-    shorts: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
-    # A_u(s) in two's complement (see the bound in the options loop)
-    acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     # vault side: every line at its floor value; tracking collateral joins its exposure
     for line: IVault.Collateral in lines:
         value: uint256 = math._mul_div(line.balance, staticcall ORACLE.price(line.price_key), WAD, False)
@@ -745,16 +759,14 @@ def _value(
         u: uint256 = self.underlying_ids[line.underlying]
         if u != 0:
             if mask & (1 << u) == 0:
-                if loaded & (1 << u) == 0:
-                    ctx[u] = self._context(u)
+                ctx[u] = self._context(u)
                 mask |= 1 << u
             exposure[u] += convert(value, int256)
     # perps: linear exposure, unsettled funding, notional for the add-on
     for line: IClearinghouse.PerpLine in positions.perps:
         u: uint256 = line.underlying
         if mask & (1 << u) == 0:
-            if loaded & (1 << u) == 0:
-                ctx[u] = self._context(u)
+            ctx[u] = self._context(u)
             mask |= 1 << u
         spot: uint256 = ctx[u].spot
         cumulative: int256 = fixed._funding_now(
@@ -765,88 +777,63 @@ def _value(
         cash += notional - line.cost + owed
         exposure[u] += notional
         perp_units[u] += convert(abs(line.size), uint256)
-    # options: one array per position, scaled by its size
-    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
+    # options: their underlyings' contexts, in position order
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
         if mask & (1 << u) == 0:
-            if loaded & (1 << u) == 0:
-                ctx[u] = self._context(u)
+            ctx[u] = self._context(u)
             mask |= 1 << u
-        instrument_id: uint256 = word & (2**32 - 1)
-        # only the words the array uses: lanes 0 (epoch) .. scenarios, eight per word
-        used: uint256 = (ctx[u].scenarios + LANES) // LANES
-        words[0] = self.arrays[instrument_id][0]
-        if words[0] & LANE_MASK != ctx[u].epoch & LANE_MASK or not ctx[u].stored:
-            words = self._compute_array(self._instrument(instrument_id), ctx[u])
-        else:
-            for i: uint256 in range(1, used, bound=ARRAY_WORDS):
-                words[i] = self.arrays[instrument_id][i]
-        size: int256 = fixed._word_size(word)
-        scale: uint256 = words[0] >> SHIFT_BIT
-        # z = size · 2**shift in two's complement: |size| < 2**127 (int128 in the position
-        # word) and shift <= MAX_SHIFT (91), so |z| < 2**218; with lanes < 2**31 every
-        # product is below 2**249 and a sum of at most 32 below 2**254: unsafe math is exact
-        z: uint256 = convert(convert(size, bytes32), uint256) << scale
-        row: uint256 = u * ROW
-        for i: uint256 in range(used, bound=ARRAY_WORDS):
-            w: uint256 = words[i]
-            r: uint256 = row + i * LANES
-            # lane 0 of word 0 (the epoch) lands in the unused slot acc[u·ROW]
-            acc[r] = unsafe_add(acc[r], unsafe_mul(z, w & LANE_MASK))
-            acc[r + 1] = unsafe_add(acc[r + 1], unsafe_mul(z, (w >> 31) & LANE_MASK))
-            acc[r + 2] = unsafe_add(acc[r + 2], unsafe_mul(z, (w >> 62) & LANE_MASK))
-            acc[r + 3] = unsafe_add(acc[r + 3], unsafe_mul(z, (w >> 93) & LANE_MASK))
-            acc[r + 4] = unsafe_add(acc[r + 4], unsafe_mul(z, (w >> 124) & LANE_MASK))
-            acc[r + 5] = unsafe_add(acc[r + 5], unsafe_mul(z, (w >> 155) & LANE_MASK))
-            acc[r + 6] = unsafe_add(acc[r + 6], unsafe_mul(z, (w >> 186) & LANE_MASK))
-            acc[r + 7] = unsafe_add(acc[r + 7], unsafe_mul(z, (w >> 217) & LANE_MASK))
-        if size < 0:
-            # shorts are valued one lane up: Σ z·(q_0 + 1) = A_u(0) + Σ z
-            shorts[u] = unsafe_add(shorts[u], convert(convert(z, bytes32), int256))
-        option_units[u] = unsafe_add(option_units[u], convert(abs(size), uint256) << scale)
-        # |size| < 2**127, at most 32 of them
-        if (word >> 40) & 255 == CALL:
-            net_calls[u] = unsafe_add(net_calls[u], size)
-        else:
-            net_puts[u] = unsafe_add(net_puts[u], size)
-    # per underlying: option value, worst weighted scenario loss, add-ons
     equity: int256 = cash + convert(collateral_value, int256)
     risk: uint256 = 0
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
+    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
-        row: uint256 = u * ROW + 1
-        quantum: int256 = convert(ctx[u].quantum, int256)
-        base: uint256 = acc[row]
-        equity += fixed._floor_div((convert(convert(base, bytes32), int256) + shorts[u]) * quantum, IWAD)
+        c: Context = ctx[u]
+        if mode == COLLECT and not c.stored:
+            records[u] = (
+                (convert(c.spot_round, uint256) << 176)
+                | (convert(c.vol_round, uint256) << 96)
+                | ((c.epoch & M32) << 64)
+                | c.opened_at
+            )
+        acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
+        computed: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+        acc, computed = self._sum_options(c, u, positions.options, mode == COLLECT)
+        for entry: uint256[ENTRY_WORDS] in computed:
+            stale.append(entry)
+        # option value, then the worst weighted scenario loss L_u
+        quantum: int256 = convert(c.quantum, int256)
+        equity += self._floor(
+            self._signed(unsafe_add(acc[0], acc[SHORTS])) * quantum,
+            IWAD,
+        )
         worst: int256 = 0
         worst_scenario: uint256 = 0
-        pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
-        for s: uint256 in range(1, ctx[u].scenarios, bound=MAX_SCENARIOS):
-            lane: uint256 = ctx[u].grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-            # A_u(s) − A_u(0) as int256: both are below 2**254 in magnitude
-            options: int256 = convert(convert(unsafe_sub(acc[row + s], base), bytes32), int256)
-            pnl: int256 = fixed._floor_div(exposure[u] * self._shock(lane), IMILLION) + fixed._floor_div(
-                options * quantum, IWAD
-            )
-            weighted: int256 = fixed._floor_div(pnl * convert(self._weight(lane), int256), IMILLION)
-            if weighted < worst:
-                worst = weighted
-                worst_scenario = s
-            if detail:
-                pnl_vector.append(pnl)
+        pnl_vector: DynArray[int256, MAX_SCENARIOS] = []
+        worst, worst_scenario, pnl_vector = self._worst(c, acc, exposure[u], mode == DETAIL)
         loss: uint256 = convert(-worst, uint256)
-        risk += loss + self._addons(ctx[u], perp_units[u], option_units[u], net_calls[u], net_puts[u])
-        if detail:
+        # add-ons: perp (rate × notional), short option (rate × spot per net short call
+        # and put unit), quantization (one lane unit `quantum << shift` per option unit:
+        # a lane is at most that much below the value it stands for; `units` = Σ |z|)
+        risk += loss
+        if perp_units[u] != 0:
+            risk += math._mul_div(perp_units[u] * c.spot, (c.risk >> 64) & M64, WAD * WAD, True)
+        if acc[UNITS] != 0:
+            short_units: uint256 = convert(max(-self._signed(acc[CALLS]), 0) + max(-self._signed(acc[PUTS]), 0), uint256)
+            if short_units != 0:
+                risk += math._mul_div(short_units * c.spot, (c.risk >> 128) & M64, WAD * WAD, True)
+            risk += math._mul_div(acc[UNITS], c.quantum, WAD, True)
+        if mode == DETAIL:
             result.append(UnderlyingRisk(underlying=u, worst_scenario=worst_scenario, loss=loss, pnl=pnl_vector))
     valued: IRiskEngine.Margin = IRiskEngine.Margin(
         equity=equity,
         initial=math._mul_div(risk, self._param(0), WAD, True) + im_haircut,
         maintenance=risk + mm_haircut,
     )
-    return valued, result
+    return valued, result, stale, records
 
 
 @internal
@@ -857,25 +844,173 @@ def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
     """
     m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    m, result = self._value(
-        account, self._positions(account), cash_adjust, empty(Context[MAX_UNDERLYINGS + 1]), 0, False
-    )
+    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
+    m, result, stale, records = self._value(account, cash_adjust, PLAIN)
     return m
 
 
 @internal
 def _refresh_margin(account: uint256) -> IRiskEngine.Margin:
     """
-    @dev Stores the account's stale arrays, then values it from storage.
+    @dev Values the account, then stores what the valuation had to compute, in position
+         order: before the first array of an underlying whose epoch is stale, the new epoch
+         record; then each array. The margin is the same as valued from storage afterwards.
     """
-    positions: IClearinghouse.Positions = self._positions(account)
-    contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
-    loaded: uint256 = 0
-    contexts, loaded = self._store_stale(positions.options)
     m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    m, result = self._value(account, positions, 0, contexts, loaded, False)
+    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
+    m, result, stale, records = self._value(account, 0, COLLECT)
+    # `stale` is grouped by underlying; store in position order (index in bits 48-55)
+    done: uint256 = 0
+    for n: uint256 in range(len(stale), bound=MAX_OPTIONS):
+        next: uint256 = 0
+        least: uint256 = max_value(uint256)
+        for j: uint256 in range(len(stale), bound=MAX_OPTIONS):
+            index: uint256 = (stale[j][0] >> 48) & 255
+            if done & (1 << j) == 0 and index < least:
+                least = index
+                next = j
+        done |= 1 << next
+        entry: uint256[ENTRY_WORDS] = stale[next]
+        u: uint256 = (entry[0] >> 32) & 255
+        record: uint256 = records[u]
+        if record != 0:
+            self.epochs[u] = record
+            log EpochOpened(
+                underlying=u,
+                epoch=(record >> 64) & M32,
+                spot_round=convert(record >> 176, uint80),
+                vol_round=convert((record >> 96) & (2**80 - 1), uint80),
+            )
+            records[u] = 0
+        self._store_array(entry[0] & M32, [entry[1], entry[2], entry[3]])
     return m
+
+
+@internal
+@view
+def _sum_options(
+    c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool
+) -> (uint256[ACC_SIZE], DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS]):
+    """
+    @dev Sums the options on underlying `u` (context `c`), in two's complement:
+         acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
+         at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
+         computed (and, with `collect`, returned with the position word and index as
+         `[word | index << 48, words]`).
+    """
+    acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
+    computed: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+        word: uint256 = options[i]
+        if (word >> 32) & 255 != u:
+            continue
+        instrument_id: uint256 = word & M32
+        w0: uint256 = self.arrays[instrument_id][0]
+        w1: uint256 = 0
+        w2: uint256 = 0
+        if w0 & M32 != c.epoch or not c.stored:
+            words: uint256[ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+            w0 = words[0]
+            w1 = words[1]
+            w2 = words[2]
+            if collect:
+                computed.append([(word & (2**40 - 1)) | (i << 48), w0, w1, w2])
+        else:
+            # only the words the grid's scenarios use
+            if c.scenarios > FIRST_LANES:
+                w1 = self.arrays[instrument_id][1]
+            if c.scenarios > FIRST_LANES + LANES:
+                w2 = self.arrays[instrument_id][2]
+        size: int256 = fixed._word_size(word)
+        scale: uint256 = (w0 >> 32) & 255
+        # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
+        # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
+        # product is below 2**249 and a sum over at most 32 options below 2**254: the
+        # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
+        z: uint256 = convert(convert(size, bytes32), uint256) << scale
+        # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
+        acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
+        acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
+        acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
+        acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
+        acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
+        acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
+        acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
+        acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
+        acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
+        acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
+        acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
+        if w1 != 0:
+            acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
+            acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
+            acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
+            acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
+            acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
+            acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
+            acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
+            acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
+            acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
+            acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
+            acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
+            acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
+            acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
+        if w2 != 0:
+            acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
+            acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
+            acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
+            acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
+            acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
+            acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
+            acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
+            acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
+            acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
+            acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
+            acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
+            acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
+            acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
+        # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
+        # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
+        if size < 0:
+            acc[SHORTS] = unsafe_add(acc[SHORTS], z)
+        acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
+        if (word >> 40) & 255 == CALL:
+            acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
+        else:
+            acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
+    return acc, computed
+
+
+@internal
+@pure
+def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
+    """
+    @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
+         `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
+         floor((A(s) − A(0))·quantum / 1e18).
+    """
+    quantum: int256 = convert(c.quantum, int256)
+    worst: int256 = 0
+    worst_scenario: uint256 = 0
+    pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+    for s: uint256 in range(1, c.scenarios, bound=MAX_SCENARIOS):
+        lane: uint256 = c.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+        # the grid's int16 shock in 0.01% units
+        shock: int256 = unsafe_mul(convert(convert(lane << 240, bytes32), int256) >> 240, IGRID_UNIT)
+        options: int256 = self._signed(unsafe_sub(acc[s], acc[0]))
+        pnl: int256 = self._floor(exposure * shock, IMILLION) + self._floor(options * quantum, IWAD)
+        # weights are positive (uint14, 0.01% units): only a negative PnL can be a loss
+        weighted: int256 = pnl * convert(unsafe_mul((lane >> 18) & (2**14 - 1), GRID_UNIT), int256)
+        if weighted < 0:
+            weighted = self._floor(weighted, IMILLION)
+            if weighted < worst:
+                worst = weighted
+                worst_scenario = s
+        if detail:
+            pnl_vector.append(pnl)
+    return worst, worst_scenario, pnl_vector
 
 
 @internal
@@ -896,7 +1031,7 @@ def _context(u: uint256) -> Context:
     for i: uint256 in range((ctx.scenarios + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
         ctx.grid[i] = self.grid_words[u][i]
     record: uint256 = self.epochs[u]
-    ctx.epoch = (record >> 64) & (2**32 - 1)
+    ctx.epoch = (record >> 64) & M32
     ctx.opened_at = record & M64
     if (
         convert(record >> 176, uint80) == ctx.spot_round
@@ -910,26 +1045,6 @@ def _context(u: uint256) -> Context:
     return ctx
 
 
-@internal
-@view
-def _addons(ctx: Context, perp_units: uint256, option_units: uint256, net_calls: int256, net_puts: int256) -> uint256:
-    """
-    @dev Perp add-on (rate × notional), short-option add-on (rate × spot per net short
-         call and put unit) and the quantization add-on (one scaled lane unit per option
-         unit: a lane is at most one `quantum · 2**shift` below the value it stands for;
-         `option_units` is Σ |size| · 2**shift).
-    """
-    addon: uint256 = 0
-    if perp_units != 0:
-        addon += math._mul_div(perp_units * ctx.spot, (ctx.risk >> 64) & M64, WAD * WAD, True)
-    if option_units != 0:
-        short_units: uint256 = convert(max(-net_calls, 0) + max(-net_puts, 0), uint256)
-        if short_units != 0:
-            addon += math._mul_div(short_units * ctx.spot, (ctx.risk >> 128) & M64, WAD * WAD, True)
-        addon += math._mul_div(option_units, ctx.quantum, WAD, True)
-    return addon
-
-
 # ---------------------------------------------------------------- risk arrays
 
 
@@ -938,10 +1053,10 @@ def _addons(ctx: Context, perp_units: uint256, option_units: uint256, net_calls:
 def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[ARRAY_WORDS]:
     """
     @dev The option's value per unit under every scenario, at the epoch's spot, vol and
-         opening time, in lanes of `quantum · 2**shift` (rounded down), `shift` the
-         smallest that makes every lane fit 31 bits. Lane 0 holds the epoch, the top byte
-         of word 0 the shift. floor(floor(v / quantum) / 2**shift) = floor(v / (quantum ·
-         2**shift)), so shifting the quanta is the same floor as dividing once.
+         opening time, in lanes of `quantum << shift` (rounded down), `shift` the smallest
+         that makes every lane fit 19 bits. floor(floor(v / quantum) / 2**shift) =
+         floor(v / (quantum << shift)): shifting the quanta is the same floor as dividing
+         once. Reverts "engine: value out of range" only beyond 2**122 quanta per unit.
     """
     u: uint256 = instrument.underlying
     shocks: uint256 = self.listings[u].shocks
@@ -975,17 +1090,19 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
         scale += 1
     assert scale <= MAX_SHIFT, "engine: value out of range"
     words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-    words[0] = (ctx.epoch & LANE_MASK) | (scale << SHIFT_BIT)
+    words[0] = (ctx.epoch & M32) | (scale << 32)
     for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        k: uint256 = s + 1
-        words[k // LANES] |= (quanta[s] >> scale) << (k % LANES * LANE_BITS)
+        i: uint256 = 0
+        bit: uint256 = 0
+        i, bit = self._lane_at(s)
+        words[i] |= (quanta[s] >> scale) << bit
     return words
 
 
 @internal
-def _store_array(instrument_id: uint256, words: uint256[ARRAY_WORDS], epoch: uint256):
+def _store_array(instrument_id: uint256, words: uint256[ARRAY_WORDS]):
     self.arrays[instrument_id] = words
-    log RiskArrayStored(instrument=instrument_id, epoch=epoch)
+    log RiskArrayStored(instrument=instrument_id, epoch=words[0] & M32)
 
 
 @internal
@@ -1005,26 +1122,6 @@ def _invalidate(u: uint256):
     @dev Forces a new epoch at the next read (rounds 0 never match a live round).
     """
     self.epochs[u] = self.epochs[u] & ((2**32 - 1) << 64)
-
-
-@internal
-def _store_stale(options: DynArray[uint256, MAX_OPTIONS]) -> (Context[MAX_UNDERLYINGS + 1], uint256):
-    """
-    @dev Stores the current-epoch array of every option in `options`, opening epochs as
-         needed, so the valuation that follows reads only storage.
-    @return The contexts it loaded (epochs stored) and their mask, for `_value` to reuse.
-    """
-    contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
-    loaded: uint256 = 0
-    for word: uint256 in options:
-        u: uint256 = (word >> 32) & 255
-        if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u)
-            loaded |= 1 << u
-        instrument_id: uint256 = word & (2**32 - 1)
-        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch & LANE_MASK:
-            self._store_array(instrument_id, self._compute_array(self._instrument(instrument_id), contexts[u]), contexts[u].epoch)
-    return contexts, loaded
 
 
 @internal
@@ -1098,6 +1195,36 @@ def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
 
 
 @internal
+@pure
+def _floor(a: int256, d: int256) -> int256:
+    """
+    @dev floor(a / d) for a constant d > 1 (1e6 or 1e18): `fixed._floor_div` without its
+         checks, which cannot fail here (SDIV truncates toward zero; d > 1 cannot overflow).
+    """
+    q: int256 = unsafe_div(a, d)
+    if a < 0 and unsafe_mul(q, d) != a:
+        q = unsafe_sub(q, 1)
+    return q
+
+
+@internal
+@pure
+def _signed(x: uint256) -> int256:
+    return convert(convert(x, bytes32), int256)
+
+
+@internal
+@pure
+def _lane_at(s: uint256) -> (uint256, uint256):
+    """
+    @dev Word and bit of scenario `s`'s lane in a risk array (see LANE_BITS).
+    """
+    if s < FIRST_LANES:
+        return 0, HEADER_BITS + s * LANE_BITS
+    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
+
+
+@internal
 @view
 def _param(i: uint256) -> uint256:
     """
@@ -1136,9 +1263,19 @@ def _weight(lane: uint256) -> uint256:
 
 
 @internal
+@pure
+def _require(ok: bool, reason: String[40]):
+    """
+    @dev `assert ok, reason` in one place: owner paths only, where it saves code size.
+    """
+    if not ok:
+        raise reason
+
+
+@internal
 @view
 def _check_underlying(u: uint256):
-    assert u != 0 and u <= self.underlying_count, "engine: unknown underlying"
+    self._require(u != 0 and u <= self.underlying_count, "engine: unknown underlying")
 
 
 @internal
@@ -1149,15 +1286,15 @@ def _set_grid(
     weights: DynArray[uint256, MAX_SCENARIOS],
 ):
     n: uint256 = len(shocks)
-    assert n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid"
-    assert shocks[0] == 0 and vol_moves[0] == VOL_NONE and weights[0] == MILLION, "engine: bad base scenario"
+    self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid")
+    self._require(shocks[0] == 0 and vol_moves[0] == VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
     words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
     for s: uint256 in range(n, bound=MAX_SCENARIOS):
-        assert shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds"
-        assert vol_moves[s] <= VOL_UP, "engine: bad vol move"
-        assert weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds"
+        self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds")
+        self._require(vol_moves[s] <= VOL_UP, "engine: bad vol move")
+        self._require(weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds")
         # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
-        assert shocks[s] % IGRID_UNIT == 0 and weights[s] % GRID_UNIT == 0, "engine: grid not in 0.01% steps"
+        self._require(shocks[s] % IGRID_UNIT == 0 and weights[s] % GRID_UNIT == 0, "engine: grid not in 0.01% steps")
         lane: uint256 = (
             (convert(convert(shocks[s] // IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
             | (vol_moves[s] << 16)
@@ -1181,11 +1318,11 @@ def _set_risk_params(
     short_option_rate: uint256,
     perp_rate: uint256,
 ):
-    assert quantum >= MIN_QUANTUM and quantum <= MAX_QUANTUM, "engine: quantum out of bounds"
-    assert vol_up <= MAX_VOL_SHOCK and vol_down <= WAD, "engine: vol shock out of bounds"
-    assert vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "engine: vol floor out of bounds"
-    assert term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds"
-    assert short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds"
+    self._require(quantum >= MIN_QUANTUM and quantum <= MAX_QUANTUM, "engine: quantum out of bounds")
+    self._require(vol_up <= MAX_VOL_SHOCK and vol_down <= WAD, "engine: vol shock out of bounds")
+    self._require(vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "engine: vol floor out of bounds")
+    self._require(term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds")
+    self._require(short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds")
     # every field is below 2**64 by the bounds above
     self.listings[u].risk = (self.listings[u].risk & (255 << 192)) | quantum | (perp_rate << 64) | (short_option_rate << 128)
     self.listings[u].shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
@@ -1204,9 +1341,9 @@ def _set_risk_params(
 
 @internal
 def _set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
-    assert im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "engine: im factor out of bounds"
-    assert max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "engine: array age out of bounds"
-    assert rate <= MAX_RATE, "engine: rate out of bounds"
+    self._require(im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "engine: im factor out of bounds")
+    self._require(max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "engine: array age out of bounds")
+    self._require(rate <= MAX_RATE, "engine: rate out of bounds")
     # every field is below 2**64 by the bounds above
     self.params = im_factor | (max_array_age << 64) | (rate << 128)
     log ParamsSet(im_factor=im_factor, max_array_age=max_array_age, rate=rate)

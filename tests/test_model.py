@@ -394,9 +394,9 @@ def test_model__short_expiry_option__equals_engine(stack, admin, book_maker, boo
 def test_model__deep_itm_option_at_high_spot__scaled_array_values_it(
     stack, admin, keeper, book_maker, book_taker, options
 ):
-    """A lane holds < 2**31 units of ``quantum << shift``. A BTC call deep in the money
+    """A lane holds < 2**19 units of ``quantum << shift``. A BTC call deep in the money
     under the +30% shock is worth about 1.1M USD per unit at spot 900k: at the default
-    1e-6 USD quantum that needs shift 10, and the engine picks it (the old fixed 40-bit
+    1e-6 USD quantum that needs shift 22, and the engine picks it (the old fixed 40-bit
     lanes reverted "engine: value out of range" here, blocking every valuation of the
     account, liquidation included). Views (array in memory), keeper refresh (stored) and
     the model agree to the wei."""
@@ -409,8 +409,8 @@ def test_model__deep_itm_option_at_high_spot__scaled_array_values_it(
         assert_model_matches(cm, owner)  # stale epoch: the views compute the array in memory
     assert cm.engine.contract.refresh([btc_call], sender=keeper).return_value == 1
     epoch, shift, stored = cm.engine.contract.risk_array(btc_call)
-    assert shift == 10
-    assert max(stored) >= 2**30  # the smallest shift: one less would not fit 31 bits
+    assert shift == 22
+    assert max(stored) >= 2**18  # the smallest shift: one less would not fit 19 bits
     quantum = cm.engine.contract.underlyings(btc).quantum
     assert max(stored) * (quantum << shift) > 1_000_000 * WAD  # over 1M USD per unit
     for owner in (book_maker, book_taker):

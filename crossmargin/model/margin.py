@@ -47,6 +47,7 @@ __all__ = [
     "UnderlyingState",
     "MAX_SHIFT",
     "addons",
+    "array_epoch",
     "array_shift",
     "book",
     "ceil_div",
@@ -58,6 +59,7 @@ __all__ = [
     "funding_now",
     "greeks",
     "lane",
+    "lane_at",
     "lanes",
     "load_underlying",
     "margin",
@@ -74,15 +76,18 @@ __all__ = [
 WAD = 10**18
 MILLION = 10**6
 MAX_UNDERLYINGS = 8
-# Risk-array words pack 8 lanes of 31 bits (bits 0-247); lane 0 is the epoch (low 31 bits),
-# lane 1 + s scenario s; bits 248-255 of word 0 hold the array's shift: a lane unit is
-# ``quantum << shift`` wei, the shift the smallest that makes every lane fit.
-LANE_BITS = 31
-LANES = 8
-LANE_MASK = 2**31 - 1
-ARRAY_WORDS = 5
-SHIFT_BIT = 248
-MAX_SHIFT = 91
+# Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's shift (32-39)
+# and the lanes of scenarios 0..10 (from bit 40); each further word 13 more lanes (from
+# bit 0). A lane unit is ``quantum << shift`` wei, the shift the smallest that makes every
+# lane fit. 23 scenarios take 2 words, 32 take 3.
+LANE_BITS = 19
+LANE_MASK = 2**19 - 1
+FIRST_LANES = 11
+LANES = 13
+HEADER_BITS = 40
+ARRAY_WORDS = 3
+EPOCH_MASK = 2**32 - 1
+MAX_SHIFT = 103
 # Vol moves of a scenario.
 VOL_DOWN, VOL_NONE, VOL_UP = 0, 1, 2
 # Instrument kinds.
@@ -389,38 +394,51 @@ def default_grid() -> tuple[Scenario, ...]:
     return tuple(grid)
 
 
+def lane_at(s: int) -> tuple[int, int]:
+    """``_lane_at``: the word and bit of scenario ``s``'s lane."""
+    if s < FIRST_LANES:
+        return 0, HEADER_BITS + s * LANE_BITS
+    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
+
+
 def pack_array(epoch: int, lane_values: list[int] | tuple[int, ...], shift: int = 0) -> tuple[int, ...]:
     """Packs an epoch, scenario lanes and a shift into the engine's ``ARRAY_WORDS`` storage words.
 
     Args:
-        epoch: Epoch number (lane 0 keeps its low 31 bits).
-        lane_values: Lane of each scenario (value per unit in ``quantum << shift``, < ``2**31``).
-        shift: The array's scale exponent (top byte of word 0).
+        epoch: Epoch number (word 0 keeps its low 32 bits).
+        lane_values: Lane of each scenario (value per unit in ``quantum << shift``, < ``2**19``).
+        shift: The array's scale exponent (bits 32-39 of word 0).
 
     Returns:
         The words, as ``_compute_array`` lays them out.
     """
     words = [0] * ARRAY_WORDS
-    words[0] = (epoch & LANE_MASK) | (shift << SHIFT_BIT)
+    words[0] = (epoch & EPOCH_MASK) | (shift << 32)
     for s, value in enumerate(lane_values):
-        k = s + 1
-        words[k // LANES] |= value << (k % LANES * LANE_BITS)
+        i, bit = lane_at(s)
+        words[i] |= value << bit
     return tuple(words)
 
 
-def lane(words: tuple[int, ...] | list[int], k: int) -> int:
-    """Lane ``k`` of array ``words`` (0 the epoch, ``1 + s`` scenario ``s``)."""
-    return (words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK
+def lane(words: tuple[int, ...] | list[int], s: int) -> int:
+    """The lane of scenario ``s`` in array ``words``."""
+    i, bit = lane_at(s)
+    return (words[i] >> bit) & LANE_MASK
+
+
+def array_epoch(words: tuple[int, ...] | list[int]) -> int:
+    """The epoch an array was computed at (its low 32 bits)."""
+    return words[0] & EPOCH_MASK
 
 
 def array_shift(words: tuple[int, ...] | list[int]) -> int:
     """The array's shift: its lanes are in units of ``quantum << shift``."""
-    return words[0] >> SHIFT_BIT
+    return (words[0] >> 32) & 255
 
 
 def lanes(words: tuple[int, ...] | list[int], scenarios: int) -> tuple[int, ...]:
     """The scenario lanes of ``words``, as the ``risk_array`` view lists them."""
-    return tuple(lane(words, s + 1) for s in range(scenarios))
+    return tuple(lane(words, s) for s in range(scenarios))
 
 
 def _tau(expiry: int, at: int) -> int:
@@ -466,7 +484,7 @@ def current_context(u: UnderlyingState, params: EngineParams, now: int) -> Epoch
 def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) -> tuple[int, ...]:
     """``_compute_array``: the option's value per unit under every scenario of its grid,
     at the epoch's spot, vol and opening time, in lanes of ``quantum << shift`` (floored),
-    ``shift`` the smallest that makes every lane fit 31 bits.
+    ``shift`` the smallest that makes every lane fit 19 bits.
 
     Args:
         option: The option (only kind, strike and expiry are read).
@@ -575,12 +593,12 @@ def book(
     for option in state.options:
         c = touch(option.underlying)
         words = option.array or (0,) * ARRAY_WORDS
-        if words[0] & LANE_MASK != c.epoch & LANE_MASK or not c.stored:
+        if array_epoch(words) != c.epoch or not c.stored:
             words = compute_array(option, c, params)
         z = option.size << array_shift(words)  # size in quanta per lane unit
-        base = lane(words, 1)
+        base = lane(words, 0)
         for s in range(1, c.scenarios):
-            c.option_pnl[s] += z * (lane(words, s + 1) - base)
+            c.option_pnl[s] += z * (lane(words, s) - base)
         if option.size < 0:
             base += 1  # shorts at lane + 1: a lane is at most one lane unit below the value
         c.option_value += z * base
