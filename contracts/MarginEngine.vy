@@ -112,10 +112,9 @@ UNITS: constant(uint256) = SHORTS + 1
 CALLS: constant(uint256) = SHORTS + 2
 PUTS: constant(uint256) = SHORTS + 3
 ACC_SIZE: constant(uint256) = SHORTS + 4
-# @dev A computed array to store: the position word with its index, then the array words.
-ENTRY_WORDS: constant(uint256) = ARRAY_WORDS + 1
-# @dev `_value` modes: margin only; also the per-underlying PnL vectors (`risk`); also the
-#      arrays and epochs a state-changing check must store (`_refresh_margin`).
+# @dev `_value` modes: views (stale arrays computed in memory); also the PnL vector of one
+#      underlying (`risk`); state-changing checks (stale arrays skipped and reported, to be
+#      stored before the account is valued again).
 PLAIN: constant(uint256) = 0
 DETAIL: constant(uint256) = 1
 COLLECT: constant(uint256) = 2
@@ -221,6 +220,19 @@ struct Greeks:
     delta: int256
     gamma: int256
     vega: int256
+
+
+struct Valuation:
+    margin: IRiskEngine.Margin
+    # bit u set iff the account touches underlying u
+    touched: uint256
+    # bit i set iff position i (of the clearinghouse's option words) has a stale array
+    stale: uint256
+    # the focus underlying's worst weighted scenario, its loss L_u (WAD) and, with DETAIL,
+    # the unweighted PnL of every scenario
+    worst_scenario: uint256
+    loss: uint256
+    pnl: DynArray[int256, MAX_SCENARIOS]
 
 
 # @dev The vault holding collateral and cash.
@@ -451,12 +463,14 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
     """
     @notice Per underlying the account touches: the unweighted PnL of every scenario, the
             worst weighted scenario and its loss L_u (WAD).
+    @dev One valuation per underlying (a view: the repeated reads cost no one).
     """
-    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
-    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
-    m, result, stale, records = self._value(account, 0, DETAIL)
+    touched: uint256 = self._value(account, 0, PLAIN, 0).touched
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if touched & (1 << u) != 0:
+            v: Valuation = self._value(account, 0, DETAIL, u)
+            result.append(UnderlyingRisk(underlying=u, worst_scenario=v.worst_scenario, loss=v.loss, pnl=v.pnl))
     return result
 
 
@@ -468,18 +482,15 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
             spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
     @dev Values the account first, so it reads and reverts exactly as `margin` does.
     """
-    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
-    touched: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
-    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
-    m, touched, stale, records = self._value(account, 0, DETAIL)
+    touched: uint256 = self._value(account, 0, PLAIN, 0).touched
     positions: IClearinghouse.Positions = self._positions(account)
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
     cash, lines = self._account_state(account)
     result: DynArray[Greeks, MAX_UNDERLYINGS] = []
-    for r: UnderlyingRisk in touched:
-        u: uint256 = r.underlying
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if touched & (1 << u) == 0:
+            continue
         ctx: Context = self._context(u)
         delta: int256 = 0
         for line: IClearinghouse.PerpLine in positions.perps:
@@ -719,24 +730,17 @@ def set_settlement_key(key: bytes32):
 
 @internal
 @view
-def _value(account: uint256, cash_adjust: int256, mode: uint256) -> (
-    IRiskEngine.Margin,
-    DynArray[UnderlyingRisk, MAX_UNDERLYINGS],
-    DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS],
-    uint256[MAX_UNDERLYINGS + 1],
-):
+def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256) -> Valuation:
     """
     @dev The valuation (formulas at the top). Reads the vault side, the positions and one
          context per touched underlying (in that order); values options from current-epoch
-         arrays, computing stale ones in memory. `cash_adjust` is subtracted from cash (to
-         value the account as before a trade). Options are summed per underlying: with
-         z = size << shift, acc[s] accumulates A(s) = Σ z·q_s, so Σ z·(q_s − q_0) =
-         A(s) − A(0), and the worst loss is found right after.
-    @return The margin; with DETAIL the per-underlying risk (also the touched underlyings,
-            ascending); with COLLECT the computed arrays, `[word | index << 48, words]` of
-            each stale option (`index` its place in `positions.options`), and per underlying
-            the epoch record to open before storing them (0: the stored one is current).
+         arrays. A stale array is computed in memory (PLAIN, DETAIL) or skipped and
+         reported in `stale` (COLLECT: the caller stores it and values again). `cash_adjust`
+         is subtracted from cash (to value the account as before a trade). Options are
+         summed per underlying, and its worst loss found right after (`_sum_options`,
+         `_worst`); `focus` selects the underlying whose risk is returned.
     """
+    v: Valuation = empty(Valuation)
     ctx: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     mask: uint256 = 0
     cash: int256 = 0
@@ -785,39 +789,28 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256) -> (
             mask |= 1 << u
     equity: int256 = cash + convert(collateral_value, int256)
     risk: uint256 = 0
-    result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
-    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
         c: Context = ctx[u]
-        if mode == COLLECT and not c.stored:
-            records[u] = (
-                (convert(c.spot_round, uint256) << 176)
-                | (convert(c.vol_round, uint256) << 96)
-                | ((c.epoch & M32) << 64)
-                | c.opened_at
-            )
         acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
-        computed: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
-        acc, computed = self._sum_options(c, u, positions.options, mode == COLLECT)
-        for entry: uint256[ENTRY_WORDS] in computed:
-            stale.append(entry)
+        stale: uint256 = 0
+        acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT)
+        v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
-        quantum: int256 = convert(c.quantum, int256)
-        equity += self._floor(
-            self._signed(unsafe_add(acc[0], acc[SHORTS])) * quantum,
-            IWAD,
-        )
+        equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
         worst: int256 = 0
         worst_scenario: uint256 = 0
-        pnl_vector: DynArray[int256, MAX_SCENARIOS] = []
-        worst, worst_scenario, pnl_vector = self._worst(c, acc, exposure[u], mode == DETAIL)
+        pnl: DynArray[int256, MAX_SCENARIOS] = []
+        worst, worst_scenario, pnl = self._worst(c, acc, exposure[u], mode == DETAIL)
         loss: uint256 = convert(-worst, uint256)
+        if u == focus:
+            v.worst_scenario = worst_scenario
+            v.loss = loss
+            v.pnl = pnl
         # add-ons: perp (rate × notional), short option (rate × spot per net short call
         # and put unit), quantization (one lane unit `quantum << shift` per option unit:
-        # a lane is at most that much below the value it stands for; `units` = Σ |z|)
+        # a lane is at most that much below the value it stands for; UNITS = Σ |z|)
         risk += loss
         if perp_units[u] != 0:
             risk += math._mul_div(perp_units[u] * c.spot, (c.risk >> 64) & M64, WAD * WAD, True)
@@ -826,14 +819,13 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256) -> (
             if short_units != 0:
                 risk += math._mul_div(short_units * c.spot, (c.risk >> 128) & M64, WAD * WAD, True)
             risk += math._mul_div(acc[UNITS], c.quantum, WAD, True)
-        if mode == DETAIL:
-            result.append(UnderlyingRisk(underlying=u, worst_scenario=worst_scenario, loss=loss, pnl=pnl_vector))
-    valued: IRiskEngine.Margin = IRiskEngine.Margin(
+    v.margin = IRiskEngine.Margin(
         equity=equity,
         initial=math._mul_div(risk, self._param(0), WAD, True) + im_haircut,
         maintenance=risk + mm_haircut,
     )
-    return valued, result, stale, records
+    v.touched = mask
+    return v
 
 
 @internal
@@ -842,67 +834,46 @@ def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
     """
     @dev `_value` for views: stale arrays are computed in memory, nothing is stored.
     """
-    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
-    result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
-    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
-    m, result, stale, records = self._value(account, cash_adjust, PLAIN)
-    return m
+    return self._value(account, cash_adjust, PLAIN, 0).margin
 
 
 @internal
 def _refresh_margin(account: uint256) -> IRiskEngine.Margin:
     """
-    @dev Values the account, then stores what the valuation had to compute, in position
-         order: before the first array of an underlying whose epoch is stale, the new epoch
-         record; then each array. The margin is the same as valued from storage afterwards.
+    @dev Values the account; if some arrays were stale, stores them in position order
+         (opening each underlying's epoch before its first array, as needed) and values
+         it again, from storage.
     """
-    m: IRiskEngine.Margin = empty(IRiskEngine.Margin)
-    result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    stale: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
-    records: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
-    m, result, stale, records = self._value(account, 0, COLLECT)
-    # `stale` is grouped by underlying; store in position order (index in bits 48-55)
-    done: uint256 = 0
-    for n: uint256 in range(len(stale), bound=MAX_OPTIONS):
-        next: uint256 = 0
-        least: uint256 = max_value(uint256)
-        for j: uint256 in range(len(stale), bound=MAX_OPTIONS):
-            index: uint256 = (stale[j][0] >> 48) & 255
-            if done & (1 << j) == 0 and index < least:
-                least = index
-                next = j
-        done |= 1 << next
-        entry: uint256[ENTRY_WORDS] = stale[next]
-        u: uint256 = (entry[0] >> 32) & 255
-        record: uint256 = records[u]
-        if record != 0:
-            self.epochs[u] = record
-            log EpochOpened(
-                underlying=u,
-                epoch=(record >> 64) & M32,
-                spot_round=convert(record >> 176, uint80),
-                vol_round=convert((record >> 96) & (2**80 - 1), uint80),
-            )
-            records[u] = 0
-        self._store_array(entry[0] & M32, [entry[1], entry[2], entry[3]])
-    return m
+    v: Valuation = self._value(account, 0, COLLECT, 0)
+    if v.stale == 0:
+        return v.margin
+    options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
+    contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
+    loaded: uint256 = 0
+    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+        if v.stale & (1 << i) == 0:
+            continue
+        u: uint256 = (options[i] >> 32) & 255
+        if loaded & (1 << u) == 0:
+            contexts[u] = self._current_context(u)
+            loaded |= 1 << u
+        instrument_id: uint256 = options[i] & M32
+        self._store_array(instrument_id, self._compute_array(self._instrument(instrument_id), contexts[u]))
+    return self._view_margin(account, 0)
 
 
 @internal
 @view
-def _sum_options(
-    c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool
-) -> (uint256[ACC_SIZE], DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS]):
+def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool) -> (uint256[ACC_SIZE], uint256):
     """
     @dev Sums the options on underlying `u` (context `c`), in two's complement:
          acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
-         computed (and, with `collect`, returned with the position word and index as
-         `[word | index << 48, words]`).
+         computed in memory, or with `collect` skipped and returned as a bitmask of
+         position indices.
     """
     acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
-    computed: DynArray[uint256[ENTRY_WORDS], MAX_OPTIONS] = []
+    stale: uint256 = 0
     for i: uint256 in range(len(options), bound=MAX_OPTIONS):
         word: uint256 = options[i]
         if (word >> 32) & 255 != u:
@@ -911,76 +882,79 @@ def _sum_options(
         w0: uint256 = self.arrays[instrument_id][0]
         w1: uint256 = 0
         w2: uint256 = 0
-        if w0 & M32 != c.epoch or not c.stored:
-            words: uint256[ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
-            w0 = words[0]
-            w1 = words[1]
-            w2 = words[2]
-            if collect:
-                computed.append([(word & (2**40 - 1)) | (i << 48), w0, w1, w2])
+        current: bool = w0 & M32 == c.epoch and c.stored
+        if not current and collect:
+            # skipped: stored before the account is valued again
+            stale |= 1 << i
         else:
-            # only the words the grid's scenarios use
-            if c.scenarios > FIRST_LANES:
-                w1 = self.arrays[instrument_id][1]
-            if c.scenarios > FIRST_LANES + LANES:
-                w2 = self.arrays[instrument_id][2]
-        size: int256 = fixed._word_size(word)
-        scale: uint256 = (w0 >> 32) & 255
-        # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
-        # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
-        # product is below 2**249 and a sum over at most 32 options below 2**254: the
-        # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
-        z: uint256 = convert(convert(size, bytes32), uint256) << scale
-        # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
-        acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
-        acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
-        acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
-        acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
-        acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
-        acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
-        acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
-        acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
-        acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
-        acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
-        acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
-        if w1 != 0:
-            acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
-            acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
-            acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
-            acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
-            acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
-            acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
-            acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
-            acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
-            acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
-            acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
-            acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
-            acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
-            acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
-        if w2 != 0:
-            acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
-            acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
-            acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
-            acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
-            acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
-            acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
-            acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
-            acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
-            acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
-            acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
-            acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
-            acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
-            acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
-        # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
-        # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
-        if size < 0:
-            acc[SHORTS] = unsafe_add(acc[SHORTS], z)
-        acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
-        if (word >> 40) & 255 == CALL:
-            acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
-        else:
-            acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
-    return acc, computed
+            if not current:
+                words: uint256[ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+                w0 = words[0]
+                w1 = words[1]
+                w2 = words[2]
+            else:
+                # only the words the grid's scenarios use
+                if c.scenarios > FIRST_LANES:
+                    w1 = self.arrays[instrument_id][1]
+                if c.scenarios > FIRST_LANES + LANES:
+                    w2 = self.arrays[instrument_id][2]
+            size: int256 = fixed._word_size(word)
+            scale: uint256 = (w0 >> 32) & 255
+            # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
+            # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
+            # product is below 2**249 and a sum over at most 32 options below 2**254: the
+            # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
+            z: uint256 = convert(convert(size, bytes32), uint256) << scale
+            # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
+            acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
+            acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
+            acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
+            acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
+            acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
+            acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
+            acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
+            acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
+            acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
+            acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
+            acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
+            if w1 != 0:
+                acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
+                acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
+                acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
+                acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
+                acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
+                acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
+                acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
+                acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
+                acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
+                acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
+                acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
+                acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
+                acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
+            if w2 != 0:
+                acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
+                acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
+                acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
+                acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
+                acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
+                acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
+                acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
+                acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
+                acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
+                acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
+                acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
+                acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
+                acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
+            # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
+            # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
+            if size < 0:
+                acc[SHORTS] = unsafe_add(acc[SHORTS], z)
+            acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
+            if (word >> 40) & 255 == CALL:
+                acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
+            else:
+                acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
+    return acc, stale
 
 
 @internal

@@ -304,6 +304,16 @@ def test_model__state_changing_check__stores_arrays_of_new_epoch(stack, admin, b
         receipt = cm.trade(book_maker, book_taker, call, "1", from_wad(quote(cm, call, "ETH")))
         touched = [book_maker, book_taker]
     block = receipt.block_number
+    if path == "withdraw":
+        # the epoch opens first, then the stale arrays are stored in position order
+        engine = cm.engine.contract
+        logs = receipt.decode_logs([engine.EpochOpened, engine.RiskArrayStored])
+        account = account_id(str(book_maker))
+        held = [i for i in cm.clearing.contract.option_ids(account) if options.get(i) == "ETH"]
+        assert [log.event_name for log in logs] == ["EpochOpened"] + ["RiskArrayStored"] * len(held)
+        assert (logs[0].underlying, logs[0].epoch) == (eth, epoch + 1)
+        assert [log.instrument for log in logs[1:]] == held
+        assert {log.epoch for log in logs[1:]} == {epoch + 1}
     spot_round, vol_round, opened, opened_at = cm.engine.contract.epoch(eth, block_id=block)
     assert opened == epoch + 1
     assert opened_at == chain.blocks[block].timestamp
