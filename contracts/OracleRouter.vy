@@ -197,6 +197,23 @@ def price_round(key: bytes32) -> (uint256, uint80):
 
 @external
 @view
+def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80):
+    """
+    @notice `price_round` of two feeds in one call, `key_a` read first (the margin engine
+            reads an underlying's spot and implied vol together).
+    @return (answer a in WAD, round id a, answer b in WAD, round id b)
+    """
+    answer_a: uint256 = 0
+    round_a: uint80 = 0
+    answer_b: uint256 = 0
+    round_b: uint80 = 0
+    answer_a, round_a = self._latest(key_a)
+    answer_b, round_b = self._latest(key_b)
+    return answer_a, round_a, answer_b, round_b
+
+
+@external
+@view
 def settlement_price(key: bytes32, expiry: uint256, round_hint: uint80) -> uint256:
     """
     @notice The answer of the first round published at or after `expiry`.
