@@ -63,7 +63,7 @@ implements: IRiskEngine
 
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
-    def price_round(key: bytes32) -> (uint256, uint80): view
+    def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80): view
     def check_sequencer() -> bool: view
 
 
@@ -748,19 +748,28 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
     positions: IClearinghouse.Positions = self._positions(account)
     cash, lines = self._account_state(account)
     cash -= cash_adjust
-    collateral_value: uint256 = 0
-    mm_haircut: uint256 = 0
-    im_haircut: uint256 = 0
+    # collateral value, MM and IM haircuts (in memory: the stack is full here)
+    totals: uint256[3] = empty(uint256[3])
     # per underlying: linear exposure E_u and perp units
     exposure: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
     perp_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
     # vault side: every line at its floor value; tracking collateral joins its exposure
     for line: IVault.Collateral in lines:
-        value: uint256 = math._mul_div(line.balance, staticcall ORACLE.price(line.price_key), WAD, False)
-        collateral_value += value
-        mm_haircut += math._mul_div(value, line.mm_haircut, WAD, True)
-        im_haircut += math._mul_div(value, line.im_haircut, WAD, True)
         u: uint256 = self.underlying_ids[line.underlying]
+        price: uint256 = 0
+        if u != 0 and self.listings[u].spot_key == line.price_key:
+            # priced by its underlying's spot feed: the context reads it (same feeds, same
+            # order as reading the price first)
+            if mask & (1 << u) == 0:
+                ctx[u] = self._context(u)
+                mask |= 1 << u
+            price = ctx[u].spot
+        else:
+            price = staticcall ORACLE.price(line.price_key)
+        value: uint256 = math._mul_div(line.balance, price, WAD, False)
+        totals[0] += value
+        totals[1] += math._mul_div(value, line.mm_haircut, WAD, True)
+        totals[2] += math._mul_div(value, line.im_haircut, WAD, True)
         if u != 0:
             if mask & (1 << u) == 0:
                 ctx[u] = self._context(u)
@@ -787,7 +796,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
         if mask & (1 << u) == 0:
             ctx[u] = self._context(u)
             mask |= 1 << u
-    equity: int256 = cash + convert(collateral_value, int256)
+    equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
@@ -821,8 +830,8 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
             risk += math._mul_div(acc[UNITS], c.quantum, WAD, True)
     v.margin = IRiskEngine.Margin(
         equity=equity,
-        initial=math._mul_div(risk, self._param(0), WAD, True) + im_haircut,
-        maintenance=risk + mm_haircut,
+        initial=math._mul_div(risk, self._param(0), WAD, True) + totals[2],
+        maintenance=risk + totals[1],
     )
     v.touched = mask
     return v
@@ -883,6 +892,8 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
         w1: uint256 = 0
         w2: uint256 = 0
         current: bool = w0 & M32 == c.epoch and c.stored
+        # if/else rather than a second `continue`: with one here, the venom code generator
+        # (0.4.3) ran this loop past the end of `options` for some inputs
         if not current and collect:
             # skipped: stored before the account is valued again
             stale |= 1 << i
@@ -965,26 +976,50 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -
          `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
          floor((A(s) − A(0))·quantum / 1e18).
     """
-    quantum: int256 = convert(c.quantum, int256)
-    worst: int256 = 0
-    worst_scenario: uint256 = 0
+    # |E| < 2**230 and |shock| <= 3e6 < 2**22: every E·shock is below 2**252
+    small: bool = exposure > -2**230 and exposure < 2**230
+    # the worst weighted PnL and its scenario (in memory: the stack is full here)
+    worst: int256[2] = empty(int256[2])
     pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+    # the grid word holding scenario s, shifted so that s is in its low 32 bits
+    lanes: uint256 = c.grid[0] >> GRID_BITS
     for s: uint256 in range(1, c.scenarios, bound=MAX_SCENARIOS):
-        lane: uint256 = c.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        # the grid's int16 shock in 0.01% units
-        shock: int256 = unsafe_mul(convert(convert(lane << 240, bytes32), int256) >> 240, IGRID_UNIT)
+        if s % GRID_LANES == 0:
+            lanes = c.grid[s // GRID_LANES]
+        # the grid's int16 shock and uint14 weight, in 0.01% units
+        shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, IGRID_UNIT)
+        weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), GRID_UNIT), int256)
+        lanes >>= GRID_BITS
         options: int256 = self._signed(unsafe_sub(acc[s], acc[0]))
-        pnl: int256 = self._floor(exposure * shock, IMILLION) + self._floor(options * quantum, IWAD)
-        # weights are positive (uint14, 0.01% units): only a negative PnL can be a loss
-        weighted: int256 = pnl * convert(unsafe_mul((lane >> 18) & (2**14 - 1), GRID_UNIT), int256)
+        pnl: int256 = 0
+        weighted: int256 = 0
+        if small and options > -2**200 and options < 2**200:
+            # quantum < 2**54, so |options·quantum| < 2**254; the floors are below 2**233
+            # and 2**200, their sum below 2**234, and times a weight (<= 1e6 < 2**20) below
+            # 2**254: the same numbers as the checked path
+            # floors by hand: SDIV truncates toward zero, so a negative inexact quotient
+            # steps down by one
+            a: int256 = unsafe_mul(exposure, shock)
+            pnl = unsafe_div(a, IMILLION)
+            if a < 0 and unsafe_mul(pnl, IMILLION) != a:
+                pnl = unsafe_sub(pnl, 1)
+            a = unsafe_mul(options, convert(c.quantum, int256))
+            b: int256 = unsafe_div(a, IWAD)
+            if a < 0 and unsafe_mul(b, IWAD) != a:
+                b = unsafe_sub(b, 1)
+            pnl = unsafe_add(pnl, b)
+            weighted = unsafe_mul(pnl, weight)
+        else:
+            pnl, weighted = self._pnl(exposure, shock, options, convert(c.quantum, int256), weight)
+        # weights are positive: only a negative PnL can be a loss
         if weighted < 0:
             weighted = self._floor(weighted, IMILLION)
-            if weighted < worst:
-                worst = weighted
-                worst_scenario = s
+            if weighted < worst[0]:
+                worst[0] = weighted
+                worst[1] = convert(s, int256)
         if detail:
             pnl_vector.append(pnl)
-    return worst, worst_scenario, pnl_vector
+    return worst[0], convert(worst[1], uint256), pnl_vector
 
 
 @internal
@@ -996,8 +1031,9 @@ def _context(u: uint256) -> Context:
          context carries the epoch that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
-    ctx.spot, ctx.spot_round = staticcall ORACLE.price_round(self.listings[u].spot_key)
-    ctx.vol, ctx.vol_round = staticcall ORACLE.price_round(self.listings[u].vol_key)
+    ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
+        self.listings[u].spot_key, self.listings[u].vol_key
+    )
     ctx.risk = self.listings[u].risk
     ctx.quantum = ctx.risk & M64
     ctx.scenarios = (ctx.risk >> 192) & 255
@@ -1166,6 +1202,17 @@ def _account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX
 @view
 def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
     return staticcall CLEARING.instrument(instrument_id)
+
+
+@internal
+@pure
+def _pnl(exposure: int256, shock: int256, options: int256, quantum: int256, weight: int256) -> (int256, int256):
+    """
+    @dev A scenario's PnL and weighted PnL (before its floor division) with checked
+         arithmetic: `_worst`'s path for magnitudes its unchecked path does not cover.
+    """
+    pnl: int256 = self._floor(exposure * shock, IMILLION) + self._floor(options * quantum, IWAD)
+    return pnl, pnl * weight
 
 
 @internal
