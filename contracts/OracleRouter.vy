@@ -52,8 +52,12 @@ MAX_SEQUENCER_GRACE: constant(uint256) = 86_400
 ROUND_DATA_SIZE: constant(uint256) = 160
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
-M128: constant(uint256) = 2**128 - 1
 M160: constant(uint256) = 2**160 - 1
+# @dev A feed bound is stored as mantissa · 10**exponent, mantissa < 2**31 (bits 0-30),
+#      exponent <= 31 (bits 31-35): every bound with at most 9 significant digits.
+BOUND_BITS: constant(uint256) = 36
+MANTISSA_BITS: constant(uint256) = 31
+MAX_EXPONENT: constant(uint256) = 31
 
 
 struct Feed:
@@ -68,12 +72,12 @@ struct Feed:
     scale: uint256
 
 
-# @dev Registered feeds by key, two words each (what every read needs, and nothing else):
-#      [0] aggregator (bits 0-159) | heartbeat (160-191) | scale (192-255);
-#      [1] min_answer (bits 0-127) | max_answer (128-255).
+# @dev Registered feeds by key, one word each (all a read needs): aggregator (bits 0-159) |
+#      heartbeat (160-177) | 18 - decimals (178-182) | min_answer (183-218) | max_answer
+#      (219-254), each bound as mantissa · 10**exponent (see BOUND_BITS).
 #      Invariant: `aggregator != empty` iff the feed is usable, and then
-#      `0 < min_answer < max_answer < 2**128`. `feeds(key)` unpacks them.
-feed_words: HashMap[bytes32, uint256[2]]
+#      `0 < min_answer < max_answer`. `feeds(key)` unpacks them.
+feed_words: HashMap[bytes32, uint256]
 # @dev Router settings, one word (read once per transaction however many feeds it reads):
 #      heartbeat_grace (bits 0-31, s: extra lag every feed may have beyond its heartbeat) |
 #      sequencer_grace (32-63, s: new risk stays refused this long after a restart) |
@@ -127,22 +131,25 @@ def set_feed(key: bytes32, aggregator: address, heartbeat: uint256, min_answer: 
     assert key != empty(bytes32), "oracle: zero key"
     assert aggregator.is_contract, "oracle: aggregator not a contract"
     assert heartbeat >= MIN_HEARTBEAT and heartbeat <= MAX_HEARTBEAT, "oracle: heartbeat out of bounds"
-    assert min_answer != 0 and min_answer < max_answer and max_answer <= M128, "oracle: bad bounds"
+    assert min_answer != 0 and min_answer < max_answer, "oracle: bad bounds"
     decimals: uint256 = convert(staticcall AggregatorV3Interface(aggregator).decimals(), uint256)
     assert decimals <= 18, "oracle: decimals above 18"
-    # heartbeat < 2**32, scale <= 10**18 < 2**64, bounds < 2**128: each fits its field
-    self.feed_words[key] = [
-        convert(aggregator, uint256) | (heartbeat << 160) | (10 ** (18 - decimals) << 192),
-        min_answer | (max_answer << 128),
-    ]
+    # heartbeat < 2**18, 18 - decimals < 2**5: each fits its field
+    self.feed_words[key] = (
+        convert(aggregator, uint256)
+        | (heartbeat << 160)
+        | ((18 - decimals) << 178)
+        | (self._pack_bound(min_answer) << 183)
+        | (self._pack_bound(max_answer) << (183 + BOUND_BITS))
+    )
     log FeedSet(key=key, aggregator=aggregator, heartbeat=heartbeat, min_answer=min_answer, max_answer=max_answer)
 
 
 @external
 def remove_feed(key: bytes32):
     ownable._check_owner()
-    assert self.feed_words[key][0] & M160 != 0, "oracle: unknown feed"
-    self.feed_words[key] = empty(uint256[2])
+    assert self.feed_words[key] & M160 != 0, "oracle: unknown feed"
+    self.feed_words[key] = 0
     log FeedRemoved(key=key)
 
 
@@ -270,8 +277,7 @@ def feeds(key: bytes32) -> Feed:
     """
     @notice The feed registered under `key` (all zero if none).
     """
-    words: uint256[2] = self.feed_words[key]
-    return self._unpack(words[0], words[1])
+    return self._unpack(self.feed_words[key])
 
 
 @external
@@ -314,21 +320,44 @@ def _set_heartbeat_grace(grace: uint256):
 @internal
 @view
 def _feed(key: bytes32) -> Feed:
-    words: uint256[2] = self.feed_words[key]
-    assert words[0] & M160 != 0, "oracle: unknown feed"
-    return self._unpack(words[0], words[1])
+    word: uint256 = self.feed_words[key]
+    assert word & M160 != 0, "oracle: unknown feed"
+    return self._unpack(word)
 
 
 @internal
 @pure
-def _unpack(config: uint256, bounds: uint256) -> Feed:
+def _unpack(word: uint256) -> Feed:
     return Feed(
-        aggregator=convert(config & M160, address),
-        heartbeat=(config >> 160) & M32,
-        min_answer=bounds & M128,
-        max_answer=bounds >> 128,
-        scale=config >> 192,
+        aggregator=convert(word & M160, address),
+        heartbeat=(word >> 160) & (2**18 - 1),
+        min_answer=self._unpack_bound(word >> 183),
+        max_answer=self._unpack_bound(word >> (183 + BOUND_BITS)),
+        scale=10 ** ((word >> 178) & 31),
     )
+
+
+@internal
+@pure
+def _pack_bound(bound: uint256) -> uint256:
+    """
+    @dev `bound` as mantissa | exponent << 31; reverts unless it is exactly representable.
+    """
+    mantissa: uint256 = bound
+    exponent: uint256 = 0
+    for i: uint256 in range(MAX_EXPONENT):
+        if mantissa % 10 != 0:
+            break
+        mantissa //= 10
+        exponent += 1
+    assert mantissa < 2**MANTISSA_BITS, "oracle: bad bounds"
+    return mantissa | (exponent << MANTISSA_BITS)
+
+
+@internal
+@pure
+def _unpack_bound(packed: uint256) -> uint256:
+    return (packed & (2**MANTISSA_BITS - 1)) * 10 ** ((packed >> MANTISSA_BITS) & 31)
 
 
 @internal

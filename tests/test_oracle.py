@@ -43,13 +43,18 @@ def test_price_rounds__two_feeds__each_checked_first_failure_reverts(router, adm
         router.price_rounds(K, vol_key)
 
 
-def test_set_feed__bounds_above_128_bits__revert(router, admin, deploy_feed):
-    """Bounds are packed in 128 bits each (2**128 wei is 3.4e20 USD)."""
+def test_set_feed__bounds_stored_exactly_or_refused(router, admin, deploy_feed):
+    """A feed is one storage word: each bound is kept as mantissa * 10**exponent with a
+    mantissa below 2**31 (nine significant digits), so every bound read back is the one set,
+    and one that cannot be kept exactly is refused."""
     feed = deploy_feed()
-    router.set_feed(K, feed, HEARTBEAT, WAD, 2**128 - 1, sender=admin)
-    assert router.feeds(K).max_answer == 2**128 - 1
-    with ape.reverts("oracle: bad bounds"):
-        router.set_feed(K, feed, HEARTBEAT, WAD, 2**128, sender=admin)
+    for low, high in ((95 * 10**16, 105 * 10**16), (1, 2_147_483_647 * 10**31), (123_456_789, 10**40)):
+        router.set_feed(K, feed, HEARTBEAT, low, high, sender=admin)
+        stored = router.feeds(K)
+        assert (stored.min_answer, stored.max_answer, stored.heartbeat) == (low, high, HEARTBEAT)
+    for low, high in ((1, 2**31), (2_147_483_648 * 10**12, 10**40), (WAD, 10**32 * 2**31)):
+        with ape.reverts("oracle: bad bounds"):
+            router.set_feed(K, feed, HEARTBEAT, low, high, sender=admin)
 
 
 def test_set_feed__logs_and_stores(router, admin, deploy_feed):
