@@ -8,19 +8,22 @@
         underlying, with option values read from per-instrument risk arrays.
 
         Glossary (all amounts WAD = 1e18; 1 cash = 1 USD):
-          grid      per underlying, up to 32 scenarios (spot shock, vol move, weight);
-                    scenario 0 is always the base (no shock, weight 1)
+          grid      per underlying, up to 32 scenarios (spot shock, vol move, weight), shocks
+                    and weights in steps of 0.01%; scenario 0 is always the base (no shock,
+                    weight 1)
           risk array per option, its value per unit under every scenario of its grid,
-                    stored as 40-bit lanes of `quantum` wei (floor), computed once per
-                    *epoch* of the underlying, at the epoch's opening time
+                    stored as 19-bit lanes of `quantum << shift` wei (floor), `shift` the
+                    smallest that makes every lane fit (two words at 23 scenarios);
+                    computed once per *epoch* of the underlying, at the epoch's opening time
           epoch     per underlying, a (spot round, vol round) pair seen by the engine; a new
                     epoch opens when either oracle round moves or the last one is older than
                     `max_array_age`. A check only uses arrays of the current epoch.
 
-        Valuation of an account:
+        Valuation of an account (z = size << shift of the option's array, so z·q is in
+        quanta):
           equity = cash + Σ floor(collateral value) + Σ perps (size·spot − cost − funding owed)
-                   + Σ options size·q0·quantum (longs at the floor lane, shorts at lane + 1)
-          PnL_u(s) = floor(E_u·shock_s) + floor(Σ size·(q_s − q_0)·quantum)   E_u = linear
+                   + Σ options z·q0·quantum (longs at the floor lane, shorts at lane + 1)
+          PnL_u(s) = floor(E_u·shock_s) + floor(Σ z·(q_s − q_0)·quantum)   E_u = linear
                    exposure (perp notional + value of collateral tracking u)
           L_u    = max(0, −min_s floor(w_s·PnL_u(s)))
           risk   = Σ_u L_u + perp add-on + short-option add-on + quantization add-on
@@ -31,9 +34,10 @@
         The engine only reads: the vault (`account_state`), the clearinghouse (`positions`,
         `instrument`) and the oracle router; it writes nothing but epochs and arrays. A
         margin check never values an option from an array of an older epoch: views compute
-        a stale array in memory, state-changing checks store it. Compiled with the venom
-        code generator (`experimental-codegen`): the legacy generator's output is 28 KB,
-        over the EIP-170 limit; venom's is 23.9 KB.
+        a stale array in memory, state-changing checks store it (after a first valuation
+        pass that skips it) and value the account again. Compiled with the venom code
+        generator (`experimental-codegen`): the legacy generator's output is 27.0 KB, over
+        the EIP-170 limit; venom's is 22.3 KB.
 """
 
 from snekmate.auth import ownable
@@ -61,7 +65,7 @@ implements: IRiskEngine
 
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
-    def price_round(key: bytes32) -> (uint256, uint80): view
+    def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80): view
     def check_sequencer() -> bool: view
 
 
@@ -76,20 +80,46 @@ MAX_OPTIONS: constant(uint256) = 32
 # @dev Batch bounds for keeper views and refreshes.
 MAX_BATCH: constant(uint256) = 64
 
-# @dev Grid shocks and weights are in millionths (1e6 = 100%).
+# @dev Grid shocks and weights are in millionths (1e6 = 100%) at the interface.
 MILLION: constant(uint256) = 10**6
 IMILLION: constant(int256) = 10**6
-# @dev Grid words pack 4 scenarios of 64 bits: shock int32 | vol move uint8 | weight uint24.
-GRID_LANES: constant(uint256) = 4
-GRID_WORDS: constant(uint256) = 8
+# @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15) | vol move (16-17) |
+#      weight uint14 (18-31); shock and weight in units of GRID_UNIT millionths (0.01%).
+GRID_UNIT: constant(uint256) = 100
+IGRID_UNIT: constant(int256) = 100
+GRID_LANES: constant(uint256) = 8
+GRID_BITS: constant(uint256) = 32
+GRID_WORDS: constant(uint256) = 4
 VOL_DOWN: constant(uint256) = 0
 VOL_NONE: constant(uint256) = 1
 VOL_UP: constant(uint256) = 2
-# @dev Risk-array words pack 6 lanes of 40 bits; lane 0 is the epoch, lane 1 + s scenario s.
-LANE_BITS: constant(uint256) = 40
-LANES: constant(uint256) = 6
-LANE_MASK: constant(uint256) = 2**40 - 1
-ARRAY_WORDS: constant(uint256) = 6
+# @dev Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's `shift`
+#      (32-39) and the lanes of scenarios 0..10 (from bit 40); each further word the lanes
+#      of 13 more scenarios (from bit 0). A lane is in units of `quantum << shift`.
+#      23 scenarios take 2 words, 32 take 3.
+LANE_BITS: constant(uint256) = 19
+LANE_MASK: constant(uint256) = 2**19 - 1
+FIRST_LANES: constant(uint256) = 11
+LANES: constant(uint256) = 13
+ARRAY_WORDS: constant(uint256) = 3
+HEADER_BITS: constant(uint256) = 40
+M32: constant(uint256) = 2**32 - 1
+# @dev Largest `shift`: keeps |size| · 2**shift <= 2**127 · 2**103 = 2**230 (see `_value`).
+#      It covers values per unit up to 2**122 quanta (5e24 USD at the smallest quantum).
+MAX_SHIFT: constant(uint256) = 103
+# @dev Option sums of one underlying (see `_sum_options`): one per lane of every array
+#      word, then the shorts' Σ z, Σ |z|, net calls and net puts.
+SHORTS: constant(uint256) = FIRST_LANES + 2 * LANES
+UNITS: constant(uint256) = SHORTS + 1
+CALLS: constant(uint256) = SHORTS + 2
+PUTS: constant(uint256) = SHORTS + 3
+ACC_SIZE: constant(uint256) = SHORTS + 4
+# @dev `_value` modes: views (stale arrays computed in memory); also the PnL vector of one
+#      underlying (`risk`); state-changing checks (stale arrays skipped and reported, to be
+#      stored before the account is valued again).
+PLAIN: constant(uint256) = 0
+DETAIL: constant(uint256) = 1
+COLLECT: constant(uint256) = 2
 
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
@@ -101,7 +131,8 @@ YEAR: constant(uint256) = 365 * 86_400
 TERM_BASE: constant(uint256) = 30 * 86_400
 TERM_FLOOR: constant(uint256) = 86_400
 
-# @dev Parameter bounds (WAD unless stated).
+# @dev Parameter bounds (WAD unless stated). Every bound fits the 64-bit fields it is
+#      packed in (see `Listing` and `params`).
 MIN_IM_FACTOR: constant(uint256) = 10**18
 MAX_IM_FACTOR: constant(uint256) = 3 * 10**18
 MIN_ARRAY_AGE: constant(uint256) = 60
@@ -122,6 +153,7 @@ MIN_EMA_WINDOW: constant(uint256) = 60
 MAX_EMA_WINDOW: constant(uint256) = 86_400
 # @dev Longest option listed (s); keeps every BS input inside bs_math's overflow bounds.
 MAX_EXPIRY: constant(uint256) = 5 * YEAR
+M64: constant(uint256) = 2**64 - 1
 
 
 struct Underlying:
@@ -130,9 +162,9 @@ struct Underlying:
     # oracle keys of the spot price and implied volatility (both WAD)
     spot_key: bytes32
     vol_key: bytes32
-    # instrument id of its perpetual, 0 until listed
+    # always 0: perps are listed in the clearinghouse (kept for the getter's ABI)
     perp: uint256
-    # wei of value per risk-array lane unit (lanes hold floor(value / quantum) < 2**40)
+    # wei of value per risk-array lane unit before the array's scale (see `_compute_array`)
     quantum: uint256
     # vol shock parameters: up = 1 + vol_up·p, down = max(vol_floor, 1 − vol_down·p),
     # p = (30d / max(T, 1d))^term_exponent
@@ -147,6 +179,18 @@ struct Underlying:
     scenarios: uint256
 
 
+struct Listing:
+    name: bytes32
+    spot_key: bytes32
+    vol_key: bytes32
+    # what every valuation reads, one word: quantum (bits 0-63) | perp_rate (64-127) |
+    # short_option_rate (128-191) | scenarios (192-199)
+    risk: uint256
+    # what only array computations read: vol_up | vol_down | vol_floor | term_exponent,
+    # 64 bits each from bit 0
+    shocks: uint256
+
+
 struct Context:
     # oracle reads of the underlying (WAD) and their round ids
     spot: uint256
@@ -157,32 +201,11 @@ struct Context:
     epoch: uint256
     opened_at: uint256
     stored: bool
-    # grid
+    # the listing's risk word, unpacked where it is used often
+    risk: uint256
     scenarios: uint256
-    grid: uint256[GRID_WORDS]
     quantum: uint256
-    # aggregates of the account's exposure to this underlying
-    exposure: int256
-    option_pnl: int256[MAX_SCENARIOS]
-    option_value: int256
-    option_units: uint256
-    net_calls: int256
-    net_puts: int256
-    perp_units: uint256
-
-
-struct Book:
-    cash: int256
-    lines: DynArray[IVault.Collateral, MAX_ASSETS]
-    # bit u set iff underlying u is touched by the account
-    mask: uint256
-    options: DynArray[uint256, MAX_OPTIONS]
-    perp_size: int256[MAX_UNDERLYINGS + 1]
-    ctx: Context[MAX_UNDERLYINGS + 1]
-    # vault side of the valuation
-    collateral_value: uint256
-    mm_haircut: uint256
-    im_haircut: uint256
+    grid: uint256[GRID_WORDS]
 
 
 struct UnderlyingRisk:
@@ -201,6 +224,19 @@ struct Greeks:
     vega: int256
 
 
+struct Valuation:
+    margin: IRiskEngine.Margin
+    # bit u set iff the account touches underlying u
+    touched: uint256
+    # bit i set iff position i (of the clearinghouse's option words) has a stale array
+    stale: uint256
+    # the focus underlying's worst weighted scenario, its loss L_u (WAD) and, with DETAIL,
+    # the unweighted PnL of every scenario
+    worst_scenario: uint256
+    loss: uint256
+    pnl: DynArray[int256, MAX_SCENARIOS]
+
+
 # @dev The vault holding collateral and cash.
 VAULT: public(immutable(IVault))
 # @dev The oracle router every price is read through.
@@ -210,23 +246,20 @@ ORACLE: public(immutable(IOracleRouter))
 CLEARING: public(immutable(IClearinghouse))
 # @dev Oracle key of the settlement asset's USD feed (depeg circuit breaker), or empty.
 settlement_key: public(bytes32)
-# @dev IM = ceil(risk · im_factor) + IM haircuts (WAD, >= 1).
-im_factor: public(uint256)
-# @dev A risk array older than this (s) is never used.
-max_array_age: public(uint256)
-# @dev Black-Scholes rate (WAD per year).
-rate: public(uint256)
-# @dev Underlyings by id (1..underlying_count) and ids by name.
-underlyings: public(HashMap[uint256, Underlying])
+# @dev Engine parameters, one word: im_factor (bits 0-63, WAD, IM = ceil(risk · im_factor)
+#      + IM haircuts) | max_array_age (64-127, s: an older risk array is never used) |
+#      rate (128-191, Black-Scholes rate, WAD per year). Getters below.
+params: uint256
+# @dev Underlyings by id (1..underlying_count) and ids by name; `underlyings(u)` unpacks.
+listings: HashMap[uint256, Listing]
 underlying_ids: public(HashMap[bytes32, uint256])
 underlying_count: public(uint256)
-# @dev Packed grid of each underlying (see GRID_LANES).
+# @dev Packed grid of each underlying (see GRID_LANES); only the words in use are read.
 grid_words: HashMap[uint256, uint256[GRID_WORDS]]
 # @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | opened (64).
 epochs: HashMap[uint256, uint256]
-# @dev Risk arrays by instrument (see LANES).
+# @dev Risk arrays by instrument (see LANES); only the words in use are read.
 arrays: HashMap[uint256, uint256[ARRAY_WORDS]]
-
 
 
 event EpochOpened:
@@ -311,15 +344,15 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
     loaded: uint256 = 0
     stored: uint256 = 0
     for instrument_id: uint256 in instrument_ids:
-        instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(instrument_id)
+        instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
         if instrument.kind != CALL and instrument.kind != PUT:
             continue
         u: uint256 = instrument.underlying
         if loaded & (1 << u) == 0:
             contexts[u] = self._current_context(u)
             loaded |= 1 << u
-        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch:
-            self._store_array(instrument_id, self._compute_array(instrument, contexts[u]), contexts[u].epoch)
+        if self.arrays[instrument_id][0] & M32 != contexts[u].epoch:
+            self._store_array(instrument_id, self._compute_array(instrument, contexts[u]))
             stored += 1
     return stored
 
@@ -353,7 +386,7 @@ def margin(account: uint256) -> IRiskEngine.Margin:
     """
     @notice Equity, initial and maintenance requirement of `account` (all WAD).
     """
-    return self._margin(self._view_book(account, 0))
+    return self._view_margin(account, 0)
 
 
 @external
@@ -363,7 +396,7 @@ def margin_adjusted(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin
     @notice The margin with `cash_adjust` (WAD) subtracted from the account's cash: the
             clearinghouse values an account as it was before a trade with it.
     """
-    return self._margin(self._view_book(account, cash_adjust))
+    return self._view_margin(account, cash_adjust)
 
 
 @external
@@ -389,7 +422,7 @@ def check_new_risk() -> bool:
 @external
 @view
 def spot_key(underlying: uint256) -> bytes32:
-    return self.underlyings[underlying].spot_key
+    return self.listings[underlying].spot_key
 
 
 @external
@@ -400,7 +433,7 @@ def margins(accounts: DynArray[uint256, MAX_BATCH]) -> DynArray[IRiskEngine.Marg
     """
     result: DynArray[IRiskEngine.Margin, MAX_BATCH] = []
     for account: uint256 in accounts:
-        result.append(self._margin(self._view_book(account, 0)))
+        result.append(self._view_margin(account, 0))
     return result
 
 
@@ -411,7 +444,7 @@ def initial_health(account: uint256) -> int256:
     @notice `equity - IM` (WAD); new risk needs it >= 0. Reverts while new risk is closed.
     """
     self._check_new_risk()
-    m: IRiskEngine.Margin = self._margin(self._view_book(account, 0))
+    m: IRiskEngine.Margin = self._view_margin(account, 0)
     return m.equity - convert(m.initial, int256)
 
 
@@ -422,7 +455,7 @@ def maintenance_health(account: uint256) -> int256:
     @notice `equity - MM` (WAD); the account is liquidatable when it is negative. Never
             gated on the sequencer, so liquidation can always proceed.
     """
-    m: IRiskEngine.Margin = self._margin(self._view_book(account, 0))
+    m: IRiskEngine.Margin = self._view_margin(account, 0)
     return m.equity - convert(m.maintenance, int256)
 
 
@@ -432,23 +465,14 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
     """
     @notice Per underlying the account touches: the unweighted PnL of every scenario, the
             worst weighted scenario and its loss L_u (WAD).
+    @dev One valuation per underlying (a view: the repeated reads cost no one).
     """
-    book: Book = self._view_book(account, 0)
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
+    touched: uint256 = self._value(account, 0, PLAIN, 0).touched
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if book.mask & (1 << u) == 0:
-            continue
-        pnl: int256[MAX_SCENARIOS] = self._scenario_pnl(book.ctx[u])
-        vector: DynArray[int256, MAX_SCENARIOS] = []
-        worst: int256 = 0
-        worst_scenario: uint256 = 0
-        for s: uint256 in range(book.ctx[u].scenarios, bound=MAX_SCENARIOS):
-            vector.append(pnl[s])
-            weighted: int256 = self._weighted(pnl[s], book.ctx[u].grid, s)
-            if weighted < worst:
-                worst = weighted
-                worst_scenario = s
-        result.append(UnderlyingRisk(underlying=u, worst_scenario=worst_scenario, loss=convert(-worst, uint256), pnl=vector))
+        if touched & (1 << u) != 0:
+            v: Valuation = self._value(account, 0, DETAIL, u)
+            result.append(UnderlyingRisk(underlying=u, worst_scenario=v.worst_scenario, loss=v.loss, pnl=v.pnl))
     return result
 
 
@@ -458,29 +482,37 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     """
     @notice Delta, gamma and vega of the account per underlying it touches, at the live
             spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
+    @dev Values the account first, so it reads and reverts exactly as `margin` does.
     """
-    book: Book = self._view_book(account, 0)
+    touched: uint256 = self._value(account, 0, PLAIN, 0).touched
+    positions: IClearinghouse.Positions = self._positions(account)
+    cash: int256 = 0
+    lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
+    cash, lines = self._account_state(account)
     result: DynArray[Greeks, MAX_UNDERLYINGS] = []
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if book.mask & (1 << u) == 0:
+        if touched & (1 << u) == 0:
             continue
-        spot: uint256 = book.ctx[u].spot
-        delta: int256 = book.perp_size[u]
-        for line: IVault.Collateral in book.lines:
+        ctx: Context = self._context(u)
+        delta: int256 = 0
+        for line: IClearinghouse.PerpLine in positions.perps:
+            if line.underlying == u:
+                delta = line.size
+        for line: IVault.Collateral in lines:
             if self.underlying_ids[line.underlying] == u:
                 delta += convert(line.balance, int256)
         gamma: int256 = 0
         vega: int256 = 0
-        for word: uint256 in book.options:
+        for word: uint256 in positions.options:
             if (word >> 32) & 255 != u:
                 continue
             size: int256 = fixed._word_size(word)
-            instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(word & (2**32 - 1))
+            instrument: IClearinghouse.Instrument = self._instrument(word & (2**32 - 1))
             d: int256 = 0
             g: uint256 = 0
             v: uint256 = 0
             d, g, v = bs_math._bs_greeks(
-                spot, instrument.strike, book.ctx[u].vol, self._tau(instrument.expiry, block.timestamp), self.rate, instrument.kind == CALL
+                ctx.spot, instrument.strike, ctx.vol, self._tau(instrument.expiry, block.timestamp), self._param(2), instrument.kind == CALL
             )
             delta += fixed._floor_div(size * d, IWAD)
             gamma += fixed._floor_div(size * convert(g, int256), IWAD)
@@ -491,17 +523,21 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
 
 @external
 @view
-def risk_array(instrument_id: uint256) -> (uint256, DynArray[uint256, MAX_SCENARIOS]):
+def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS]):
     """
-    @notice The stored risk array of an option: its epoch and lanes (value per unit under
-            each scenario, in units of the underlying's `quantum`, rounded down).
+    @notice The stored risk array of an option: its epoch, its `shift` and its lanes (value
+            per unit under each scenario, in units of the underlying's `quantum << shift`,
+            rounded down).
     """
-    instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(instrument_id)
+    instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
     words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
     lanes: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range(self.underlyings[instrument.underlying].scenarios, bound=MAX_SCENARIOS):
-        lanes.append(self._lane(words, s + 1))
-    return words[0] & LANE_MASK, lanes
+    for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
+        i: uint256 = 0
+        bit: uint256 = 0
+        i, bit = self._lane_at(s)
+        lanes.append((words[i] >> bit) & LANE_MASK)
+    return words[0] & M32, (words[0] >> 32) & 255, lanes
 
 
 @external
@@ -515,7 +551,7 @@ def epoch(underlying: uint256) -> (uint80, uint80, uint256, uint256):
         convert(record >> 176, uint80),
         convert((record >> 96) & (2**80 - 1), uint80),
         (record >> 64) & (2**32 - 1),
-        record & (2**64 - 1),
+        record & M64,
     )
 
 
@@ -530,11 +566,62 @@ def grid(underlying: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint
     shocks: DynArray[int256, MAX_SCENARIOS] = []
     moves: DynArray[uint256, MAX_SCENARIOS] = []
     weights: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range(self.underlyings[underlying].scenarios, bound=MAX_SCENARIOS):
-        shocks.append(self._shock(words, s))
-        moves.append(self._move(words, s))
-        weights.append(self._weight(words, s))
+    for s: uint256 in range((self.listings[underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
+        lane: uint256 = words[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+        shocks.append(self._shock(lane))
+        moves.append((lane >> 16) & 3)
+        weights.append(self._weight(lane))
     return shocks, moves, weights
+
+
+@external
+@view
+def underlyings(underlying: uint256) -> Underlying:
+    """
+    @notice An underlying's listing and risk parameters (unpacked from storage).
+    """
+    listing: Listing = self.listings[underlying]
+    return Underlying(
+        name=listing.name,
+        spot_key=listing.spot_key,
+        vol_key=listing.vol_key,
+        perp=0,
+        quantum=listing.risk & M64,
+        vol_up=listing.shocks & M64,
+        vol_down=(listing.shocks >> 64) & M64,
+        vol_floor=(listing.shocks >> 128) & M64,
+        term_exponent=listing.shocks >> 192,
+        short_option_rate=(listing.risk >> 128) & M64,
+        perp_rate=(listing.risk >> 64) & M64,
+        scenarios=(listing.risk >> 192) & 255,
+    )
+
+
+@external
+@view
+def im_factor() -> uint256:
+    """
+    @notice IM = ceil(risk · im_factor) + IM haircuts (WAD, >= 1).
+    """
+    return self._param(0)
+
+
+@external
+@view
+def max_array_age() -> uint256:
+    """
+    @notice A risk array older than this (s) is never used.
+    """
+    return self._param(1)
+
+
+@external
+@view
+def rate() -> uint256:
+    """
+    @notice Black-Scholes rate (WAD per year).
+    """
+    return self._param(2)
 
 
 # ---------------------------------------------------------------- owner
@@ -550,15 +637,15 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     @return The underlying id.
     """
     ownable._check_owner()
-    assert name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "engine: zero key"
-    assert self.underlying_ids[name] == 0, "engine: already listed"
+    self._require(name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "engine: zero key")
+    self._require(self.underlying_ids[name] == 0, "engine: already listed")
     u: uint256 = self.underlying_count + 1
-    assert u <= MAX_UNDERLYINGS, "engine: too many underlyings"
+    self._require(u <= MAX_UNDERLYINGS, "engine: too many underlyings")
     self.underlying_count = u
     self.underlying_ids[name] = u
-    self.underlyings[u].name = name
-    self.underlyings[u].spot_key = spot_key
-    self.underlyings[u].vol_key = vol_key
+    self.listings[u].name = name
+    self.listings[u].spot_key = spot_key
+    self.listings[u].vol_key = vol_key
     log UnderlyingListed(underlying=u, name=name, spot_key=spot_key, vol_key=vol_key)
     self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
     shocks: DynArray[int256, MAX_SCENARIOS] = [0]
@@ -589,8 +676,9 @@ def set_grid(
     weights: DynArray[uint256, MAX_SCENARIOS],
 ):
     """
-    @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6).
-            Opens a new epoch, so every array is recomputed.
+    @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6);
+            shocks and weights (millionths) must be multiples of 100 (0.01%). Opens a new
+            epoch, so every array is recomputed.
     """
     ownable._check_owner()
     self._check_underlying(underlying)
@@ -623,7 +711,7 @@ def set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
             Black-Scholes rate (WAD/year, <= 0.2). A new rate opens a new epoch everywhere.
     """
     ownable._check_owner()
-    if rate != self.rate:
+    if rate != self._param(2):
         for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
             self._invalidate(u)
     self._set_params(im_factor, max_array_age, rate)
@@ -644,48 +732,56 @@ def set_settlement_key(key: bytes32):
 
 @internal
 @view
-def _book(
-    account: uint256,
-    positions: IClearinghouse.Positions,
-    cash_adjust: int256,
-    preloaded: Context[MAX_UNDERLYINGS + 1],
-    loaded: uint256,
-) -> Book:
+def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256) -> Valuation:
     """
-    @dev Reads everything the valuation needs: the vault side, the positions and one
-         context per touched underlying (`preloaded` ones are reused, the others read);
-         values options from current-epoch arrays, computing stale ones in memory.
-         `cash_adjust` is subtracted from cash (to value the account as before a trade).
+    @dev The valuation (formulas at the top). Reads the vault side, the positions and one
+         context per touched underlying (in that order); values options from current-epoch
+         arrays. A stale array is computed in memory (PLAIN, DETAIL) or skipped and
+         reported in `stale` (COLLECT: the caller stores it and values again). `cash_adjust`
+         is subtracted from cash (to value the account as before a trade). Options are
+         summed per underlying, and its worst loss found right after (`_sum_options`,
+         `_worst`); `focus` selects the underlying whose risk is returned.
     """
-    ctx: Context[MAX_UNDERLYINGS + 1] = preloaded
+    v: Valuation = empty(Valuation)
+    ctx: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     mask: uint256 = 0
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
-    cash, lines = staticcall VAULT.account_state(account)
+    positions: IClearinghouse.Positions = self._positions(account)
+    cash, lines = self._account_state(account)
     cash -= cash_adjust
-    collateral_value: uint256 = 0
-    mm_haircut: uint256 = 0
-    im_haircut: uint256 = 0
+    # collateral value, MM and IM haircuts (in memory: the stack is full here)
+    totals: uint256[3] = empty(uint256[3])
+    # per underlying: linear exposure E_u and perp units
+    exposure: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
+    perp_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
     # vault side: every line at its floor value; tracking collateral joins its exposure
     for line: IVault.Collateral in lines:
-        value: uint256 = math._mul_div(line.balance, staticcall ORACLE.price(line.price_key), WAD, False)
-        collateral_value += value
-        mm_haircut += math._mul_div(value, line.mm_haircut, WAD, True)
-        im_haircut += math._mul_div(value, line.im_haircut, WAD, True)
         u: uint256 = self.underlying_ids[line.underlying]
+        price: uint256 = 0
+        if u != 0 and self.listings[u].spot_key == line.price_key:
+            # priced by its underlying's spot feed: the context reads it (same feeds, same
+            # order as reading the price first)
+            if mask & (1 << u) == 0:
+                ctx[u] = self._context(u)
+                mask |= 1 << u
+            price = ctx[u].spot
+        else:
+            price = staticcall ORACLE.price(line.price_key)
+        value: uint256 = math._mul_div(line.balance, price, WAD, False)
+        totals[0] += value
+        totals[1] += math._mul_div(value, line.mm_haircut, WAD, True)
+        totals[2] += math._mul_div(value, line.im_haircut, WAD, True)
         if u != 0:
             if mask & (1 << u) == 0:
-                if loaded & (1 << u) == 0:
-                    ctx[u] = self._context(u)
+                ctx[u] = self._context(u)
                 mask |= 1 << u
-            ctx[u].exposure += convert(value, int256)
+            exposure[u] += convert(value, int256)
     # perps: linear exposure, unsettled funding, notional for the add-on
-    perp_size: int256[MAX_UNDERLYINGS + 1] = empty(int256[MAX_UNDERLYINGS + 1])
     for line: IClearinghouse.PerpLine in positions.perps:
         u: uint256 = line.underlying
         if mask & (1 << u) == 0:
-            if loaded & (1 << u) == 0:
-                ctx[u] = self._context(u)
+            ctx[u] = self._context(u)
             mask |= 1 << u
         spot: uint256 = ctx[u].spot
         cumulative: int256 = fixed._funding_now(
@@ -694,69 +790,238 @@ def _book(
         notional: int256 = fixed._floor_div(line.size * convert(spot, int256), IWAD)
         owed: int256 = fixed._floor_div(-line.size * (cumulative - line.funding), IWAD)
         cash += notional - line.cost + owed
-        ctx[u].exposure += notional
-        ctx[u].perp_units += convert(abs(line.size), uint256)
-        perp_size[u] = line.size
-    # options: one array per position, multiplied by the size
+        exposure[u] += notional
+        perp_units[u] += convert(abs(line.size), uint256)
+    # options: their underlyings' contexts, in position order
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
         if mask & (1 << u) == 0:
-            if loaded & (1 << u) == 0:
-                ctx[u] = self._context(u)
+            ctx[u] = self._context(u)
             mask |= 1 << u
-        size: int256 = fixed._word_size(word)
-        instrument_id: uint256 = word & (2**32 - 1)
-        # only the words the array uses: lanes 0 (epoch) .. scenarios, six per word
-        words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-        for i: uint256 in range((ctx[u].scenarios + LANES) // LANES, bound=ARRAY_WORDS):
-            words[i] = self.arrays[instrument_id][i]
-        if words[0] & LANE_MASK != ctx[u].epoch or not ctx[u].stored:
-            words = self._compute_array(staticcall CLEARING.instrument(instrument_id), ctx[u])
-        base: int256 = convert(self._lane(words, 1), int256)
-        for s: uint256 in range(1, ctx[u].scenarios, bound=MAX_SCENARIOS):
-            ctx[u].option_pnl[s] += size * (convert(self._lane(words, s + 1), int256) - base)
-        if size < 0:
-            base += 1
-        ctx[u].option_value += size * base
-        ctx[u].option_units += convert(abs(size), uint256)
-        if (word >> 40) & 255 == CALL:
-            ctx[u].net_calls += size
-        else:
-            ctx[u].net_puts += size
-    return Book(
-        cash=cash,
-        lines=lines,
-        mask=mask,
-        options=positions.options,
-        perp_size=perp_size,
-        ctx=ctx,
-        collateral_value=collateral_value,
-        mm_haircut=mm_haircut,
-        im_haircut=im_haircut,
+    equity: int256 = cash + convert(totals[0], int256)
+    risk: uint256 = 0
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if mask & (1 << u) == 0:
+            continue
+        c: Context = ctx[u]
+        acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
+        stale: uint256 = 0
+        acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT)
+        v.stale |= stale
+        # option value, then the worst weighted scenario loss L_u
+        equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
+        worst: int256 = 0
+        worst_scenario: uint256 = 0
+        pnl: DynArray[int256, MAX_SCENARIOS] = []
+        worst, worst_scenario, pnl = self._worst(c, acc, exposure[u], mode == DETAIL)
+        loss: uint256 = convert(-worst, uint256)
+        if u == focus:
+            v.worst_scenario = worst_scenario
+            v.loss = loss
+            v.pnl = pnl
+        # add-ons: perp (rate × notional), short option (rate × spot per net short call
+        # and put unit), quantization (one lane unit `quantum << shift` per option unit:
+        # a lane is at most that much below the value it stands for; UNITS = Σ |z|)
+        risk += loss
+        if perp_units[u] != 0:
+            risk += math._mul_div(perp_units[u] * c.spot, (c.risk >> 64) & M64, WAD * WAD, True)
+        if acc[UNITS] != 0:
+            short_units: uint256 = convert(max(-self._signed(acc[CALLS]), 0) + max(-self._signed(acc[PUTS]), 0), uint256)
+            if short_units != 0:
+                risk += math._mul_div(short_units * c.spot, (c.risk >> 128) & M64, WAD * WAD, True)
+            risk += math._mul_div(acc[UNITS], c.quantum, WAD, True)
+    v.margin = IRiskEngine.Margin(
+        equity=equity,
+        initial=math._mul_div(risk, self._param(0), WAD, True) + totals[2],
+        maintenance=risk + totals[1],
     )
+    v.touched = mask
+    return v
 
 
 @internal
 @view
-def _view_book(account: uint256, cash_adjust: int256) -> Book:
+def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
     """
-    @dev `_book` for views: stale arrays are computed in memory, nothing is stored.
+    @dev `_value` for views: stale arrays are computed in memory, nothing is stored.
     """
-    return self._book(
-        account, staticcall CLEARING.positions(account), cash_adjust, empty(Context[MAX_UNDERLYINGS + 1]), 0
-    )
+    return self._value(account, cash_adjust, PLAIN, 0).margin
 
 
 @internal
 def _refresh_margin(account: uint256) -> IRiskEngine.Margin:
     """
-    @dev Stores the account's stale arrays, then values it from storage.
+    @dev Values the account; if some arrays were stale, stores them in position order
+         (opening each underlying's epoch before its first array, as needed) and values
+         it again, from storage.
     """
-    positions: IClearinghouse.Positions = staticcall CLEARING.positions(account)
+    v: Valuation = self._value(account, 0, COLLECT, 0)
+    if v.stale == 0:
+        return v.margin
+    options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
-    contexts, loaded = self._store_stale(positions.options)
-    return self._margin(self._book(account, positions, 0, contexts, loaded))
+    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+        if v.stale & (1 << i) == 0:
+            continue
+        u: uint256 = (options[i] >> 32) & 255
+        if loaded & (1 << u) == 0:
+            contexts[u] = self._current_context(u)
+            loaded |= 1 << u
+        instrument_id: uint256 = options[i] & M32
+        self._store_array(instrument_id, self._compute_array(self._instrument(instrument_id), contexts[u]))
+    return self._view_margin(account, 0)
+
+
+@internal
+@view
+def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool) -> (uint256[ACC_SIZE], uint256):
+    """
+    @dev Sums the options on underlying `u` (context `c`), in two's complement:
+         acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
+         at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
+         computed in memory, or with `collect` skipped and returned as a bitmask of
+         position indices.
+    """
+    acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
+    stale: uint256 = 0
+    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+        word: uint256 = options[i]
+        if (word >> 32) & 255 != u:
+            continue
+        instrument_id: uint256 = word & M32
+        w0: uint256 = self.arrays[instrument_id][0]
+        w1: uint256 = 0
+        w2: uint256 = 0
+        current: bool = w0 & M32 == c.epoch and c.stored
+        # if/else rather than a second `continue`: with one here, the venom code generator
+        # (0.4.3) ran this loop past the end of `options` for some inputs
+        if not current and collect:
+            # skipped: stored before the account is valued again
+            stale |= 1 << i
+        else:
+            if not current:
+                words: uint256[ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+                w0 = words[0]
+                w1 = words[1]
+                w2 = words[2]
+            else:
+                # only the words the grid's scenarios use
+                if c.scenarios > FIRST_LANES:
+                    w1 = self.arrays[instrument_id][1]
+                if c.scenarios > FIRST_LANES + LANES:
+                    w2 = self.arrays[instrument_id][2]
+            size: int256 = fixed._word_size(word)
+            scale: uint256 = (w0 >> 32) & 255
+            # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
+            # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
+            # product is below 2**249 and a sum over at most 32 options below 2**254: the
+            # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
+            z: uint256 = convert(convert(size, bytes32), uint256) << scale
+            # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
+            acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
+            acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
+            acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
+            acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
+            acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
+            acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
+            acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
+            acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
+            acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
+            acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
+            acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
+            if w1 != 0:
+                acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
+                acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
+                acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
+                acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
+                acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
+                acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
+                acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
+                acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
+                acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
+                acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
+                acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
+                acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
+                acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
+            if w2 != 0:
+                acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
+                acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
+                acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
+                acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
+                acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
+                acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
+                acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
+                acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
+                acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
+                acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
+                acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
+                acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
+                acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
+            # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
+            # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
+            if size < 0:
+                acc[SHORTS] = unsafe_add(acc[SHORTS], z)
+            acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
+            if (word >> 40) & 255 == CALL:
+                acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
+            else:
+                acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
+    return acc, stale
+
+
+@internal
+@pure
+def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
+    """
+    @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
+         `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
+         floor((A(s) − A(0))·quantum / 1e18).
+    """
+    # |E| < 2**230 and |shock| <= 3e6 < 2**22: every E·shock is below 2**252
+    small: bool = exposure > -2**230 and exposure < 2**230
+    # the worst weighted PnL and its scenario (in memory: the stack is full here)
+    worst: int256[2] = empty(int256[2])
+    pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+    # the grid word holding scenario s, shifted so that s is in its low 32 bits
+    lanes: uint256 = c.grid[0] >> GRID_BITS
+    for s: uint256 in range(1, c.scenarios, bound=MAX_SCENARIOS):
+        if s % GRID_LANES == 0:
+            lanes = c.grid[s // GRID_LANES]
+        # the grid's int16 shock and uint14 weight, in 0.01% units
+        shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, IGRID_UNIT)
+        weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), GRID_UNIT), int256)
+        lanes >>= GRID_BITS
+        options: int256 = self._signed(unsafe_sub(acc[s], acc[0]))
+        pnl: int256 = 0
+        weighted: int256 = 0
+        if small and options > -2**200 and options < 2**200:
+            # quantum < 2**54, so |options·quantum| < 2**254; the floors are below 2**233
+            # and 2**200, their sum below 2**234, and times a weight (<= 1e6 < 2**20) below
+            # 2**254: the same numbers as the checked path
+            # floors by hand: SDIV truncates toward zero, so a negative inexact quotient
+            # steps down by one
+            a: int256 = unsafe_mul(exposure, shock)
+            pnl = unsafe_div(a, IMILLION)
+            if a < 0 and unsafe_mul(pnl, IMILLION) != a:
+                pnl = unsafe_sub(pnl, 1)
+            a = unsafe_mul(options, convert(c.quantum, int256))
+            b: int256 = unsafe_div(a, IWAD)
+            if a < 0 and unsafe_mul(b, IWAD) != a:
+                b = unsafe_sub(b, 1)
+            pnl = unsafe_add(pnl, b)
+            weighted = unsafe_mul(pnl, weight)
+        else:
+            pnl, weighted = self._pnl(exposure, shock, options, convert(c.quantum, int256), weight)
+        # weights are positive: only a negative PnL can be a loss
+        if weighted < 0:
+            weighted = self._floor(weighted, IMILLION)
+            if weighted < worst[0]:
+                worst[0] = weighted
+                worst[1] = convert(s, int256)
+        if detail:
+            pnl_vector.append(pnl)
+    return worst[0], convert(worst[1], uint256), pnl_vector
 
 
 @internal
@@ -768,92 +1033,28 @@ def _context(u: uint256) -> Context:
          context carries the epoch that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
-    ctx.spot, ctx.spot_round = staticcall ORACLE.price_round(self.underlyings[u].spot_key)
-    ctx.vol, ctx.vol_round = staticcall ORACLE.price_round(self.underlyings[u].vol_key)
-    ctx.scenarios = self.underlyings[u].scenarios
-    ctx.quantum = self.underlyings[u].quantum
-    # only the words the grid uses (4 scenarios each)
+    ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
+        self.listings[u].spot_key, self.listings[u].vol_key
+    )
+    ctx.risk = self.listings[u].risk
+    ctx.quantum = ctx.risk & M64
+    ctx.scenarios = (ctx.risk >> 192) & 255
+    # only the words the grid uses (8 scenarios each)
     for i: uint256 in range((ctx.scenarios + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
         ctx.grid[i] = self.grid_words[u][i]
     record: uint256 = self.epochs[u]
-    ctx.epoch = (record >> 64) & (2**32 - 1)
-    ctx.opened_at = record & (2**64 - 1)
+    ctx.epoch = (record >> 64) & M32
+    ctx.opened_at = record & M64
     if (
         convert(record >> 176, uint80) == ctx.spot_round
         and convert((record >> 96) & (2**80 - 1), uint80) == ctx.vol_round
-        and block.timestamp - ctx.opened_at <= self.max_array_age
+        and block.timestamp - ctx.opened_at <= self._param(1)
     ):
         ctx.stored = True
     else:
         ctx.epoch += 1
         ctx.opened_at = block.timestamp
     return ctx
-
-
-@internal
-@view
-def _margin(book: Book) -> IRiskEngine.Margin:
-    """
-    @dev Equity and requirements from a loaded book (see the formulas at the top).
-    """
-    equity: int256 = book.cash + convert(book.collateral_value, int256)
-    risk: uint256 = 0
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if book.mask & (1 << u) == 0:
-            continue
-        ctx: Context = book.ctx[u]
-        equity += fixed._floor_div(ctx.option_value * convert(ctx.quantum, int256), IWAD)
-        pnl: int256[MAX_SCENARIOS] = self._scenario_pnl(ctx)
-        worst: int256 = 0
-        for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-            worst = min(worst, self._weighted(pnl[s], ctx.grid, s))
-        risk += convert(-worst, uint256)
-        risk += self._addons(u, ctx)
-    return IRiskEngine.Margin(
-        equity=equity,
-        initial=math._mul_div(risk, self.im_factor, WAD, True) + book.im_haircut,
-        maintenance=risk + book.mm_haircut,
-    )
-
-
-@internal
-@view
-def _addons(u: uint256, ctx: Context) -> uint256:
-    """
-    @dev Perp add-on (rate × notional), short-option add-on (rate × spot per net short
-         call and put unit) and the quantization add-on (one lane unit per option unit:
-         a lane is at most one quantum below the value it stands for).
-    """
-    addon: uint256 = 0
-    if ctx.perp_units != 0:
-        addon += math._mul_div(ctx.perp_units * ctx.spot, self.underlyings[u].perp_rate, WAD * WAD, True)
-    if ctx.option_units != 0:
-        short_units: uint256 = convert(max(-ctx.net_calls, 0) + max(-ctx.net_puts, 0), uint256)
-        if short_units != 0:
-            addon += math._mul_div(short_units * ctx.spot, self.underlyings[u].short_option_rate, WAD * WAD, True)
-        addon += math._mul_div(ctx.option_units, ctx.quantum, WAD, True)
-    return addon
-
-
-@internal
-@pure
-def _scenario_pnl(ctx: Context) -> int256[MAX_SCENARIOS]:
-    """
-    @dev Unweighted PnL of the account's exposure to one underlying under each scenario.
-    """
-    pnl: int256[MAX_SCENARIOS] = empty(int256[MAX_SCENARIOS])
-    quantum: int256 = convert(ctx.quantum, int256)
-    for s: uint256 in range(1, ctx.scenarios, bound=MAX_SCENARIOS):
-        pnl[s] = fixed._floor_div(ctx.exposure * self._shock(ctx.grid, s), IMILLION) + fixed._floor_div(
-            ctx.option_pnl[s] * quantum, IWAD
-        )
-    return pnl
-
-
-@internal
-@pure
-def _weighted(pnl: int256, grid: uint256[GRID_WORDS], s: uint256) -> int256:
-    return fixed._floor_div(pnl * convert(self._weight(grid, s), int256), IMILLION)
 
 
 # ---------------------------------------------------------------- risk arrays
@@ -864,39 +1065,56 @@ def _weighted(pnl: int256, grid: uint256[GRID_WORDS], s: uint256) -> int256:
 def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[ARRAY_WORDS]:
     """
     @dev The option's value per unit under every scenario, at the epoch's spot, vol and
-         opening time, in lanes of `quantum` (rounded down); lane 0 holds the epoch.
+         opening time, in lanes of `quantum << shift` (rounded down), `shift` the smallest
+         that makes every lane fit 19 bits. floor(floor(v / quantum) / 2**shift) =
+         floor(v / (quantum << shift)): shifting the quanta is the same floor as dividing
+         once. Reverts "engine: value out of range" only beyond 2**122 quanta per unit.
     """
     u: uint256 = instrument.underlying
+    shocks: uint256 = self.listings[u].shocks
     tau: uint256 = self._tau(instrument.expiry, ctx.opened_at)
     # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
-    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), self.underlyings[u].term_exponent)
-    vol_up: uint256 = ctx.vol * (WAD + self.underlyings[u].vol_up * p // WAD) // WAD
-    down: uint256 = max(self.underlyings[u].vol_floor, WAD - min(self.underlyings[u].vol_down * p // WAD, WAD))
+    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), shocks >> 192)
+    vol_up: uint256 = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
+    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
     vol_down: uint256 = ctx.vol * down // WAD
     is_call: bool = instrument.kind == CALL
-    rate: uint256 = self.rate
-    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-    words[0] = ctx.epoch & LANE_MASK
+    rate: uint256 = self._param(2)
+    quanta: uint256[MAX_SCENARIOS] = empty(uint256[MAX_SCENARIOS])
+    # the OR of all values has the bit length of the largest
+    top: uint256 = 0
     for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        shock: int256 = self._shock(ctx.grid, s)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + shock) // IMILLION, uint256)
-        move: uint256 = self._move(ctx.grid, s)
+        lane: uint256 = ctx.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + self._shock(lane)) // IMILLION, uint256)
+        move: uint256 = (lane >> 16) & 3
         vol: uint256 = ctx.vol
         if move == VOL_UP:
             vol = vol_up
         elif move == VOL_DOWN:
             vol = vol_down
-        lane: uint256 = bs_math._bs_price(spot, instrument.strike, vol, tau, rate, is_call) // ctx.quantum
-        assert lane <= LANE_MASK, "engine: value out of range"
-        k: uint256 = s + 1
-        words[k // LANES] |= lane << (k % LANES * LANE_BITS)
+        value: uint256 = bs_math._bs_price(spot, instrument.strike, vol, tau, rate, is_call) // ctx.quantum
+        quanta[s] = value
+        top |= value
+    scale: uint256 = 0
+    for i: uint256 in range(256):
+        if top >> scale <= LANE_MASK:
+            break
+        scale += 1
+    assert scale <= MAX_SHIFT, "engine: value out of range"
+    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
+    words[0] = (ctx.epoch & M32) | (scale << 32)
+    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
+        i: uint256 = 0
+        bit: uint256 = 0
+        i, bit = self._lane_at(s)
+        words[i] |= (quanta[s] >> scale) << bit
     return words
 
 
 @internal
-def _store_array(instrument_id: uint256, words: uint256[ARRAY_WORDS], epoch: uint256):
+def _store_array(instrument_id: uint256, words: uint256[ARRAY_WORDS]):
     self.arrays[instrument_id] = words
-    log RiskArrayStored(instrument=instrument_id, epoch=epoch)
+    log RiskArrayStored(instrument=instrument_id, epoch=words[0] & M32)
 
 
 @internal
@@ -916,26 +1134,6 @@ def _invalidate(u: uint256):
     @dev Forces a new epoch at the next read (rounds 0 never match a live round).
     """
     self.epochs[u] = self.epochs[u] & ((2**32 - 1) << 64)
-
-
-@internal
-def _store_stale(options: DynArray[uint256, MAX_OPTIONS]) -> (Context[MAX_UNDERLYINGS + 1], uint256):
-    """
-    @dev Stores the current-epoch array of every option in `options`, opening epochs as
-         needed, so the valuation that follows reads only storage.
-    @return The contexts it loaded (epochs stored) and their mask, for `_book` to reuse.
-    """
-    contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
-    loaded: uint256 = 0
-    for word: uint256 in options:
-        u: uint256 = (word >> 32) & 255
-        if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u)
-            loaded |= 1 << u
-        instrument_id: uint256 = word & (2**32 - 1)
-        if self.arrays[instrument_id][0] & LANE_MASK != contexts[u].epoch:
-            self._store_array(instrument_id, self._compute_array(staticcall CLEARING.instrument(instrument_id), contexts[u]), contexts[u].epoch)
-    return contexts, loaded
 
 
 @internal
@@ -990,6 +1188,75 @@ def _new_risk_open() -> bool:
 
 
 @internal
+@view
+def _positions(account: uint256) -> IClearinghouse.Positions:
+    # one call site: the decoder of this struct is large
+    return staticcall CLEARING.positions(account)
+
+
+@internal
+@view
+def _account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_ASSETS]):
+    return staticcall VAULT.account_state(account)
+
+
+@internal
+@view
+def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
+    return staticcall CLEARING.instrument(instrument_id)
+
+
+@internal
+@pure
+def _pnl(exposure: int256, shock: int256, options: int256, quantum: int256, weight: int256) -> (int256, int256):
+    """
+    @dev A scenario's PnL and weighted PnL (before its floor division) with checked
+         arithmetic: `_worst`'s path for magnitudes its unchecked path does not cover.
+    """
+    pnl: int256 = self._floor(exposure * shock, IMILLION) + self._floor(options * quantum, IWAD)
+    return pnl, pnl * weight
+
+
+@internal
+@pure
+def _floor(a: int256, d: int256) -> int256:
+    """
+    @dev floor(a / d) for a constant d > 1 (1e6 or 1e18): `fixed._floor_div` without its
+         checks, which cannot fail here (SDIV truncates toward zero; d > 1 cannot overflow).
+    """
+    q: int256 = unsafe_div(a, d)
+    if a < 0 and unsafe_mul(q, d) != a:
+        q = unsafe_sub(q, 1)
+    return q
+
+
+@internal
+@pure
+def _signed(x: uint256) -> int256:
+    return convert(convert(x, bytes32), int256)
+
+
+@internal
+@pure
+def _lane_at(s: uint256) -> (uint256, uint256):
+    """
+    @dev Word and bit of scenario `s`'s lane in a risk array (see LANE_BITS).
+    """
+    if s < FIRST_LANES:
+        return 0, HEADER_BITS + s * LANE_BITS
+    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
+
+
+@internal
+@view
+def _param(i: uint256) -> uint256:
+    """
+    @dev Field `i` of `params`: 0 im_factor, 1 max_array_age, 2 rate.
+    """
+    return (self.params >> (64 * i)) & M64
+
+
+@internal
 @pure
 def _tau(expiry: uint256, at: uint256) -> uint256:
     if expiry <= at:
@@ -999,37 +1266,39 @@ def _tau(expiry: uint256, at: uint256) -> uint256:
 
 @internal
 @pure
-def _lane(words: uint256[ARRAY_WORDS], k: uint256) -> uint256:
-    return (words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK
+def _shock(lane: uint256) -> int256:
+    """
+    @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
+    """
+    return (convert(convert(lane << 240, bytes32), int256) >> 240) * IGRID_UNIT
 
 
 @internal
 @pure
-def _shock(grid: uint256[GRID_WORDS], s: uint256) -> int256:
-    lane: uint256 = grid[s // GRID_LANES] >> (s % GRID_LANES * 64)
-    # the low 32 bits hold the shock in two's complement
-    return convert(convert(lane << 224, bytes32), int256) >> 224
-
-
-@internal
-@pure
-def _move(grid: uint256[GRID_WORDS], s: uint256) -> uint256:
-    return (grid[s // GRID_LANES] >> (s % GRID_LANES * 64 + 32)) & 255
-
-
-@internal
-@pure
-def _weight(grid: uint256[GRID_WORDS], s: uint256) -> uint256:
-    return (grid[s // GRID_LANES] >> (s % GRID_LANES * 64 + 40)) & (2**24 - 1)
+def _weight(lane: uint256) -> uint256:
+    """
+    @dev The weight (millionths) of a grid lane: uint14 from bit 18, 0.01% units.
+    """
+    return ((lane >> 18) & (2**14 - 1)) * GRID_UNIT
 
 
 # ---------------------------------------------------------------- admin internals
 
 
 @internal
+@pure
+def _require(ok: bool, reason: String[40]):
+    """
+    @dev `assert ok, reason` in one place: owner paths only, where it saves code size.
+    """
+    if not ok:
+        raise reason
+
+
+@internal
 @view
 def _check_underlying(u: uint256):
-    assert u != 0 and u <= self.underlying_count, "engine: unknown underlying"
+    self._require(u != 0 and u <= self.underlying_count, "engine: unknown underlying")
 
 
 @internal
@@ -1040,17 +1309,23 @@ def _set_grid(
     weights: DynArray[uint256, MAX_SCENARIOS],
 ):
     n: uint256 = len(shocks)
-    assert n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid"
-    assert shocks[0] == 0 and vol_moves[0] == VOL_NONE and weights[0] == MILLION, "engine: bad base scenario"
+    self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid")
+    self._require(shocks[0] == 0 and vol_moves[0] == VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
     words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
     for s: uint256 in range(n, bound=MAX_SCENARIOS):
-        assert shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds"
-        assert vol_moves[s] <= VOL_UP, "engine: bad vol move"
-        assert weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds"
-        lane: uint256 = (convert(convert(shocks[s], bytes32), uint256) & (2**32 - 1)) | (vol_moves[s] << 32) | (weights[s] << 40)
-        words[s // GRID_LANES] |= lane << (s % GRID_LANES * 64)
+        self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds")
+        self._require(vol_moves[s] <= VOL_UP, "engine: bad vol move")
+        self._require(weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds")
+        # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
+        self._require(shocks[s] % IGRID_UNIT == 0 and weights[s] % GRID_UNIT == 0, "engine: grid not in 0.01% steps")
+        lane: uint256 = (
+            (convert(convert(shocks[s] // IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
+            | (vol_moves[s] << 16)
+            | (weights[s] // GRID_UNIT << 18)
+        )
+        words[s // GRID_LANES] |= lane << (s % GRID_LANES * GRID_BITS)
     self.grid_words[u] = words
-    self.underlyings[u].scenarios = n
+    self.listings[u].risk = (self.listings[u].risk & ~(255 << 192)) | (n << 192)
     self._invalidate(u)
     log GridSet(underlying=u, shocks=shocks, vol_moves=vol_moves, weights=weights)
 
@@ -1066,18 +1341,14 @@ def _set_risk_params(
     short_option_rate: uint256,
     perp_rate: uint256,
 ):
-    assert quantum >= MIN_QUANTUM and quantum <= MAX_QUANTUM, "engine: quantum out of bounds"
-    assert vol_up <= MAX_VOL_SHOCK and vol_down <= WAD, "engine: vol shock out of bounds"
-    assert vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "engine: vol floor out of bounds"
-    assert term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds"
-    assert short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds"
-    self.underlyings[u].quantum = quantum
-    self.underlyings[u].vol_up = vol_up
-    self.underlyings[u].vol_down = vol_down
-    self.underlyings[u].vol_floor = vol_floor
-    self.underlyings[u].term_exponent = term_exponent
-    self.underlyings[u].short_option_rate = short_option_rate
-    self.underlyings[u].perp_rate = perp_rate
+    self._require(quantum >= MIN_QUANTUM and quantum <= MAX_QUANTUM, "engine: quantum out of bounds")
+    self._require(vol_up <= MAX_VOL_SHOCK and vol_down <= WAD, "engine: vol shock out of bounds")
+    self._require(vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "engine: vol floor out of bounds")
+    self._require(term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds")
+    self._require(short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds")
+    # every field is below 2**64 by the bounds above
+    self.listings[u].risk = (self.listings[u].risk & (255 << 192)) | quantum | (perp_rate << 64) | (short_option_rate << 128)
+    self.listings[u].shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
     self._invalidate(u)
     log RiskParamsSet(
         underlying=u,
@@ -1093,10 +1364,9 @@ def _set_risk_params(
 
 @internal
 def _set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
-    assert im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "engine: im factor out of bounds"
-    assert max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "engine: array age out of bounds"
-    assert rate <= MAX_RATE, "engine: rate out of bounds"
-    self.im_factor = im_factor
-    self.max_array_age = max_array_age
-    self.rate = rate
+    self._require(im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "engine: im factor out of bounds")
+    self._require(max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "engine: array age out of bounds")
+    self._require(rate <= MAX_RATE, "engine: rate out of bounds")
+    # every field is below 2**64 by the bounds above
+    self.params = im_factor | (max_array_age << 64) | (rate << 128)
     log ParamsSet(im_factor=im_factor, max_array_age=max_array_age, rate=rate)

@@ -41,7 +41,7 @@ exports: (
 
 # @dev Internal fixed point: 1.0 = 10**18.
 WAD: constant(uint256) = 10**18
-# @dev Bounds on a feed's heartbeat (seconds).
+# @dev Bounds on a feed's heartbeat (seconds); it is packed in 32 bits.
 MIN_HEARTBEAT: constant(uint256) = 60
 MAX_HEARTBEAT: constant(uint256) = 2 * 86_400
 # @dev Upper bound on the staleness grace added to every heartbeat (seconds).
@@ -50,6 +50,14 @@ MAX_HEARTBEAT_GRACE: constant(uint256) = 3_600
 MAX_SEQUENCER_GRACE: constant(uint256) = 86_400
 # @dev ABI size of a `latestRoundData`/`getRoundData` answer (5 words).
 ROUND_DATA_SIZE: constant(uint256) = 160
+M32: constant(uint256) = 2**32 - 1
+M64: constant(uint256) = 2**64 - 1
+M160: constant(uint256) = 2**160 - 1
+# @dev A feed bound is stored as mantissa · 10**exponent, mantissa < 2**31 (bits 0-30),
+#      exponent <= 31 (bits 31-35): every bound with at most 9 significant digits.
+BOUND_BITS: constant(uint256) = 36
+MANTISSA_BITS: constant(uint256) = 31
+MAX_EXPONENT: constant(uint256) = 31
 
 
 struct Feed:
@@ -64,15 +72,17 @@ struct Feed:
     scale: uint256
 
 
-# @dev Registered feeds by key. Invariant: `aggregator != empty` iff the feed is usable,
-# and then `0 < min_answer < max_answer`.
-feeds: public(HashMap[bytes32, Feed])
-# @dev Extra seconds every feed may lag beyond its heartbeat (network jitter).
-heartbeat_grace: public(uint256)
-# @dev L2 sequencer-uptime feed (answer 0 = up); empty on L1 and local chains.
-sequencer_feed: public(address)
-# @dev Seconds after a sequencer restart during which new risk is still refused.
-sequencer_grace: public(uint256)
+# @dev Registered feeds by key, one word each (all a read needs): aggregator (bits 0-159) |
+#      heartbeat (160-177) | 18 - decimals (178-182) | min_answer (183-218) | max_answer
+#      (219-254), each bound as mantissa · 10**exponent (see BOUND_BITS).
+#      Invariant: `aggregator != empty` iff the feed is usable, and then
+#      `0 < min_answer < max_answer`. `feeds(key)` unpacks them.
+feed_words: HashMap[bytes32, uint256]
+# @dev Router settings, one word (read once per transaction however many feeds it reads):
+#      heartbeat_grace (bits 0-31, s: extra lag every feed may have beyond its heartbeat) |
+#      sequencer_grace (32-63, s: new risk stays refused this long after a restart) |
+#      sequencer_feed (64-223: L2 sequencer-uptime feed, answer 0 = up; empty on L1).
+settings: uint256
 
 
 event FeedSet:
@@ -124,12 +134,13 @@ def set_feed(key: bytes32, aggregator: address, heartbeat: uint256, min_answer: 
     assert min_answer != 0 and min_answer < max_answer, "oracle: bad bounds"
     decimals: uint256 = convert(staticcall AggregatorV3Interface(aggregator).decimals(), uint256)
     assert decimals <= 18, "oracle: decimals above 18"
-    self.feeds[key] = Feed(
-        aggregator=aggregator,
-        heartbeat=heartbeat,
-        min_answer=min_answer,
-        max_answer=max_answer,
-        scale=10 ** (18 - decimals),
+    # heartbeat < 2**18, 18 - decimals < 2**5: each fits its field
+    self.feed_words[key] = (
+        convert(aggregator, uint256)
+        | (heartbeat << 160)
+        | ((18 - decimals) << 178)
+        | (self._pack_bound(min_answer) << 183)
+        | (self._pack_bound(max_answer) << (183 + BOUND_BITS))
     )
     log FeedSet(key=key, aggregator=aggregator, heartbeat=heartbeat, min_answer=min_answer, max_answer=max_answer)
 
@@ -137,8 +148,8 @@ def set_feed(key: bytes32, aggregator: address, heartbeat: uint256, min_answer: 
 @external
 def remove_feed(key: bytes32):
     ownable._check_owner()
-    assert self.feeds[key].aggregator != empty(address), "oracle: unknown feed"
-    self.feeds[key] = empty(Feed)
+    assert self.feed_words[key] & M160 != 0, "oracle: unknown feed"
+    self.feed_words[key] = 0
     log FeedRemoved(key=key)
 
 
@@ -160,8 +171,7 @@ def set_sequencer(feed: address, grace: uint256):
     ownable._check_owner()
     assert feed == empty(address) or feed.is_contract, "oracle: sequencer not a contract"
     assert grace <= MAX_SEQUENCER_GRACE, "oracle: grace out of bounds"
-    self.sequencer_feed = feed
-    self.sequencer_grace = grace
+    self.settings = (self.settings & M32) | (grace << 32) | (convert(feed, uint256) << 64)
     log SequencerSet(feed=feed, grace=grace)
 
 
@@ -190,6 +200,23 @@ def price_round(key: bytes32) -> (uint256, uint80):
     @return (answer in WAD, round id)
     """
     return self._latest(key)
+
+
+@external
+@view
+def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80):
+    """
+    @notice `price_round` of two feeds in one call, `key_a` read first (the margin engine
+            reads an underlying's spot and implied vol together).
+    @return (answer a in WAD, round id a, answer b in WAD, round id b)
+    """
+    answer_a: uint256 = 0
+    round_a: uint80 = 0
+    answer_b: uint256 = 0
+    round_b: uint80 = 0
+    answer_a, round_a = self._latest(key_a)
+    answer_b, round_b = self._latest(key_b)
+    return answer_a, round_a, answer_b, round_b
 
 
 @external
@@ -223,7 +250,8 @@ def check_sequencer() -> bool:
     @notice Reverts while the L2 sequencer is down or within its grace period after a
             restart; returns True otherwise (always, where no sequencer feed is set).
     """
-    feed: address = self.sequencer_feed
+    settings: uint256 = self.settings
+    feed: address = convert(settings >> 64, address)
     if feed == empty(address):
         return True
     ok: bool = False
@@ -239,8 +267,44 @@ def check_sequencer() -> bool:
     _answered: uint80 = 0
     _rid, status, started_at, _updated, _answered = abi_decode(response, (uint80, int256, uint256, uint256, uint80))
     assert status == 0, "oracle: sequencer down"
-    assert block.timestamp > started_at + self.sequencer_grace, "oracle: sequencer grace period"
+    assert block.timestamp > started_at + ((settings >> 32) & M32), "oracle: sequencer grace period"
     return True
+
+
+@external
+@view
+def feeds(key: bytes32) -> Feed:
+    """
+    @notice The feed registered under `key` (all zero if none).
+    """
+    return self._unpack(self.feed_words[key])
+
+
+@external
+@view
+def heartbeat_grace() -> uint256:
+    """
+    @notice Extra seconds every feed may lag beyond its heartbeat (network jitter).
+    """
+    return self.settings & M32
+
+
+@external
+@view
+def sequencer_feed() -> address:
+    """
+    @notice The L2 sequencer-uptime feed (answer 0 = up); empty on L1 and local chains.
+    """
+    return convert(self.settings >> 64, address)
+
+
+@external
+@view
+def sequencer_grace() -> uint256:
+    """
+    @notice Seconds after a sequencer restart during which new risk is still refused.
+    """
+    return (self.settings >> 32) & M32
 
 
 # ---------------------------------------------------------------- internals
@@ -249,16 +313,51 @@ def check_sequencer() -> bool:
 @internal
 def _set_heartbeat_grace(grace: uint256):
     assert grace <= MAX_HEARTBEAT_GRACE, "oracle: grace out of bounds"
-    self.heartbeat_grace = grace
+    self.settings = (self.settings & ~M32) | grace
     log HeartbeatGraceSet(grace=grace)
 
 
 @internal
 @view
 def _feed(key: bytes32) -> Feed:
-    feed: Feed = self.feeds[key]
-    assert feed.aggregator != empty(address), "oracle: unknown feed"
-    return feed
+    word: uint256 = self.feed_words[key]
+    assert word & M160 != 0, "oracle: unknown feed"
+    return self._unpack(word)
+
+
+@internal
+@pure
+def _unpack(word: uint256) -> Feed:
+    return Feed(
+        aggregator=convert(word & M160, address),
+        heartbeat=(word >> 160) & (2**18 - 1),
+        min_answer=self._unpack_bound(word >> 183),
+        max_answer=self._unpack_bound(word >> (183 + BOUND_BITS)),
+        scale=10 ** ((word >> 178) & 31),
+    )
+
+
+@internal
+@pure
+def _pack_bound(bound: uint256) -> uint256:
+    """
+    @dev `bound` as mantissa | exponent << 31; reverts unless it is exactly representable.
+    """
+    mantissa: uint256 = bound
+    exponent: uint256 = 0
+    for i: uint256 in range(MAX_EXPONENT):
+        if mantissa % 10 != 0:
+            break
+        mantissa //= 10
+        exponent += 1
+    assert mantissa < 2**MANTISSA_BITS, "oracle: bad bounds"
+    return mantissa | (exponent << MANTISSA_BITS)
+
+
+@internal
+@pure
+def _unpack_bound(packed: uint256) -> uint256:
+    return (packed & (2**MANTISSA_BITS - 1)) * 10 ** ((packed >> MANTISSA_BITS) & 31)
 
 
 @internal
@@ -285,7 +384,7 @@ def _latest(key: bytes32) -> (uint256, uint80):
     )
     assert updated_at <= block.timestamp, "oracle: future timestamp"
     # cannot underflow: checked just above
-    assert unsafe_sub(block.timestamp, updated_at) <= feed.heartbeat + self.heartbeat_grace, "oracle: stale price"
+    assert unsafe_sub(block.timestamp, updated_at) <= feed.heartbeat + (self.settings & M32), "oracle: stale price"
     return self._normalize(feed, answer), round_id
 
 

@@ -1,6 +1,6 @@
 """Gas benchmark of the margin check, fills and risk-array refreshes (``ape run gas``).
 
-Builds one account with 3 collaterals, 2 perps and 1, 4, then 16 options, and measures
+Builds one account with 3 collaterals, 2 perps and 1, 4, 16, then 32 options, and measures
 `check_initial` with its arrays current for the oracle round and stale (a new round), next to
 the cold-read floor (2,100 gas per storage slot the call touches, from `eth_createAccessList`).
 """
@@ -13,10 +13,8 @@ from crossmargin.gas import GasRow, measure_call
 from crossmargin.protocol import Protocol
 from crossmargin.units import account_id, to_wad
 
-# Portfolio sizes measured. 32 is left out for now: ape-foundry starts anvil with
-# --steps-tracing, which keeps every step's memory, and the ~30 trades that build a 32-option
-# book against one counterparty exhausted anvil (see docs/gas.md).
-SIZES = (1, 4, 16)
+# Portfolio sizes measured (32 is the most an account may hold: 16 ETH and 16 BTC options).
+SIZES = (1, 4, 16, 32)
 
 
 def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
@@ -65,10 +63,11 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
                 account,
             )
         )
-    extra = (per_size[SIZES[-1]] - per_size[SIZES[-2]]) // (SIZES[-1] - SIZES[-2])
-    rows.append(
-        GasRow(f"per extra option held ({SIZES[-2]} -> {SIZES[-1]}, arrays current)", extra, extra, "target <= 15,000")
-    )
+    for low, high in ((4, 16), (16, 32)):
+        extra = (per_size[high] - per_size[low]) // (high - low)
+        rows.append(
+            GasRow(f"per extra option held ({low} -> {high}, arrays current)", extra, extra, "target <= 15,000")
+        )
 
     # refresh: one instrument, then sixteen, after a new round
     cm.oracle.push(admin, "ETH/USD", "3000")

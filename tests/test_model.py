@@ -15,7 +15,6 @@ epoch older than `max_array_age` with unchanged rounds).
 
 from __future__ import annotations
 
-import ape
 import pytest
 from ape import chain
 from hypothesis import HealthCheck, given, settings
@@ -305,6 +304,16 @@ def test_model__state_changing_check__stores_arrays_of_new_epoch(stack, admin, b
         receipt = cm.trade(book_maker, book_taker, call, "1", from_wad(quote(cm, call, "ETH")))
         touched = [book_maker, book_taker]
     block = receipt.block_number
+    if path == "withdraw":
+        # the epoch opens first, then the stale arrays are stored in position order
+        engine = cm.engine.contract
+        logs = receipt.decode_logs([engine.EpochOpened, engine.RiskArrayStored])
+        account = account_id(str(book_maker))
+        held = [i for i in cm.clearing.contract.option_ids(account) if options.get(i) == "ETH"]
+        assert [log.event_name for log in logs] == ["EpochOpened"] + ["RiskArrayStored"] * len(held)
+        assert (logs[0].underlying, logs[0].epoch) == (eth, epoch + 1)
+        assert [log.instrument for log in logs[1:]] == held
+        assert {log.epoch for log in logs[1:]} == {epoch + 1}
     spot_round, vol_round, opened, opened_at = cm.engine.contract.epoch(eth, block_id=block)
     assert opened == epoch + 1
     assert opened_at == chain.blocks[block].timestamp
@@ -392,16 +401,32 @@ def test_model__short_expiry_option__equals_engine(stack, admin, book_maker, boo
         assert [o.expiry <= now for o in state.options] == [True]
 
 
-def test_model__lane_out_of_range__both_revert(stack, admin, book_maker, book_taker, options):
-    """A lane holds < 2**40 quanta (about 1.1M USD per unit at the default 1e-6 USD): a BTC
-    call deep in the money under the +30% shock overflows it, and the engine's views revert
-    with the model's error. Feeds allow BTC/USD up to 10M, so this bound is reachable."""
+def test_model__deep_itm_option_at_high_spot__scaled_array_values_it(
+    stack, admin, keeper, book_maker, book_taker, options
+):
+    """A lane holds < 2**19 units of ``quantum << shift``. A BTC call deep in the money
+    under the +30% shock is worth about 1.1M USD per unit at spot 900k: at the default
+    1e-6 USD quantum that needs shift 22, and the engine picks it (the old fixed 40-bit
+    lanes reverted "engine: value out of range" here, blocking every valuation of the
+    account, liquidation included). Views (array in memory), keeper refresh (stored) and
+    the model agree to the wei."""
     cm = stack
+    btc = underlying_id(cm, "BTC")
     btc_call = list(options)[6]
     cm.trade(book_maker, book_taker, btc_call, "0.5", from_wad(quote(cm, btc_call, "BTC")))
     push(cm, admin, "BTC/USD", 900_000 * WAD)
-    snap = model.snapshot(cm, book_maker)
-    with pytest.raises(ValueError, match="engine: value out of range"):
-        model.margin(*snap)
-    with ape.reverts("engine: value out of range"):
-        cm.engine.contract.margin(account_id(str(book_maker)), block_id=head())
+    for owner in (book_maker, book_taker):
+        assert_model_matches(cm, owner)  # stale epoch: the views compute the array in memory
+    assert cm.engine.contract.refresh([btc_call], sender=keeper).return_value == 1
+    epoch, shift, stored = cm.engine.contract.risk_array(btc_call)
+    assert shift == 22
+    assert max(stored) >= 2**18  # the smallest shift: one less would not fit 19 bits
+    quantum = cm.engine.contract.underlyings(btc).quantum
+    assert max(stored) * (quantum << shift) > 1_000_000 * WAD  # over 1M USD per unit
+    for owner in (book_maker, book_taker):
+        state, underlyings, params, now = assert_model_matches(cm, owner)
+        ctx = model.context(underlyings[btc], params, now)
+        assert ctx.stored
+        option = next(o for o in state.options if o.instrument == btc_call)
+        assert option.array == model.compute_array(option, ctx, params)
+    assert cm.engine.contract.maintenance_health(account_id(str(book_maker))) > 0

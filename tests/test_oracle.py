@@ -28,6 +28,35 @@ def test_price__any_decimals__normalized_to_wad(router, admin, deploy_feed, deci
     assert (price, round_id) == (1234 * WAD, 1)
 
 
+def test_price_rounds__two_feeds__each_checked_first_failure_reverts(router, admin, test_feed, deploy_feed):
+    vol_key = key("TEST/IV")
+    vol = deploy_feed(8, 6 * 10**7)
+    router.set_feed(vol_key, vol, HEARTBEAT, WAD // 100, 5 * WAD, sender=admin)
+    test_feed.push(3100 * 10**8, sender=admin)
+    assert router.price_rounds(K, vol_key) == (*router.price_round(K), *router.price_round(vol_key))
+    assert router.price_rounds(K, vol_key) == (3100 * WAD, 2, 6 * 10**17, 1)
+    vol.push(0, sender=admin)
+    with ape.reverts("oracle: non-positive price"):
+        router.price_rounds(K, vol_key)
+    test_feed.push(10**6 * 10**8 + 1, sender=admin)  # both bad: the first key's reason
+    with ape.reverts("oracle: price out of bounds"):
+        router.price_rounds(K, vol_key)
+
+
+def test_set_feed__bounds_stored_exactly_or_refused(router, admin, deploy_feed):
+    """A feed is one storage word: each bound is kept as mantissa * 10**exponent with a
+    mantissa below 2**31 (nine significant digits), so every bound read back is the one set,
+    and one that cannot be kept exactly is refused."""
+    feed = deploy_feed()
+    for low, high in ((95 * 10**16, 105 * 10**16), (1, 2_147_483_647 * 10**31), (123_456_789, 10**40)):
+        router.set_feed(K, feed, HEARTBEAT, low, high, sender=admin)
+        stored = router.feeds(K)
+        assert (stored.min_answer, stored.max_answer, stored.heartbeat) == (low, high, HEARTBEAT)
+    for low, high in ((1, 2**31), (2_147_483_648 * 10**12, 10**40), (WAD, 10**32 * 2**31)):
+        with ape.reverts("oracle: bad bounds"):
+            router.set_feed(K, feed, HEARTBEAT, low, high, sender=admin)
+
+
 def test_set_feed__logs_and_stores(router, admin, deploy_feed):
     feed = deploy_feed()
     receipt = router.set_feed(K, feed, HEARTBEAT, WAD, 2 * WAD, sender=admin)
@@ -35,6 +64,7 @@ def test_set_feed__logs_and_stores(router, admin, deploy_feed):
     assert (event.aggregator, event.heartbeat, event.min_answer, event.max_answer) == (feed, HEARTBEAT, WAD, 2 * WAD)
     stored = router.feeds(K)
     assert (stored.aggregator, stored.scale) == (feed, 10**10)
+    assert (stored.heartbeat, stored.min_answer, stored.max_answer) == (HEARTBEAT, WAD, 2 * WAD)
 
 
 def test_price__unknown_feed__reverts(router):

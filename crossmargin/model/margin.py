@@ -45,7 +45,10 @@ __all__ = [
     "Scenario",
     "UnderlyingRisk",
     "UnderlyingState",
+    "MAX_SHIFT",
     "addons",
+    "array_epoch",
+    "array_shift",
     "book",
     "ceil_div",
     "compute_array",
@@ -56,6 +59,7 @@ __all__ = [
     "funding_now",
     "greeks",
     "lane",
+    "lane_at",
     "lanes",
     "load_underlying",
     "margin",
@@ -72,11 +76,18 @@ __all__ = [
 WAD = 10**18
 MILLION = 10**6
 MAX_UNDERLYINGS = 8
-# Risk-array words pack 6 lanes of 40 bits; lane 0 is the epoch, lane 1 + s scenario s.
-LANE_BITS = 40
-LANES = 6
-LANE_MASK = 2**40 - 1
-ARRAY_WORDS = 6
+# Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's shift (32-39)
+# and the lanes of scenarios 0..10 (from bit 40); each further word 13 more lanes (from
+# bit 0). A lane unit is ``quantum << shift`` wei, the shift the smallest that makes every
+# lane fit. 23 scenarios take 2 words, 32 take 3.
+LANE_BITS = 19
+LANE_MASK = 2**19 - 1
+FIRST_LANES = 11
+LANES = 13
+HEADER_BITS = 40
+ARRAY_WORDS = 3
+EPOCH_MASK = 2**32 - 1
+MAX_SHIFT = 103
 # Vol moves of a scenario.
 VOL_DOWN, VOL_NONE, VOL_UP = 0, 1, 2
 # Instrument kinds.
@@ -326,7 +337,8 @@ class Context:
     """``MarginEngine.Context``: one underlying's reads, epoch and the account's aggregates.
 
     ``epoch`` / ``opened_at`` are the stored epoch's when ``stored``, else the epoch that
-    would open now. ``option_pnl[s]`` and ``option_value`` are in lane units.
+    would open now. ``option_pnl[s]``, ``option_value`` and ``option_units`` are in quanta
+    (each option's size times ``2**shift`` of its array, times lanes).
     """
 
     underlying: UnderlyingState
@@ -382,32 +394,51 @@ def default_grid() -> tuple[Scenario, ...]:
     return tuple(grid)
 
 
-def pack_array(epoch: int, lane_values: list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """Packs an epoch and scenario lanes into the engine's ``ARRAY_WORDS`` storage words.
+def lane_at(s: int) -> tuple[int, int]:
+    """``_lane_at``: the word and bit of scenario ``s``'s lane."""
+    if s < FIRST_LANES:
+        return 0, HEADER_BITS + s * LANE_BITS
+    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
+
+
+def pack_array(epoch: int, lane_values: list[int] | tuple[int, ...], shift: int = 0) -> tuple[int, ...]:
+    """Packs an epoch, scenario lanes and a shift into the engine's ``ARRAY_WORDS`` storage words.
 
     Args:
-        epoch: Epoch number (lane 0 keeps its low 40 bits).
-        lane_values: Lane of each scenario (value per unit in quanta, < ``2**40``).
+        epoch: Epoch number (word 0 keeps its low 32 bits).
+        lane_values: Lane of each scenario (value per unit in ``quantum << shift``, < ``2**19``).
+        shift: The array's scale exponent (bits 32-39 of word 0).
 
     Returns:
         The words, as ``_compute_array`` lays them out.
     """
     words = [0] * ARRAY_WORDS
-    words[0] = epoch & LANE_MASK
+    words[0] = (epoch & EPOCH_MASK) | (shift << 32)
     for s, value in enumerate(lane_values):
-        k = s + 1
-        words[k // LANES] |= value << (k % LANES * LANE_BITS)
+        i, bit = lane_at(s)
+        words[i] |= value << bit
     return tuple(words)
 
 
-def lane(words: tuple[int, ...] | list[int], k: int) -> int:
-    """``_lane``: lane ``k`` of array ``words`` (0 the epoch, ``1 + s`` scenario ``s``)."""
-    return (words[k // LANES] >> (k % LANES * LANE_BITS)) & LANE_MASK
+def lane(words: tuple[int, ...] | list[int], s: int) -> int:
+    """The lane of scenario ``s`` in array ``words``."""
+    i, bit = lane_at(s)
+    return (words[i] >> bit) & LANE_MASK
+
+
+def array_epoch(words: tuple[int, ...] | list[int]) -> int:
+    """The epoch an array was computed at (its low 32 bits)."""
+    return words[0] & EPOCH_MASK
+
+
+def array_shift(words: tuple[int, ...] | list[int]) -> int:
+    """The array's shift: its lanes are in units of ``quantum << shift``."""
+    return (words[0] >> 32) & 255
 
 
 def lanes(words: tuple[int, ...] | list[int], scenarios: int) -> tuple[int, ...]:
     """The scenario lanes of ``words``, as the ``risk_array`` view lists them."""
-    return tuple(lane(words, s + 1) for s in range(scenarios))
+    return tuple(lane(words, s) for s in range(scenarios))
 
 
 def _tau(expiry: int, at: int) -> int:
@@ -452,7 +483,8 @@ def current_context(u: UnderlyingState, params: EngineParams, now: int) -> Epoch
 
 def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) -> tuple[int, ...]:
     """``_compute_array``: the option's value per unit under every scenario of its grid,
-    at the epoch's spot, vol and opening time, in lanes of ``quantum`` (floored).
+    at the epoch's spot, vol and opening time, in lanes of ``quantum << shift`` (floored),
+    ``shift`` the smallest that makes every lane fit 19 bits.
 
     Args:
         option: The option (only kind, strike and expiry are read).
@@ -460,11 +492,12 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
         params: Engine parameters (the rate).
 
     Returns:
-        The ``ARRAY_WORDS`` words, lane 0 the epoch.
+        The ``ARRAY_WORDS`` words, lane 0 the epoch, the shift in the top byte of word 0.
 
     Raises:
-        ValueError: ``"engine: value out of range"`` for a lane of ``2**40`` or more, or
-            the Black-Scholes library's revert strings.
+        ValueError: ``"engine: value out of range"`` for a value of ``2**122`` quanta or
+            more per unit (a shift above ``MAX_SHIFT``), or the Black-Scholes library's
+            revert strings.
     """
     u = ctx.underlying
     tau = _tau(option.expiry, ctx.opened_at)
@@ -473,9 +506,8 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
     down = max(u.vol_floor, WAD - min(u.vol_down * p // WAD, WAD))
     vol_down = ctx.vol * down // WAD
     is_call = option.kind == CALL
-    words = [0] * ARRAY_WORDS
-    words[0] = ctx.epoch & LANE_MASK
-    for s, scenario in enumerate(u.grid):
+    quanta = []
+    for scenario in u.grid:
         # int256 `//` truncates; spot > 0 and 1e6 + shock > 0, so this is a floor
         spot = fixed.sdiv(ctx.spot * (MILLION + scenario.shock), MILLION)
         if spot < 0:
@@ -485,12 +517,12 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
             vol = vol_up
         elif scenario.move == VOL_DOWN:
             vol = vol_down
-        value = fixed.bs_price(spot, option.strike, vol, tau, params.rate, is_call) // ctx.quantum
-        if value > LANE_MASK:
-            raise ValueError("engine: value out of range")
-        k = s + 1
-        words[k // LANES] |= value << (k % LANES * LANE_BITS)
-    return tuple(words)
+        quanta.append(fixed.bs_price(spot, option.strike, vol, tau, params.rate, is_call) // ctx.quantum)
+    # floor(floor(v / quantum) / 2**shift) == floor(v / (quantum << shift))
+    shift = max(0, max(quanta).bit_length() - LANE_BITS)
+    if shift > MAX_SHIFT:
+        raise ValueError("engine: value out of range")
+    return pack_array(ctx.epoch, [q >> shift for q in quanta], shift)
 
 
 def option_price(option: OptionPosition, u: UnderlyingState, params: EngineParams, now: int) -> int:
@@ -557,19 +589,20 @@ def book(
         c.exposure += notional
         c.perp_units += abs(perp.size)
         perp_size[perp.underlying] = perp.size
-    # options: one array per position, multiplied by the size
+    # options: one array per position, multiplied by the size in the array's scale
     for option in state.options:
         c = touch(option.underlying)
         words = option.array or (0,) * ARRAY_WORDS
-        if words[0] & LANE_MASK != c.epoch or not c.stored:
+        if array_epoch(words) != c.epoch or not c.stored:
             words = compute_array(option, c, params)
-        base = lane(words, 1)
+        z = option.size << array_shift(words)  # size in quanta per lane unit
+        base = lane(words, 0)
         for s in range(1, c.scenarios):
-            c.option_pnl[s] += option.size * (lane(words, s + 1) - base)
+            c.option_pnl[s] += z * (lane(words, s) - base)
         if option.size < 0:
-            base += 1  # shorts at lane + 1: a lane is at most one quantum below the value
-        c.option_value += option.size * base
-        c.option_units += abs(option.size)
+            base += 1  # shorts at lane + 1: a lane is at most one lane unit below the value
+        c.option_value += z * base
+        c.option_units += abs(z)
         if option.kind == CALL:
             c.net_calls += option.size
         else:
@@ -600,7 +633,10 @@ def weighted(pnl: int, scenario: Scenario) -> int:
 
 
 def addons(ctx: Context) -> int:
-    """``_addons``: perp add-on, short-option add-on and quantization add-on (WAD, rounded up)."""
+    """``_addons``: perp add-on, short-option add-on and quantization add-on (WAD, rounded up).
+
+    The quantization add-on is one lane unit (``quantum << shift``) per option unit:
+    ``option_units`` already holds ``sum |size| << shift``."""
     u = ctx.underlying
     addon = 0
     if ctx.perp_units != 0:
@@ -750,7 +786,7 @@ def snapshot(
     for word in positions.options:
         instrument_id = word & (2**32 - 1)
         listing = clearing.instrument(instrument_id, **at)
-        epoch, stored_lanes = engine.risk_array(instrument_id, **at)
+        epoch, shift, stored_lanes = engine.risk_array(instrument_id, **at)
         options.append(
             OptionPosition(
                 instrument=instrument_id,
@@ -759,7 +795,7 @@ def snapshot(
                 strike=listing.strike,
                 expiry=listing.expiry,
                 size=_word_size(word),
-                array=pack_array(epoch, list(stored_lanes)),
+                array=pack_array(epoch, list(stored_lanes), shift),
             )
         )
     perps = tuple(
