@@ -2,9 +2,11 @@
 
 Names available in the console:
     cm        the Protocol of the connected network (None if no manifest exists for it)
-    vault, oracle, engine, clearing, exchange, tokens   its typed clients (cm.vault, ...)
+    vault, oracle, engine, clearing, exchange, liquidator, fund, tokens  its clients (cm.vault...)
     crossmargin, to_wad, from_wad, account_id   the SDK
 """
+
+from ape.exceptions import ContractNotFoundError
 
 import crossmargin
 from crossmargin.manifest import find_manifest
@@ -14,11 +16,16 @@ from crossmargin.units import account_id, from_wad, to_wad
 
 def ape_init_extras(networks):
     name = networks.provider.network.name
-    cm = Protocol.load(name) if find_manifest(name).exists() else None
-    if cm is None:
+    cm = None
+    if not find_manifest(name).exists():
         print(f"crossmargin: no deployment manifest for {name!r}; run `ape run deploy --network ...`")
     else:
-        print(f"crossmargin: {cm!r} loaded as `cm`")
+        try:
+            cm = Protocol.load(name)
+            print(f"crossmargin: {cm!r} loaded as `cm`")
+        except ContractNotFoundError:
+            # e.g. the manifest of an earlier ape-managed anvil, which is gone with its chain
+            print(f"crossmargin: the {name!r} manifest's contracts are not on this chain; run `ape run deploy`")
     return {
         "cm": cm,
         "vault": cm and cm.vault,
@@ -26,6 +33,8 @@ def ape_init_extras(networks):
         "engine": cm and cm.engine,
         "clearing": cm and cm.clearing,
         "exchange": cm and cm.exchange,
+        "liquidator": cm and cm.liquidator,
+        "fund": cm and cm.fund,
         "tokens": cm and cm.tokens,
         "crossmargin": crossmargin,
         "to_wad": to_wad,
