@@ -18,9 +18,8 @@ state, so an action the protocol refuses (margin, balance, freeze) is checked by
 reason without being mined, and ape's per-transaction overhead (and its trace of every
 revert) stays out of the loop.
 
-Steps: ``CM_STATEFUL_STEPS`` (default 500, a few minutes: a step takes ~0.3-0.6 s through
-ape on anvil, so the 2,000 the issue asks for would push CI past its budget) split into runs
-of ``STEPS_PER_RUN``; the long profile is
+Steps: ``CM_STATEFUL_STEPS`` steps asked for (default 2,600, which executes at least 2,000:
+Hypothesis ends some runs early), in runs of ``STEPS_PER_RUN``; the long profile is
 ``CM_STATEFUL_STEPS=20000 ape test tests/test_stateful_protocol.py``.
 """
 
@@ -34,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from crossmargin.sender import Call, TxSender
 from crossmargin.units import WAD, account_id, to_units, to_wad
 
-STEPS = int(os.environ.get("CM_STATEFUL_STEPS", "500"))
+STEPS = int(os.environ.get("CM_STATEFUL_STEPS", "2600"))
 STEPS_PER_RUN = 25
 # rounding the vault keeps per step (premium ceil/floor, perp cost ceil, funding floor,
 # socialization floors), generously bounded
@@ -320,5 +319,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     machine().runTest()
     steps = Protocol.stats["steps"]
     print(f"\nstateful protocol: {Protocol.stats} in {time.monotonic() - began:.0f} s")
-    assert steps >= STEPS // 4  # hypothesis ends some runs early and skips no-op draws
+    # hypothesis ends some runs early (about 13% of the steps asked for): asking for 2,600
+    # gives the 2,000 executed steps the default run promises
+    assert steps >= min(2000, STEPS * 3 // 4)
     assert Protocol.stats["starts"] > 0 and Protocol.stats["bids"] > 0  # liquidation was exercised
