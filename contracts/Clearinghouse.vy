@@ -343,11 +343,11 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
-        cumulative: int256 = self._accrue_to_now(u)
         position: PerpPosition = self.perps[source][u]
         moved: int256 = position.size * f // IWAD
         if moved == 0:
             continue
+        cumulative: int256 = self._accrue_to_now(u)
         held: PerpPosition = self.perps[target][u]
         source_cash += self._settle_funding(source, u, position, cumulative)
         target_cash += self._settle_funding(target, u, held, cumulative)
@@ -629,14 +629,27 @@ def _accrue_to_now(u: uint256) -> int256:
     @dev Accrues the perp's funding to now at its current EMA (no trade, so the EMA does
          not move) and returns the cumulative index.
     """
+    spot: uint256 = 0
+    state: Funding = empty(Funding)
+    cumulative: int256 = 0
+    spot, state, cumulative = self._funding_now(u)
+    self.funding[u].cumulative = cumulative
+    self.funding[u].updated_at = block.timestamp
+    return cumulative
+
+
+@internal
+@view
+def _funding_now(u: uint256) -> (uint256, Funding, int256):
+    """
+    @dev The index price, the stored funding state and the cumulative index accrued to now.
+    """
     spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
     state: Funding = self.funding[u]
     cumulative: int256 = fixed._funding_now(
         state.cumulative, state.premium_ema, state.updated_at, spot, self.funding_cap, self.funding_interval, block.timestamp
     )
-    self.funding[u].cumulative = cumulative
-    self.funding[u].updated_at = block.timestamp
-    return cumulative
+    return spot, state, cumulative
 
 
 @internal
@@ -655,11 +668,10 @@ def _accrue_funding(u: uint256, price: uint256) -> int256:
          trade's premium over the index by min(dt, window) / window.
     @return The cumulative funding index now (WAD USD per unit).
     """
-    spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
-    state: Funding = self.funding[u]
-    cumulative: int256 = fixed._funding_now(
-        state.cumulative, state.premium_ema, state.updated_at, spot, self.funding_cap, self.funding_interval, block.timestamp
-    )
+    spot: uint256 = 0
+    state: Funding = empty(Funding)
+    cumulative: int256 = 0
+    spot, state, cumulative = self._funding_now(u)
     window: int256 = convert(self.ema_window, int256)
     dt: int256 = min(convert(block.timestamp - state.updated_at, int256), window)
     premium: int256 = fixed._floor_div((convert(price, int256) - convert(spot, int256)) * IWAD, convert(spot, int256))
