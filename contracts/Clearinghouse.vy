@@ -80,6 +80,12 @@ struct PerpPosition:
     funding: int256
 
 
+struct PackedPerp:
+    # size (int128) in the low half, cost (int128) in the high half, two's complement
+    line: uint256
+    funding: int256
+
+
 struct Funding:
     # cumulative funding per long unit (WAD USD); longs pay shorts while it rises
     cumulative: int256
@@ -99,25 +105,25 @@ exchange: public(address)
 # @dev The liquidator allowed to call `transfer_fraction`.
 liquidator: public(address)
 # @dev Most option positions an account may hold (<= MAX_OPTIONS).
-max_options: public(uint256)
-# @dev Funding: the capped EMA premium is paid per `funding_interval` (s), capped at
+# Funding: the capped EMA premium is paid per `funding_interval` (s), capped at
 # `funding_cap` (WAD) per interval; the EMA moves over `ema_window` (s).
-funding_interval: public(uint256)
-funding_cap: public(uint256)
-ema_window: public(uint256)
+# @dev One word, read together on every trade and valuation: funding_interval (bits
+# 0..31), ema_window (32..63), funding_cap (64..127), max_options (128..135).
+settings: uint256
 
 # @dev Instruments by id (1..instrument_count); perp instrument id of each underlying.
 instruments: HashMap[uint256, IClearinghouse.Instrument]
 instrument_count: public(uint256)
 perp_of: public(HashMap[uint256, uint256])
-# @dev Funding state of each underlying's perpetual.
-funding: public(HashMap[uint256, Funding])
+# @dev Funding state of each underlying's perpetual, one word (`_get_funding`).
+funding_words: HashMap[uint256, uint256]
 # @dev Option positions per account, packed (lib/fixed.vy `_word`); never a zero size.
+# A position is found by scanning the words in memory: they are read anyway by the margin
+# check that follows every change, and an index map would cost a slot per position.
 option_words: HashMap[uint256, DynArray[uint256, MAX_OPTIONS]]
-# @dev Index + 1 of an instrument in the account's `option_words`, 0 if none.
-option_slot: HashMap[uint256, HashMap[uint256, uint256]]
-# @dev Perp positions by account and underlying; bit u of `perp_mask` set iff size != 0.
-perps: HashMap[uint256, HashMap[uint256, PerpPosition]]
+# @dev Perp positions by account and underlying, packed in two slots (`_get_perp`); bit u
+# of `perp_mask` set iff size != 0.
+perps: HashMap[uint256, HashMap[uint256, PackedPerp]]
 perp_mask: public(HashMap[uint256, uint256])
 
 
@@ -195,7 +201,7 @@ def __init__(vault: IVault, oracle: IOracleRouter):
     ownable_2step.__init__()
     VAULT = vault
     ORACLE = oracle
-    self.max_options = MAX_OPTIONS
+    self.settings = MAX_OPTIONS << 128
     log MaxOptionsSet(max_options=MAX_OPTIONS)
     self._set_funding_params(8 * 3_600, 5 * 10**15, 3_600)
 
@@ -230,18 +236,20 @@ def trade(fill: IEngine.Fill):
     taker_perp: PerpPosition = empty(PerpPosition)
     if instrument.kind == PERP:
         cumulative: int256 = self._accrue_funding(u, fill.price)
-        maker_perp = self.perps[fill.maker][u]
-        taker_perp = self.perps[fill.taker][u]
+        maker_perp = self._get_perp(fill.maker, u)
+        taker_perp = self._get_perp(fill.taker, u)
         maker_old = maker_perp.size
         taker_old = taker_perp.size
         maker_cash += self._trade_perp(fill.maker, u, fill.size, fill.price, cumulative)
         taker_cash += self._trade_perp(fill.taker, u, -fill.size, fill.price, cumulative)
     else:
         assert block.timestamp < instrument.expiry, "clearing: instrument expired"
-        maker_old = self._option_size(fill.maker, fill.instrument)
-        taker_old = self._option_size(fill.taker, fill.instrument)
-        self._set_option(fill.maker, fill.instrument, u, instrument.kind, maker_old + fill.size)
-        self._set_option(fill.taker, fill.instrument, u, instrument.kind, taker_old - fill.size)
+        maker_words: DynArray[uint256, MAX_OPTIONS] = self.option_words[fill.maker]
+        taker_words: DynArray[uint256, MAX_OPTIONS] = self.option_words[fill.taker]
+        maker_old = self._size_in(maker_words, fill.instrument)
+        taker_old = self._size_in(taker_words, fill.instrument)
+        self._set_option(fill.maker, maker_words, fill.instrument, u, instrument.kind, maker_old + fill.size)
+        self._set_option(fill.taker, taker_words, fill.instrument, u, instrument.kind, taker_old - fill.size)
         # the buyer pays the premium rounded up, the seller receives it rounded down
         units: uint256 = convert(abs(fill.size), uint256)
         paid: int256 = convert(math._mul_div(units, fill.price, WAD, True), int256)
@@ -288,7 +296,8 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
     instrument: IClearinghouse.Instrument = self.instruments[instrument_id]
     assert instrument.kind == CALL or instrument.kind == PUT, "clearing: not an option"
     assert block.timestamp >= instrument.expiry, "clearing: not expired"
-    size: int256 = self._option_size(account, instrument_id)
+    words: DynArray[uint256, MAX_OPTIONS] = self.option_words[account]
+    size: int256 = self._size_in(words, instrument_id)
     assert size != 0, "clearing: no position"
     price: uint256 = instrument.settlement_price
     if price == 0:
@@ -303,8 +312,9 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
         intrinsic = instrument.strike - price
     # longs receive the payoff rounded down, shorts pay it rounded up
     payoff: int256 = fixed._floor_div(size * convert(intrinsic, int256), IWAD)
-    self._set_option(account, instrument_id, instrument.underlying, instrument.kind, 0)
-    self.instruments[instrument_id].open_interest -= self._long(size)
+    self._set_option(account, words, instrument_id, instrument.underlying, instrument.kind, 0)
+    if size > 0:
+        self.instruments[instrument_id].open_interest -= convert(size, uint256)
     extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
     log OptionSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
 
@@ -322,8 +332,10 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
     assert msg.sender == self.liquidator, "clearing: not liquidator"
     assert fraction <= WAD, "clearing: bad fraction"
     f: int256 = convert(fraction, int256)
-    # a copy: moving a whole position reorders the source's words
+    # `words` stays the list walked; `left` and `bought` follow storage as it changes
     words: DynArray[uint256, MAX_OPTIONS] = self.option_words[source]
+    left: DynArray[uint256, MAX_OPTIONS] = words
+    bought: DynArray[uint256, MAX_OPTIONS] = self.option_words[target]
     for word: uint256 in words:
         size: int256 = fixed._word_size(word)
         # |size| < 2**127 and f <= 1e18: the product fits; `//` truncates toward zero
@@ -333,9 +345,9 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
         instrument_id: uint256 = word & (2**32 - 1)
         u: uint256 = (word >> 32) & 255
         kind: uint256 = (word >> 40) & 255
-        held: int256 = self._option_size(target, instrument_id)
-        self._set_option(source, instrument_id, u, kind, size - moved)
-        self._set_option(target, instrument_id, u, kind, held + moved)
+        held: int256 = self._size_in(bought, instrument_id)
+        left = self._set_option(source, left, instrument_id, u, kind, size - moved)
+        bought = self._set_option(target, bought, instrument_id, u, kind, held + moved)
         self._move_open_interest(instrument_id, size, held, moved)
     source_cash: int256 = 0
     target_cash: int256 = 0
@@ -343,12 +355,12 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
-        position: PerpPosition = self.perps[source][u]
+        position: PerpPosition = self._get_perp(source, u)
         moved: int256 = position.size * f // IWAD
         if moved == 0:
             continue
         cumulative: int256 = self._accrue_to_now(u)
-        held: PerpPosition = self.perps[target][u]
+        held: PerpPosition = self._get_perp(target, u)
         source_cash += self._settle_funding(source, u, position, cumulative)
         target_cash += self._settle_funding(target, u, held, cumulative)
         # the cost moves pro rata, rounded toward zero; f = 1 moves all of it
@@ -389,12 +401,13 @@ def positions(account: uint256) -> IClearinghouse.Positions:
     @dev `@reentrant`: the engine reads it while this contract calls the engine.
     """
     lines: DynArray[IClearinghouse.PerpLine, 8] = []
+    settings: uint256 = self.settings
     mask: uint256 = self.perp_mask[account]
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
-        position: PerpPosition = self.perps[account][u]
-        state: Funding = self.funding[u]
+        position: PerpPosition = self._get_perp(account, u)
+        state: Funding = self._get_funding(u)
         lines.append(
             IClearinghouse.PerpLine(
                 underlying=u,
@@ -409,8 +422,8 @@ def positions(account: uint256) -> IClearinghouse.Positions:
     return IClearinghouse.Positions(
         options=self.option_words[account],
         perps=lines,
-        funding_cap=self.funding_cap,
-        funding_interval=self.funding_interval,
+        funding_cap=(settings >> 64) & (2**64 - 1),
+        funding_interval=settings & (2**32 - 1),
     )
 
 
@@ -427,11 +440,57 @@ def instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
 
 @external
 @view
+def funding(underlying: uint256) -> Funding:
+    """
+    @notice Funding state of the underlying's perp: the cumulative index per long unit (WAD
+            USD), the EMA premium (WAD fraction) and when the index was last accrued (s).
+    """
+    return self._get_funding(underlying)
+
+
+@external
+@view
+def max_options() -> uint256:
+    """
+    @notice Most option positions an account may hold.
+    """
+    return (self.settings >> 128) & 255
+
+
+@external
+@view
+def funding_interval() -> uint256:
+    """
+    @notice The interval (s) over which the capped EMA premium is paid once.
+    """
+    return self.settings & (2**32 - 1)
+
+
+@external
+@view
+def ema_window() -> uint256:
+    """
+    @notice The window (s) over which the premium EMA moves toward a trade's premium.
+    """
+    return (self.settings >> 32) & (2**32 - 1)
+
+
+@external
+@view
+def funding_cap() -> uint256:
+    """
+    @notice Most funding per interval (WAD fraction of the index price).
+    """
+    return (self.settings >> 64) & (2**64 - 1)
+
+
+@external
+@view
 def option_size(account: uint256, instrument_id: uint256) -> int256:
     """
     @notice Signed size (WAD units) of an option position.
     """
-    return self._option_size(account, instrument_id)
+    return self._size_in(self.option_words[account], instrument_id)
 
 
 @external
@@ -449,7 +508,11 @@ def option_ids(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
 @external
 @view
 def perp_position(account: uint256, underlying: uint256) -> PerpPosition:
-    return self.perps[account][underlying]
+    """
+    @notice Signed size (WAD units), cost (WAD USD) and funding index at the last settlement
+            (WAD USD per unit) of a perp position.
+    """
+    return self._get_perp(account, underlying)
 
 
 # ---------------------------------------------------------------- owner
@@ -465,7 +528,7 @@ def list_perp(underlying: uint256, oi_cap: uint256) -> uint256:
     assert self.perp_of[underlying] == 0, "clearing: perp listed"
     instrument_id: uint256 = self._list(PERP, underlying, 0, 0, oi_cap)
     self.perp_of[underlying] = instrument_id
-    self.funding[underlying].updated_at = block.timestamp
+    self._put_funding(underlying, Funding(cumulative=0, premium_ema=0, updated_at=block.timestamp))
     return instrument_id
 
 
@@ -501,7 +564,7 @@ def set_max_options(max_options: uint256):
     """
     ownable._check_owner()
     assert max_options != 0 and max_options <= MAX_OPTIONS, "clearing: position cap out of bounds"
-    self.max_options = max_options
+    self.settings = (self.settings & ~(255 << 128)) | (max_options << 128)
     log MaxOptionsSet(max_options=max_options)
 
 
@@ -564,17 +627,20 @@ def _check_trade(
     new_size: int256 = 0
     new_perp: PerpPosition = empty(PerpPosition)
     if instrument.kind == PERP:
-        new_perp = self.perps[account][instrument.underlying]
+        new_perp = self._get_perp(account, instrument.underlying)
         self._put_perp(account, instrument.underlying, old_perp)
     else:
-        new_size = self._option_size(account, instrument_id)
-        self._set_option(account, instrument_id, instrument.underlying, instrument.kind, old_size)
+        words: DynArray[uint256, MAX_OPTIONS] = self.option_words[account]
+        new_size = self._size_in(words, instrument_id)
+        self._set_option(account, words, instrument_id, instrument.underlying, instrument.kind, old_size)
     # an option held before the trade has a current array already (refresh_margin above)
     before: IRiskEngine.Margin = staticcall self.engine.margin_adjusted(account, cash_delta)
     if instrument.kind == PERP:
         self._put_perp(account, instrument.underlying, new_perp)
     else:
-        self._set_option(account, instrument_id, instrument.underlying, instrument.kind, new_size)
+        self._set_option(
+            account, self.option_words[account], instrument_id, instrument.underlying, instrument.kind, new_size
+        )
     after_health: int256 = after.equity - convert(after.maintenance, int256)
     before_health: int256 = before.equity - convert(before.maintenance, int256)
     if after.maintenance < before.maintenance and after_health >= before_health:
@@ -591,7 +657,7 @@ def _trade_perp(account: uint256, u: uint256, size: int256, price: uint256, cumu
     @dev Settles the position's funding, adds the trade and realizes the cost once flat.
     @return The cash change (WAD).
     """
-    position: PerpPosition = self.perps[account][u]
+    position: PerpPosition = self._get_perp(account, u)
     cash: int256 = self._settle_funding(account, u, position, cumulative)
     position.funding = cumulative
     position.size += size
@@ -617,10 +683,14 @@ def _settle_funding(account: uint256, u: uint256, position: PerpPosition, cumula
 @internal
 def _move_open_interest(instrument_id: uint256, size: int256, held: int256, moved: int256):
     """
-    @dev Open interest after `moved` units went from a position of `size` to one of `held`.
+    @dev Open interest after `moved` units went from a position of `size` to one of `held`;
+         untouched (no storage read) when the long units are the same before and after, as
+         when a bidder without a position buys a slice.
     """
-    oi: uint256 = self.instruments[instrument_id].open_interest + self._long(size - moved) + self._long(held + moved)
-    self.instruments[instrument_id].open_interest = oi - self._long(size) - self._long(held)
+    added: uint256 = self._long(size - moved) + self._long(held + moved)
+    removed: uint256 = self._long(size) + self._long(held)
+    if added != removed:
+        self.instruments[instrument_id].open_interest = self.instruments[instrument_id].open_interest + added - removed
 
 
 @internal
@@ -633,8 +703,7 @@ def _accrue_to_now(u: uint256) -> int256:
     state: Funding = empty(Funding)
     cumulative: int256 = 0
     spot, state, cumulative = self._funding_now(u)
-    self.funding[u].cumulative = cumulative
-    self.funding[u].updated_at = block.timestamp
+    self._put_funding(u, Funding(cumulative=cumulative, premium_ema=state.premium_ema, updated_at=block.timestamp))
     return cumulative
 
 
@@ -645,20 +714,67 @@ def _funding_now(u: uint256) -> (uint256, Funding, int256):
     @dev The index price, the stored funding state and the cumulative index accrued to now.
     """
     spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
-    state: Funding = self.funding[u]
+    state: Funding = self._get_funding(u)
+    settings: uint256 = self.settings
     cumulative: int256 = fixed._funding_now(
-        state.cumulative, state.premium_ema, state.updated_at, spot, self.funding_cap, self.funding_interval, block.timestamp
+        state.cumulative,
+        state.premium_ema,
+        state.updated_at,
+        spot,
+        (settings >> 64) & (2**64 - 1),
+        settings & (2**32 - 1),
+        block.timestamp,
     )
     return spot, state, cumulative
 
 
 @internal
+@view
+def _get_perp(account: uint256, u: uint256) -> PerpPosition:
+    packed: PackedPerp = self.perps[account][u]
+    line: bytes32 = convert(packed.line, bytes32)
+    # arithmetic shifts restore the two signed halves
+    return PerpPosition(
+        size=(convert(line, int256) << 128) >> 128, cost=convert(line, int256) >> 128, funding=packed.funding
+    )
+
+
+@internal
 def _put_perp(account: uint256, u: uint256, position: PerpPosition):
-    self.perps[account][u] = position
+    assert abs(position.size) < 2**127 and abs(position.cost) < 2**127, "clearing: position out of range"
+    line: uint256 = (convert(convert(position.cost, bytes32), uint256) << 128) | (
+        convert(convert(position.size, bytes32), uint256) & (2**128 - 1)
+    )
+    self.perps[account][u] = PackedPerp(line=line, funding=position.funding)
     if position.size == 0:
         self.perp_mask[account] &= ~(1 << u)
     else:
         self.perp_mask[account] |= 1 << u
+
+
+@internal
+@view
+def _get_funding(u: uint256) -> Funding:
+    """
+    @dev Unpacks cumulative (int128, bits 0..127), premium_ema (int80, 128..207) and
+         updated_at (uint48, 208..255).
+    """
+    word: int256 = convert(convert(self.funding_words[u], bytes32), int256)
+    return Funding(
+        cumulative=(word << 128) >> 128,
+        premium_ema=(word << 48) >> 176,
+        updated_at=convert(convert(word, bytes32), uint256) >> 208,
+    )
+
+
+@internal
+def _put_funding(u: uint256, state: Funding):
+    assert abs(state.cumulative) < 2**127, "clearing: funding out of range"
+    self.funding_words[u] = (
+        (convert(convert(state.cumulative, bytes32), uint256) & (2**128 - 1))
+        | ((convert(convert(state.premium_ema, bytes32), uint256) & (2**80 - 1)) << 128)
+        | (state.updated_at << 208)
+    )
 
 
 @internal
@@ -672,46 +788,60 @@ def _accrue_funding(u: uint256, price: uint256) -> int256:
     state: Funding = empty(Funding)
     cumulative: int256 = 0
     spot, state, cumulative = self._funding_now(u)
-    window: int256 = convert(self.ema_window, int256)
+    window: int256 = convert((self.settings >> 32) & (2**32 - 1), int256)
     dt: int256 = min(convert(block.timestamp - state.updated_at, int256), window)
-    premium: int256 = fixed._floor_div((convert(price, int256) - convert(spot, int256)) * IWAD, convert(spot, int256))
+    # a trade's premium counts at most +100% (it is never below -100%): one absurd fill
+    # cannot hold funding at its cap for long, and the EMA fits its 80 bits
+    premium: int256 = min(fixed._floor_div((convert(price, int256) - convert(spot, int256)) * IWAD, convert(spot, int256)), IWAD)
     ema: int256 = state.premium_ema + fixed._floor_div((premium - state.premium_ema) * dt, window)
-    self.funding[u] = Funding(cumulative=cumulative, premium_ema=ema, updated_at=block.timestamp)
+    self._put_funding(u, Funding(cumulative=cumulative, premium_ema=ema, updated_at=block.timestamp))
     return cumulative
 
 
 @internal
-@view
-def _option_size(account: uint256, instrument_id: uint256) -> int256:
-    slot: uint256 = self.option_slot[account][instrument_id]
-    if slot == 0:
-        return 0
-    return fixed._word_size(self.option_words[account][slot - 1])
+@pure
+def _size_in(words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256) -> int256:
+    """
+    @dev The size of `instrument_id` among an account's words, 0 if it holds none.
+    """
+    for word: uint256 in words:
+        if word & (2**32 - 1) == instrument_id:
+            return fixed._word_size(word)
+    return 0
 
 
 @internal
-def _set_option(account: uint256, instrument_id: uint256, u: uint256, kind: uint256, size: int256):
+def _set_option(
+    account: uint256, words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256, u: uint256, kind: uint256, size: int256
+) -> DynArray[uint256, MAX_OPTIONS]:
     """
     @dev Writes a position size: appends, updates, or removes its word (the last word
-         takes its place).
+         takes its place). `words` are the account's words as stored; returns them as now
+         stored, so a caller changing several positions reads them once.
     """
-    slot: uint256 = self.option_slot[account][instrument_id]
+    slot: uint256 = 0
+    for i: uint256 in range(len(words), bound=MAX_OPTIONS):
+        if words[i] & (2**32 - 1) == instrument_id:
+            slot = i + 1
+            break
     if size == 0:
         if slot == 0:
-            return
-        last: uint256 = self.option_words[account].pop()
-        if slot <= len(self.option_words[account]):
+            return words
+        last: uint256 = words.pop()
+        self.option_words[account].pop()
+        if slot <= len(words):
+            words[slot - 1] = last
             self.option_words[account][slot - 1] = last
-            self.option_slot[account][last & (2**32 - 1)] = slot
-        self.option_slot[account][instrument_id] = 0
-        return
+        return words
     word: uint256 = fixed._word(instrument_id, u, kind, size)
     if slot == 0:
-        assert len(self.option_words[account]) < self.max_options, "clearing: position cap"
+        assert len(words) < (self.settings >> 128) & 255, "clearing: position cap"
+        words.append(word)
         self.option_words[account].append(word)
-        self.option_slot[account][instrument_id] = len(self.option_words[account])
     else:
+        words[slot - 1] = word
         self.option_words[account][slot - 1] = word
+    return words
 
 
 @internal
@@ -744,7 +874,5 @@ def _set_funding_params(interval: uint256, cap: uint256, ema_window: uint256):
     assert interval >= MIN_FUNDING_INTERVAL and interval <= MAX_FUNDING_INTERVAL, "clearing: interval out of bounds"
     assert cap <= MAX_FUNDING_CAP, "clearing: funding cap out of bounds"
     assert ema_window >= MIN_EMA_WINDOW and ema_window <= MAX_EMA_WINDOW, "clearing: ema window out of bounds"
-    self.funding_interval = interval
-    self.funding_cap = cap
-    self.ema_window = ema_window
+    self.settings = (self.settings & ~(2**128 - 1)) | interval | (ema_window << 32) | (cap << 64)
     log FundingParamsSet(interval=interval, cap=cap, ema_window=ema_window)

@@ -82,6 +82,9 @@ MAX_SMALL_ACCOUNT: constant(uint256) = 1_000_000 * 10**18
 STARTED_SHIFT: constant(uint256) = 160
 INSOLVENT_SHIFT: constant(uint256) = 208
 TIME_MASK: constant(uint256) = 2**48 - 1
+M20: constant(uint256) = 2**20 - 1
+M64: constant(uint256) = 2**64 - 1
+M96: constant(uint256) = 2**96 - 1
 STARTER_MASK: constant(uint256) = 2**160 - 1
 
 
@@ -94,21 +97,12 @@ FUND: public(immutable(IInsuranceFund))
 # @dev 10**(18 − decimals) of the settlement asset: fund payouts are in its token units.
 SCALE: immutable(uint256)
 
-# @dev Price curve: multipliers (WAD) and phases (s); see the notice.
-start_multiplier: public(uint256)
-mid_multiplier: public(uint256)
-first_phase: public(uint256)
-second_phase: public(uint256)
-# @dev Time (s) over which the insolvent payment grows from −E to −E + MM.
-insolvent_ramp: public(uint256)
-# @dev Buffer margin factor (WAD, >= 1): a bid may restore E − buffer·MM >= 0, no more.
-buffer: public(uint256)
-# @dev Liquidation fee (WAD fraction of the equity bought) and the starter's tip (WAD USD).
-liquidation_fee: public(uint256)
-keeper_tip: public(uint256)
-# @dev Accounts with less equity (WAD USD) may be taken whole.
-small_account: public(uint256)
-# @dev Auction records by account id (see STARTED_SHIFT); 0 when none.
+# @dev The parameters in two words, read together by every bid (`_curve`, `_terms`):
+# curve = start_multiplier (bits 0..63) | mid_multiplier (64..127) | first_phase
+# (128..147) | second_phase (148..167) | insolvent_ramp (168..187) | liquidation_fee
+# (192..255); terms = buffer (0..63) | keeper_tip (64..159) | small_account (160..255).
+curve: uint256
+terms: uint256
 auctions: HashMap[uint256, uint256]
 
 
@@ -243,18 +237,18 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
     if m.equity > 0:
         equity: uint256 = convert(m.equity, uint256)
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
-        if equity >= self.small_account:
+        if equity >= self._terms(160, M96):
             taken = min(fraction, self._cap(equity, m.maintenance, d))
             assert taken != 0, "liquidator: account above buffer"
         # the bidder pays rounded up; the fee rounds down and never exceeds the price
         cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
         price = convert(cost, int256)
         assert price <= max_price, "liquidator: price limit"
-        fee = min(math._mul_div(taken * equity, self.liquidation_fee, WAD * WAD, False), cost)
+        fee = min(math._mul_div(taken * equity, self._curve(192, M64), WAD * WAD, False), cost)
         tip: uint256 = 0
         starter: address = convert(record & STARTER_MASK, address)
         if starter != empty(address) and fee != 0:
-            tip = min(self.keeper_tip, fee)
+            tip = min(self._terms(64, M96), fee)
             self.auctions[account] = record & ~STARTER_MASK
             log KeeperTipped(account=account, keeper=starter, tip=tip)
         self._transfer(account, bidder, taken)
@@ -268,7 +262,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         )
     else:
         insolvent_at: uint256 = record >> INSOLVENT_SHIFT
-        ramp: uint256 = self.insolvent_ramp
+        ramp: uint256 = self._curve(168, M20)
         elapsed: uint256 = 0
         if insolvent_at != 0:
             elapsed = min(block.timestamp - insolvent_at, ramp)
@@ -305,11 +299,92 @@ def terminate(account: uint256):
     """
     self._record(account)
     m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
-    assert m.equity >= convert(math._mul_div(m.maintenance, self.buffer, WAD, True), int256), "liquidator: below buffer"
+    assert m.equity >= convert(math._mul_div(m.maintenance, self._terms(0, M64), WAD, True), int256), "liquidator: below buffer"
     self._end(account, m.equity, m.maintenance)
 
 
 # ---------------------------------------------------------------- views
+
+
+@external
+@view
+def start_multiplier() -> uint256:
+    """
+    @notice d at the start (WAD).
+    """
+    return self._curve(0, M64)
+
+
+@external
+@view
+def mid_multiplier() -> uint256:
+    """
+    @notice d at the end of the first phase (WAD).
+    """
+    return self._curve(64, M64)
+
+
+@external
+@view
+def first_phase() -> uint256:
+    """
+    @notice Length (s) of the fall from the start to the mid multiplier.
+    """
+    return self._curve(128, M20)
+
+
+@external
+@view
+def second_phase() -> uint256:
+    """
+    @notice Length (s) of the fall from the mid multiplier to zero.
+    """
+    return self._curve(148, M20)
+
+
+@external
+@view
+def insolvent_ramp() -> uint256:
+    """
+    @notice Time (s) over which the insolvent payment grows from −E to −E + MM.
+    """
+    return self._curve(168, M20)
+
+
+@external
+@view
+def liquidation_fee() -> uint256:
+    """
+    @notice Liquidation fee (WAD fraction of the equity bought).
+    """
+    return self._curve(192, M64)
+
+
+@external
+@view
+def buffer() -> uint256:
+    """
+    @notice Buffer margin factor (WAD, >= 1): a bid may restore E − buffer·MM >= 0, no more.
+    """
+    return self._terms(0, M64)
+
+
+@external
+@view
+def keeper_tip() -> uint256:
+    """
+    @notice The starting keeper's tip (WAD USD), paid out of the first fee.
+    """
+    return self._terms(64, M96)
+
+
+@external
+@view
+def small_account() -> uint256:
+    """
+    @notice Accounts with less equity (WAD USD) may be taken whole.
+    """
+    return self._terms(160, M96)
 
 
 @external
@@ -354,14 +429,14 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
         equity: uint256 = convert(m.equity, uint256)
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
         taken: uint256 = fraction
-        if equity >= self.small_account:
+        if equity >= self._terms(160, M96):
             taken = min(fraction, self._cap(equity, m.maintenance, d))
         return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
     insolvent_at: uint256 = record >> INSOLVENT_SHIFT
     elapsed: uint256 = 0
     if insolvent_at != 0:
-        elapsed = min(block.timestamp - insolvent_at, self.insolvent_ramp)
-    whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // self.insolvent_ramp
+        elapsed = min(block.timestamp - insolvent_at, self._curve(168, M20))
+    whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // self._curve(168, M20)
     return fraction, -convert(whole * fraction // WAD // SCALE * SCALE, int256)
 
 
@@ -396,6 +471,18 @@ def set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, sm
 
 @internal
 @view
+def _curve(bit: uint256, mask: uint256) -> uint256:
+    return (self.curve >> bit) & mask
+
+
+@internal
+@view
+def _terms(bit: uint256, mask: uint256) -> uint256:
+    return (self.terms >> bit) & mask
+
+
+@internal
+@view
 def _record(account: uint256) -> uint256:
     record: uint256 = self.auctions[account]
     assert record != 0, "liquidator: no auction"
@@ -421,13 +508,13 @@ def _multiplier(elapsed: uint256) -> uint256:
     """
     @dev d(t), rounded down (WAD).
     """
-    start: uint256 = self.start_multiplier
-    mid: uint256 = self.mid_multiplier
-    first: uint256 = self.first_phase
+    start: uint256 = self._curve(0, M64)
+    mid: uint256 = self._curve(64, M64)
+    first: uint256 = self._curve(128, M20)
     # each drop rounds up, so d never sits above its line
     if elapsed < first:
         return start - math._mul_div(start - mid, elapsed, first, True)
-    second: uint256 = self.second_phase
+    second: uint256 = self._curve(148, M20)
     if elapsed < first + second:
         return mid - math._mul_div(mid, elapsed - first, second, True)
     return 0
@@ -442,10 +529,10 @@ def _cap(equity: uint256, maintenance: uint256, d: uint256) -> uint256:
          f = (buffer·MM − E) / (buffer·MM − a·E), rounded up, plus CAP_SLACK, at most 1.
          0 when the account is already at the buffer.
     """
-    target: uint256 = math._mul_div(maintenance, self.buffer, WAD, True)
+    target: uint256 = math._mul_div(maintenance, self._terms(0, M64), WAD, True)
     if equity >= target:
         return 0
-    a: uint256 = WAD - d + self.liquidation_fee
+    a: uint256 = WAD - d + self._curve(192, M64)
     kept: uint256 = math._mul_div(equity, a, WAD, False)
     if kept >= target:
         # each slice costs the account more equity than buffer margin: sell it all
@@ -462,11 +549,14 @@ def _set_curve(
     assert first_phase >= MIN_PHASE and first_phase <= MAX_FIRST_PHASE, "liquidator: out of bounds"
     assert second_phase >= MIN_PHASE and second_phase <= MAX_SECOND_PHASE, "liquidator: out of bounds"
     assert insolvent_ramp >= MIN_RAMP and insolvent_ramp <= MAX_RAMP, "liquidator: out of bounds"
-    self.start_multiplier = start_multiplier
-    self.mid_multiplier = mid_multiplier
-    self.first_phase = first_phase
-    self.second_phase = second_phase
-    self.insolvent_ramp = insolvent_ramp
+    self.curve = (
+        start_multiplier
+        | (mid_multiplier << 64)
+        | (first_phase << 128)
+        | (second_phase << 148)
+        | (insolvent_ramp << 168)
+        | (self.curve & (M64 << 192))
+    )
     log CurveSet(
         start_multiplier=start_multiplier,
         mid_multiplier=mid_multiplier,
@@ -482,8 +572,6 @@ def _set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, s
     assert liquidation_fee <= MAX_FEE, "liquidator: out of bounds"
     assert keeper_tip <= MAX_TIP, "liquidator: out of bounds"
     assert small_account <= MAX_SMALL_ACCOUNT, "liquidator: out of bounds"
-    self.buffer = buffer
-    self.liquidation_fee = liquidation_fee
-    self.keeper_tip = keeper_tip
-    self.small_account = small_account
+    self.terms = buffer | (keeper_tip << 64) | (small_account << 160)
+    self.curve = (self.curve & ~(M64 << 192)) | (liquidation_fee << 192)
     log TermsSet(buffer=buffer, liquidation_fee=liquidation_fee, keeper_tip=keeper_tip, small_account=small_account)
