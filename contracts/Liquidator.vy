@@ -19,7 +19,9 @@
                    f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
                    marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
                    is socialized over every positive cash balance by the vault; the loss
-                   is always paid in full: loss = fund payout + socialized amount.
+                   is always paid in full: loss = fund payout + socialized amount. With
+                   no fee to take it from, the fund pays the starting keeper's tip after
+                   the loss, from what it has left.
         A bid names the account, the fraction, a price limit (the most cash the bidder
         pays; negative when it is paid) and the bidder's subaccount, which must be at or
         above initial margin afterwards. The auction ends when the account is taken whole,
@@ -280,6 +282,14 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         price = -convert(paid + socialized, int256)
         assert price <= max_price, "liquidator: price limit"
         log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
+        # no fee to take the tip from: the fund pays it, after the loss, from what is left
+        # (never socialized; owed until the fund has something)
+        starter: address = convert(record & STARTER_MASK, address)
+        if starter != empty(address):
+            tip: uint256 = extcall FUND.cover(self._terms(64, M96) // SCALE, starter, 0) * SCALE
+            if tip != 0:
+                self.auctions[account] = record & ~STARTER_MASK
+                log KeeperTipped(account=account, keeper=starter, tip=tip)
 
     after: IRiskEngine.Margin = extcall ENGINE.refresh_margin(bidder)
     assert after.equity >= convert(after.initial, int256), "liquidator: bidder under margin"

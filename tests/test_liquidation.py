@@ -305,7 +305,10 @@ def test_insolvent__fund_pays_the_deficit_growing_to_deficit_plus_mm(
     # loss = fund payout + socialized, exactly; the fund had enough
     assert covered.loss == covered.fund_payout + covered.socialized
     assert covered.socialized == 0 and covered.loss % 10**12 == 0  # whole USDC units, all from the fund
-    assert fund_assets - cm.fund.contract.totalAssets() == covered.fund_payout // 10**12
+    # no fee to take it from: the fund pays the starter's tip too, after the loss
+    [tipped] = receipt.decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert tipped.keeper == stranger.address and tipped.tip == to_wad(5)
+    assert fund_assets - cm.fund.contract.totalAssets() == (covered.fund_payout + tipped.tip) // 10**12
     assert vault.cash_of(bidder, 0) == bidder_cash + trader_cash + covered.loss
     assert vault.account_state(book)[0] == 0 and cm.clearing.contract.perp_mask(book) == 0
     assert not cm.liquidator.auction(book).active
@@ -326,6 +329,7 @@ def test_insolvent__beyond_the_fund__socialized_over_positive_cash(
     [social] = receipt.decode_logs(vault.LossSocialized)
     assert covered.fund_payout == fund_has
     assert covered.loss == covered.fund_payout + covered.socialized
+    assert receipt.decode_logs(cm.liquidator.contract.KeeperTipped) == []  # nothing left for the tip
     assert social.amount == covered.socialized > 0
     assert vault.socialized_loss() == covered.socialized
     base = social.positive_cash + social.amount  # positive cash when the loss was spread
@@ -334,6 +338,22 @@ def test_insolvent__beyond_the_fund__socialized_over_positive_cash(
     assert vault.cash_of(maker, 0) == maker_cash * social.cash_index // index
     share = maker_cash * social.amount // base
     assert maker_cash - share - 1 <= vault.cash_of(maker, 0) <= maker_cash - share
+
+
+def test_insolvent__tip_paid_once_by_the_fund_after_the_loss(cm, vault, book, bidder, admin, stranger, insure):
+    insure("50000")
+    set_eth(cm, admin, "4100")
+    cm.liquidator.start(stranger, book)
+    keeper_cash = vault.cash_of(stranger, 0)
+    first = cm.liquidator.bid(bidder, book, "0.5", "0")
+    [covered] = first.decode_logs(cm.liquidator.contract.LossCovered)
+    [tipped] = first.decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert covered.socialized == 0 and tipped.tip == to_wad(5)
+    assert vault.cash_of(stranger, 0) == keeper_cash + to_wad(5)
+    assert cm.liquidator.auction(book).keeper == "0x0000000000000000000000000000000000000000"  # paid
+    second = cm.liquidator.bid(bidder, book, "0.5", "0")
+    assert second.decode_logs(cm.liquidator.contract.KeeperTipped) == []
+    assert vault.cash_of(stranger, 0) == keeper_cash + to_wad(5)
 
 
 def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, insure):
