@@ -332,23 +332,45 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
     assert msg.sender == self.liquidator, "clearing: not liquidator"
     assert fraction <= WAD, "clearing: bad fraction"
     f: int256 = convert(fraction, int256)
-    # `words` stays the list walked; `left` and `bought` follow storage as it changes
+    # the source keeps each word in place (f < 1: |moved| < |size|) or is emptied after
+    # the loop (f = 1: every size moves); `bought` follows the target's words in storage
     words: DynArray[uint256, MAX_OPTIONS] = self.option_words[source]
-    left: DynArray[uint256, MAX_OPTIONS] = words
     bought: DynArray[uint256, MAX_OPTIONS] = self.option_words[target]
-    for word: uint256 in words:
+    for i: uint256 in range(len(words), bound=MAX_OPTIONS):
+        word: uint256 = words[i]
         size: int256 = fixed._word_size(word)
         # |size| < 2**127 and f <= 1e18: the product fits; `//` truncates toward zero
         moved: int256 = size * f // IWAD
         if moved == 0:
             continue
+        if moved != size:
+            self.option_words[source][i] = self._resized(word, size - moved)
         instrument_id: uint256 = word & (2**32 - 1)
-        u: uint256 = (word >> 32) & 255
-        kind: uint256 = (word >> 40) & 255
-        held: int256 = self._size_in(bought, instrument_id)
-        left = self._set_option(source, left, instrument_id, u, kind, size - moved)
-        bought = self._set_option(target, bought, instrument_id, u, kind, held + moved)
+        j: uint256 = 0
+        for k: uint256 in range(len(bought), bound=MAX_OPTIONS):
+            if bought[k] & (2**32 - 1) == instrument_id:
+                j = k + 1
+                break
+        held: int256 = 0
+        if j == 0:
+            assert len(bought) < (self.settings >> 128) & 255, "clearing: position cap"
+            bought.append(self._resized(word, moved))
+            self.option_words[target].append(bought[len(bought) - 1])
+        else:
+            held = fixed._word_size(bought[j - 1])
+            if held + moved == 0:
+                # netted out: the last word takes its place
+                last: uint256 = bought.pop()
+                self.option_words[target].pop()
+                if j <= len(bought):
+                    bought[j - 1] = last
+                    self.option_words[target][j - 1] = last
+            else:
+                bought[j - 1] = self._resized(word, held + moved)
+                self.option_words[target][j - 1] = bought[j - 1]
         self._move_open_interest(instrument_id, size, held, moved)
+    if fraction == WAD:
+        self.option_words[source] = []
     source_cash: int256 = 0
     target_cash: int256 = 0
     mask: uint256 = self.perp_mask[source]
@@ -796,6 +818,15 @@ def _accrue_funding(u: uint256, price: uint256) -> int256:
     ema: int256 = state.premium_ema + fixed._floor_div((premium - state.premium_ema) * dt, window)
     self._put_funding(u, Funding(cumulative=cumulative, premium_ema=ema, updated_at=block.timestamp))
     return cumulative
+
+
+@internal
+@pure
+def _resized(word: uint256, size: int256) -> uint256:
+    """
+    @dev `word` with its size replaced (see lib/fixed.vy `_word`).
+    """
+    return (word & (2**128 - 1)) | (convert(convert(size, bytes32), uint256) << 128)
 
 
 @internal

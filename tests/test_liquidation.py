@@ -475,3 +475,84 @@ def test_setters__emit_and_apply(cm, admin):
     assert (event.start_multiplier, event.first_phase, event.insolvent_ramp) == (to_wad("0.9"), 600, 1800)
     assert liquidator.multiplier(600) == to_wad("0.6")
     assert AuctionParams.read(liquidator).second_phase == 3600
+
+
+def test_setters__every_parameter_reads_back_at_its_bounds(cm, admin):
+    """The nine parameters share two words: each keeps its own bits at the extremes."""
+    liquidator = cm.liquidator.contract
+    top = AuctionParams(
+        start_multiplier=WAD,
+        mid_multiplier=WAD,
+        first_phase=7200,
+        second_phase=7 * 86400,
+        insolvent_ramp=86400,
+        buffer=2 * WAD,
+        liquidation_fee=to_wad("0.2"),
+        keeper_tip=to_wad(1000),
+        small_account=to_wad(10**6),
+    )
+    bottom = AuctionParams(to_wad("0.5"), 0, 60, 60, 300, WAD, 0, 0, 0)
+    for p in (top, bottom, AuctionParams()):
+        liquidator.set_curve(
+            p.start_multiplier, p.mid_multiplier, p.first_phase, p.second_phase, p.insolvent_ramp, sender=admin
+        )
+        liquidator.set_terms(p.buffer, p.liquidation_fee, p.keeper_tip, p.small_account, sender=admin)
+        assert AuctionParams.read(liquidator) == p
+
+
+# ------------------------------------------------------------------ options in a bid
+
+
+@pytest.fixture
+def options_book(cm, book, bidder, maker, trader, list_option):
+    """`book` plus a long call and two short puts; the bidder is short one of the calls."""
+    call = list_option("ETH", True, "3000", 30)
+    put = list_option("ETH", False, "2800", 30)
+    cm.trade(maker, trader, call, "-1", "150")  # trader long 1 call
+    cm.trade(maker, trader, put, "2", "60")  # trader short 2 puts
+    cm.trade(maker, bidder, call, "1", "150")  # bidder short 1 call
+    return call, put
+
+
+def test_bid__options_move_and_net_out_against_the_bidder(cm, clearing, book, bidder, admin, stranger, options_book):
+    call, put = options_book
+    bidder_id = account_id(bidder.address, 0)
+    oi = clearing.instrument(call).open_interest  # longs: trader 1, maker 1
+    set_eth(cm, admin, "3600")
+    cm.liquidator.contract.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(10**6), sender=admin)
+    cm.liquidator.start(stranger, book)
+    receipt = cm.liquidator.bid(bidder, book, "1", "100000")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    assert bid.fraction == WAD
+    assert list(clearing.option_ids(book)) == [] and clearing.perp_mask(book) == 0
+    # the bidder's short call met the long it bought: no position, one long less open
+    assert clearing.option_size(bidder_id, call) == 0 and list(clearing.option_ids(bidder_id)) == [put]
+    assert clearing.option_size(bidder_id, put) == -to_wad(2)
+    assert clearing.instrument(call).open_interest == oi - to_wad(1)
+
+
+def test_bid__options_partial__sizes_truncate_toward_zero(cm, clearing, book, bidder, admin, stranger, options_book):
+    call, put = options_book
+    bidder_id = account_id(bidder.address, 0)
+    set_eth(cm, admin, "3600")
+    cm.liquidator.start(stranger, book)
+    receipt = cm.liquidator.bid(bidder, book, "0.1", "100000")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    f = bid.fraction
+    assert 0 < f < WAD
+    moved_call = WAD * f // WAD
+    moved_put = -(2 * WAD * f // WAD)
+    assert clearing.option_size(book, call) == WAD - moved_call
+    assert clearing.option_size(book, put) == -2 * WAD - moved_put
+    assert clearing.option_size(bidder_id, call) == -WAD + moved_call
+    assert clearing.option_size(bidder_id, put) == moved_put
+    assert list(clearing.option_ids(book)) == [call, put]  # the source keeps its order
+
+
+def test_bid__bidder_at_its_position_cap__reverts(cm, clearing, book, bidder, admin, stranger, options_book):
+    set_eth(cm, admin, "3600")
+    clearing.set_max_options(1, sender=admin)  # the bidder holds one option already
+    cm.liquidator.start(stranger, book)
+    with ape.reverts("clearing: position cap"):
+        cm.liquidator.bid(bidder, book, "0.1", "100000")
+
