@@ -555,4 +555,3 @@ def test_bid__bidder_at_its_position_cap__reverts(cm, clearing, book, bidder, ad
     cm.liquidator.start(stranger, book)
     with ape.reverts("clearing: position cap"):
         cm.liquidator.bid(bidder, book, "0.1", "100000")
-
