@@ -69,7 +69,10 @@ INDEX_ONE: constant(uint256) = 10**36
 # @dev The index never falls below this: a socialization that would wipe out more than
 # 1 − 1e-18 of all positive cash spreads only that much (the rest stays unpaid).
 INDEX_FLOOR: constant(uint256) = 10**18
-MASK128: constant(uint256) = 2**128 - 1
+# the cash line's low half: the index it was written at (<= INDEX_ONE < 2**120) and, in
+# its top bit, the account's auction freeze
+INDEX_MASK: constant(uint256) = 2**127 - 1
+FROZEN: constant(uint256) = 2**127
 
 
 struct Asset:
@@ -101,8 +104,10 @@ asset_list: public(DynArray[address, MAX_ASSETS])
 # @dev Collateral balances (WAD) by account id, then token.
 balances: HashMap[uint256, HashMap[address, uint256]]
 # @dev Settlement balances by account id, one word each: the signed balance in WAD (int128,
-# two's complement, high 128 bits) | `cash_index` when it was last written (low 128 bits).
-# Negative is debt; see `_cash` for a positive balance's value after a socialization.
+# two's complement, high 128 bits) | the freeze of an account in auction (bit 127) |
+# `cash_index` when it was last written (bits 0..126). Negative is debt; see `_cash` for a
+# positive balance's value after a socialization. The freeze lives here because every
+# margin check reads this word anyway: freezing costs no fresh slot, checking it no read.
 cash_lines: HashMap[uint256, uint256]
 # @dev Socialization index of positive cash (INDEX_ONE at launch; it only falls).
 cash_index: public(uint256)
@@ -126,8 +131,6 @@ clearing: public(HashMap[address, bool])
 liquidator: public(address)
 # @dev The insurance fund: its deposits (payouts to bidders) are never capped.
 insurance_fund: public(address)
-# @dev Accounts in a liquidation auction: no withdrawals or moves out of them.
-frozen: public(HashMap[uint256, bool])
 
 
 event Deposit:
@@ -293,7 +296,7 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     assert scale != 0, "vault: unlisted asset"
     debit: uint256 = amount * scale
     account: uint256 = accounts._id(msg.sender, subaccount)
-    assert not self.frozen[account], "vault: account in auction"
+    assert not self._frozen(account), "vault: account in auction"
 
     self._debit(account, asset, debit)
     # For collateral `total` is the sum of all balances, the debited one included. Cash also
@@ -321,7 +324,7 @@ def move(asset: address, amount: uint256, from_subaccount: uint96, to_subaccount
     assert scale != 0, "vault: unlisted asset"
     wad: uint256 = amount * scale
     source: uint256 = accounts._id(msg.sender, from_subaccount)
-    assert not self.frozen[source], "vault: account in auction"
+    assert not self._frozen(source), "vault: account in auction"
 
     self._debit(source, asset, wad)
     self._credit(accounts._id(msg.sender, to_subaccount), asset, wad)
@@ -363,12 +366,27 @@ def settle_cash(entries: DynArray[IVault.CashDelta, MAX_CASH_ENTRIES]):
 
 
 @external
+@view
+@reentrant
+def frozen(account: uint256) -> bool:
+    """
+    @notice Whether the account is in a liquidation auction: no withdrawals, moves out or
+            trades; deposits stay open.
+    """
+    return self._frozen(account)
+
+
+@external
 def set_frozen(account: uint256, frozen: bool):
     """
     @notice Freezes an account for its auction (or thaws it). Only the liquidator.
     """
     assert msg.sender == self.liquidator, "vault: not liquidator"
-    self.frozen[account] = frozen
+    line: uint256 = self.cash_lines[account]
+    if frozen:
+        self.cash_lines[account] = line | FROZEN
+    else:
+        self.cash_lines[account] = line & ~FROZEN
     log FrozenSet(account=account, frozen=frozen)
 
 
@@ -658,12 +676,18 @@ def _cash(account: uint256) -> int256:
     cash: int256 = convert(convert(line, bytes32), int256) >> 128
     if cash <= 0:
         return cash
-    written: uint256 = line & MASK128
+    written: uint256 = line & INDEX_MASK
     index: uint256 = self.cash_index
     if written == index:
         return cash
     # cash < 2**127 and index <= 1e36 < 2**120: the product fits
     return convert(convert(cash, uint256) * index // written, int256)
+
+
+@internal
+@view
+def _frozen(account: uint256) -> bool:
+    return self.cash_lines[account] & FROZEN != 0
 
 
 @internal
@@ -675,7 +699,10 @@ def _add_cash(account: uint256, delta: int256):
     old: int256 = self._cash(account)
     new: int256 = old + delta
     assert new < 2**127 and new >= -(2**127), "vault: cash out of range"
-    self.cash_lines[account] = (convert(convert(new, bytes32), uint256) << 128) | self.cash_index
+    # the freeze bit is kept
+    self.cash_lines[account] = (
+        (convert(convert(new, bytes32), uint256) << 128) | (self.cash_lines[account] & FROZEN) | self.cash_index
+    )
     self.positive_cash = self.positive_cash + convert(max(new, 0), uint256) - convert(max(old, 0), uint256)
 
 

@@ -78,6 +78,10 @@ def test_start__below_maintenance__freezes_the_account(cm, vault, book, keeper, 
     cm.token("USDC").mint(admin, trader, "10")
     cm.vault.deposit(trader, "USDC", "10")
     assert cm.vault.balances(trader).cash == before + 10
+    # the freeze shares the cash word: a cash change keeps it
+    assert vault.frozen(book)
+    with ape.reverts("vault: account in auction"):
+        cm.vault.withdraw(trader, "USDC", "1")
 
 
 def test_start__twice__reverts(cm, book, keeper, admin):
@@ -404,8 +408,10 @@ def test_cure_by_deposit__terminate_and_trade_again(cm, vault, book, admin, stra
     cm.liquidator.start(stranger, book)
     cm.token("USDC").mint(admin, trader, "10000")
     cm.vault.deposit(trader, "USDC", "10000")
+    cash = cm.vault.balances(trader).cash
     cm.liquidator.terminate(stranger, book)
     assert not vault.frozen(book)
+    assert cm.vault.balances(trader).cash == cash  # thawing leaves the balance alone
     cm.trade(maker, trader, cm.clearing.perp("ETH"), "-10", "3500")  # closes the short
     assert cm.clearing.perp_size(trader, "ETH") == 0
 

@@ -9,7 +9,9 @@ socializations over five accounts. After every step:
   - `positive_cash` is never below the positive balances it stands for, so the claims on
     the vault never outgrow what backs them;
   - an account's cash after a socialization is its stored balance rescaled by the index,
-    rounded down (within a wei of its rounded view rescaled).
+    rounded down (within a wei of its rounded view rescaled);
+  - an auction's freeze, kept in the same word as the cash, is exactly as last set and never
+    changes a balance.
 """
 
 import ape
@@ -48,6 +50,7 @@ class CashIndex(RuleBasedStateMachine):
     def start(self):
         self.snapshot = self.chain.snapshot()
         self.total = 0  # sum of all cash (WAD): changes only by injected cash
+        self.frozen = set()
 
     def teardown(self):
         self.chain.restore(self.snapshot)
@@ -112,8 +115,16 @@ class CashIndex(RuleBasedStateMachine):
         # the sum of cash changes only by the rounding of the others' balances
         self.total += sum(after.values()) - sum(before.values())
 
+    @rule(account=st.sampled_from(ACCOUNTS), frozen=st.booleans())
+    def freeze(self, account, frozen):
+        before = self._all()
+        self.driver.set_frozen(self.vault, account, frozen, sender=self.admin)
+        (self.frozen.add if frozen else self.frozen.discard)(account)
+        assert self._all() == before
+
     @invariant()
     def accounting(self):
+        assert {a for a in ACCOUNTS if self.vault.frozen(a)} == self.frozen
         balances = self._all()
         assert sum(balances.values()) == self.total
         assert self.vault.positive_cash() >= sum(max(c, 0) for c in balances.values())

@@ -21,3 +21,8 @@ def socialize(vault: IVault, amount: uint256, recipient: uint256) -> uint256:
 @external
 def transfer_fraction(vault: IVault, source: uint256, target: uint256, fraction: uint256):
     extcall vault.transfer_fraction(source, target, fraction)
+
+
+@external
+def set_frozen(vault: IVault, account: uint256, frozen: bool):
+    extcall vault.set_frozen(account, frozen)
