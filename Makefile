@@ -3,7 +3,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test install gas deploy lint clean
+.PHONY: demo test install gas deploy lint clean stateful-long
 
 ## demo: install everything, then deploy to an ape-managed anvil and run the demo
 demo: install
@@ -16,6 +16,10 @@ test: install
 ## gas: gas and contract-size benchmark (prints the tables committed to docs/gas.md)
 gas: install
 	ape run gas
+
+## stateful-long: the long profile of the protocol's stateful test (>= 20,000 steps, about 70 min)
+stateful-long: install
+	CM_STATEFUL_STEPS=23000 ape test -s tests/test_stateful_protocol.py
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -31,8 +35,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 lint: install
-	$(BIN)/ruff check crossmargin scripts tests ape_console_extras.py
-	$(BIN)/ruff format --check crossmargin scripts tests ape_console_extras.py
+	$(BIN)/ruff check crossmargin scripts tests bots ape_console_extras.py
+	$(BIN)/ruff format --check crossmargin scripts tests bots ape_console_extras.py
 
 clean:
 	rm -rf $(VENV) node_modules .build

@@ -87,6 +87,16 @@ def test_funding__premium_ema_accrues_and_settles_on_touch(cm, vault, clearing, 
     assert maker_equity < 100000 - owed
 
 
+def test_funding__a_premium_counts_at_most_100_percent(cm, clearing, books, maker, taker, chain):
+    """A fill at three times the index moves the EMA to +100%, not +200%: one absurd fill
+    cannot hold funding at its cap for long, and the EMA stays in its 80 bits."""
+    perp = cm.clearing.perp("ETH")
+    u = cm.manifest.underlyings["ETH"]
+    chain.mine(timestamp=chain.pending_timestamp + 3600)  # a full EMA window since listing
+    cm.trade(maker, taker, perp, "0.01", "9000")
+    assert clearing.funding(u).premium_ema == WAD
+
+
 # ------------------------------------------------------------------ options
 
 
