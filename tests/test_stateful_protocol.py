@@ -21,7 +21,7 @@ revert) stays out of the loop.
 Steps: ``CM_STATEFUL_STEPS`` steps asked for (default 2,600, which executes at least 2,000:
 Hypothesis ends some runs early), in runs of ``STEPS_PER_RUN``; the long profile, at least
 20,000 executed, is ``CM_STATEFUL_STEPS=23000 ape test -s tests/test_stateful_protocol.py``
-(21,075 steps in 69 minutes when last run; figures in the README).
+(21,527 steps in 78 minutes when last run; figures in the README).
 """
 
 import os
