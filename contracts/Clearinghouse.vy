@@ -117,14 +117,17 @@ instrument_count: public(uint256)
 perp_of: public(HashMap[uint256, uint256])
 # @dev Funding state of each underlying's perpetual, one word (`_get_funding`).
 funding_words: HashMap[uint256, uint256]
-# @dev Option positions per account, packed (lib/fixed.vy `_word`); never a zero size.
-# A position is found by scanning the words in memory: they are read anyway by the margin
-# check that follows every change, and an index map would cost a slot per position.
-option_words: HashMap[uint256, DynArray[uint256, MAX_OPTIONS]]
-# @dev Perp positions by account and underlying, packed in two slots (`_get_perp`); bit u
-# of `perp_mask` set iff size != 0.
+# @dev Option positions per account, two to a slot (`_load_options`); never a zero size.
+# Each half is instrument (bits 0..31) | underlying (32..39) | kind (40..47) | size (int80,
+# 48..127); their count is in `masks`. A position is found by scanning them in memory:
+# they are read anyway by the margin check that follows every change, and an index map
+# would cost a slot per position.
+option_pairs: HashMap[uint256, uint256[MAX_OPTIONS // 2]]
+# @dev Perp positions by account and underlying, packed in two slots (`_get_perp`).
 perps: HashMap[uint256, HashMap[uint256, PackedPerp]]
-perp_mask: public(HashMap[uint256, uint256])
+# @dev Per account, one word: bit u set iff its perp on underlying u has a size (bits
+# 1..MAX_UNDERLYINGS); the number of option positions in bits 128..135.
+masks: HashMap[uint256, uint256]
 
 
 event Traded:
@@ -244,12 +247,16 @@ def trade(fill: IEngine.Fill):
         taker_cash += self._trade_perp(fill.taker, u, -fill.size, fill.price, cumulative)
     else:
         assert block.timestamp < instrument.expiry, "clearing: instrument expired"
-        maker_words: DynArray[uint256, MAX_OPTIONS] = self.option_words[fill.maker]
-        taker_words: DynArray[uint256, MAX_OPTIONS] = self.option_words[fill.taker]
+        maker_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(fill.maker)
+        taker_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(fill.taker)
         maker_old = self._size_in(maker_words, fill.instrument)
         taker_old = self._size_in(taker_words, fill.instrument)
-        self._set_option(fill.maker, maker_words, fill.instrument, u, instrument.kind, maker_old + fill.size)
-        self._set_option(fill.taker, taker_words, fill.instrument, u, instrument.kind, taker_old - fill.size)
+        self._store_options(
+            fill.maker, maker_words, self._with_size(maker_words, fill.instrument, u, instrument.kind, maker_old + fill.size)
+        )
+        self._store_options(
+            fill.taker, taker_words, self._with_size(taker_words, fill.instrument, u, instrument.kind, taker_old - fill.size)
+        )
         # the buyer pays the premium rounded up, the seller receives it rounded down
         units: uint256 = convert(abs(fill.size), uint256)
         paid: int256 = convert(math._mul_div(units, fill.price, WAD, True), int256)
@@ -296,7 +303,7 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
     instrument: IClearinghouse.Instrument = self.instruments[instrument_id]
     assert instrument.kind == CALL or instrument.kind == PUT, "clearing: not an option"
     assert block.timestamp >= instrument.expiry, "clearing: not expired"
-    words: DynArray[uint256, MAX_OPTIONS] = self.option_words[account]
+    words: DynArray[uint256, MAX_OPTIONS] = self._load_options(account)
     size: int256 = self._size_in(words, instrument_id)
     assert size != 0, "clearing: no position"
     price: uint256 = instrument.settlement_price
@@ -312,7 +319,7 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
         intrinsic = instrument.strike - price
     # longs receive the payoff rounded down, shorts pay it rounded up
     payoff: int256 = fixed._floor_div(size * convert(intrinsic, int256), IWAD)
-    self._set_option(account, words, instrument_id, instrument.underlying, instrument.kind, 0)
+    self._store_options(account, words, self._with_size(words, instrument_id, instrument.underlying, instrument.kind, 0))
     if size > 0:
         self.instruments[instrument_id].open_interest -= convert(size, uint256)
     extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
@@ -332,19 +339,21 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
     assert msg.sender == self.liquidator, "clearing: not liquidator"
     assert fraction <= WAD, "clearing: bad fraction"
     f: int256 = convert(fraction, int256)
-    # the source keeps each word in place (f < 1: |moved| < |size|) or is emptied after
-    # the loop (f = 1: every size moves); `bought` follows the target's words in storage
-    words: DynArray[uint256, MAX_OPTIONS] = self.option_words[source]
-    bought: DynArray[uint256, MAX_OPTIONS] = self.option_words[target]
+    # in memory, stored once at the end: the source keeps each word in place (f < 1:
+    # |moved| < |size|) or is emptied (f = 1: every size moves); the target's words change
+    # as `_with_size` would change them, each looked up once
+    words: DynArray[uint256, MAX_OPTIONS] = self._load_options(source)
+    held_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(target)
+    left: DynArray[uint256, MAX_OPTIONS] = words
+    bought: DynArray[uint256, MAX_OPTIONS] = held_words
     for i: uint256 in range(len(words), bound=MAX_OPTIONS):
         word: uint256 = words[i]
         size: int256 = fixed._word_size(word)
-        # |size| < 2**127 and f <= 1e18: the product fits; `//` truncates toward zero
+        # |size| < 2**79 and f <= 1e18: the product fits; `//` truncates toward zero
         moved: int256 = size * f // IWAD
         if moved == 0:
             continue
-        if moved != size:
-            self.option_words[source][i] = self._resized(word, size - moved)
+        left[i] = self._resized(word, size - moved)
         instrument_id: uint256 = word & (2**32 - 1)
         j: uint256 = 0
         for k: uint256 in range(len(bought), bound=MAX_OPTIONS):
@@ -355,25 +364,23 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
         if j == 0:
             assert len(bought) < (self.settings >> 128) & 255, "clearing: position cap"
             bought.append(self._resized(word, moved))
-            self.option_words[target].append(bought[len(bought) - 1])
         else:
             held = fixed._word_size(bought[j - 1])
             if held + moved == 0:
                 # netted out: the last word takes its place
                 last: uint256 = bought.pop()
-                self.option_words[target].pop()
                 if j <= len(bought):
                     bought[j - 1] = last
-                    self.option_words[target][j - 1] = last
             else:
                 bought[j - 1] = self._resized(word, held + moved)
-                self.option_words[target][j - 1] = bought[j - 1]
         self._move_open_interest(instrument_id, size, held, moved)
     if fraction == WAD:
-        self.option_words[source] = []
+        left = []
+    self._store_options(source, words, left)
+    self._store_options(target, held_words, bought)
     source_cash: int256 = 0
     target_cash: int256 = 0
-    mask: uint256 = self.perp_mask[source]
+    mask: uint256 = self.masks[source]
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
@@ -424,7 +431,7 @@ def positions(account: uint256) -> IClearinghouse.Positions:
     """
     lines: DynArray[IClearinghouse.PerpLine, 8] = []
     settings: uint256 = self.settings
-    mask: uint256 = self.perp_mask[account]
+    mask: uint256 = self.masks[account]
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
@@ -442,7 +449,7 @@ def positions(account: uint256) -> IClearinghouse.Positions:
             )
         )
     return IClearinghouse.Positions(
-        options=self.option_words[account],
+        options=self._unpack_options(account, mask >> 128),
         perps=lines,
         funding_cap=(settings >> 64) & (2**64 - 1),
         funding_interval=settings & (2**32 - 1),
@@ -512,7 +519,16 @@ def option_size(account: uint256, instrument_id: uint256) -> int256:
     """
     @notice Signed size (WAD units) of an option position.
     """
-    return self._size_in(self.option_words[account], instrument_id)
+    return self._size_in(self._load_options(account), instrument_id)
+
+
+@external
+@view
+def perp_mask(account: uint256) -> uint256:
+    """
+    @notice Bit u set iff the account holds a perp on underlying u.
+    """
+    return self.masks[account] & (2**128 - 1)
 
 
 @external
@@ -522,7 +538,8 @@ def option_ids(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
     @notice Instrument ids of the account's option positions.
     """
     ids: DynArray[uint256, MAX_OPTIONS] = []
-    for word: uint256 in self.option_words[account]:
+    words: DynArray[uint256, MAX_OPTIONS] = self._load_options(account)
+    for word: uint256 in words:
         ids.append(word & (2**32 - 1))
     return ids
 
@@ -646,23 +663,23 @@ def _check_trade(
     after: IRiskEngine.Margin = extcall self.engine.refresh_margin(account)
     if not paused and after.equity >= convert(after.initial, int256) and staticcall self.engine.new_risk_open():
         return
-    new_size: int256 = 0
     new_perp: PerpPosition = empty(PerpPosition)
+    # the option words after the trade, and as they were before it
+    words: DynArray[uint256, MAX_OPTIONS] = []
+    before_words: DynArray[uint256, MAX_OPTIONS] = []
     if instrument.kind == PERP:
         new_perp = self._get_perp(account, instrument.underlying)
         self._put_perp(account, instrument.underlying, old_perp)
     else:
-        words: DynArray[uint256, MAX_OPTIONS] = self.option_words[account]
-        new_size = self._size_in(words, instrument_id)
-        self._set_option(account, words, instrument_id, instrument.underlying, instrument.kind, old_size)
+        words = self._load_options(account)
+        before_words = self._with_size(words, instrument_id, instrument.underlying, instrument.kind, old_size)
+        self._store_options(account, words, before_words)
     # an option held before the trade has a current array already (refresh_margin above)
     before: IRiskEngine.Margin = staticcall self.engine.margin_adjusted(account, cash_delta)
     if instrument.kind == PERP:
         self._put_perp(account, instrument.underlying, new_perp)
     else:
-        self._set_option(
-            account, self.option_words[account], instrument_id, instrument.underlying, instrument.kind, new_size
-        )
+        self._store_options(account, before_words, words)
     after_health: int256 = after.equity - convert(after.maintenance, int256)
     before_health: int256 = before.equity - convert(before.maintenance, int256)
     if after.maintenance < before.maintenance and after_health >= before_health:
@@ -769,9 +786,9 @@ def _put_perp(account: uint256, u: uint256, position: PerpPosition):
     )
     self.perps[account][u] = PackedPerp(line=line, funding=position.funding)
     if position.size == 0:
-        self.perp_mask[account] &= ~(1 << u)
+        self.masks[account] &= ~(1 << u)
     else:
-        self.perp_mask[account] |= 1 << u
+        self.masks[account] |= 1 << u
 
 
 @internal
@@ -842,37 +859,93 @@ def _size_in(words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256) -> i
 
 
 @internal
-def _set_option(
-    account: uint256, words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256, u: uint256, kind: uint256, size: int256
+@view
+def _with_size(
+    words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256, u: uint256, kind: uint256, size: int256
 ) -> DynArray[uint256, MAX_OPTIONS]:
     """
-    @dev Writes a position size: appends, updates, or removes its word (the last word
-         takes its place). `words` are the account's words as stored; returns them as now
-         stored, so a caller changing several positions reads them once.
+    @dev `words` with a position's size set: its word appended, updated, or removed (the
+         last word takes its place). Reverts "clearing: position cap" for a new position
+         beyond `max_options`.
     """
     slot: uint256 = 0
     for i: uint256 in range(len(words), bound=MAX_OPTIONS):
         if words[i] & (2**32 - 1) == instrument_id:
             slot = i + 1
             break
+    result: DynArray[uint256, MAX_OPTIONS] = words
     if size == 0:
-        if slot == 0:
-            return words
-        last: uint256 = words.pop()
-        self.option_words[account].pop()
-        if slot <= len(words):
-            words[slot - 1] = last
-            self.option_words[account][slot - 1] = last
-        return words
+        if slot != 0:
+            last: uint256 = result.pop()
+            if slot <= len(result):
+                result[slot - 1] = last
+        return result
     word: uint256 = fixed._word(instrument_id, u, kind, size)
     if slot == 0:
-        assert len(words) < (self.settings >> 128) & 255, "clearing: position cap"
-        words.append(word)
-        self.option_words[account].append(word)
+        assert len(result) < (self.settings >> 128) & 255, "clearing: position cap"
+        result.append(word)
     else:
-        words[slot - 1] = word
-        self.option_words[account][slot - 1] = word
+        result[slot - 1] = word
+    return result
+
+
+@internal
+@view
+def _load_options(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
+    """
+    @dev The account's option positions as full words (lib/fixed.vy `_word`).
+    """
+    return self._unpack_options(account, self.masks[account] >> 128)
+
+
+@internal
+@view
+def _unpack_options(account: uint256, count: uint256) -> DynArray[uint256, MAX_OPTIONS]:
+    """
+    @dev Reads `count` halves from `option_pairs`: the size's int80 (bits 48..127 of a
+         half) goes back to the int128 of a full word by an arithmetic shift.
+    """
+    words: DynArray[uint256, MAX_OPTIONS] = []
+    pair: uint256 = 0
+    for i: uint256 in range(count, bound=MAX_OPTIONS):
+        if i % 2 == 0:
+            pair = self.option_pairs[account][i // 2]
+        else:
+            pair >>= 128
+        size: int256 = convert(convert(pair << 128, bytes32), int256) >> 176
+        words.append((pair & (2**48 - 1)) | (convert(convert(size, bytes32), uint256) << 128))
     return words
+
+
+@internal
+def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: DynArray[uint256, MAX_OPTIONS]):
+    """
+    @dev Stores `new` over `old` (the words as stored): writes only the slots whose halves
+         changed, and the count if it changed. A half past the count is zero, so a slot
+         emptied by a removal is cleared. Reverts "clearing: position out of range" for a
+         size beyond int80.
+    """
+    n: uint256 = max(len(old), len(new))
+    for p: uint256 in range((n + 1) // 2, bound=MAX_OPTIONS // 2):
+        changed: bool = False
+        pair: uint256 = 0
+        for h: uint256 in range(2):
+            i: uint256 = 2 * p + h
+            before: uint256 = 0
+            after: uint256 = 0
+            if i < len(old):
+                before = old[i]
+            if i < len(new):
+                after = new[i]
+                size: int256 = fixed._word_size(after)
+                assert size >= -2**79 and size < 2**79, "clearing: position out of range"
+                pair |= ((after & (2**48 - 1)) | ((convert(convert(size, bytes32), uint256) & (2**80 - 1)) << 48)) << (128 * h)
+            if before != after:
+                changed = True
+        if changed:
+            self.option_pairs[account][p] = pair
+    if len(old) != len(new):
+        self.masks[account] = (self.masks[account] & (2**128 - 1)) | (len(new) << 128)
 
 
 @internal

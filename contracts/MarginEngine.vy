@@ -757,7 +757,10 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
     perp_units: uint256[MAX_UNDERLYINGS + 1] = empty(uint256[MAX_UNDERLYINGS + 1])
     # vault side: every line at its floor value; tracking collateral joins its exposure
     for line: IVault.Collateral in lines:
-        u: uint256 = self.underlying_ids[line.underlying]
+        # no underlying is listed under the empty name: an untracked line needs no lookup
+        u: uint256 = 0
+        if line.underlying != empty(bytes32):
+            u = self.underlying_ids[line.underlying]
         price: uint256 = 0
         if u != 0 and self.listings[u].spot_key == line.price_key:
             # priced by its underlying's spot feed: the context reads it (same feeds, same
@@ -976,13 +979,20 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -
     """
     @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
          `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
-         floor((A(s) − A(0))·quantum / 1e18).
+         floor((A(s) − A(0))·quantum / 1e18), weighted W(s) = PnL(s)·weight_s. The worst
+         scenario is the first with the least W(s) (0 if none is negative); its loss is
+         floor(W / 1e6), the least of the floored W(s) since a floor never reorders.
     """
-    # |E| < 2**230 and |shock| <= 3e6 < 2**22: every E·shock is below 2**252
-    small: bool = exposure > -2**230 and exposure < 2**230
-    # the worst weighted PnL and its scenario (in memory: the stack is full here)
-    worst: int256[2] = empty(int256[2])
     pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+    # |E| < 2**230 and |shock| <= 3e6 < 2**22, so every E·shock is below 2**252; |A(s) − A(0)|
+    # <= Σ|z|·(2**19 − 1) < 2**200 with Σ|z| (UNITS) < 2**181, and quantum < 2**54: then the
+    # floors are below 2**233 and 2**200, their sum below 2**234, and times a weight
+    # (<= 1e6 < 2**20) below 2**254. Unchecked arithmetic is exact under both bounds.
+    fast: bool = exposure > -2**230 and exposure < 2**230
+    if acc[UNITS] >= 2**181:
+        fast = False
+    # the least W(s) and its scenario (in memory: the stack is full here)
+    worst: int256[2] = empty(int256[2])
     # the grid word holding scenario s, shifted so that s is in its low 32 bits
     lanes: uint256 = c.grid[0] >> GRID_BITS
     for s: uint256 in range(1, c.scenarios, bound=MAX_SCENARIOS):
@@ -992,36 +1002,26 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -
         shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, IGRID_UNIT)
         weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), GRID_UNIT), int256)
         lanes >>= GRID_BITS
-        options: int256 = self._signed(unsafe_sub(acc[s], acc[0]))
+        options: int256 = convert(convert(unsafe_sub(acc[s], acc[0]), bytes32), int256)
         pnl: int256 = 0
         weighted: int256 = 0
-        if small and options > -2**200 and options < 2**200:
-            # quantum < 2**54, so |options·quantum| < 2**254; the floors are below 2**233
-            # and 2**200, their sum below 2**234, and times a weight (<= 1e6 < 2**20) below
-            # 2**254: the same numbers as the checked path
-            # floors by hand: SDIV truncates toward zero, so a negative inexact quotient
-            # steps down by one
+        if fast:
+            # floors without a branch: SDIV truncates toward zero, and for a < 0,
+            # floor(a / d) = trunc((a − (d − 1)) / d); `a >> 255` is −1 for a < 0, else 0
             a: int256 = unsafe_mul(exposure, shock)
-            pnl = unsafe_div(a, IMILLION)
-            if a < 0 and unsafe_mul(pnl, IMILLION) != a:
-                pnl = unsafe_sub(pnl, 1)
+            pnl = unsafe_div(unsafe_add(a, unsafe_mul(a >> 255, IMILLION - 1)), IMILLION)
             a = unsafe_mul(options, convert(c.quantum, int256))
-            b: int256 = unsafe_div(a, IWAD)
-            if a < 0 and unsafe_mul(b, IWAD) != a:
-                b = unsafe_sub(b, 1)
-            pnl = unsafe_add(pnl, b)
+            pnl = unsafe_add(pnl, unsafe_div(unsafe_add(a, unsafe_mul(a >> 255, IWAD - 1)), IWAD))
             weighted = unsafe_mul(pnl, weight)
         else:
             pnl, weighted = self._pnl(exposure, shock, options, convert(c.quantum, int256), weight)
-        # weights are positive: only a negative PnL can be a loss
-        if weighted < 0:
-            weighted = self._floor(weighted, IMILLION)
-            if weighted < worst[0]:
-                worst[0] = weighted
-                worst[1] = convert(s, int256)
+        if weighted < worst[0]:
+            worst[0] = weighted
+            worst[1] = convert(s, int256)
         if detail:
             pnl_vector.append(pnl)
-    return worst[0], convert(worst[1], uint256), pnl_vector
+    least: int256 = self._floor(worst[0], IMILLION)
+    return least, convert(worst[1], uint256), pnl_vector
 
 
 @internal

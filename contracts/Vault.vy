@@ -95,10 +95,22 @@ struct Asset:
     im_haircut: uint256
 
 
+# @dev `Asset` as stored: both haircuts in one word (mm in bits 0..127, im above), which
+#      every margin check reads per collateral line.
+struct StoredAsset:
+    scale: uint256
+    index: uint256
+    cap: uint256
+    total: uint256
+    price_key: bytes32
+    underlying: bytes32
+    haircuts: uint256
+
+
 # @dev The settlement asset (a USD stablecoin); its balances are `cash`.
 SETTLEMENT_ASSET: public(immutable(address))
-# @dev Listed assets by token address, the settlement asset included.
-assets: public(HashMap[address, Asset])
+# @dev Listed assets by token address, the settlement asset included (`assets` unpacks).
+asset_data: HashMap[address, StoredAsset]
 # @dev Listed collateral tokens in listing order; `asset_list[i]` has `index == i`.
 asset_list: public(DynArray[address, MAX_ASSETS])
 # @dev Collateral balances (WAD) by account id, then token.
@@ -244,8 +256,8 @@ def __init__(settlement_asset: address, settlement_cap: uint256):
     SETTLEMENT_ASSET = settlement_asset
     self.cash_index = INDEX_ONE
     decimals: uint256 = self._decimals(settlement_asset)
-    self.assets[settlement_asset].scale = 10 ** (18 - decimals)
-    self.assets[settlement_asset].cap = settlement_cap
+    self.asset_data[settlement_asset].scale = 10 ** (18 - decimals)
+    self.asset_data[settlement_asset].cap = settlement_cap
     log AssetListed(
         asset=settlement_asset, index=0, decimals=decimals, price_key=empty(bytes32), underlying=empty(bytes32)
     )
@@ -264,20 +276,20 @@ def deposit(asset: address, amount: uint256, subaccount: uint96 = 0, recipient: 
     """
     assert amount != 0, "vault: zero amount"
     assert recipient != empty(address), "vault: zero address"
-    scale: uint256 = self.assets[asset].scale
+    scale: uint256 = self.asset_data[asset].scale
     assert scale != 0, "vault: unlisted asset"
     credit: uint256 = amount * scale
-    total: uint256 = self.assets[asset].total + credit
+    total: uint256 = self.asset_data[asset].total + credit
     # insurance payouts to liquidation bidders must never be blocked by a cap
     if msg.sender != self.insurance_fund:
-        assert total <= self.assets[asset].cap, "vault: cap exceeded"
+        assert total <= self.asset_data[asset].cap, "vault: cap exceeded"
 
     before: uint256 = staticcall IERC20(asset).balanceOf(self)
     assert extcall IERC20(asset).transferFrom(msg.sender, self, amount, default_return_value=True), "vault: transfer failed"
     received: uint256 = staticcall IERC20(asset).balanceOf(self)
     assert received >= before and received - before == amount, "vault: amount not received"
 
-    self.assets[asset].total = total
+    self.asset_data[asset].total = total
     self._credit(accounts._id(recipient, subaccount), asset, credit)
     log Deposit(owner=recipient, subaccount=subaccount, asset=asset, sender=msg.sender, amount=amount, credit=credit)
 
@@ -292,7 +304,7 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     pausable._require_not_paused()
     assert amount != 0, "vault: zero amount"
     assert receiver != empty(address), "vault: zero address"
-    scale: uint256 = self.assets[asset].scale
+    scale: uint256 = self.asset_data[asset].scale
     assert scale != 0, "vault: unlisted asset"
     debit: uint256 = amount * scale
     account: uint256 = accounts._id(msg.sender, subaccount)
@@ -302,8 +314,8 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     # For collateral `total` is the sum of all balances, the debited one included. Cash also
     # moves between accounts (premiums, PnL, fees), so a cash withdrawal may exceed the net
     # deposits `total` counts; it then stops at zero instead of wrapping.
-    total: uint256 = self.assets[asset].total
-    self.assets[asset].total = total - min(total, debit)
+    total: uint256 = self.asset_data[asset].total
+    self.asset_data[asset].total = total - min(total, debit)
     self._check_initial(account)
 
     assert extcall IERC20(asset).transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
@@ -320,7 +332,7 @@ def move(asset: address, amount: uint256, from_subaccount: uint96, to_subaccount
     pausable._require_not_paused()
     assert amount != 0, "vault: zero amount"
     assert from_subaccount != to_subaccount, "vault: same subaccount"
-    scale: uint256 = self.assets[asset].scale
+    scale: uint256 = self.asset_data[asset].scale
     assert scale != 0, "vault: unlisted asset"
     wad: uint256 = amount * scale
     source: uint256 = accounts._id(msg.sender, from_subaccount)
@@ -484,7 +496,7 @@ def withdrawable(owner: address, subaccount: uint96, asset: address) -> uint256:
     """
     @notice The balance, in token units (rounded down), ignoring margin.
     """
-    scale: uint256 = self.assets[asset].scale
+    scale: uint256 = self.asset_data[asset].scale
     if scale == 0:
         return 0
     account: uint256 = accounts._id(owner, subaccount)
@@ -507,6 +519,26 @@ def asset_count() -> uint256:
 
 @external
 @view
+def assets(asset: address) -> Asset:
+    """
+    @notice An asset's listing (`scale` 0 if not listed), deposit cap, net deposits and
+            haircuts (all WAD but `scale` and `index`).
+    """
+    stored: StoredAsset = self.asset_data[asset]
+    return Asset(
+        scale=stored.scale,
+        index=stored.index,
+        cap=stored.cap,
+        total=stored.total,
+        price_key=stored.price_key,
+        underlying=stored.underlying,
+        mm_haircut=stored.haircuts & (2**128 - 1),
+        im_haircut=stored.haircuts >> 128,
+    )
+
+
+@external
+@view
 @reentrant
 def account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_ASSETS]):
     """
@@ -525,10 +557,10 @@ def account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_
                 IVault.Collateral(
                     asset=asset,
                     balance=self.balances[account][asset],
-                    price_key=self.assets[asset].price_key,
-                    underlying=self.assets[asset].underlying,
-                    mm_haircut=self.assets[asset].mm_haircut,
-                    im_haircut=self.assets[asset].im_haircut,
+                    price_key=self.asset_data[asset].price_key,
+                    underlying=self.asset_data[asset].underlying,
+                    mm_haircut=self.asset_data[asset].haircuts & (2**128 - 1),
+                    im_haircut=self.asset_data[asset].haircuts >> 128,
                 )
             )
         mask >>= 1
@@ -552,22 +584,21 @@ def list_asset(
     """
     ownable._check_owner()
     assert asset.is_contract, "vault: asset not a contract"
-    assert self.assets[asset].scale == 0, "vault: already listed"
+    assert self.asset_data[asset].scale == 0, "vault: already listed"
     assert price_key != empty(bytes32), "vault: zero price key"
     index: uint256 = len(self.asset_list)
     assert index < MAX_ASSETS, "vault: too many assets"
     decimals: uint256 = self._decimals(asset)
     self._check_haircuts(mm_haircut, im_haircut)
     self.asset_list.append(asset)
-    self.assets[asset] = Asset(
+    self.asset_data[asset] = StoredAsset(
         scale=10 ** (18 - decimals),
         index=index,
         cap=cap,
         total=0,
         price_key=price_key,
         underlying=underlying,
-        mm_haircut=mm_haircut,
-        im_haircut=im_haircut,
+        haircuts=mm_haircut | (im_haircut << 128),
     )
     log AssetListed(asset=asset, index=index, decimals=decimals, price_key=price_key, underlying=underlying)
     log HaircutsSet(asset=asset, mm_haircut=mm_haircut, im_haircut=im_haircut)
@@ -582,8 +613,8 @@ def set_haircuts(asset: address, mm_haircut: uint256, im_haircut: uint256):
     ownable._check_owner()
     self._check_collateral(asset)
     self._check_haircuts(mm_haircut, im_haircut)
-    self.assets[asset].mm_haircut = mm_haircut
-    self.assets[asset].im_haircut = im_haircut
+    # both below 2**128 (`_check_haircuts`)
+    self.asset_data[asset].haircuts = mm_haircut | (im_haircut << 128)
     log HaircutsSet(asset=asset, mm_haircut=mm_haircut, im_haircut=im_haircut)
 
 
@@ -593,8 +624,8 @@ def set_cap(asset: address, cap: uint256):
     @notice Sets an asset's deposit cap (WAD). Lowering it below `total` only stops deposits.
     """
     ownable._check_owner()
-    assert self.assets[asset].scale != 0, "vault: unlisted asset"
-    self.assets[asset].cap = cap
+    assert self.asset_data[asset].scale != 0, "vault: unlisted asset"
+    self.asset_data[asset].cap = cap
     log CapSet(asset=asset, cap=cap)
 
 
@@ -713,7 +744,7 @@ def _credit(account: uint256, asset: address, wad: uint256):
         return
     balance: uint256 = self.balances[account][asset]
     if balance == 0:
-        self.held[account] |= 1 << self.assets[asset].index
+        self.held[account] |= 1 << self.asset_data[asset].index
     self.balances[account][asset] = balance + wad
 
 
@@ -729,7 +760,7 @@ def _debit(account: uint256, asset: address, wad: uint256):
     balance = unsafe_sub(balance, wad)
     self.balances[account][asset] = balance
     if balance == 0:
-        self.held[account] &= ~(1 << self.assets[asset].index)
+        self.held[account] &= ~(1 << self.asset_data[asset].index)
 
 
 @internal
@@ -743,7 +774,7 @@ def _check_initial(account: uint256):
 @internal
 @view
 def _check_collateral(asset: address):
-    assert self.assets[asset].scale != 0, "vault: unlisted asset"
+    assert self.asset_data[asset].scale != 0, "vault: unlisted asset"
     assert asset != SETTLEMENT_ASSET, "vault: settlement asset"
 
 

@@ -161,6 +161,21 @@ def test_trade__position_cap__reverts(cm, clearing, books, maker, taker, list_op
         cm.trade(maker, taker, second, "1", "150")
 
 
+def test_trade__option_size_past_int80__reverts(cm, books, maker, taker, list_option):
+    """Options are stored two to a word with an int80 size: a size past it reverts before
+    anything moves, whether in one trade or added to a position; the largest size that fits
+    is stored and gets as far as the margin check."""
+    call = list_option()
+    with ape.reverts("clearing: position out of range"):
+        cm.trade(maker, taker, call, from_wad(2**79), "0.000001")
+    with ape.reverts("clearing: insufficient margin"):
+        cm.trade(maker, taker, call, from_wad(2**79 - 1), "0.000001")  # the taker's short
+    cm.trade(maker, taker, call, "1", "200")
+    with ape.reverts("clearing: position out of range"):
+        cm.trade(maker, taker, call, from_wad(2**79 - WAD), "0.000001")
+    assert cm.clearing.option_size(maker, call) == 1
+
+
 def test_trade__not_from_exchange__reverts(clearing, stranger):
     fill = (1, 2, 1, 1, 1, 0, 0, 0, 0, 0)
     with ape.reverts("clearing: not exchange"):

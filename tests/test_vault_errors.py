@@ -176,6 +176,16 @@ def test_set_haircuts__bounds_and_settlement__revert(vault, admin, weth, usdc, s
     receipt = vault.set_haircuts(weth.address, 10**17, 2 * 10**17, sender=admin)
     [event] = receipt.decode_logs(vault.HaircutsSet)
     assert (event.mm_haircut, event.im_haircut) == (10**17, 2 * 10**17)
+    # both share one storage word: each reads back exactly, at the bounds too
+    listed = vault.assets(weth.address)
+    assert (listed.mm_haircut, listed.im_haircut) == (10**17, 2 * 10**17)
+    vault.set_haircuts(weth.address, 9 * 10**17, 9 * 10**17, sender=admin)
+    listed = vault.assets(weth.address)
+    assert (listed.mm_haircut, listed.im_haircut) == (9 * 10**17, 9 * 10**17)
+    vault.set_haircuts(weth.address, 0, 0, sender=admin)
+    after = vault.assets(weth.address)
+    assert (after.mm_haircut, after.im_haircut) == (0, 0)
+    assert (after.price_key, after.underlying, after.scale) == (listed.price_key, listed.underlying, listed.scale)
 
 
 def test_set_margin_engine__eoa__reverts(vault, admin, stranger):

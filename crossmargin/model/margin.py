@@ -693,16 +693,18 @@ def risk(
     state: AccountState, underlyings: dict[int, UnderlyingState], params: EngineParams, now: int
 ) -> list[UnderlyingRisk]:
     """``risk``: per touched underlying (ascending id), the PnL vector, worst weighted
-    scenario (the first one reaching the minimum, 0 if none is negative) and its loss ``L_u``."""
+    scenario and its loss ``L_u``. The worst scenario is the first one reaching the least
+    ``pnl · weight`` before its floor division (0 if none is negative); its loss is that
+    product floored, which is the least of the floored ones since a floor never reorders."""
     result = []
     for u, c in book(state, underlyings, params, now).ctx.items():
         pnl = scenario_pnl(c)
         worst = worst_scenario = 0
         for s, scenario in enumerate(c.underlying.grid):
-            w = weighted(pnl[s], scenario)
+            w = pnl[s] * scenario.weight
             if w < worst:
                 worst, worst_scenario = w, s
-        result.append(UnderlyingRisk(u, worst_scenario, -worst, tuple(pnl)))
+        result.append(UnderlyingRisk(u, worst_scenario, -floor_div(worst, MILLION), tuple(pnl)))
     return result
 
 
