@@ -327,12 +327,16 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
 
 
 @external
-def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
+def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (int256, int256):
     """
     @notice Moves `fraction` (WAD, <= 1) of every position of `source` to `target`: a
             bidder buying a slice of a liquidated account. Each size moved rounds toward
             zero (the source keeps the remainder); a perp's cost moves pro rata with it.
-            Funding of the perps touched is settled into both accounts' cash first.
+            Funding of the perps touched is settled first, and a bidder's perp that nets
+            to zero realizes its cost.
+    @return The cash this settles for the source and the target (WAD, signed): the
+            liquidator adds it through the vault's `transfer_fraction`, before the slice
+            of cash moves.
     @dev Only the liquidator. Open interest can only fall (longs move, or net out against
          the bidder's shorts), so no cap applies; the bidder's position cap does.
     """
@@ -410,11 +414,8 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
         self._put_perp(source, u, position)
         self._put_perp(target, u, held)
         self._move_open_interest(self.perp_of[u], old_size, old_held, moved)
-    if source_cash != 0 or target_cash != 0:
-        extcall VAULT.settle_cash(
-            [IVault.CashDelta(account=source, delta=source_cash), IVault.CashDelta(account=target, delta=target_cash)]
-        )
     log PositionsTransferred(source=source, target=target, fraction=fraction)
+    return source_cash, target_cash
 
 
 # ---------------------------------------------------------------- views
@@ -918,6 +919,18 @@ def _unpack_options(account: uint256, count: uint256) -> DynArray[uint256, MAX_O
 
 
 @internal
+@pure
+def _half(word: uint256) -> uint256:
+    """
+    @dev A full word as a stored half (0 stays 0). Reverts "clearing: position out of range"
+         for a size beyond int80.
+    """
+    size: int256 = fixed._word_size(word)
+    assert size >= -2**79 and size < 2**79, "clearing: position out of range"
+    return (word & (2**48 - 1)) | ((convert(convert(size, bytes32), uint256) & (2**80 - 1)) << 48)
+
+
+@internal
 def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: DynArray[uint256, MAX_OPTIONS]):
     """
     @dev Stores `new` over `old` (the words as stored): writes only the slots whose halves
@@ -925,25 +938,28 @@ def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: D
          emptied by a removal is cleared. Reverts "clearing: position out of range" for a
          size beyond int80.
     """
-    n: uint256 = max(len(old), len(new))
-    for p: uint256 in range((n + 1) // 2, bound=MAX_OPTIONS // 2):
+    n_old: uint256 = len(old)
+    n_new: uint256 = len(new)
+    for p: uint256 in range((max(n_old, n_new) + 1) // 2, bound=MAX_OPTIONS // 2):
+        i: uint256 = 2 * p
+        low: uint256 = 0
+        high: uint256 = 0
+        if i < n_new:
+            low = new[i]
+        if i + 1 < n_new:
+            high = new[i + 1]
         changed: bool = False
-        pair: uint256 = 0
-        for h: uint256 in range(2):
-            i: uint256 = 2 * p + h
-            before: uint256 = 0
-            after: uint256 = 0
-            if i < len(old):
-                before = old[i]
-            if i < len(new):
-                after = new[i]
-                size: int256 = fixed._word_size(after)
-                assert size >= -2**79 and size < 2**79, "clearing: position out of range"
-                pair |= ((after & (2**48 - 1)) | ((convert(convert(size, bytes32), uint256) & (2**80 - 1)) << 48)) << (128 * h)
-            if before != after:
-                changed = True
+        if i < n_old:
+            changed = old[i] != low
+        else:
+            changed = low != 0
+        if not changed:
+            if i + 1 < n_old:
+                changed = old[i + 1] != high
+            else:
+                changed = high != 0
         if changed:
-            self.option_pairs[account][p] = pair
+            self.option_pairs[account][p] = self._half(low) | (self._half(high) << 128)
     if len(old) != len(new):
         self.masks[account] = (self.masks[account] & (2**128 - 1)) | (len(new) << 128)
 

@@ -501,8 +501,11 @@ def _record(account: uint256) -> uint256:
 
 @internal
 def _transfer(account: uint256, bidder: uint256, fraction: uint256):
-    extcall CLEARING.transfer_fraction(account, bidder, fraction)
-    extcall VAULT.transfer_fraction(account, bidder, fraction)
+    # the cash the clearinghouse settles (funding, realized cost) goes in with the vault's slice
+    source_settled: int256 = 0
+    target_settled: int256 = 0
+    source_settled, target_settled = extcall CLEARING.transfer_fraction(account, bidder, fraction)
+    extcall VAULT.transfer_fraction(account, bidder, fraction, source_settled, target_settled)
 
 
 @internal

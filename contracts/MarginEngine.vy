@@ -795,9 +795,12 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
         cash += notional - line.cost + owed
         exposure[u] += notional
         perp_units[u] += convert(abs(line.size), uint256)
-    # options: their underlyings' contexts, in position order
+    # options: their underlyings' contexts, in position order; bit u of `optioned` set iff
+    # the account holds an option on u (the others skip the option sums)
+    optioned: uint256 = 0
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
+        optioned |= 1 << u
         if mask & (1 << u) == 0:
             ctx[u] = self._context(u)
             mask |= 1 << u
@@ -809,8 +812,9 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
         c: Context = ctx[u]
         acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
         stale: uint256 = 0
-        acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT)
-        v.stale |= stale
+        if optioned & (1 << u) != 0:
+            acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT)
+            v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
         worst: int256 = 0

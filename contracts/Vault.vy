@@ -233,7 +233,10 @@ event FractionTransferred:
     source: indexed(uint256)
     target: indexed(uint256)
     fraction: uint256
+    # cash moved from source to target, after the clearinghouse's settlement below
     cash: int256
+    source_settled: int256
+    target_settled: int256
 
 
 event LossSocialized:
@@ -403,21 +406,25 @@ def set_frozen(account: uint256, frozen: bool):
 
 
 @external
-def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
+def transfer_fraction(source: uint256, target: uint256, fraction: uint256, source_settled: int256, target_settled: int256):
     """
-    @notice Moves `fraction` (WAD, <= 1) of `source`'s cash and of every collateral
-            balance to `target`: a bidder buying a slice of a liquidated account.
+    @notice Adds the cash the clearinghouse just settled for both accounts (WAD, signed:
+            perp funding, and the cost of a bidder's perp that nets to zero), then moves `fraction` (WAD, <= 1) of `source`'s cash
+            and of every collateral balance to `target`: a bidder buying a slice of a
+            liquidated account.
     @dev Each amount moved rounds toward zero (the source keeps the remainder), so the
-         sum of balances is unchanged to the wei. Never paused.
+         sum of balances is unchanged to the wei. One cash write per account for both
+         steps. Never paused.
     """
     assert msg.sender == self.liquidator, "vault: not liquidator"
     assert fraction <= WAD, "vault: bad fraction"
-    cash: int256 = self._cash(source)
+    cash: int256 = self._cash(source) + source_settled
     # int256 division truncates toward zero; |cash| < 2**127 so the product fits
     moved: int256 = cash * convert(fraction, int256) // convert(WAD, int256)
-    if moved != 0:
-        self._add_cash(source, -moved)
-        self._add_cash(target, moved)
+    if source_settled != moved:
+        self._add_cash(source, source_settled - moved)
+    if target_settled + moved != 0:
+        self._add_cash(target, target_settled + moved)
     mask: uint256 = self.held[source]
     for i: uint256 in range(MAX_ASSETS):
         if mask == 0:
@@ -429,7 +436,14 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256):
                 self._debit(source, asset, amount)
                 self._credit(target, asset, amount)
         mask >>= 1
-    log FractionTransferred(source=source, target=target, fraction=fraction, cash=moved)
+    log FractionTransferred(
+        source=source,
+        target=target,
+        fraction=fraction,
+        cash=moved,
+        source_settled=source_settled,
+        target_settled=target_settled,
+    )
 
 
 @external

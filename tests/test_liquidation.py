@@ -142,6 +142,46 @@ def test_bid__solvent_partial__price_fee_tip_and_positions(cm, vault, clearing, 
     assert cm.liquidator.auction(book).active
 
 
+def test_bid__settles_perp_funding_into_both_cash_balances_before_the_slice(
+    cm, vault, clearing, book, bidder, maker, admin, chain
+):
+    """Funding has accrued on the book's short and on the bidder's own short: the bid settles
+    both (one `FundingSettled` each), the vault adds them to cash with the slice, and the
+    slice of cash is taken after the book's funding."""
+    perp, u = cm.clearing.perp("ETH"), cm.manifest.underlyings["ETH"]
+    chain.mine(timestamp=chain.pending_timestamp + 3_600)
+    set_eth(cm, admin, "3000")
+    cm.trade(maker, bidder, perp, "1", "3060")  # a 2% premium: funding runs from longs to shorts
+    chain.mine(timestamp=chain.pending_timestamp + 7_200)
+    set_eth(cm, admin, "3500")
+    start = cm.liquidator.start(bidder, book)
+    chain.mine(timestamp=start.timestamp + 300)
+    bidder_id = account_id(bidder.address, 0)
+    book_snapshot = clearing.perp_position(book, u).funding
+    bidder_snapshot = clearing.perp_position(bidder_id, u).funding
+    book_cash, bidder_cash = vault.account_state(book)[0], vault.cash_of(bidder, 0)
+
+    receipt = cm.liquidator.bid(bidder, book, "0.1", "1000")
+    index = clearing.perp_position(book, u).funding
+    assert clearing.perp_position(bidder_id, u).funding == index
+    owed_book = (10 * WAD) * (index - book_snapshot) // WAD  # short 10: receives
+    owed_bidder = (1 * WAD) * (index - bidder_snapshot) // WAD  # short 1
+    assert owed_book > 0 and owed_bidder > 0
+    settled = {e.account: e.amount for e in receipt.decode_logs(clearing.FundingSettled)}
+    assert settled == {book: owed_book, bidder_id: owed_bidder}
+    [moved_event] = receipt.decode_logs(vault.FractionTransferred)
+    assert (moved_event.source_settled, moved_event.target_settled) == (owed_book, owed_bidder)
+    # the clearinghouse settles no cash of its own: every cash entry is the liquidator's
+    assert {e.clearing for e in receipt.decode_logs(vault.CashSettled)} == {cm.liquidator.address}
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    moved = (book_cash + owed_book) * to_wad("0.1") // WAD
+    assert moved_event.cash == moved
+    tip = min(to_wad(5), bid.fee)
+    assert vault.account_state(book)[0] == book_cash + owed_book - moved + bid.price - bid.fee
+    assert vault.cash_of(bidder, 0) == bidder_cash + owed_bidder + moved - bid.price + tip
+    assert clearing.perp_position(bidder_id, u).size == -to_wad(2)
+
+
 def test_bid__solvent__capped_at_the_buffer_then_terminated(cm, vault, book, bidder, admin, stranger):
     set_eth(cm, admin, "3500")
     start = cm.liquidator.start(stranger, book)
@@ -423,7 +463,7 @@ def test_vault_liquidation_entries__only_liquidator(vault, stranger):
     with ape.reverts("vault: not liquidator"):
         vault.set_frozen(1, True, sender=stranger)
     with ape.reverts("vault: not liquidator"):
-        vault.transfer_fraction(1, 2, WAD, sender=stranger)
+        vault.transfer_fraction(1, 2, WAD, 0, 0, sender=stranger)
     with ape.reverts("vault: not liquidator"):
         vault.socialize(1, 2, sender=stranger)
 

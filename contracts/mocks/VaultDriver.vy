@@ -20,7 +20,7 @@ def socialize(vault: IVault, amount: uint256, recipient: uint256) -> uint256:
 
 @external
 def transfer_fraction(vault: IVault, source: uint256, target: uint256, fraction: uint256):
-    extcall vault.transfer_fraction(source, target, fraction)
+    extcall vault.transfer_fraction(source, target, fraction, 0, 0)
 
 
 @external
