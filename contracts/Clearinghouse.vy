@@ -252,10 +252,10 @@ def trade(fill: IEngine.Fill):
         maker_old = self._size_in(maker_words, fill.instrument)
         taker_old = self._size_in(taker_words, fill.instrument)
         self._store_options(
-            fill.maker, maker_words, self._with_size(maker_words, fill.instrument, u, instrument.kind, maker_old + fill.size)
+            fill.maker, maker_words, self._with_size(maker_words, fill.instrument, u, instrument.kind, maker_old + fill.size, True)
         )
         self._store_options(
-            fill.taker, taker_words, self._with_size(taker_words, fill.instrument, u, instrument.kind, taker_old - fill.size)
+            fill.taker, taker_words, self._with_size(taker_words, fill.instrument, u, instrument.kind, taker_old - fill.size, True)
         )
         # the buyer pays the premium rounded up, the seller receives it rounded down
         units: uint256 = convert(abs(fill.size), uint256)
@@ -319,7 +319,7 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
         intrinsic = instrument.strike - price
     # longs receive the payoff rounded down, shorts pay it rounded up
     payoff: int256 = fixed._floor_div(size * convert(intrinsic, int256), IWAD)
-    self._store_options(account, words, self._with_size(words, instrument_id, instrument.underlying, instrument.kind, 0))
+    self._store_options(account, words, self._with_size(words, instrument_id, instrument.underlying, instrument.kind, 0, True))
     if size > 0:
         self.instruments[instrument_id].open_interest -= convert(size, uint256)
     extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
@@ -673,7 +673,7 @@ def _check_trade(
         self._put_perp(account, instrument.underlying, old_perp)
     else:
         words = self._load_options(account)
-        before_words = self._with_size(words, instrument_id, instrument.underlying, instrument.kind, old_size)
+        before_words = self._with_size(words, instrument_id, instrument.underlying, instrument.kind, old_size, False)
         self._store_options(account, words, before_words)
     # an option held before the trade has a current array already (refresh_margin above)
     before: IRiskEngine.Margin = staticcall self.engine.margin_adjusted(account, cash_delta)
@@ -862,12 +862,13 @@ def _size_in(words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256) -> i
 @internal
 @view
 def _with_size(
-    words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256, u: uint256, kind: uint256, size: int256
+    words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256, u: uint256, kind: uint256, size: int256, capped: bool
 ) -> DynArray[uint256, MAX_OPTIONS]:
     """
     @dev `words` with a position's size set: its word appended, updated, or removed (the
-         last word takes its place). Reverts "clearing: position cap" for a new position
-         beyond `max_options`.
+         last word takes its place). With `capped`, reverts "clearing: position cap" for a
+         new position beyond `max_options` (not when a check puts back a position the
+         account held before, which the cap may have been lowered below since).
     """
     slot: uint256 = 0
     for i: uint256 in range(len(words), bound=MAX_OPTIONS):
@@ -883,7 +884,8 @@ def _with_size(
         return result
     word: uint256 = fixed._word(instrument_id, u, kind, size)
     if slot == 0:
-        assert len(result) < (self.settings >> 128) & 255, "clearing: position cap"
+        if capped:
+            assert len(result) < (self.settings >> 128) & 255, "clearing: position cap"
         result.append(word)
     else:
         result[slot - 1] = word

@@ -218,6 +218,21 @@ def test_trade__paused__adding_risk_reverts_reducing_allowed(cm, vault, books, m
     assert cm.clearing.perp_size(maker, "ETH") == 0
 
 
+def test_trade__paused_below_a_lowered_position_cap__closing_allowed(
+    cm, vault, clearing, books, maker, taker, list_option, admin, guardian
+):
+    """The risk-reducing check values the account as it was, its closed position put back:
+    the position cap (lowered below what the account holds) does not stop that."""
+    near, far = list_option(strike="3000"), list_option(strike="3200")
+    cm.trade(maker, taker, near, "1", "200")
+    cm.trade(maker, taker, far, "1", "130")
+    clearing.set_max_options(1, sender=admin)
+    vault.pause(sender=guardian)  # every trade takes the risk-reducing path
+    cm.trade(maker, taker, near, "-1", "200")  # both sides close one of two calls
+    assert cm.clearing.option_size(maker, near) == 0 and cm.clearing.option_size(taker, near) == 0
+    assert list(clearing.option_ids(account_id(maker.address, 0))) == [far]
+
+
 def test_trade__settlement_asset_depegged__only_reducing_risk(cm, books, maker, taker, admin):
     perp = cm.clearing.perp("ETH")
     cm.trade(maker, taker, perp, "1", "3000")
