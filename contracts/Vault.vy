@@ -409,9 +409,9 @@ def set_frozen(account: uint256, frozen: bool):
 def transfer_fraction(source: uint256, target: uint256, fraction: uint256, source_settled: int256, target_settled: int256):
     """
     @notice Adds the cash the clearinghouse just settled for both accounts (WAD, signed:
-            perp funding, and the cost of a bidder's perp that nets to zero), then moves `fraction` (WAD, <= 1) of `source`'s cash
-            and of every collateral balance to `target`: a bidder buying a slice of a
-            liquidated account.
+            perp funding, and the cost of a bidder's perp that nets to zero), then moves
+            `fraction` (WAD, <= 1) of `source`'s cash and of every collateral balance to
+            `target`: a bidder buying a slice of a liquidated account.
     @dev Each amount moved rounds toward zero (the source keeps the remainder), so the
          sum of balances is unchanged to the wei. One cash write per account for both
          steps. Never paused.
