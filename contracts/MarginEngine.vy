@@ -993,6 +993,7 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -
     # floors are below 2**233 and 2**200, their sum below 2**234, and times a weight
     # (<= 1e6 < 2**20) below 2**254. Unchecked arithmetic is exact under both bounds.
     fast: bool = exposure > -2**230 and exposure < 2**230
+    # a separate test: in the expression above it ran the compiler out of stack
     if acc[UNITS] >= 2**181:
         fast = False
     # the least W(s) and its scenario (in memory: the stack is full here)
