@@ -73,6 +73,7 @@ INDEX_FLOOR: constant(uint256) = 10**18
 # its top bit, the account's auction freeze
 INDEX_MASK: constant(uint256) = 2**127 - 1
 FROZEN: constant(uint256) = 2**127
+LOW128: constant(uint256) = 2**128 - 1
 
 
 struct Asset:
@@ -95,15 +96,15 @@ struct Asset:
     im_haircut: uint256
 
 
-# @dev `Asset` as stored: both haircuts in one word (mm in bits 0..127, im above), which
-#      every margin check reads per collateral line.
+# @dev `Asset` as stored, with what every margin check reads per collateral line in two
+#      words: `keys` the price key (high 128 bits) and the underlying name (low 128 bits),
+#      each at most 16 bytes; `haircuts` mm (bits 0..127) and im (above).
 struct StoredAsset:
     scale: uint256
     index: uint256
     cap: uint256
     total: uint256
-    price_key: bytes32
-    underlying: bytes32
+    keys: uint256
     haircuts: uint256
 
 
@@ -544,9 +545,9 @@ def assets(asset: address) -> Asset:
         index=stored.index,
         cap=stored.cap,
         total=stored.total,
-        price_key=stored.price_key,
-        underlying=stored.underlying,
-        mm_haircut=stored.haircuts & (2**128 - 1),
+        price_key=convert(stored.keys & ~LOW128, bytes32),
+        underlying=convert(stored.keys << 128, bytes32),
+        mm_haircut=stored.haircuts & LOW128,
         im_haircut=stored.haircuts >> 128,
     )
 
@@ -567,13 +568,14 @@ def account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_
             break
         if mask & 1 == 1:
             asset: address = self.asset_list[i]
+            keys: uint256 = self.asset_data[asset].keys
             lines.append(
                 IVault.Collateral(
                     asset=asset,
                     balance=self.balances[account][asset],
-                    price_key=self.asset_data[asset].price_key,
-                    underlying=self.asset_data[asset].underlying,
-                    mm_haircut=self.asset_data[asset].haircuts & (2**128 - 1),
+                    price_key=convert(keys & ~LOW128, bytes32),
+                    underlying=convert(keys << 128, bytes32),
+                    mm_haircut=self.asset_data[asset].haircuts & LOW128,
                     im_haircut=self.asset_data[asset].haircuts >> 128,
                 )
             )
@@ -600,6 +602,7 @@ def list_asset(
     assert asset.is_contract, "vault: asset not a contract"
     assert self.asset_data[asset].scale == 0, "vault: already listed"
     assert price_key != empty(bytes32), "vault: zero price key"
+    assert convert(price_key, uint256) & LOW128 == 0 and convert(underlying, uint256) & LOW128 == 0, "vault: key over 16 bytes"
     index: uint256 = len(self.asset_list)
     assert index < MAX_ASSETS, "vault: too many assets"
     decimals: uint256 = self._decimals(asset)
@@ -610,8 +613,7 @@ def list_asset(
         index=index,
         cap=cap,
         total=0,
-        price_key=price_key,
-        underlying=underlying,
+        keys=convert(price_key, uint256) | (convert(underlying, uint256) >> 128),
         haircuts=mm_haircut | (im_haircut << 128),
     )
     log AssetListed(asset=asset, index=index, decimals=decimals, price_key=price_key, underlying=underlying)

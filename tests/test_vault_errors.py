@@ -153,6 +153,16 @@ def test_list_asset__bad_parameters__revert(vault, admin, weth, stranger):
     wide = admin.deploy(project.MockERC20, "Wide", "WIDE", 24)
     with ape.reverts("vault: decimals above 18"):
         vault.list_asset(wide, key("ETH/USD"), b"", 0, 0, 1, sender=admin)
+    # the price key and the underlying share one storage word: 17 bytes do not fit
+    with ape.reverts("vault: key over 16 bytes"):
+        vault.list_asset(token, key("ETH/USD:chainlink"), b"", 0, 0, 1, sender=admin)
+    with ape.reverts("vault: key over 16 bytes"):
+        vault.list_asset(token, key("ETH/USD"), key("ETH-mainnet-wrapped"), 0, 0, 1, sender=admin)
+    # 16 bytes each fit, and read back
+    price_key, underlying = key("NEW/USD:chainlnk"), key("NEW-underlying16")
+    vault.list_asset(token, price_key, underlying, 0, 0, 1, sender=admin)
+    listed = vault.assets(token.address)
+    assert (listed.price_key, listed.underlying) == (price_key, underlying)
 
 
 def test_list_asset__more_than_sixteen__reverts(vault, admin):
