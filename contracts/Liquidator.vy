@@ -112,6 +112,8 @@ event AuctionStarted:
     account: indexed(uint256)
     keeper: indexed(address)
     equity: int256
+    # the maintenance requirement the start proved the account below (with a hint, the
+    # lower bound counted at the hinted scenarios)
     maintenance: uint256
 
 
@@ -187,13 +189,17 @@ def __init__(vault: IVault, clearing: IClearinghouse, engine: IRiskEngine, fund:
 
 
 @external
-def start(account: uint256):
+def start(account: uint256, hint: uint256 = 0):
     """
     @notice Starts the auction of an account below maintenance margin and freezes it. The
             caller is the keeper paid `keeper_tip` out of the first liquidation fee.
+    @param hint Optional: byte u names underlying u's worst scenario (the engine's
+           `refresh_bound`). The account must then be below the maintenance requirement
+           counted at those scenarios, a lower bound of the real one: a wrong hint can
+           only make the start fail, and a right one makes it cheaper.
     """
     assert self.auctions[account] == 0, "liquidator: already in auction"
-    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, hint)
     assert m.equity < convert(m.maintenance, int256), "liquidator: account healthy"
     record: uint256 = convert(msg.sender, uint256) | (block.timestamp << STARTED_SHIFT)
     if m.equity <= 0:

@@ -90,6 +90,25 @@ IGRID_UNIT: constant(int256) = 100
 GRID_LANES: constant(uint256) = 8
 GRID_BITS: constant(uint256) = 32
 GRID_WORDS: constant(uint256) = 4
+# @dev The default grid of SPECIFICATION.md §6 (the one `list_underlying` sets), packed: it
+#      is read from here, and only a custom grid from storage (3 cold slots saved per
+#      underlying and valuation). `crossmargin.model.margin.pack_grid(default_grid())`.
+#      Order: base; ±15% × vol up/none/down; ±30% vol up (weight 0.35); 0% vol up, down;
+#      then ±10%, ±5% × up/none/down. The first 11 fill a risk array's first word: the
+#      scenarios that usually bind, so a hinted check (`refresh_margin`) reads one word.
+DEFAULT_GRID: constant(uint256[GRID_WORDS]) = [
+    24741078584706769307931531229709221677864637544095000675477828136660172341248,
+    70677402821747872943581686096478072097284944682020734653762841524705598507960,
+    16455051854145131903760194006137042247593585207280598951419189460492,
+    0,
+]
+DEFAULT_SCENARIOS: constant(uint256) = 23
+# @dev The grid fields of a listing's risk word: scenarios (bits 192-199) and the custom
+#      grid flag (bit 200; clear for the default grid).
+GRID_FIELDS: constant(uint256) = 511 << 192
+CUSTOM_GRID: constant(uint256) = 1 << 200
+# @dev Oracle keys of an underlying are at most 16 bytes (both share one word).
+LOW128: constant(uint256) = 2**128 - 1
 VOL_DOWN: constant(uint256) = 0
 VOL_NONE: constant(uint256) = 1
 VOL_UP: constant(uint256) = 2
@@ -181,10 +200,11 @@ struct Underlying:
 
 struct Listing:
     name: bytes32
-    spot_key: bytes32
-    vol_key: bytes32
+    # the spot and vol oracle keys, at most 16 bytes each: spot key in the high 128 bits,
+    # vol key in the low (see `_spot_key`, `_vol_key`)
+    keys: uint256
     # what every valuation reads, one word: quantum (bits 0-63) | perp_rate (64-127) |
-    # short_option_rate (128-191) | scenarios (192-199)
+    # short_option_rate (128-191) | scenarios (192-199) | custom grid (200)
     risk: uint256
     # what only array computations read: vol_up | vol_down | vol_floor | term_exponent,
     # 64 bits each from bit 0
@@ -254,7 +274,7 @@ params: uint256
 listings: HashMap[uint256, Listing]
 underlying_ids: public(HashMap[bytes32, uint256])
 underlying_count: public(uint256)
-# @dev Packed grid of each underlying (see GRID_LANES); only the words in use are read.
+# @dev Packed custom grid of an underlying (see GRID_LANES), unused for the default grid.
 grid_words: HashMap[uint256, uint256[GRID_WORDS]]
 # @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | opened (64).
 epochs: HashMap[uint256, uint256]
@@ -364,7 +384,7 @@ def check_initial(account: uint256) -> int256:
             array of the account first. Reverts while new risk is closed.
     """
     self._check_new_risk()
-    m: IRiskEngine.Margin = self._refresh_margin(account)
+    m: IRiskEngine.Margin = self._refresh_margin(account, 0)
     return m.equity - convert(m.initial, int256)
 
 
@@ -374,7 +394,23 @@ def refresh_margin(account: uint256) -> IRiskEngine.Margin:
     @notice Stores the account's stale risk arrays (opening epochs as needed), then returns
             its margin. The clearinghouse calls it after every trade.
     """
-    return self._refresh_margin(account)
+    return self._refresh_margin(account, 0)
+
+
+@external
+def refresh_bound(account: uint256, hint: uint256) -> IRiskEngine.Margin:
+    """
+    @notice `refresh_margin` with the loss of each hinted underlying taken at one scenario:
+            byte u of `hint` (bits 8u .. 8u + 7) names a scenario of underlying u, 0 all
+            of them. A single scenario's loss is at most L_u, so the requirements returned
+            are lower bounds (equity is exact): proof that an account is below them, as a
+            liquidation start needs, never that it is above.
+    @dev The keeper names each underlying's worst scenario (`risk`, or the SDK's model);
+         the check then reads only the array words that scenario needs (one per option
+         for the default grid's first eleven) and evaluates that scenario alone.
+    """
+    assert hint & 255 == 0 and hint >> (8 * MAX_UNDERLYINGS + 8) == 0, "engine: bad hint"
+    return self._refresh_margin(account, hint)
 
 
 # ---------------------------------------------------------------- views
@@ -422,7 +458,7 @@ def check_new_risk() -> bool:
 @external
 @view
 def spot_key(underlying: uint256) -> bytes32:
-    return self.listings[underlying].spot_key
+    return self._spot_key(self.listings[underlying].keys)
 
 
 @external
@@ -468,10 +504,10 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
     @dev One valuation per underlying (a view: the repeated reads cost no one).
     """
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    touched: uint256 = self._value(account, 0, PLAIN, 0).touched
+    touched: uint256 = self._value(account, 0, PLAIN, 0, 0).touched
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if touched & (1 << u) != 0:
-            v: Valuation = self._value(account, 0, DETAIL, u)
+            v: Valuation = self._value(account, 0, DETAIL, u, 0)
             result.append(UnderlyingRisk(underlying=u, worst_scenario=v.worst_scenario, loss=v.loss, pnl=v.pnl))
     return result
 
@@ -484,7 +520,7 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
             spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
     @dev Values the account first, so it reads and reverts exactly as `margin` does.
     """
-    touched: uint256 = self._value(account, 0, PLAIN, 0).touched
+    touched: uint256 = self._value(account, 0, PLAIN, 0, 0).touched
     positions: IClearinghouse.Positions = self._positions(account)
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
@@ -562,16 +598,8 @@ def grid(underlying: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint
     @notice The scenario grid: spot shocks and weights in millionths, vol moves (0 down,
             1 unchanged, 2 up).
     """
-    words: uint256[GRID_WORDS] = self.grid_words[underlying]
-    shocks: DynArray[int256, MAX_SCENARIOS] = []
-    moves: DynArray[uint256, MAX_SCENARIOS] = []
-    weights: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range((self.listings[underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
-        lane: uint256 = words[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        shocks.append(self._shock(lane))
-        moves.append((lane >> 16) & 3)
-        weights.append(self._weight(lane))
-    return shocks, moves, weights
+    risk: uint256 = self.listings[underlying].risk
+    return self._decode_grid(self._grid(underlying, risk), (risk >> 192) & 255)
 
 
 @external
@@ -583,8 +611,8 @@ def underlyings(underlying: uint256) -> Underlying:
     listing: Listing = self.listings[underlying]
     return Underlying(
         name=listing.name,
-        spot_key=listing.spot_key,
-        vol_key=listing.vol_key,
+        spot_key=self._spot_key(listing.keys),
+        vol_key=self._vol_key(listing.keys),
         perp=0,
         quantum=listing.risk & M64,
         vol_up=listing.shocks & M64,
@@ -633,38 +661,31 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     @notice Lists an underlying with the default grid and risk parameters of the spec:
             spot ±5/10/15% × vol up/unchanged/down, ±30% with vol up at weight 0.35, vol
             shocks +50% / −30% (floor 0.3) scaled by (30d / T)^0.3, add-ons 1% of spot per
-            net short option and 1% of perp notional, lanes of 1e-6 USD.
+            net short option and 1% of perp notional, lanes of 1e-6 USD (grid order: see
+            `DEFAULT_GRID`).
     @return The underlying id.
     """
     ownable._check_owner()
     self._require(name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "engine: zero key")
+    self._require(
+        convert(spot_key, uint256) & LOW128 == 0 and convert(vol_key, uint256) & LOW128 == 0, "engine: key over 16 bytes"
+    )
     self._require(self.underlying_ids[name] == 0, "engine: already listed")
     u: uint256 = self.underlying_count + 1
     self._require(u <= MAX_UNDERLYINGS, "engine: too many underlyings")
     self.underlying_count = u
     self.underlying_ids[name] = u
     self.listings[u].name = name
-    self.listings[u].spot_key = spot_key
-    self.listings[u].vol_key = vol_key
+    self.listings[u].keys = convert(spot_key, uint256) | (convert(vol_key, uint256) >> 128)
     log UnderlyingListed(underlying=u, name=name, spot_key=spot_key, vol_key=vol_key)
     self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
-    shocks: DynArray[int256, MAX_SCENARIOS] = [0]
-    moves: DynArray[uint256, MAX_SCENARIOS] = [VOL_NONE]
-    weights: DynArray[uint256, MAX_SCENARIOS] = [MILLION]
-    for i: int256 in range(-3, 4):
-        for move: uint256 in [VOL_UP, VOL_NONE, VOL_DOWN]:
-            if i == 0 and move == VOL_NONE:
-                continue
-            shocks.append(i * 50_000)
-            moves.append(move)
-            weights.append(MILLION)
-    shocks.append(-300_000)
-    moves.append(VOL_UP)
-    weights.append(350_000)
-    shocks.append(300_000)
-    moves.append(VOL_UP)
-    weights.append(350_000)
-    self._set_grid(u, shocks, moves, weights)
+    # the default grid, from code
+    self.listings[u].risk |= DEFAULT_SCENARIOS << 192
+    shocks: DynArray[int256, MAX_SCENARIOS] = []
+    moves: DynArray[uint256, MAX_SCENARIOS] = []
+    weights: DynArray[uint256, MAX_SCENARIOS] = []
+    shocks, moves, weights = self._decode_grid(DEFAULT_GRID, DEFAULT_SCENARIOS)
+    log GridSet(underlying=u, shocks=shocks, vol_moves=moves, weights=weights)
     return u
 
 
@@ -732,7 +753,7 @@ def set_settlement_key(key: bytes32):
 
 @internal
 @view
-def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256) -> Valuation:
+def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256, hint: uint256) -> Valuation:
     """
     @dev The valuation (formulas at the top). Reads the vault side, the positions and one
          context per touched underlying (in that order); values options from current-epoch
@@ -740,7 +761,8 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
          reported in `stale` (COLLECT: the caller stores it and values again). `cash_adjust`
          is subtracted from cash (to value the account as before a trade). Options are
          summed per underlying, and its worst loss found right after (`_sum_options`,
-         `_worst`); `focus` selects the underlying whose risk is returned.
+         `_worst`); `focus` selects the underlying whose risk is returned. With a `hint`
+         (see `refresh_bound`) a hinted underlying's loss is taken at its hinted scenario.
     """
     v: Valuation = empty(Valuation)
     ctx: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
@@ -762,7 +784,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
         if line.underlying != empty(bytes32):
             u = self.underlying_ids[line.underlying]
         price: uint256 = 0
-        if u != 0 and self.listings[u].spot_key == line.price_key:
+        if u != 0 and self._spot_key(self.listings[u].keys) == line.price_key:
             # priced by its underlying's spot feed: the context reads it (same feeds, same
             # order as reading the price first)
             if mask & (1 << u) == 0:
@@ -812,15 +834,17 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256)
         c: Context = ctx[u]
         acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
         stale: uint256 = 0
+        only: uint256 = (hint >> (8 * u)) & 255
+        assert only < c.scenarios, "engine: bad hint"
         if optioned & (1 << u) != 0:
-            acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT)
+            acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT, self._reads(c.scenarios, only))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
         worst: int256 = 0
         worst_scenario: uint256 = 0
         pnl: DynArray[int256, MAX_SCENARIOS] = []
-        worst, worst_scenario, pnl = self._worst(c, acc, exposure[u], mode == DETAIL)
+        worst, worst_scenario, pnl = self._worst(c, acc, exposure[u], mode == DETAIL, only)
         loss: uint256 = convert(-worst, uint256)
         if u == focus:
             v.worst_scenario = worst_scenario
@@ -852,17 +876,17 @@ def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
     """
     @dev `_value` for views: stale arrays are computed in memory, nothing is stored.
     """
-    return self._value(account, cash_adjust, PLAIN, 0).margin
+    return self._value(account, cash_adjust, PLAIN, 0, 0).margin
 
 
 @internal
-def _refresh_margin(account: uint256) -> IRiskEngine.Margin:
+def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
     """
     @dev Values the account; if some arrays were stale, stores them in position order
          (opening each underlying's epoch before its first array, as needed) and values
-         it again, from storage.
+         it again, from storage. `hint`: see `refresh_bound`.
     """
-    v: Valuation = self._value(account, 0, COLLECT, 0)
+    v: Valuation = self._value(account, 0, COLLECT, 0, hint)
     if v.stale == 0:
         return v.margin
     options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
@@ -877,18 +901,19 @@ def _refresh_margin(account: uint256) -> IRiskEngine.Margin:
             loaded |= 1 << u
         instrument_id: uint256 = options[i] & M32
         self._store_array(instrument_id, self._compute_array(self._instrument(instrument_id), contexts[u]))
-    return self._view_margin(account, 0)
+    return self._value(account, 0, PLAIN, 0, hint).margin
 
 
 @internal
 @view
-def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool) -> (uint256[ACC_SIZE], uint256):
+def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool, reads: uint256) -> (uint256[ACC_SIZE], uint256):
     """
     @dev Sums the options on underlying `u` (context `c`), in two's complement:
          acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
          computed in memory, or with `collect` skipped and returned as a bitmask of
-         position indices.
+         position indices. `reads` (see `_reads`) says which words past the first a
+         current array is read for: with a hint, the other lanes' sums are partial.
     """
     acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     stale: uint256 = 0
@@ -913,10 +938,9 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
                 w1 = words[1]
                 w2 = words[2]
             else:
-                # only the words the grid's scenarios use
-                if c.scenarios > FIRST_LANES:
+                if reads & 2 != 0:
                     w1 = self.arrays[instrument_id][1]
-                if c.scenarios > FIRST_LANES + LANES:
+                if reads & 4 != 0:
                     w2 = self.arrays[instrument_id][2]
             size: int256 = fixed._word_size(word)
             scale: uint256 = (w0 >> 32) & 255
@@ -979,13 +1003,14 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
 
 @internal
 @pure
-def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
+def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
     """
     @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
          `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
          floor((A(s) − A(0))·quantum / 1e18), weighted W(s) = PnL(s)·weight_s. The worst
          scenario is the first with the least W(s) (0 if none is negative); its loss is
          floor(W / 1e6), the least of the floored W(s) since a floor never reorders.
+         With `only` (a hinted scenario, else 0) that scenario alone is evaluated.
     """
     pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
     # |E| < 2**230 and |shock| <= 3e6 < 2**22, so every E·shock is below 2**252; |A(s) − A(0)|
@@ -998,9 +1023,14 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool) -
         fast = False
     # the least W(s) and its scenario (in memory: the stack is full here)
     worst: int256[2] = empty(int256[2])
+    first: uint256 = 1
+    last: uint256 = c.scenarios
+    if only != 0:
+        first = only
+        last = only + 1
     # the grid word holding scenario s, shifted so that s is in its low 32 bits
-    lanes: uint256 = c.grid[0] >> GRID_BITS
-    for s: uint256 in range(1, c.scenarios, bound=MAX_SCENARIOS):
+    lanes: uint256 = c.grid[first // GRID_LANES] >> (first % GRID_LANES * GRID_BITS)
+    for s: uint256 in range(first, last, bound=MAX_SCENARIOS):
         if s % GRID_LANES == 0:
             lanes = c.grid[s // GRID_LANES]
         # the grid's int16 shock and uint14 weight, in 0.01% units
@@ -1038,15 +1068,14 @@ def _context(u: uint256) -> Context:
          context carries the epoch that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
+    keys: uint256 = self.listings[u].keys
     ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
-        self.listings[u].spot_key, self.listings[u].vol_key
+        self._spot_key(keys), self._vol_key(keys)
     )
     ctx.risk = self.listings[u].risk
     ctx.quantum = ctx.risk & M64
     ctx.scenarios = (ctx.risk >> 192) & 255
-    # only the words the grid uses (8 scenarios each)
-    for i: uint256 in range((ctx.scenarios + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
-        ctx.grid[i] = self.grid_words[u][i]
+    ctx.grid = self._grid(u, ctx.risk)
     record: uint256 = self.epochs[u]
     ctx.epoch = (record >> 64) & M32
     ctx.opened_at = record & M64
@@ -1193,6 +1222,47 @@ def _new_risk_open() -> bool:
 
 
 @internal
+@pure
+def _decode_grid(words: uint256[GRID_WORDS], n: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS]):
+    shocks: DynArray[int256, MAX_SCENARIOS] = []
+    moves: DynArray[uint256, MAX_SCENARIOS] = []
+    weights: DynArray[uint256, MAX_SCENARIOS] = []
+    for s: uint256 in range(n, bound=MAX_SCENARIOS):
+        lane: uint256 = words[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
+        shocks.append(self._shock(lane))
+        moves.append((lane >> 16) & 3)
+        weights.append(self._weight(lane))
+    return shocks, moves, weights
+
+
+@internal
+@pure
+def _spot_key(keys: uint256) -> bytes32:
+    return convert(keys & ~LOW128, bytes32)
+
+
+@internal
+@pure
+def _vol_key(keys: uint256) -> bytes32:
+    return convert(keys << 128, bytes32)
+
+
+@internal
+@view
+def _grid(u: uint256, risk: uint256) -> uint256[GRID_WORDS]:
+    """
+    @dev The packed grid of `u` (`risk` its risk word): the default grid from code, a custom
+         one from storage (only the words its scenarios use, 8 each).
+    """
+    if risk & CUSTOM_GRID == 0:
+        return DEFAULT_GRID
+    words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
+    for i: uint256 in range((((risk >> 192) & 255) + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
+        words[i] = self.grid_words[u][i]
+    return words
+
+
+@internal
 @view
 def _positions(account: uint256) -> IClearinghouse.Positions:
     # one call site: the decoder of this struct is large
@@ -1239,6 +1309,23 @@ def _floor(a: int256, d: int256) -> int256:
 @pure
 def _signed(x: uint256) -> int256:
     return convert(convert(x, bytes32), int256)
+
+
+@internal
+@pure
+def _reads(scenarios: uint256, only: uint256) -> uint256:
+    """
+    @dev The risk-array words past the first that a check reads, bit w for word w (1, 2):
+         every word the grid's `scenarios` use, or with a hinted scenario `only` (else 0)
+         the word of its lane.
+    """
+    if only != 0:
+        return (1 << self._lane_at(only)[0]) & 6
+    if scenarios > FIRST_LANES + LANES:
+        return 6
+    if scenarios > FIRST_LANES:
+        return 2
+    return 0
 
 
 @internal
@@ -1329,8 +1416,12 @@ def _set_grid(
             | (weights[s] // GRID_UNIT << 18)
         )
         words[s // GRID_LANES] |= lane << (s % GRID_LANES * GRID_BITS)
-    self.grid_words[u] = words
-    self.listings[u].risk = (self.listings[u].risk & ~(255 << 192)) | (n << 192)
+    fields: uint256 = n << 192
+    # (23 scenarios fill three words: the fourth is 0 in both)
+    if n != DEFAULT_SCENARIOS or words[0] != DEFAULT_GRID[0] or words[1] != DEFAULT_GRID[1] or words[2] != DEFAULT_GRID[2]:
+        self.grid_words[u] = words
+        fields |= CUSTOM_GRID
+    self.listings[u].risk = (self.listings[u].risk & ~GRID_FIELDS) | fields
     self._invalidate(u)
     log GridSet(underlying=u, shocks=shocks, vol_moves=vol_moves, weights=weights)
 
@@ -1352,7 +1443,7 @@ def _set_risk_params(
     self._require(term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds")
     self._require(short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds")
     # every field is below 2**64 by the bounds above
-    self.listings[u].risk = (self.listings[u].risk & (255 << 192)) | quantum | (perp_rate << 64) | (short_option_rate << 128)
+    self.listings[u].risk = (self.listings[u].risk & GRID_FIELDS) | quantum | (perp_rate << 64) | (short_option_rate << 128)
     self.listings[u].shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
     self._invalidate(u)
     log RiskParamsSet(

@@ -823,6 +823,17 @@ class Keeper:
             return self._screen_batch(ids[:half]) + self._screen_batch(ids[half:])
         return [AccountHealth(a, e, i, m) for a, (e, i, m) in zip(ids, rows, strict=True)]
 
+    def _hint(self, account: int) -> int:
+        """``Engine.hint`` through raw ``eth_call``: byte u the worst scenario of underlying u
+        (0, no hint, if the view fails: the start then values every scenario)."""
+        try:
+            risks = self._eth_call(self.cm.engine.contract.risk, account, types="(uint256,uint256,uint256,int256[])[]")
+        except Exception as error:  # noqa: BLE001 - the start without a hint still works
+            if is_transient(error):
+                raise
+            return 0
+        return sum(worst << (8 * u) for u, worst, _loss, _pnl in risks)
+
     def _fails_alike(self, account: int, error: BaseException) -> bool:
         try:
             self._eth_call(self.cm.engine.contract.margins, [account], types="(int256,uint256,uint256)[]")
@@ -861,7 +872,9 @@ class Keeper:
         to_start = [h.account for h in due if h.account not in live]
         if to_start:
             liquidator = self.cm.liquidator.contract
-            calls = [Call(liquidator.start, (a,), f"start:{a:#x}") for a in to_start]
+            # each with its scenario hint: the start then proves the shortfall at the worst
+            # scenarios alone, the cheaper check (`Liquidator.start`)
+            calls = [Call(liquidator.start, (a, self._hint(a)), f"start:{a:#x}") for a in to_start]
             began = time.monotonic()
             for result in self._act(report, "start", calls, [describe_account(a) for a in to_start]):
                 if result.status == "sent" or result.reason == "liquidator: already in auction":

@@ -1,7 +1,7 @@
-"""Gas of the liquidation entry points (``ape run gas``): start, bid and terminate on a
-10-position account (8 ETH options, 2 perps), with the risk arrays current for the oracle
-round (a keeper's `refresh` ran after the price move, as the bots do), and a minute
-between steps so that every bid settles perp funding."""
+"""Gas of the liquidation entry points (``ape run gas``): start (with the keeper's scenario
+hint, and without), bid and terminate on a 10-position account (8 ETH options, 2 perps),
+with the risk arrays current for the oracle round (a keeper's `refresh` ran after the price
+move, as the bots do), and a minute between steps so that every bid settles perp funding."""
 
 from __future__ import annotations
 
@@ -37,14 +37,22 @@ def liquidation_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> l
             break
     cm.oracle.push(admin, "ETH/IV", "0.6")
     engine.refresh(options, sender=counterparty)  # arrays current for the round, as a keeper leaves them
+    # the same start without a hint (every scenario valued), then undone
+    snapshot = chain.snapshot()
+    unhinted = measure_call("liquidation start, 10 positions, no hint", bidder, liquidator.start, account, 0)
+    chain.restore(snapshot)
+    # as the keeper starts it: each underlying's worst scenario named (the `risk` view)
+    hint = cm.engine.hint(account)
     rows = [
         measure_call(
-            "liquidation start, 10 positions, arrays current",
+            "liquidation start, 10 positions, keeper's hint",
             bidder,
             liquidator.start,
             account,
+            hint,
             note="target <= 200,000",
         ),
+        unhinted,
     ]
     # a minute between steps, as between real bids: the perps' funding has moved, so each
     # bid settles it into both accounts (without it a bid in the same second skips that)

@@ -19,6 +19,7 @@ from ape import networks, project
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
+from crossmargin.model.margin import scenario_hint
 from crossmargin.orders import ExchangeClient
 from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
 
@@ -184,6 +185,12 @@ class EngineClient:
             for r in self.contract.risk(account_id(str(owner), subaccount))
         ]
 
+    def hint(self, account: int, block_id: Any = None) -> int:
+        """The scenario hint of ``account`` for ``Liquidator.start``: byte ``u`` the worst
+        scenario of underlying ``u`` (from the ``risk`` view; see ``model.scenario_hint``)."""
+        kwargs = {} if block_id is None else {"block_id": block_id}
+        return scenario_hint(self.contract.risk(account, **kwargs))
+
     def greeks(self, owner: Any, subaccount: int = 0) -> list[GreeksView]:
         return [
             GreeksView(g.underlying, from_wad(g.delta), from_wad(g.gamma), from_wad(g.vega))
@@ -262,8 +269,9 @@ class LiquidatorClient:
     def address(self) -> str:
         return self.contract.address
 
-    def start(self, sender: Any, account: int):
-        return self.contract.start(account, sender=sender)
+    def start(self, sender: Any, account: int, hint: int = 0):
+        """Starts the auction of ``account``; ``hint`` (``Engine.hint``) makes it cheaper."""
+        return self.contract.start(account, hint, sender=sender)
 
     def mark_insolvent(self, sender: Any, account: int):
         return self.contract.mark_insolvent(account, sender=sender)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms
-from crossmargin.units import WAD, account_id, to_wad
+from crossmargin.units import WAD, account_id, key, to_wad
 
 NOT_OWNER = "ownable: caller is not the owner"
 
@@ -82,6 +82,47 @@ def test_start__below_maintenance__freezes_the_account(cm, vault, book, keeper, 
     assert vault.frozen(book)
     with ape.reverts("vault: account in auction"):
         cm.vault.withdraw(trader, "USDC", "1")
+
+
+def test_start__keeper_hint__proves_the_shortfall_at_the_worst_scenario(cm, book, keeper, admin):
+    """The hint names each underlying's worst scenario; the start then counts that scenario
+    alone. At the worst one the bound is the requirement itself; a hint naming a scenario
+    that does not bind gives a lower bound, and the start fails rather than freeze a book
+    it has not proved short."""
+    set_eth(cm, admin, "3500")
+    equity, mm = margin(cm.engine.contract, book)
+    eth = cm.engine.contract.underlying_ids(key("ETH"))
+    hint = cm.engine.hint(book)
+    # the short perp loses most at +15% (any vol; the first of the three is reported)
+    assert hint == 4 << (8 * eth)
+    bound = cm.engine.contract.refresh_bound.call(book, hint)
+    assert (bound.equity, bound.maintenance) == (equity, mm)
+    for wrong in (1, 8):  # -15% (the short perp gains), +30% at weight 0.35
+        low = cm.engine.contract.refresh_bound.call(book, wrong << (8 * eth))
+        assert low.equity == equity and low.maintenance < mm and low.initial < cm.engine.contract.margin(book).initial
+        assert low.maintenance < equity
+        with ape.reverts("liquidator: account healthy"):
+            cm.liquidator.start(keeper, book, wrong << (8 * eth))
+    # an underlying the account does not touch: its byte is not read
+    btc = cm.engine.contract.underlying_ids(key("BTC"))
+    receipt = cm.liquidator.start(keeper, book, hint | (30 << (8 * btc)))
+    event = started(receipt, cm.liquidator.contract)
+    assert (event.equity, event.maintenance) == (equity, mm)
+    assert cm.vault.contract.frozen(book)
+
+
+def test_start__bad_hint__reverts(cm, book, keeper, admin):
+    set_eth(cm, admin, "3500")
+    eth = cm.engine.contract.underlying_ids(key("ETH"))
+    for hint in (23 << (8 * eth), 255 << (8 * eth), 1, 1 << 40, 2**256 - 1):
+        with ape.reverts("engine: bad hint"):
+            cm.liquidator.start(keeper, book, hint)
+        with ape.reverts("engine: bad hint"):
+            cm.engine.contract.refresh_bound.call(book, hint)
+    assert not cm.vault.contract.frozen(book)
+    # the last scenario is a good hint (+10% vol down: a loss, but not the worst)
+    last = cm.engine.contract.refresh_bound.call(book, 22 << (8 * eth))
+    assert 0 < last.maintenance < margin(cm.engine.contract, book)[1]
 
 
 def test_start__twice__reverts(cm, book, keeper, admin):

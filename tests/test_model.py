@@ -158,6 +158,22 @@ def assert_model_matches(cm, owner, block_id: int | None = None, with_greeks: bo
     return snap
 
 
+def assert_bounds_match(cm, owner, snap, picks: tuple[int, int]) -> None:
+    """`refresh_bound` (run as a call at the head) equals the model's bound: at the worst
+    scenarios (`scenario_hint`) the requirements themselves; at the scenarios `picks` names
+    for ETH and BTC, lower bounds with the same equity."""
+    snap = model.snapshot(cm, owner, block_id=head())
+    account = account_id(str(owner))
+    exact = model.margin(*snap)
+    worst = model.scenario_hint(model.risk(*snap))
+    assert tuple(cm.engine.contract.refresh_bound.call(account, worst)) == tuple(exact)
+    hint = sum(pick << (8 * underlying_id(cm, name)) for pick, name in zip(picks, ("ETH", "BTC"), strict=True))
+    bound = model.margin(*snap, hint=hint)
+    assert tuple(cm.engine.contract.refresh_bound.call(account, hint)) == tuple(bound)
+    assert bound.equity == exact.equity
+    assert bound.maintenance <= exact.maintenance and bound.initial <= exact.initial
+
+
 def stored_as_current(snap):
     """The snapshot with every epoch record made current (rounds live, opened now): the
     model then values options from the stored arrays, as a check would if it used them."""
@@ -182,13 +198,13 @@ trade_steps = st.tuples(
 )
 
 
-@given(steps=st.lists(trade_steps, min_size=1, max_size=6))
+@given(steps=st.lists(trade_steps, min_size=1, max_size=6), picks=st.tuples(st.integers(0, 22), st.integers(0, 22)))
 @settings(
     max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, book_taker, options, steps):
+def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, book_taker, options, steps, picks):
     cm = stack
     snapshot = chain.snapshot()
     try:
@@ -221,7 +237,9 @@ def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, 
                     last_push = chain.blocks.head.timestamp
 
             for owner in (book_maker, book_taker):
-                assert_model_matches(cm, owner, with_greeks=step == len(steps))
+                snap = assert_model_matches(cm, owner, with_greeks=step == len(steps))
+        for owner in (book_maker, book_taker):
+            assert_bounds_match(cm, owner, snap, picks)
     finally:
         chain.restore(snapshot)
 

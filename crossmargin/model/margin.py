@@ -23,6 +23,7 @@ contracts at one block.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -66,6 +67,8 @@ __all__ = [
     "mul_div",
     "option_price",
     "pack_array",
+    "pack_grid",
+    "scenario_hint",
     "risk",
     "scenario_pnl",
     "snapshot",
@@ -88,6 +91,11 @@ HEADER_BITS = 40
 ARRAY_WORDS = 3
 EPOCH_MASK = 2**32 - 1
 MAX_SHIFT = 103
+# Grid words: 8 scenarios of 32 bits each (see ``pack_grid``), shocks and weights in 0.01%.
+GRID_LANES = 8
+GRID_BITS = 32
+GRID_WORDS = 4
+GRID_UNIT = 100
 # Vol moves of a scenario.
 VOL_DOWN, VOL_NONE, VOL_UP = 0, 1, 2
 # Instrument kinds.
@@ -381,17 +389,32 @@ class Book:
 
 
 def default_grid() -> tuple[Scenario, ...]:
-    """The grid ``list_underlying`` sets: the base, spot ±5/10/15% × vol up/none/down
-    (in that order, shocks ascending, the base skipped), then ±30% with vol up at 0.35."""
+    """The grid ``list_underlying`` sets (SPECIFICATION.md §6), in this order: the base; the
+    scenarios that usually bind, -15% and +15% (vol up, none, down), -30% and +30% (vol up,
+    weight 0.35) and the unshocked spot with vol up and down; then -10%, -5%, +5%, +10%
+    (vol up, none, down). The first eleven share the first word of a risk array, so a
+    hinted check at one of them reads one word per option."""
     grid = [Scenario(0, VOL_NONE, MILLION)]
-    for i in range(-3, 4):
-        for move in (VOL_UP, VOL_NONE, VOL_DOWN):
-            if i == 0 and move == VOL_NONE:
-                continue
-            grid.append(Scenario(i * 50_000, move, MILLION))
+    for shock in (-150_000, 150_000):
+        grid.extend(Scenario(shock, move, MILLION) for move in (VOL_UP, VOL_NONE, VOL_DOWN))
     grid.append(Scenario(-300_000, VOL_UP, 350_000))
     grid.append(Scenario(300_000, VOL_UP, 350_000))
+    grid.append(Scenario(0, VOL_UP, MILLION))
+    grid.append(Scenario(0, VOL_DOWN, MILLION))
+    for shock in (-100_000, -50_000, 50_000, 100_000):
+        grid.extend(Scenario(shock, move, MILLION) for move in (VOL_UP, VOL_NONE, VOL_DOWN))
     return tuple(grid)
+
+
+def pack_grid(grid: tuple[Scenario, ...] | list[Scenario]) -> tuple[int, ...]:
+    """Packs a grid as the engine's ``_set_grid`` stores it: 8 scenarios of 32 bits per word,
+    shock int16 (bits 0-15) | vol move (16-17) | weight uint14 (18-31), shock and weight in
+    0.01% steps. The engine's ``DEFAULT_GRID`` constant is ``pack_grid(default_grid())``."""
+    words = [0] * GRID_WORDS
+    for s, scenario in enumerate(grid):
+        lane = ((scenario.shock // GRID_UNIT) & 0xFFFF) | (scenario.move << 16) | (scenario.weight // GRID_UNIT << 18)
+        words[s // GRID_LANES] |= lane << (s % GRID_LANES * GRID_BITS)
+    return tuple(words)
 
 
 def lane_at(s: int) -> tuple[int, int]:
@@ -649,15 +672,19 @@ def addons(ctx: Context) -> int:
     return addon
 
 
-def _margin(b: Book, params: EngineParams) -> Margin:
+def _margin(b: Book, params: EngineParams, hint: int = 0) -> Margin:
     equity = b.cash + b.collateral_value
     total = 0
-    for c in b.ctx.values():
+    for u, c in b.ctx.items():
         equity += floor_div(c.option_value * c.quantum, WAD)
         pnl = scenario_pnl(c)
         worst = 0
+        only = (hint >> (8 * u)) & 255
+        if only >= c.scenarios:
+            raise ValueError("engine: bad hint")
         for s, scenario in enumerate(c.underlying.grid):
-            worst = min(worst, weighted(pnl[s], scenario))
+            if only == 0 or s == only:
+                worst = min(worst, weighted(pnl[s], scenario))
         total += -worst
         total += addons(c)
     return Margin(
@@ -673,8 +700,10 @@ def margin(
     params: EngineParams,
     now: int,
     cash_adjust: int = 0,
+    hint: int = 0,
 ) -> Margin:
-    """``margin`` (and ``margin_adjusted``): equity, initial and maintenance requirement.
+    """``margin`` (and ``margin_adjusted``; with a hint, ``refresh_bound``): equity, initial
+    and maintenance requirement.
 
     Args:
         state: The account.
@@ -682,11 +711,22 @@ def margin(
         params: Engine parameters.
         now: The block timestamp (s).
         cash_adjust: Subtracted from cash before valuing (WAD).
+        hint: Byte ``u`` a scenario of underlying ``u`` (see ``scenario_hint``) whose loss
+            alone is counted for ``u``, 0 for all: the requirements are then lower bounds.
 
     Returns:
         ``Margin(equity, initial, maintenance)`` (WAD), as the engine returns it.
     """
-    return _margin(book(state, underlyings, params, now, cash_adjust), params)
+    return _margin(book(state, underlyings, params, now, cash_adjust), params, hint)
+
+
+def scenario_hint(risks: Iterable[Any]) -> int:
+    """The ``hint`` of ``MarginEngine.refresh_bound`` and ``Liquidator.start``: byte ``u``
+    (bits ``8u .. 8u + 7``) the worst scenario of underlying ``u``, from ``risk`` (the
+    engine's view or this model's). At the worst scenarios the bound is the requirement
+    itself, and the start reads one risk-array word per option when they are among the
+    default grid's first eleven."""
+    return sum(r.worst_scenario << (8 * r.underlying) for r in risks)
 
 
 def risk(

@@ -1,0 +1,251 @@
+"""Margin engine owner paths: listing an underlying, its grid (the default read from code, a
+custom one from storage), its risk parameters and the engine parameters. Every bound has
+its exact reason, every setter its event, and what is set reads back."""
+
+import ape
+import pytest
+
+from crossmargin.gas import storage_slots
+from crossmargin.model import margin as model
+from crossmargin.units import WAD, account_id, key
+
+NOT_OWNER = "ownable: caller is not the owner"
+# the default risk parameters of `list_underlying` (quantum, vol up, vol down, vol floor,
+# term exponent, short-option rate, perp rate)
+DEFAULT_RISK = (10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
+
+
+def default_lists() -> tuple[list[int], list[int], list[int]]:
+    grid = model.default_grid()
+    return [s.shock for s in grid], [s.move for s in grid], [s.weight for s in grid]
+
+
+def grid_of(engine, u: int) -> tuple:
+    shocks, moves, weights = engine.grid(u)
+    return tuple(model.Scenario(*s) for s in zip(shocks, moves, weights, strict=True))
+
+
+@pytest.fixture
+def eth(engine) -> int:
+    return engine.underlying_ids(key("ETH"))
+
+
+@pytest.fixture
+def weth_book(create_account, trader) -> int:
+    """An account holding only WETH: it touches ETH (the collateral tracks it)."""
+    create_account(trader, {"WETH": "10"})
+    return account_id(trader.address, 0)
+
+
+# ------------------------------------------------------------------ list_underlying
+
+
+def test_list_underlying__bad_input__reverts(engine, admin, stranger):
+    sol = (key("SOL"), key("SOL/USD"), key("SOL/IV"))
+    with ape.reverts(NOT_OWNER):
+        engine.list_underlying(*sol, sender=stranger)
+    with ape.reverts("engine: zero key"):
+        engine.list_underlying(b"", key("SOL/USD"), key("SOL/IV"), sender=admin)
+    with ape.reverts("engine: zero key"):
+        engine.list_underlying(key("SOL"), key("SOL/USD"), b"", sender=admin)
+    # both oracle keys share one storage word: 17 bytes do not fit
+    with ape.reverts("engine: key over 16 bytes"):
+        engine.list_underlying(key("SOL"), key("SOL/USD:chainlink"), key("SOL/IV"), sender=admin)
+    with ape.reverts("engine: key over 16 bytes"):
+        engine.list_underlying(key("SOL"), key("SOL/USD"), key("SOL/IV:deribit-dvol"), sender=admin)
+    with ape.reverts("engine: already listed"):
+        engine.list_underlying(key("ETH"), key("ETH/USD"), key("ETH/IV"), sender=admin)
+
+
+def test_list_underlying__sixteen_byte_keys__read_back_with_the_default_grid(engine, admin):
+    count = engine.underlying_count()
+    spot16, vol = key("SOL/USD:chainlnk"), key("SOL/IV:deribit!")
+    assert len(spot16.rstrip(b"\0")) == 16
+    receipt = engine.list_underlying(key("SOL"), spot16, vol, sender=admin)
+    u = engine.underlying_ids(key("SOL"))
+    assert u == count + 1 == engine.underlying_count()
+    listing = engine.underlyings(u)
+    assert (listing.name, listing.spot_key, listing.vol_key) == (key("SOL"), spot16, vol)
+    assert engine.spot_key(u) == spot16
+    assert (
+        listing.quantum,
+        listing.vol_up,
+        listing.vol_down,
+        listing.vol_floor,
+        listing.term_exponent,
+        listing.short_option_rate,
+        listing.perp_rate,
+    ) == DEFAULT_RISK
+    assert listing.scenarios == 23
+    assert grid_of(engine, u) == model.default_grid()
+    [event] = receipt.decode_logs(engine.GridSet)
+    assert (event.underlying, list(event.shocks), list(event.vol_moves), list(event.weights)) == (u, *default_lists())
+
+
+def test_list_underlying__past_four__reverts(engine, admin):
+    for n in range(engine.underlying_count(), 4):
+        engine.list_underlying(key(f"U{n}"), key(f"U{n}/USD"), key(f"U{n}/IV"), sender=admin)
+    assert engine.underlying_count() == 4
+    with ape.reverts("engine: too many underlyings"):
+        engine.list_underlying(key("U9"), key("U9/USD"), key("U9/IV"), sender=admin)
+
+
+# ------------------------------------------------------------------ grid
+
+
+def test_default_grid__extremes_fill_the_first_array_word():
+    """The first eleven scenarios (one risk-array word) are the base and the ones that
+    usually bind: ±15% at every vol, ±30% and the unshocked spot with vol up and down."""
+    grid = model.default_grid()
+    assert grid[0] == model.Scenario(0, model.VOL_NONE, 10**6)
+    assert {(s.shock, s.move) for s in grid[1:11]} == {
+        *((shock, move) for shock in (-150_000, 150_000) for move in (0, 1, 2)),
+        (-300_000, 2),
+        (300_000, 2),
+        (0, 0),
+        (0, 2),
+    }
+    assert sorted((s.shock, s.move) for s in grid[11:]) == sorted(
+        (shock, move) for shock in (-100_000, -50_000, 50_000, 100_000) for move in (0, 1, 2)
+    )
+    assert all(s.weight == (350_000 if abs(s.shock) == 300_000 else 10**6) for s in grid)
+
+
+def test_set_grid__bad_grids__revert(engine, admin, stranger, eth):
+    shocks, moves, weights = default_lists()
+    with ape.reverts(NOT_OWNER):
+        engine.set_grid(eth, shocks, moves, weights, sender=stranger)
+    for u in (0, engine.underlying_count() + 1):
+        with ape.reverts("engine: unknown underlying"):
+            engine.set_grid(u, shocks, moves, weights, sender=admin)
+    with ape.reverts("engine: bad grid"):
+        engine.set_grid(eth, [0], [1], [10**6], sender=admin)
+    with ape.reverts("engine: bad grid"):
+        engine.set_grid(eth, shocks, moves[:-1], weights, sender=admin)
+
+    def bad(index: int, shock=None, move=None, weight=None):
+        s, m, w = list(shocks), list(moves), list(weights)
+        s[index] = s[index] if shock is None else shock
+        m[index] = m[index] if move is None else move
+        w[index] = w[index] if weight is None else weight
+        return s, m, w
+
+    with ape.reverts("engine: bad base scenario"):
+        engine.set_grid(eth, *bad(0, shock=100), sender=admin)
+    with ape.reverts("engine: bad base scenario"):
+        engine.set_grid(eth, *bad(0, move=2), sender=admin)
+    with ape.reverts("engine: shock out of bounds"):
+        engine.set_grid(eth, *bad(1, shock=-950_100), sender=admin)
+    with ape.reverts("engine: shock out of bounds"):
+        engine.set_grid(eth, *bad(1, shock=3_000_100), sender=admin)
+    with ape.reverts("engine: bad vol move"):
+        engine.set_grid(eth, *bad(1, move=3), sender=admin)
+    with ape.reverts("engine: weight out of bounds"):
+        engine.set_grid(eth, *bad(1, weight=0), sender=admin)
+    with ape.reverts("engine: weight out of bounds"):
+        engine.set_grid(eth, *bad(1, weight=1_000_100), sender=admin)
+    with ape.reverts("engine: grid not in 0.01% steps"):
+        engine.set_grid(eth, *bad(1, shock=-150_001), sender=admin)
+    with ape.reverts("engine: grid not in 0.01% steps"):
+        engine.set_grid(eth, *bad(1, weight=999_999), sender=admin)
+    # the bounds themselves are accepted
+    engine.set_grid(eth, *bad(1, shock=-950_000, weight=100), sender=admin)
+    engine.set_grid(eth, *bad(1, shock=3_000_000), sender=admin)
+    assert grid_of(engine, eth)[1] == model.Scenario(3_000_000, moves[1], weights[1])
+
+
+def test_set_grid__custom_from_storage__default_again_from_code(engine, admin, keeper, eth, weth_book):
+    """A custom grid costs a margin check one storage slot per 8 scenarios; set back to
+    the default, the check reads none again. Risk parameters keep the grid as it is."""
+    base = storage_slots(keeper, engine.margin, weth_book)
+    shocks, moves, weights = default_lists()
+    # the default grid's -30% at full weight: the WETH book's worst loss grows to 30%
+    weights[7] = 10**6
+    receipt = engine.set_grid(eth, shocks, moves, weights, sender=admin)
+    [event] = receipt.decode_logs(engine.GridSet)
+    assert (list(event.shocks), list(event.vol_moves), list(event.weights)) == (shocks, moves, weights)
+    assert [tuple(s) for s in grid_of(engine, eth)] == list(zip(shocks, moves, weights, strict=True))
+    assert storage_slots(keeper, engine.margin, weth_book) == base + 3
+    risk = {r.underlying: r for r in engine.risk(weth_book)}[eth]
+    assert risk.worst_scenario == 7
+
+    # risk parameters leave the grid (and its storage flag) alone
+    engine.set_risk_params(eth, *DEFAULT_RISK, sender=admin)
+    assert [tuple(s) for s in grid_of(engine, eth)] == list(zip(shocks, moves, weights, strict=True))
+    assert storage_slots(keeper, engine.margin, weth_book) == base + 3
+
+    # 32 scenarios: four words
+    more = 32 - len(shocks)
+    engine.set_grid(eth, shocks + [-200_000] * more, moves + [1] * more, weights + [10**6] * more, sender=admin)
+    assert engine.underlyings(eth).scenarios == 32
+    assert storage_slots(keeper, engine.margin, weth_book) == base + 4
+
+    engine.set_grid(eth, *default_lists(), sender=admin)
+    assert grid_of(engine, eth) == model.default_grid()
+    assert engine.underlyings(eth).scenarios == 23
+    assert storage_slots(keeper, engine.margin, weth_book) == base
+    assert {r.underlying: r for r in engine.risk(weth_book)}[eth].worst_scenario == 1
+
+
+# ------------------------------------------------------------------ risk and engine parameters
+
+
+def test_set_risk_params__bounds__revert_and_read_back(engine, admin, stranger, eth):
+    def with_(i: int, value: int):
+        params = list(DEFAULT_RISK)
+        params[i] = value
+        return params
+
+    with ape.reverts(NOT_OWNER):
+        engine.set_risk_params(eth, *DEFAULT_RISK, sender=stranger)
+    with ape.reverts("engine: unknown underlying"):
+        engine.set_risk_params(0, *DEFAULT_RISK, sender=admin)
+    cases = [
+        (0, 10**6 - 1, "engine: quantum out of bounds"),
+        (0, 10**16 + 1, "engine: quantum out of bounds"),
+        (1, 5 * WAD + 1, "engine: vol shock out of bounds"),
+        (2, WAD + 1, "engine: vol shock out of bounds"),
+        (3, 10**16 - 1, "engine: vol floor out of bounds"),
+        (3, WAD + 1, "engine: vol floor out of bounds"),
+        (4, WAD + 1, "engine: exponent out of bounds"),
+        (5, 2 * 10**17 + 1, "engine: add-on out of bounds"),
+        (6, 2 * 10**17 + 1, "engine: add-on out of bounds"),
+    ]
+    for i, value, reason in cases:
+        with ape.reverts(reason):
+            engine.set_risk_params(eth, *with_(i, value), sender=admin)
+    top = (10**16, 5 * WAD, WAD, WAD, WAD, 2 * 10**17, 2 * 10**17)
+    receipt = engine.set_risk_params(eth, *top, sender=admin)
+    [event] = receipt.decode_logs(engine.RiskParamsSet)
+    assert event.underlying == eth
+    listing = engine.underlyings(eth)
+    read = (
+        listing.quantum,
+        listing.vol_up,
+        listing.vol_down,
+        listing.vol_floor,
+        listing.term_exponent,
+        listing.short_option_rate,
+        listing.perp_rate,
+    )
+    assert read == top
+    assert listing.scenarios == 23 and grid_of(engine, eth) == model.default_grid()
+
+
+def test_set_params__bounds__revert_and_read_back(engine, admin, stranger):
+    with ape.reverts(NOT_OWNER):
+        engine.set_params(13 * 10**17, 3_600, 0, sender=stranger)
+    cases = [
+        ((WAD - 1, 3_600, 0), "engine: im factor out of bounds"),
+        ((3 * WAD + 1, 3_600, 0), "engine: im factor out of bounds"),
+        ((WAD, 59, 0), "engine: array age out of bounds"),
+        ((WAD, 86_401, 0), "engine: array age out of bounds"),
+        ((WAD, 3_600, 2 * 10**17 + 1), "engine: rate out of bounds"),
+    ]
+    for args, reason in cases:
+        with ape.reverts(reason):
+            engine.set_params(*args, sender=admin)
+    receipt = engine.set_params(3 * WAD, 86_400, 2 * 10**17, sender=admin)
+    [event] = receipt.decode_logs(engine.ParamsSet)
+    assert (event.im_factor, event.max_array_age, event.rate) == (3 * WAD, 86_400, 2 * 10**17)
+    assert (engine.im_factor(), engine.max_array_age(), engine.rate()) == (3 * WAD, 86_400, 2 * 10**17)
