@@ -149,6 +149,7 @@ def parse_config(name: str, raw: dict) -> NetworkConfig:
     for underlying in config.underlyings:
         config.feed(underlying.spot)
         config.feed(underlying.vol)
+        _short_keys(f"underlying {underlying.name}", underlying.spot, underlying.vol)
     for feed in config.feeds:
         if feed.is_mock and feed.mock_answer is None:
             raise ValueError(f"feed {feed.key}: give an address or a mock answer")
@@ -156,7 +157,19 @@ def parse_config(name: str, raw: dict) -> NetworkConfig:
         if asset.feed is None:
             raise ValueError(f"asset {asset.symbol}: a feed key is required")
         config.feed(asset.feed)
+        _short_keys(f"asset {asset.symbol}", asset.feed, asset.underlying or "")
     return config
+
+
+# The engine stores an underlying's two oracle keys in one word, and the vault an asset's
+# price key and underlying name: each at most 16 bytes.
+SHORT_KEY_BYTES = 16
+
+
+def _short_keys(what: str, *keys: str) -> None:
+    for key in keys:
+        if len(key.encode()) > SHORT_KEY_BYTES:
+            raise ValueError(f"{what}: key {key!r} is longer than {SHORT_KEY_BYTES} bytes")
 
 
 def config_name(network_name: str) -> str:

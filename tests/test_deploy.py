@@ -77,6 +77,23 @@ def test_configs__every_network_parses():
         ({"feeds": [{"key": "X", "heartbeat": 60, "min": 1, "max": 2}]}, "give an address or a mock answer"),
         ({"assets": [{"symbol": "A", "decimals": 18, "cap": 1}]}, "a feed key is required"),
         ({"assets": [{"symbol": "A", "decimals": 18, "cap": 1, "feed": "NOPE"}]}, "no feed 'NOPE'"),
+        (
+            {
+                "feeds": [{"key": "A/USD:chainlink-v3", "heartbeat": 60, "min": 1, "max": 2, "mock": {"answer": 1}}],
+                "assets": [{"symbol": "A", "decimals": 18, "cap": 1, "feed": "A/USD:chainlink-v3"}],
+            },
+            "asset A: key 'A/USD:chainlink-v3' is longer than 16 bytes",
+        ),
+        (
+            {
+                "feeds": [
+                    {"key": "A/USD", "heartbeat": 60, "min": 1, "max": 2, "mock": {"answer": 1}},
+                    {"key": "A/IV:deribit-dvol", "heartbeat": 60, "min": 1, "max": 2, "mock": {"answer": 1}},
+                ],
+                "underlyings": [{"name": "A", "spot": "A/USD", "vol": "A/IV:deribit-dvol"}],
+            },
+            "underlying A: key 'A/IV:deribit-dvol' is longer than 16 bytes",
+        ),
     ],
 )
 def test_config__invalid__raises(raw, message):
