@@ -95,7 +95,7 @@ GRID_WORDS: constant(uint256) = 4
 #      underlying and valuation). `crossmargin.model.margin.pack_grid(default_grid())`.
 #      Order: base; ±15% × vol up/none/down; ±30% vol up (weight 0.35); 0% vol up, down;
 #      then ±10%, ±5% × up/none/down. The first 11 fill a risk array's first word: the
-#      scenarios that usually bind, so a hinted check (`refresh_margin`) reads one word.
+#      scenarios that usually bind, so a hinted check (`refresh_bound`) reads one word.
 DEFAULT_GRID: constant(uint256[GRID_WORDS]) = [
     24741078584706769307931531229709221677864637544095000675477828136660172341248,
     70677402821747872943581686096478072097284944682020734653762841524705598507960,

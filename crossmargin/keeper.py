@@ -874,7 +874,14 @@ class Keeper:
             liquidator = self.cm.liquidator.contract
             # each with its scenario hint: the start then proves the shortfall at the worst
             # scenarios alone, the cheaper check (`Liquidator.start`)
-            calls = [Call(liquidator.start, (a, self._hint(a)), f"start:{a:#x}") for a in to_start]
+            began = time.monotonic()
+            if len(to_start) > 1 and self.config.workers > 1:
+                with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+                    hints = list(pool.map(self._hint, to_start))
+            else:
+                hints = [self._hint(a) for a in to_start]
+            calls = [Call(liquidator.start, (a, h), f"start:{a:#x}") for a, h in zip(to_start, hints, strict=True)]
+            report.timings["start hints"] = time.monotonic() - began
             began = time.monotonic()
             for result in self._act(report, "start", calls, [describe_account(a) for a in to_start]):
                 if result.status == "sent" or result.reason == "liquidator: already in auction":
