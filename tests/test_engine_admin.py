@@ -20,6 +20,19 @@ def default_lists() -> tuple[list[int], list[int], list[int]]:
     return [s.shock for s in grid], [s.move for s in grid], [s.weight for s in grid]
 
 
+def risk_params(listing) -> tuple:
+    """An `underlyings(u)` listing's risk parameters, in `set_risk_params` order."""
+    return (
+        listing.quantum,
+        listing.vol_up,
+        listing.vol_down,
+        listing.vol_floor,
+        listing.term_exponent,
+        listing.short_option_rate,
+        listing.perp_rate,
+    )
+
+
 def grid_of(engine, u: int) -> tuple:
     shocks, moves, weights = engine.grid(u)
     return tuple(model.Scenario(*s) for s in zip(shocks, moves, weights, strict=True))
@@ -67,15 +80,7 @@ def test_list_underlying__sixteen_byte_keys__read_back_with_the_default_grid(eng
     listing = engine.underlyings(u)
     assert (listing.name, listing.spot_key, listing.vol_key) == (key("SOL"), spot16, vol)
     assert engine.spot_key(u) == spot16
-    assert (
-        listing.quantum,
-        listing.vol_up,
-        listing.vol_down,
-        listing.vol_floor,
-        listing.term_exponent,
-        listing.short_option_rate,
-        listing.perp_rate,
-    ) == DEFAULT_RISK
+    assert risk_params(listing) == DEFAULT_RISK
     assert listing.scenarios == 23
     assert grid_of(engine, u) == model.default_grid()
     [event] = receipt.decode_logs(engine.GridSet)
@@ -130,24 +135,20 @@ def test_set_grid__bad_grids__revert(engine, admin, stranger, eth):
         w[index] = w[index] if weight is None else weight
         return s, m, w
 
-    with ape.reverts("engine: bad base scenario"):
-        engine.set_grid(eth, *bad(0, shock=100), sender=admin)
-    with ape.reverts("engine: bad base scenario"):
-        engine.set_grid(eth, *bad(0, move=2), sender=admin)
-    with ape.reverts("engine: shock out of bounds"):
-        engine.set_grid(eth, *bad(1, shock=-950_100), sender=admin)
-    with ape.reverts("engine: shock out of bounds"):
-        engine.set_grid(eth, *bad(1, shock=3_000_100), sender=admin)
-    with ape.reverts("engine: bad vol move"):
-        engine.set_grid(eth, *bad(1, move=3), sender=admin)
-    with ape.reverts("engine: weight out of bounds"):
-        engine.set_grid(eth, *bad(1, weight=0), sender=admin)
-    with ape.reverts("engine: weight out of bounds"):
-        engine.set_grid(eth, *bad(1, weight=1_000_100), sender=admin)
-    with ape.reverts("engine: grid not in 0.01% steps"):
-        engine.set_grid(eth, *bad(1, shock=-150_001), sender=admin)
-    with ape.reverts("engine: grid not in 0.01% steps"):
-        engine.set_grid(eth, *bad(1, weight=999_999), sender=admin)
+    cases = [
+        (dict(index=0, shock=100), "engine: bad base scenario"),
+        (dict(index=0, move=2), "engine: bad base scenario"),
+        (dict(index=1, shock=-950_100), "engine: shock out of bounds"),
+        (dict(index=1, shock=3_000_100), "engine: shock out of bounds"),
+        (dict(index=1, move=3), "engine: bad vol move"),
+        (dict(index=1, weight=0), "engine: weight out of bounds"),
+        (dict(index=1, weight=1_000_100), "engine: weight out of bounds"),
+        (dict(index=1, shock=-150_001), "engine: grid not in 0.01% steps"),
+        (dict(index=1, weight=999_999), "engine: grid not in 0.01% steps"),
+    ]
+    for change, reason in cases:
+        with ape.reverts(reason):
+            engine.set_grid(eth, *bad(**change), sender=admin)
     # the bounds themselves are accepted
     engine.set_grid(eth, *bad(1, shock=-950_000, weight=100), sender=admin)
     engine.set_grid(eth, *bad(1, shock=3_000_000), sender=admin)
@@ -219,16 +220,7 @@ def test_set_risk_params__bounds__revert_and_read_back(engine, admin, stranger, 
     [event] = receipt.decode_logs(engine.RiskParamsSet)
     assert event.underlying == eth
     listing = engine.underlyings(eth)
-    read = (
-        listing.quantum,
-        listing.vol_up,
-        listing.vol_down,
-        listing.vol_floor,
-        listing.term_exponent,
-        listing.short_option_rate,
-        listing.perp_rate,
-    )
-    assert read == top
+    assert risk_params(listing) == top
     assert listing.scenarios == 23 and grid_of(engine, eth) == model.default_grid()
 
 
