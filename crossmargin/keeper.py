@@ -798,12 +798,16 @@ class Keeper:
         ids = sorted(self.state.accounts if accounts is None else set(accounts))
         size = max(1, min(self.config.batch_size, 64))
         batches = [ids[i : i + size] for i in range(0, len(ids), size)]
-        if len(batches) > 1 and self.config.workers > 1:
-            with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
-                parts = list(pool.map(self._screen_batch, batches))
-        else:
-            parts = [self._screen_batch(b) for b in batches]
+        parts = self._parallel(self._screen_batch, batches)
         return [h for part in parts for h in part]
+
+    def _parallel(self, fn: Callable[[Any], Any], items: list) -> list:
+        """``[fn(x) for x in items]``, on ``workers`` threads when there is more than one item
+        (``fn`` must only read: ``_eth_call`` is thread-safe)."""
+        if len(items) > 1 and self.config.workers > 1:
+            with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+                return list(pool.map(fn, items))
+        return [fn(x) for x in items]
 
     def _screen_batch(self, ids: list[int]) -> list[AccountHealth]:
         try:
@@ -832,7 +836,7 @@ class Keeper:
             if is_transient(error):
                 raise
             return 0
-        return sum(worst << (8 * u) for u, worst, _loss, _pnl in risks)
+        return model.scenario_hint(model.UnderlyingRisk(*r) for r in risks)
 
     def _fails_alike(self, account: int, error: BaseException) -> bool:
         try:
@@ -875,11 +879,7 @@ class Keeper:
             # each with its scenario hint: the start then proves the shortfall at the worst
             # scenarios alone, the cheaper check (`Liquidator.start`)
             began = time.monotonic()
-            if len(to_start) > 1 and self.config.workers > 1:
-                with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
-                    hints = list(pool.map(self._hint, to_start))
-            else:
-                hints = [self._hint(a) for a in to_start]
+            hints = self._parallel(self._hint, to_start)
             calls = [Call(liquidator.start, (a, h), f"start:{a:#x}") for a, h in zip(to_start, hints, strict=True)]
             report.timings["start hints"] = time.monotonic() - began
             began = time.monotonic()
