@@ -569,14 +569,15 @@ def account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX_
         if mask & 1 == 1:
             asset: address = self.asset_list[i]
             keys: uint256 = self.asset_data[asset].keys
+            haircuts: uint256 = self.asset_data[asset].haircuts
             lines.append(
                 IVault.Collateral(
                     asset=asset,
                     balance=self.balances[account][asset],
                     price_key=convert(keys & ~LOW128, bytes32),
                     underlying=convert(keys << 128, bytes32),
-                    mm_haircut=self.asset_data[asset].haircuts & LOW128,
-                    im_haircut=self.asset_data[asset].haircuts >> 128,
+                    mm_haircut=haircuts & LOW128,
+                    im_haircut=haircuts >> 128,
                 )
             )
         mask >>= 1
