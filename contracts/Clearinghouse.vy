@@ -52,6 +52,29 @@ interface IOracleRouter:
     def settlement_price(key: bytes32, expiry: uint256, round_hint: uint80) -> uint256: view
 
 
+# @dev What the operator band reads of the margin engine: an option's current risk array
+#      (`refresh` stores it when stale) and the underlying's quantum (in `Listed`).
+interface IMarks:
+    def refresh(instrument_ids: DynArray[uint256, 64]) -> uint256: nonpayable
+    def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, 32]): view
+    def underlyings(underlying: uint256) -> Listed: view
+
+
+struct Listed:
+    name: bytes32
+    spot_key: bytes32
+    vol_key: bytes32
+    perp: uint256
+    quantum: uint256
+    vol_up: uint256
+    vol_down: uint256
+    vol_floor: uint256
+    term_exponent: uint256
+    short_option_rate: uint256
+    perp_rate: uint256
+    scenarios: uint256
+
+
 WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 MAX_UNDERLYINGS: constant(uint256) = 4
@@ -69,6 +92,19 @@ MAX_FUNDING_INTERVAL: constant(uint256) = 86_400
 MAX_FUNDING_CAP: constant(uint256) = 5 * 10**16
 MIN_EMA_WINDOW: constant(uint256) = 60
 MAX_EMA_WINDOW: constant(uint256) = 86_400
+# @dev Bounds of the funding notional (WAD USD): a fill of this notional at the index moves
+#      the premium EMA with its full time weight, a smaller one in proportion.
+MIN_FUNDING_NOTIONAL: constant(uint256) = 100 * 10**18
+MAX_FUNDING_NOTIONAL: constant(uint256) = 10**12 * 10**18
+DEFAULT_FUNDING_NOTIONAL: constant(uint256) = 100_000 * 10**18
+# @dev Operator bands (WAD fractions): defaults and most. An option's band is taken of its
+#      mark, or of spot / OPTION_BAND_FLOOR when the mark is lower (so cheap wings can be
+#      quoted).
+DEFAULT_PERP_BAND: constant(uint256) = 10**16
+DEFAULT_OPTION_BAND: constant(uint256) = 10**17
+MAX_PERP_BAND: constant(uint256) = 10**17
+MAX_OPTION_BAND: constant(uint256) = 10**18
+OPTION_BAND_FLOOR: constant(uint256) = 100
 
 
 struct PerpPosition:
@@ -107,9 +143,17 @@ liquidator: public(address)
 # @dev Most option positions an account may hold (<= MAX_OPTIONS).
 # Funding: the capped EMA premium is paid per `funding_interval` (s), capped at
 # `funding_cap` (WAD) per interval; the EMA moves over `ema_window` (s).
+# The EMA moves by a fill's notional at the index over `funding_notional` (WAD USD), at
+# most 1 (so dust cannot move it).
 # @dev One word, read together on every trade and valuation: funding_interval (bits
-# 0..31), ema_window (32..63), funding_cap (64..127), max_options (128..135).
+# 0..31), ema_window (32..63), funding_cap (64..127), max_options (128..135),
+# funding_notional (136..255).
 settings: uint256
+
+# @dev How far from the mark a fill an operator made for an account may be priced (WAD
+# fractions): perp band (bits 0..63, of the index) | option band (64..127, of the engine's
+# mark or spot / 100, the larger). Read only for operators' fills.
+bands: uint256
 
 # @dev Instruments by id (1..instrument_count); perp instrument id of each underlying.
 instruments: HashMap[uint256, IClearinghouse.Instrument]
@@ -170,6 +214,15 @@ event MaxOptionsSet:
     max_options: uint256
 
 
+event OperatorBandsSet:
+    perp_band: uint256
+    option_band: uint256
+
+
+event FundingNotionalSet:
+    notional: uint256
+
+
 event FundingParamsSet:
     interval: uint256
     cap: uint256
@@ -198,7 +251,7 @@ event PositionsTransferred:
 def __init__(vault: IVault, oracle: IOracleRouter):
     """
     @dev Defaults: 32 options per account, funding paid over 8 hours, capped at 0.5% per
-         interval, EMA over 1 hour.
+         interval, EMA over 1 hour, fills of 100,000 USD move it with full weight.
     """
     ownable.__init__()
     ownable_2step.__init__()
@@ -206,6 +259,8 @@ def __init__(vault: IVault, oracle: IOracleRouter):
     ORACLE = oracle
     self.settings = MAX_OPTIONS << 128
     log MaxOptionsSet(max_options=MAX_OPTIONS)
+    self._set_funding_notional(DEFAULT_FUNDING_NOTIONAL)
+    self._set_operator_bands(DEFAULT_PERP_BAND, DEFAULT_OPTION_BAND)
     self._set_funding_params(8 * 3_600, 5 * 10**15, 3_600)
 
 
@@ -238,7 +293,7 @@ def trade(fill: IEngine.Fill):
     maker_perp: PerpPosition = empty(PerpPosition)
     taker_perp: PerpPosition = empty(PerpPosition)
     if instrument.kind == PERP:
-        cumulative: int256 = self._accrue_funding(u, fill.price)
+        cumulative: int256 = self._accrue_funding(u, fill.price, fill.size)
         maker_perp = self._get_perp(fill.maker, u)
         taker_perp = self._get_perp(fill.taker, u)
         maker_old = maker_perp.size
@@ -288,6 +343,8 @@ def trade(fill: IEngine.Fill):
     paused: bool = staticcall VAULT.paused()
     self._check_trade(fill.maker, fill.instrument, instrument, maker_old, maker_perp, maker_cash, paused)
     self._check_trade(fill.taker, fill.instrument, instrument, taker_old, taker_perp, taker_cash, paused)
+    if fill.operator_sides != 0:
+        self._check_operator_price(fill.instrument, instrument, fill.price)
     log Traded(maker=fill.maker, taker=fill.taker, instrument=fill.instrument, size=fill.size, price=fill.price)
 
 
@@ -516,6 +573,28 @@ def funding_cap() -> uint256:
 
 @external
 @view
+def operator_bands() -> (uint256, uint256):
+    """
+    @notice How far from the mark an operator's fill may be priced (WAD fractions): the
+            perp band (of the index) and the option band (of the engine's mark, or of
+            spot / 100 when the mark is lower).
+    """
+    bands: uint256 = self.bands
+    return bands & (2**64 - 1), bands >> 64
+
+
+@external
+@view
+def funding_notional() -> uint256:
+    """
+    @notice The fill notional at the index (WAD USD) that moves the premium EMA with its
+            full time weight; a smaller fill moves it in proportion.
+    """
+    return self.settings >> 136
+
+
+@external
+@view
 def option_size(account: uint256, instrument_id: uint256) -> int256:
     """
     @notice Signed size (WAD units) of an option position.
@@ -619,6 +698,26 @@ def set_funding_params(interval: uint256, cap: uint256, ema_window: uint256):
 
 
 @external
+def set_operator_bands(perp_band: uint256, option_band: uint256):
+    """
+    @notice Operator bands (WAD fractions): perp <= 10% of the index, option <= 100% of
+            the larger of the mark and spot / 100.
+    """
+    ownable._check_owner()
+    self._set_operator_bands(perp_band, option_band)
+
+
+@external
+def set_funding_notional(notional: uint256):
+    """
+    @notice The fill notional (WAD USD, 100 .. 1e12 USD) that moves the premium EMA with
+            its full time weight.
+    """
+    ownable._check_owner()
+    self._set_funding_notional(notional)
+
+
+@external
 def set_engine(engine: IRiskEngine):
     ownable._check_owner()
     assert engine.address.is_contract, "clearing: engine not a contract"
@@ -657,9 +756,13 @@ def _check_trade(
 ):
     """
     @dev After a trade the account must be above initial margin with new risk open, or the
-         trade must only reduce its risk: a lower MM and no lower `equity - MM` than before.
-         The before-state is valued by writing the old position back for a moment (warm
-         slots) and subtracting the trade's cash change from the vault's cash.
+         trade must only reduce its risk: a lower MM, no lower `equity - MM`, equity >= 0
+         and no lower equity per unit of MM than before. The before-state is valued by
+         writing the old position back for a moment (warm slots) and subtracting the
+         trade's cash change from the vault's cash.
+    @custom:security Without the last two conditions an account under MM could close its
+         book to an accomplice at any price that kept `equity - MM`, ending at negative
+         equity (MM' = 0 only needs E' >= E - MM < 0): the fund paid the deficit.
     """
     after: IRiskEngine.Margin = extcall self.engine.refresh_margin(account)
     if not paused and after.equity >= convert(after.initial, int256) and staticcall self.engine.new_risk_open():
@@ -681,14 +784,53 @@ def _check_trade(
         self._put_perp(account, instrument.underlying, new_perp)
     else:
         self._store_options(account, before_words, words)
-    after_health: int256 = after.equity - convert(after.maintenance, int256)
-    before_health: int256 = before.equity - convert(before.maintenance, int256)
-    if after.maintenance < before.maintenance and after_health >= before_health:
+    # the exception: MM falls, health (equity − MM) does not, equity stays >= 0, and equity
+    # per unit of MM does not fall (E'·MM >= E·MM'); below MM the last binds, so a trade
+    # can hand out at most the equity that backed the risk it removes (SPECIFICATION.md)
+    after_mm: int256 = convert(after.maintenance, int256)
+    before_mm: int256 = convert(before.maintenance, int256)
+    if (
+        after_mm < before_mm
+        and after.equity - after_mm >= before.equity - before_mm
+        and after.equity >= 0
+        and after.equity * before_mm >= before.equity * after_mm
+    ):
         return
     assert not paused, "clearing: paused"
     # surfaces the oracle's reason when new risk is closed
     open: bool = staticcall self.engine.check_new_risk()
     raise "clearing: insufficient margin"
+
+
+@internal
+def _check_operator_price(instrument_id: uint256, instrument: IClearinghouse.Instrument, price: uint256):
+    """
+    @dev A fill made by an operator for an account is priced within the band of the mark:
+         a perp's within `perp_band · index` of the index, an option's within
+         `option_band · max(mark, spot / 100)` of the engine's mark, its current-epoch
+         value per unit `(q_0 << shift) · quantum` (stored first if stale).
+    @custom:security An operator may trade, never take: without the band it signed for
+         the account an order buying a worthless option at any price, filled it from its
+         own account and withdrew the premium. Now each fill can cost the account at most
+         the band times its size (plus fees).
+    """
+    engine: address = self.engine.address
+    spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(instrument.underlying))
+    bands: uint256 = self.bands
+    mark: uint256 = spot
+    allowed: uint256 = spot * (bands & (2**64 - 1)) // WAD
+    if instrument.kind != PERP:
+        stored: uint256 = extcall IMarks(engine).refresh([instrument_id])
+        epoch: uint256 = 0
+        lane_shift: uint256 = 0
+        lanes: DynArray[uint256, 32] = []
+        epoch, lane_shift, lanes = staticcall IMarks(engine).risk_array(instrument_id)
+        mark = (lanes[0] << lane_shift) * (staticcall IMarks(engine).underlyings(instrument.underlying)).quantum
+        allowed = max(mark, spot // OPTION_BAND_FLOOR) * (bands >> 64) // WAD
+    if price > mark:
+        assert price - mark <= allowed, "clearing: operator price out of band"
+    else:
+        assert mark - price <= allowed, "clearing: operator price out of band"
 
 
 @internal
@@ -818,22 +960,36 @@ def _put_funding(u: uint256, state: Funding):
 
 
 @internal
-def _accrue_funding(u: uint256, price: uint256) -> int256:
+def _accrue_funding(u: uint256, price: uint256, size: int256) -> int256:
     """
     @dev Accrues the perp's funding to now at the old EMA, then moves the EMA toward this
-         trade's premium over the index by min(dt, window) / window.
+         trade's premium over the index by min(dt, window) / window times
+         min(n, N) / N, n = |size|·index the fill's notional and N `funding_notional`.
     @return The cumulative funding index now (WAD USD per unit).
+    @custom:security Weighting by time alone let one fill of 1 wei, after a quiet window,
+         set the EMA to its +100% clamp and hold funding at its cap for hours. Now a fill
+         of notional n < N moves the EMA by at most (n / N)·|premium − ema| <= 2·n / N,
+         and only the first fill of a block moves it at all (dt = 0 after it). The
+         notional is taken at the index, so an off-market price cannot inflate it.
     """
     spot: uint256 = 0
     state: Funding = empty(Funding)
     cumulative: int256 = 0
     spot, state, cumulative = self._funding_now(u)
-    window: int256 = convert((self.settings >> 32) & (2**32 - 1), int256)
+    settings: uint256 = self.settings
+    window: int256 = convert((settings >> 32) & (2**32 - 1), int256)
     dt: int256 = min(convert(block.timestamp - state.updated_at, int256), window)
-    # a trade's premium counts at most +100% (it is never below -100%): one absurd fill
-    # cannot hold funding at its cap for long, and the EMA fits its 80 bits
+    # |size| < 2**127 and spot <= the feed's bound (< 2**128): the product fits
+    reference: uint256 = settings >> 136
+    notional: int256 = convert(min(convert(abs(size), uint256) * spot // WAD, reference), int256)
+    # a trade's premium counts at most +100% (it is never below -100%): the EMA fits its
+    # 80 bits
     premium: int256 = min(fixed._floor_div((convert(price, int256) - convert(spot, int256)) * IWAD, convert(spot, int256)), IWAD)
-    ema: int256 = state.premium_ema + fixed._floor_div((premium - state.premium_ema) * dt, window)
+    # |premium − ema| <= 2e18 < 2**61, dt <= 86,400 < 2**17, notional <= 1e30 < 2**100:
+    # the product is below 2**178
+    ema: int256 = state.premium_ema + fixed._floor_div(
+        (premium - state.premium_ema) * dt * notional, window * convert(reference, int256)
+    )
     self._put_funding(u, Funding(cumulative=cumulative, premium_ema=ema, updated_at=block.timestamp))
     return cumulative
 
@@ -989,6 +1145,20 @@ def _list(kind: uint256, u: uint256, strike: uint256, expiry: uint256, oi_cap: u
     )
     log InstrumentListed(instrument=instrument_id, underlying=u, kind=kind, strike=strike, expiry=expiry, oi_cap=oi_cap)
     return instrument_id
+
+
+@internal
+def _set_operator_bands(perp_band: uint256, option_band: uint256):
+    assert perp_band <= MAX_PERP_BAND and option_band <= MAX_OPTION_BAND, "clearing: band out of bounds"
+    self.bands = perp_band | (option_band << 64)
+    log OperatorBandsSet(perp_band=perp_band, option_band=option_band)
+
+
+@internal
+def _set_funding_notional(notional: uint256):
+    assert notional >= MIN_FUNDING_NOTIONAL and notional <= MAX_FUNDING_NOTIONAL, "clearing: funding notional out of bounds"
+    self.settings = (self.settings & (2**136 - 1)) | (notional << 136)
+    log FundingNotionalSet(notional=notional)
 
 
 @internal

@@ -224,14 +224,18 @@ def fill(
 
     taker: uint256 = accounts._id(taker_owner, taker_subaccount)
     assert maker != taker, "exchange: self trade"
+    # which sides an operator acts for (the clearinghouse then bounds the price)
+    operator_sides: uint256 = 0
     if msg.sender != taker_owner:
         assert staticcall IOperators(VAULT).is_operator(
             taker_owner, taker_subaccount, msg.sender
         ), "exchange: taker not authorized"
+        operator_sides = 2
     if signer != order.owner:
         assert staticcall IOperators(VAULT).is_operator(
             order.owner, order.subaccount, signer
         ), "exchange: signer not authorized"
+        operator_sides |= 1
     assert signature_checker._is_valid_signature_now(signer, digest, signature), "exchange: bad signature"
 
     # cannot overflow: the sum is <= order.size (checked above)
@@ -258,6 +262,7 @@ def fill(
             insurance_fee=fees * (config >> (2 * FEE_BITS)) // WAD,
             insurance=accounts._id(self.insurance, 0),
             recipient=accounts._id(self.fee_recipient, 0),
+            operator_sides=operator_sides,
         )
     )
     log Fill(

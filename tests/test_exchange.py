@@ -157,6 +157,7 @@ def test_fill__full__records_fill_engine_call_and_event(ex, exchange, mock_engin
     assert got.insurance_fee == (maker_fee + taker_fee) * INSURANCE_SHARE // WAD
     assert got.insurance == account_id(exchange.insurance())
     assert got.recipient == account_id(exchange.fee_recipient())
+    assert got.operator_sides == 0  # both sides acted by their owners: no operator band
     [event] = receipt.decode_logs(exchange.Fill)
     assert event.order_hash == digest
     assert (event.maker, event.taker, event.instrument) == (got.maker, got.taker, ETH_PERP)
@@ -213,6 +214,7 @@ def test_fill__operator_signed_order__fills(ex, vault, mock_engine, make_order, 
     order, signature = make_order(signer=operator)
     ex.fill(taker, order, signature, to_wad("1"), signer=operator)
     assert mock_engine.last_fill().maker == account_id(maker.address)
+    assert mock_engine.last_fill().operator_sides == 1  # the maker's side: the band applies
 
 
 def test_fill__operator_of_other_subaccount__signer_not_authorized(ex, vault, make_order, maker, operator, taker):
@@ -236,6 +238,7 @@ def test_fill__operator_taker__fills_for_owner(ex, vault, mock_engine, make_orde
     order, signature = make_order()
     ex.fill(operator, order, signature, to_wad("1"), taker_subaccount=3, taker_owner=taker)
     assert mock_engine.last_fill().taker == account_id(taker.address, 3)
+    assert mock_engine.last_fill().operator_sides == 2  # the taker's side: the band applies
 
 
 def test_fill__two_subaccounts_of_one_owner__trade(ex, mock_engine, make_order, maker):

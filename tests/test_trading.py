@@ -70,14 +70,16 @@ def test_funding__premium_ema_accrues_and_settles_on_touch(cm, vault, clearing, 
     perp = cm.clearing.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + 3600)  # a full EMA window since listing
-    cm.trade(maker, taker, perp, "10", "3030")  # 1% over the index: the EMA jumps to it
+    # 1% over the index, 120,000 USD at the index (over the 100,000 funding notional): the
+    # EMA jumps to it
+    cm.trade(maker, taker, perp, "40", "3030")
     state = clearing.funding(u)
     assert state.premium_ema == to_wad("0.01")
     chain.mine(timestamp=state.updated_at + 8 * 3600)  # one funding interval
     cm.oracle.push(admin, "ETH/USD", "3000")  # keep the feeds fresh
     cm.oracle.push(admin, "ETH/IV", "0.6")
     # the longs owe min(1%, cap 0.5%) x 3000 per unit per interval, and the view shows it
-    owed = Decimal("0.005") * 3000 * 10
+    owed = Decimal("0.005") * 3000 * 40
     maker_equity = cm.engine.margin(maker).equity
     cash_before = cash(vault, maker)
     cm.trade(maker, taker, perp, "-1", "3000")  # touching settles funding into cash
@@ -87,13 +89,15 @@ def test_funding__premium_ema_accrues_and_settles_on_touch(cm, vault, clearing, 
     assert maker_equity < 100000 - owed
 
 
-def test_funding__a_premium_counts_at_most_100_percent(cm, clearing, books, maker, taker, chain):
-    """A fill at three times the index moves the EMA to +100%, not +200%: one absurd fill
-    cannot hold funding at its cap for long, and the EMA stays in its 80 bits."""
+def test_funding__a_premium_counts_at_most_100_percent(cm, clearing, books, maker, taker, chain, admin):
+    """A fill at three times the index moves the EMA to +100%, not +200%: the EMA stays in
+    its 80 bits. (The funding notional is lowered to 100 USD so that this 120 USD fill
+    carries full weight.)"""
     perp = cm.clearing.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
+    clearing.set_funding_notional(to_wad(100), sender=admin)
     chain.mine(timestamp=chain.pending_timestamp + 3600)  # a full EMA window since listing
-    cm.trade(maker, taker, perp, "0.01", "9000")
+    cm.trade(maker, taker, perp, "0.04", "9000")
     assert clearing.funding(u).premium_ema == WAD
 
 
@@ -177,7 +181,7 @@ def test_trade__option_size_past_int80__reverts(cm, books, maker, taker, list_op
 
 
 def test_trade__not_from_exchange__reverts(clearing, stranger):
-    fill = (1, 2, 1, 1, 1, 0, 0, 0, 0, 0)
+    fill = (1, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0)
     with ape.reverts("clearing: not exchange"):
         clearing.trade(fill, sender=stranger)
 
