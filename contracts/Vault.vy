@@ -58,6 +58,11 @@ implements: IVault
 # @dev Most collateral assets that can be listed (the settlement asset is not counted).
 # One bit each in an account's `held` mask, so the engine only visits what an account holds.
 MAX_ASSETS: constant(uint256) = 16
+# @dev Bounds of the longest pause the guardian alone may hold (s); default 3 days.
+MIN_GUARDIAN_PAUSE: constant(uint256) = 3_600
+MAX_GUARDIAN_PAUSE: constant(uint256) = 14 * 86_400
+DEFAULT_GUARDIAN_PAUSE: constant(uint256) = 3 * 86_400
+M64: constant(uint256) = 2**64 - 1
 # @dev Most cash entries one `settle_cash` call applies (a trade touches four accounts).
 MAX_CASH_ENTRIES: constant(uint256) = 8
 # @dev Highest haircut an asset may have (WAD): collateral keeps at least 10% of its value.
@@ -135,8 +140,13 @@ held: HashMap[uint256, uint256]
 operators: HashMap[uint256, HashMap[address, bool]]
 # @dev The contract that values accounts (initial margin) for withdrawals and moves.
 margin_engine: public(address)
-# @dev May pause new risk (withdrawals, moves); only the owner unpauses.
+# @dev May pause new risk (withdrawals, moves) for at most `guardian_pause` seconds.
 guardian: public(address)
+# @dev The guardian's pause, one word: longest pause (bits 0..63, s) | end of the running
+# guardian pause (64..127, unix s; 0 when none) | earliest next guardian pause (128..191).
+# After the end anyone may unpause; the guardian may then pause again only after as long
+# again, so a guardian pauses at most half of the time. The owner's pauses are unbounded.
+pause_terms: uint256
 # @dev Contracts that may settle cash between accounts (the margin engine for premiums,
 # fees, funding, perp PnL and expiry settlement; later the liquidator).
 clearing: public(HashMap[address, bool])
@@ -206,6 +216,15 @@ event GuardianSet:
     guardian: indexed(address)
 
 
+event GuardianPauseSet:
+    max_pause: uint256
+
+
+event GuardianPaused:
+    guardian: indexed(address)
+    until: uint256
+
+
 event ClearingSet:
     clearing: indexed(address)
     allowed: bool
@@ -257,6 +276,7 @@ def __init__(settlement_asset: address, settlement_cap: uint256):
     ownable.__init__()
     ownable_2step.__init__()
     pausable.__init__()
+    self._set_guardian_pause(DEFAULT_GUARDIAN_PAUSE)
     SETTLEMENT_ASSET = settlement_asset
     self.cash_index = INDEX_ONE
     decimals: uint256 = self._decimals(settlement_asset)
@@ -695,21 +715,69 @@ def set_guardian(guardian: address):
 
 
 @external
+def set_guardian_pause(max_pause: uint256):
+    """
+    @notice The longest pause (s, 1 hour .. 14 days) the guardian alone may hold.
+    """
+    ownable._check_owner()
+    self._set_guardian_pause(max_pause)
+
+
+@external
 def pause():
     """
-    @notice Stops withdrawals and moves. Deposits (and, later, liquidations) go on.
+    @notice Stops withdrawals, moves and risk-adding trades. Deposits, settlement and
+            liquidation go on. The owner's pause lasts until it unpauses; the guardian's
+            at most `guardian_pause` seconds (see `unpause`), and the guardian may pause
+            again only as long after that pause ended.
     """
-    assert msg.sender == self.guardian or msg.sender == ownable.owner, "vault: not guardian"
+    terms: uint256 = self.pause_terms
+    if msg.sender != ownable.owner:
+        assert msg.sender == self.guardian, "vault: not guardian"
+        assert block.timestamp >= terms >> 128, "vault: guardian pause cooling down"
+        until: uint256 = block.timestamp + (terms & M64)
+        self.pause_terms = (terms & M64) | (until << 64)
+        log GuardianPaused(guardian=msg.sender, until=until)
+    else:
+        # the owner's pause has no end (it replaces a guardian's running one)
+        self.pause_terms = terms & ~(M64 << 64)
     pausable._pause()
 
 
 @external
 def unpause():
-    ownable._check_owner()
+    """
+    @notice The owner unpauses at any time; anyone once a guardian's pause has run its
+            longest (then the guardian may pause again only `guardian_pause` later).
+    """
+    terms: uint256 = self.pause_terms
+    until: uint256 = (terms >> 64) & M64
+    if msg.sender != ownable.owner:
+        assert until != 0 and block.timestamp >= until, "vault: pause not expired"
+        terms = (terms & M64) | ((block.timestamp + (terms & M64)) << 128)
+    self.pause_terms = terms & ~(M64 << 64)
     pausable._unpause()
 
 
+@external
+@view
+def guardian_pause() -> (uint256, uint256, uint256):
+    """
+    @notice The longest guardian pause (s), the end of the running one (0 if none) and
+            the earliest time the guardian may pause again (unix s).
+    """
+    terms: uint256 = self.pause_terms
+    return terms & M64, (terms >> 64) & M64, terms >> 128
+
+
 # ---------------------------------------------------------------- internals
+
+
+@internal
+def _set_guardian_pause(max_pause: uint256):
+    assert max_pause >= MIN_GUARDIAN_PAUSE and max_pause <= MAX_GUARDIAN_PAUSE, "vault: guardian pause out of bounds"
+    self.pause_terms = (self.pause_terms & ~M64) | max_pause
+    log GuardianPauseSet(max_pause=max_pause)
 
 
 @internal

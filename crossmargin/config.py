@@ -65,6 +65,15 @@ class ExchangeConfig:
 
 
 @dataclass(frozen=True)
+class TimelockConfig:
+    """Governance: after deploy, every contract is owned by a snekmate TimelockController."""
+
+    delay: int  # seconds every owner call waits between scheduling and execution
+    proposers: list[str] = field(default_factory=list)  # schedule and cancel; default the deployer
+    executors: list[str] = field(default_factory=list)  # execute ready calls; default the proposers
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     name: str
     settlement: TokenConfig
@@ -76,6 +85,7 @@ class NetworkConfig:
     guardian: str | None = None
     underlyings: list[UnderlyingConfig] = field(default_factory=list)
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    timelock: TimelockConfig | None = None  # None: the deployer owns every contract (local)
 
     def feed(self, key: str) -> FeedConfig:
         for feed in self.feeds:
@@ -132,6 +142,17 @@ def _exchange(raw: dict) -> ExchangeConfig:
     )
 
 
+def _timelock(raw: dict | None) -> TimelockConfig | None:
+    if raw is None:
+        return None
+    delay = int(raw["delay"])
+    if not 0 <= delay <= 30 * 86_400:
+        raise ValueError(f"timelock: delay {delay} s is outside 0 .. 30 days")
+    return TimelockConfig(
+        delay=delay, proposers=list(raw.get("proposers") or []), executors=list(raw.get("executors") or [])
+    )
+
+
 def parse_config(name: str, raw: dict) -> NetworkConfig:
     oracle = raw.get("oracle", {})
     config = NetworkConfig(
@@ -145,6 +166,7 @@ def parse_config(name: str, raw: dict) -> NetworkConfig:
         guardian=raw.get("guardian"),
         underlyings=[_underlying(u) for u in raw.get("underlyings", [])],
         exchange=_exchange(raw.get("exchange") or {}),
+        timelock=_timelock(raw.get("timelock")),
     )
     for underlying in config.underlyings:
         config.feed(underlying.spot)

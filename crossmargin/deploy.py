@@ -4,6 +4,12 @@ Every step first looks at the chain: a contract listed in the manifest is reused
 code is there and was built from the same source with the same wiring; a setting is only
 sent when the chain's value differs. A second run on the same chain therefore sends no
 transaction at all.
+
+Governance: with a ``timelock`` in the config, the last step hands every contract to a
+snekmate ``TimelockController`` (deployed with no delay, so the hand-over completes in this
+run, then set to the configured delay). From then on a setting that differs is *scheduled*
+on the timelock instead of sent; a later run executes it once the delay has passed (or
+reports how long is left). Cancelling is the timelock's own ``cancel``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from crossmargin.manifest import Manifest
 from crossmargin.units import key, to_units, to_wad
 
 Log = Callable[[str], None]
+ZERO = "0x0000000000000000000000000000000000000000"
+ZERO32 = b"\0" * 32
+# The protocol contracts an owner governs, by manifest name.
+OWNED = ("OracleRouter", "Vault", "Clearinghouse", "MarginEngine", "InsuranceFund", "Liquidator", "Exchange")
 
 
 def _build_hash(container) -> str:
@@ -64,9 +74,39 @@ class Deployment:
         return contract
 
     def _send(self, description: str, method, *args) -> None:
-        method(*args, sender=self.sender)
-        self.sent += 1
-        self.log(f"set      {description}")
+        timelock = self._timelock_of(method.contract)
+        if timelock is None:
+            method(*args, sender=self.sender)
+            self.sent += 1
+            self.log(f"set      {description}")
+            return
+        self._through_timelock(timelock, description, method.contract.address, method.encode_input(*args))
+
+    def _timelock_of(self, contract):
+        """The timelock owning ``contract``, if the manifest has one and it is the owner."""
+        address = self.manifest.contracts.get("Timelock")
+        if not address or not hasattr(contract, "owner") or contract.owner() != address:
+            return None
+        return project.Timelock.at(address)
+
+    def _through_timelock(self, timelock, description: str, target: str, payload) -> None:
+        """Schedules an owner call on the timelock, or executes it once it is ready."""
+        op = timelock.hash_operation(target, 0, payload, ZERO32, ZERO32)
+        if timelock.is_operation_ready(op):
+            timelock.execute(target, 0, payload, ZERO32, ZERO32, sender=self.sender)
+            self.sent += 1
+            self.log(f"executed {description} (timelock)")
+        elif timelock.is_operation_pending(op):
+            left = timelock.get_timestamp(op) - chain.pending_timestamp
+            self.log(f"waiting  {description}: the timelock runs it in {max(left, 0)} s; deploy again then")
+        else:
+            delay = timelock.get_minimum_delay()
+            timelock.schedule(target, 0, payload, ZERO32, ZERO32, delay, sender=self.sender)
+            self.sent += 1
+            if delay == 0:  # the hand-over: ready at once
+                self._through_timelock(timelock, description, target, payload)
+            else:
+                self.log(f"scheduled {description} (timelock, runs in {delay} s; deploy again then)")
 
     # ------------------------------------------------------------------ steps
 
@@ -221,7 +261,37 @@ class Deployment:
             self._send("exchange fee accounts", exchange.set_fee_accounts, insurance, recipient)
         if clearing.exchange() != exchange.address:
             self._send("clearinghouse exchange", clearing.set_exchange, exchange.address)
+        if config.timelock is not None:
+            self._govern()
         return self.manifest
+
+    def _govern(self) -> None:
+        """Hands every contract to the timelock, then sets its delay (idempotent)."""
+        settings = self.config.timelock
+        proposers = settings.proposers or [self.sender.address]
+        executors = settings.executors or proposers
+        timelock = self._contract(
+            "Timelock",
+            project.Timelock,
+            0,  # no delay until the hand-over below is done
+            proposers,
+            executors,
+            ZERO,
+            matches=lambda c: c.hasRole(c.PROPOSER_ROLE(), proposers[0]),
+        )
+        accepts = []
+        for name in OWNED:
+            contract = getattr(project, name).at(self.manifest.contracts[name])
+            if contract.owner() == timelock.address:
+                continue
+            if contract.pending_owner() != timelock.address:
+                self._send(f"owner {name} -> timelock", contract.transfer_ownership, timelock.address)
+            accepts.append((name, contract.address, contract.accept_ownership.encode_input()))
+        for name, target, payload in accepts:
+            self._through_timelock(timelock, f"{name} accepts the timelock as owner", target, payload)
+        if timelock.get_minimum_delay() != settings.delay:
+            payload = timelock.update_delay.encode_input(settings.delay)
+            self._through_timelock(timelock, f"timelock delay {settings.delay} s", timelock.address, payload)
 
     def _underlying(self, engine, clearing, underlying: UnderlyingConfig) -> None:
         name = key(underlying.name)

@@ -134,7 +134,7 @@ def test_admin_setters__not_owner__revert(vault, stranger, guardian, weth, usdc)
     with ape.reverts("vault: not guardian"):
         vault.pause(sender=stranger)
     vault.pause(sender=guardian)
-    with ape.reverts(NOT_OWNER):
+    with ape.reverts("vault: pause not expired"):
         vault.unpause(sender=guardian)
 
 
