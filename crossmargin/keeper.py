@@ -28,8 +28,12 @@ confirmation, and a revert whose reason shows the work is done or no longer need
 bounded number of times per call and per task; a task that still fails is reported and the
 next task runs. A JSON state file keeps the discovery cursor, the known accounts, auctions
 and option holders, and every transaction sent (key, nonce, hash, outcome), written before
-sending: after a restart a call whose nonce is not consumed yet is not sent again, and
-anything mined is judged from the chain. So a keeper never acts twice on the same work.
+sending (its nonce and hash). On start-up, and before each action, that journal is
+reconciled with the node (:meth:`Keeper.reconcile`): an entry whose nonce the chain has
+used is resolved from its receipt (``done``/``reverted``), one at or above the node's pending
+nonce never reached the node and is dropped (the work is done again), and only one in the
+node's pool in between is in flight. So after any crash the next sweep acts on every due
+account exactly once: never twice, and never skipped.
 
 Screening uses the engine's batch view, not the reference model: one ``eth_call`` values 64
 accounts, while the model needs about ten reads per account. The model (bit-exact, see
@@ -57,6 +61,7 @@ from typing import Any
 from ape import chain, networks
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
+from web3.exceptions import TransactionNotFound
 
 from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams
@@ -255,8 +260,9 @@ class KeeperState:
         auctions: Accounts whose auction started and has not ended (from events).
         options: Listed options by instrument id.
         holders: Per option, accounts that may hold it (traded it or took a slice of a holder).
-        sent: Transactions sent, by call key: nonce, hash, status (``pending`` until its
-            outcome is known, then ``done``/``reverted``), block and time.
+        sent: The journal of transactions, by call key: nonce, hash, status (``pending``
+            from signing until the node resolves it, then ``done``/``reverted``, or
+            ``consumed`` when another transaction used its nonce), block and time.
     """
 
     chain_id: int
@@ -494,10 +500,17 @@ class Keeper:
             workers=self.config.workers,
             attempts=self.config.attempts,
             retry_delay=self.config.retry_delay,
-            on_nonce=self._record_planned,
+            on_signed=self._record_planned,
             log=self.log,
         )
         self._topics = self._event_topics()
+        if self.sender_account is not None and not self.config.dry_run:
+            try:
+                self.reconcile()
+            except Exception as error:  # noqa: BLE001 - `in_flight` applies the same rule later
+                if not is_transient(error):
+                    raise
+                self.log(f"journal not reconciled yet (node error: {error})")
 
     # ------------------------------------------------------------------ helpers
 
@@ -566,10 +579,10 @@ class Keeper:
 
     # ------------------------------------------------------------------ sent-transaction log
 
-    def _record_planned(self, planned: list[tuple[Call, int]]) -> None:
+    def _record_planned(self, planned: list[tuple[Call, int, str]]) -> None:
         now = int(time.time())
-        for call, nonce in planned:
-            self.state.sent[call.key] = {"nonce": nonce, "status": "pending", "at": now}
+        for call, nonce, tx_hash in planned:
+            self.state.sent[call.key] = {"nonce": nonce, "status": "pending", "tx": tx_hash, "at": now}
         self.save()
 
     def _record_results(self, results: Iterable[CallResult]) -> None:
@@ -581,10 +594,8 @@ class Keeper:
                 entry.update(status="done", tx=r.tx, block=r.block)
             elif r.status == "reverted":
                 entry.update(status="reverted", tx=r.tx, block=r.block, reason=r.reason)
-            elif r.tx is None:
-                del self.state.sent[r.key]  # never reached the node
-            else:
-                entry["tx"] = r.tx  # sent, outcome unknown: stays pending
+            # else (not sent, or no receipt yet): stays pending; the node's nonces decide
+            # whether it is in flight (see `_resolve`)
         self._prune_sent()
         self.save()
 
@@ -593,23 +604,88 @@ class Keeper:
         for k in sorted(finished, key=lambda k: self.state.sent[k].get("at", 0))[: max(0, len(finished) - keep)]:
             del self.state.sent[k]
 
+    def _nonces(self) -> tuple[int, int]:
+        """The sender's mined (``latest``) and pooled (``pending``) transaction counts."""
+        address = self.sender_account.address
+        mined = self._read(lambda: self.web3.eth.get_transaction_count(address, "latest"))
+        pooled = self._read(lambda: self.web3.eth.get_transaction_count(address, "pending"))
+        return mined, max(mined, pooled)
+
+    def _resolve(self, key: str, mined: int, pooled: int) -> bool:
+        """Settles the pending journal entry ``key`` against the node; True if it is still
+        in flight. The rule (``mined``/``pooled``: the node's latest/pending nonces):
+
+        - nonce < mined: its nonce was used. Its receipt (by the journaled hash) makes it
+          ``done`` or ``reverted``; no receipt means another transaction used the nonce
+          (``consumed``): in every case the chain's state decides from now on;
+        - nonce >= pooled: the node never received it (the keeper died before sending, or
+          the pool dropped it); it can never be mined without being sent again, so the
+          entry is dropped and the work is done afresh;
+        - in between: the node's pool holds that nonce. In flight if the pool's transaction
+          is this one (or no hash was journaled); else consumed.
+        """
+        entry = self.state.sent[key]
+        nonce, tx_hash = entry["nonce"], entry.get("tx")
+        if nonce >= pooled:
+            del self.state.sent[key]
+            return False
+        if nonce >= mined:
+            if tx_hash is None or self._read(lambda: self._known(tx_hash)):
+                return True
+            entry["status"] = "consumed"
+            return False
+        receipt = self._read(lambda: self._receipt(tx_hash)) if tx_hash else None
+        if receipt is None:
+            entry["status"] = "consumed"
+        else:
+            status = "done" if receipt["status"] == 1 else "reverted"
+            entry.update(status=status, block=receipt["blockNumber"])
+        return False
+
+    def _known(self, tx_hash: str) -> bool:
+        try:
+            self.web3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
+
+    def _receipt(self, tx_hash: str) -> Any:
+        try:
+            return self.web3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def reconcile(self) -> dict[str, int]:
+        """Resolves every pending journal entry against the node (see :meth:`_resolve`),
+        as after a crash; saves and returns the counts by outcome."""
+        pending = [k for k, v in self.state.sent.items() if v.get("status") == "pending"]
+        if not pending or self.sender_account is None:
+            return {}
+        mined, pooled = self._nonces()
+        counts: dict[str, int] = {}
+        for k in pending:
+            flying = self._resolve(k, mined, pooled)
+            outcome = "in flight" if flying else self.state.sent.get(k, {}).get("status", "never sent")
+            counts[outcome] = counts.get(outcome, 0) + 1
+        self.log("journal reconciled: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        self.save()
+        return counts
+
     def in_flight(self, key: str, prefix: bool = False) -> dict[str, Any] | None:
-        """A sent call with this ``key`` (or, with ``prefix``, under ``key:``) whose nonce
-        the chain has not consumed yet (so it may still be mined): acting again could
-        double-act. Resolves the entries whose nonce is consumed."""
+        """A sent call with this ``key`` (or, with ``prefix``, under ``key:``) that the node
+        may still mine: acting again could double-act. Resolves the other pending entries
+        under the key (see :meth:`_resolve`)."""
         pending = [
-            (k, v)
+            k
             for k, v in self.state.sent.items()
             if (k.startswith(key + ":") if prefix else k == key) and v.get("status") == "pending"
         ]
         if not pending or self.sender_account is None:
             return None
-        mined_nonce = self._read(lambda: self.web3.eth.get_transaction_count(self.sender_account.address, "latest"))
-        for k, v in pending:
-            if v["nonce"] >= mined_nonce:
-                return {"key": k, **v}
-            # consumed: by this call or another; the chain state decides from now on
-            v["status"] = "consumed"
+        mined, pooled = self._nonces()
+        for k in pending:
+            if self._resolve(k, mined, pooled):
+                return {"key": k, **self.state.sent[k]}
         return None
 
     # ------------------------------------------------------------------ running

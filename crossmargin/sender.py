@@ -9,8 +9,9 @@ keeps the parts that matter and overlaps the rest:
   lacks it), run concurrently. It is the on-chain confirmation before acting: a call that would revert is
   not sent, and its revert reason is returned (``"liquidator: already in auction"``);
 - **sign** with consecutive nonces (the ape account signs, so keyfile accounts work too);
-- **send** the raw transactions in order from a worker thread while signing goes on, then
-  **collect** the receipts.
+- **journal** every signed transaction (call, nonce, hash) through ``on_signed`` before any
+  of them is sent, so a process killed at any point leaves a record the chain can judge;
+- **send** the raw transactions in order, then **collect** the receipts concurrently.
 
     sender = TxSender(account)
     calls = [Call(liquidator.start, (account_id,), key=f"start:{account_id:#x}")]
@@ -18,12 +19,17 @@ keeps the parts that matter and overlaps the rest:
         print(result.key, result.status, result.reason or result.tx)
 
 ``dry_run=True`` preflights and reports ``"would-send"`` without signing or sending anything.
+
+Crash point, for tests only: with ``CROSSMARGIN_KEEPER_CRASH_AFTER=n`` in the environment
+the process kills itself with SIGKILL once ``n`` transactions of a batch have reached the
+node (``0``: right after journaling, before any is sent), as an operator's kill or a power
+cut would (tests/test_keeper_crash.py).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +40,7 @@ import requests
 from ape import chain
 from ape.exceptions import ProviderError
 from eth_abi import decode as abi_decode
+from eth_utils import keccak
 from web3.exceptions import ContractLogicError, TimeExhausted
 
 Status = Literal["sent", "would-send", "reverted", "rejected", "error"]
@@ -53,6 +60,14 @@ ERROR_SELECTOR = bytes.fromhex("08c379a0")
 # gas an access-list run used by 50% (see `TxSender._gas`).
 GAS_PAD_NUM, GAS_PAD_DEN = 13, 10
 GAS_PAD_USED_NUM, GAS_PAD_USED_DEN = 3, 2
+# Test-only crash point: SIGKILL this process after this many sends of a batch (unset: never).
+CRASH_AFTER_ENV = "CROSSMARGIN_KEEPER_CRASH_AFTER"
+
+
+def crash_after_from_env() -> int | None:
+    """The crash point of ``CROSSMARGIN_KEEPER_CRASH_AFTER`` (None when unset or empty)."""
+    raw = os.environ.get(CRASH_AFTER_ENV, "").strip()
+    return int(raw) if raw else None
 
 
 def is_transient(error: BaseException) -> bool:
@@ -164,8 +179,11 @@ class TxSender:
         workers: Concurrent preflight estimates.
         attempts, retry_delay: Bounded retry of transient node errors.
         receipt_timeout: Seconds to wait for each receipt.
-        on_nonce: Called with the planned ``[(call, nonce)]`` before anything is sent (the
-            keeper persists them first, so a crash mid-send leaves a record).
+        on_signed: Called with the signed ``[(call, nonce, tx hash)]`` before any of them
+            is sent (the keeper journals them first, so a crash mid-send leaves a record
+            that the node's nonces and receipts resolve, see ``Keeper.reconcile``).
+        crash_after: Test-only crash point (see the module docstring); read from
+            ``CROSSMARGIN_KEEPER_CRASH_AFTER`` by default.
     """
 
     account: Any = None
@@ -175,10 +193,13 @@ class TxSender:
     retry_delay: float = 0.5
     receipt_timeout: float = 120.0
     use_access_list: bool = True
-    on_nonce: Callable[[list[tuple[Call, int]]], None] | None = None
+    on_signed: Callable[[list[tuple[Call, int, str]]], None] | None = None
+    crash_after: int | None = field(default_factory=crash_after_from_env)
     log: Callable[[str], None] = field(default=lambda _line: None)
     # seconds spent in each step of the last `execute` (preflight, sign, send, receipts)
     timings: dict[str, float] = field(default_factory=dict)
+    # the node's chain id, read at the first send
+    _chain_id: int | None = field(default=None, repr=False)
 
     @property
     def web3(self):
@@ -274,66 +295,60 @@ class TxSender:
             self.retry_delay,
             self.log,
         )
-        planned = [(check.call, nonce + k) for k, check in enumerate(checks)]
-        if self.on_nonce:
-            self.on_nonce(planned)
         fees = self._fees()
-        chain_id = chain.chain_id
+        # the node's own chain id (ape's can be its network's configured one, e.g. 1337 on
+        # `ethereum:local:<uri>` while the anvil behind it signs for 31337); read once
+        if self._chain_id is None:
+            self._chain_id = retry(lambda: web3.eth.chain_id, self.attempts, self.retry_delay, self.log)
+        chain_id = self._chain_id
         ecosystem = chain.provider.network.ecosystem
 
-        # signing (CPU, here) overlaps sending (I/O, in a thread): nonces stay in order
-        outbox: queue.Queue = queue.Queue()
-        sent: dict[int, tuple[str | None, str | None]] = {}
-
-        send_time = [0.0]
-
-        def sender_loop():
-            while True:
-                item = outbox.get()
-                if item is None:
-                    return
-                k, raw = item
-                if any(failure for _hash, failure in sent.values()):
-                    # an earlier nonce did not reach the node: later ones would be stuck
-                    sent[k] = (None, "not sent: an earlier transaction failed to send")
-                    continue
-                began = time.monotonic()
-                try:
-                    tx_hash = retry(
-                        lambda raw=raw: web3.eth.send_raw_transaction(raw), self.attempts, self.retry_delay, self.log
-                    )
-                    sent[k] = ("0x" + bytes(tx_hash).hex(), None)
-                except Exception as error:  # noqa: BLE001 - reported per call
-                    sent[k] = (None, revert_reason(error) or f"{type(error).__name__}: {error}")
-                send_time[0] += time.monotonic() - began
+        # sign every transaction first, then journal them all (one write), then send: a
+        # crash anywhere leaves each sent transaction's nonce and hash on record
+        began = time.monotonic()
+        raws: list[bytes] = []
+        for k, check in enumerate(checks):
+            call = check.call
+            # no `sender` field: ape would then re-derive the signer from the signature
+            # when serializing (an ECDSA recovery, ~12 ms in pure Python) to check it
+            txn = ecosystem.create_transaction(
+                chain_id=chain_id,
+                receiver=call.address,
+                data=call.calldata(),
+                nonce=nonce + k,
+                gas_limit=check.gas,
+                type=2,
+                **fees,
+            )
+            signed = account.sign_transaction(txn)
+            if signed is None:
+                raise RuntimeError(f"{account} declined to sign {call.key}")
+            raws.append(bytes(signed.serialize_transaction()))
+        # an EIP-2718 transaction's hash is the keccak of its raw bytes (type byte included)
+        hashes = ["0x" + keccak(raw).hex() for raw in raws]
+        self.timings["sign"] = time.monotonic() - began
+        if self.on_signed:
+            self.on_signed([(check.call, nonce + k, hashes[k]) for k, check in enumerate(checks)])
+        self._maybe_crash(0)
 
         began = time.monotonic()
-        thread = threading.Thread(target=sender_loop, name="tx-sender", daemon=True)
-        thread.start()
-        try:
-            for k, check in enumerate(checks):
-                call = check.call
-                # no `sender` field: ape would then re-derive the signer from the signature
-                # when serializing (an ECDSA recovery, ~12 ms in pure Python) to check it
-                txn = ecosystem.create_transaction(
-                    chain_id=chain_id,
-                    receiver=call.address,
-                    data=call.calldata(),
-                    nonce=nonce + k,
-                    gas_limit=check.gas,
-                    type=2,
-                    **fees,
+        sent: dict[int, tuple[str | None, str | None]] = {}
+        for k, raw in enumerate(raws):
+            if any(failure for _hash, failure in sent.values()):
+                # an earlier nonce did not reach the node: later ones would be stuck
+                sent[k] = (None, "not sent: an earlier transaction failed to send")
+                continue
+            try:
+                tx_hash = retry(
+                    lambda raw=raw: web3.eth.send_raw_transaction(raw), self.attempts, self.retry_delay, self.log
                 )
-                signed = account.sign_transaction(txn)
-                if signed is None:
-                    raise RuntimeError(f"{account} declined to sign {call.key}")
-                outbox.put((k, bytes(signed.serialize_transaction())))
-            self.timings["sign"] = time.monotonic() - began
-        finally:
-            outbox.put(None)
-            thread.join()
-        self.timings["send"] = send_time[0]
-        self.timings["sign+send"] = time.monotonic() - began
+                sent[k] = ("0x" + bytes(tx_hash).hex(), None)
+            except Exception as error:  # noqa: BLE001 - reported per call
+                sent[k] = (None, revert_reason(error) or f"{type(error).__name__}: {error}")
+                continue
+            self._maybe_crash(k + 1)
+        self.timings["send"] = time.monotonic() - began
+        self.timings["sign+send"] = self.timings["sign"] + self.timings["send"]
         began = time.monotonic()
 
         def collect(k: int) -> CallResult:
@@ -364,6 +379,12 @@ class TxSender:
             results = [collect(k) for k in range(len(checks))]
         self.timings["receipts"] = time.monotonic() - began
         return results
+
+    def _maybe_crash(self, sends: int) -> None:
+        """The test-only crash point: SIGKILL once ``sends`` transactions reached the node."""
+        if self.crash_after is not None and sends == self.crash_after:
+            self.log(f"{CRASH_AFTER_ENV}={self.crash_after}: killing this process")
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _replay_reason(self, call: Call, block: int) -> str:
         """Why a mined call reverted: replays it on the state before its block."""

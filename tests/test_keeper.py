@@ -298,23 +298,90 @@ def test_restart__same_state_file__does_not_double_act(cm, books, make_keeper, a
     assert keeper.nonce == nonce
 
 
-def test_restart__call_in_flight__not_sent_again(cm, books, make_keeper, admin, keeper):
-    """A start recorded as sent whose nonce the chain has not consumed (the keeper died
-    before it was mined) is not sent again; once the nonce is used, the chain decides."""
+def test_restart__call_in_flight__not_sent_again(cm, books, make_keeper, admin, keeper, chain):
+    """A start the node holds in its pool (sent, not mined when the keeper died) is in
+    flight: not sent again; once mined, the restarted keeper marks it done from its receipt."""
     set_eth(cm, admin, "3500")
     k = make_keeper()
     k.discover()
     trader, nonce = books["trader"], keeper.nonce
-    k.state.sent[f"start:{trader:#x}"] = {"nonce": nonce, "status": "pending", "at": 0}
+    hint = k._hint(trader)
+    chain.provider.auto_mine = False
+    try:
+        txn = chain.provider.network.ecosystem.create_transaction(
+            chain_id=chain.chain_id,
+            receiver=cm.liquidator.address,
+            data=cm.liquidator.contract.start.encode_input(trader, hint),
+            nonce=nonce,
+            gas_limit=1_000_000,
+            type=2,
+            max_fee=10 * chain.provider.base_fee + 10**9,
+            max_priority_fee=10**9,
+        )
+        raw = bytes(keeper.sign_transaction(txn).serialize_transaction())
+        tx_hash = "0x" + bytes(chain.provider.web3.eth.send_raw_transaction(raw)).hex()
+        k.state.sent[f"start:{trader:#x}"] = {"nonce": nonce, "status": "pending", "tx": tx_hash, "at": 0}
+        k.save()
+        restarted = make_keeper()
+        flying = restarted.in_flight(f"start:{trader:#x}")
+        assert flying is not None and flying["nonce"] == nonce
+        chain.provider.mine()
+    finally:
+        chain.provider.auto_mine = True
+    assert cm.liquidator.contract.in_auction(trader)
+    restarted = make_keeper()
+    entry = restarted.state.sent[f"start:{trader:#x}"]
+    assert entry["status"] == "done" and entry["tx"] == tx_hash
+    report = restarted.liquidate()
+    assert started(report) == {describe_account(books["operator"])}
+    assert keeper.nonce == nonce + 2
+
+
+def test_restart__journaled_but_never_sent__started_by_the_next_sweep(cm, books, make_keeper, admin, keeper):
+    """A keeper killed after journaling its starts but before they reached the node: the
+    restarted keeper sees the nonces at or above the node's pending nonce were never sent,
+    and starts every due account once.
+
+    Fails on c1dcd68: both starts are skipped "in flight (nonce N)" forever (the journaled
+    nonces are never used by another transaction)."""
+    set_eth(cm, admin, "3500")
+    k = make_keeper()
+    k.discover()
+    nonce = keeper.nonce
+    for i, account in enumerate((books["trader"], books["operator"])):
+        fake = "0x" + bytes([i + 1]).hex() * 32  # signed, never broadcast
+        k.state.sent[f"start:{account:#x}"] = {"nonce": nonce + i, "status": "pending", "tx": fake, "at": 0}
     k.save()
     restarted = make_keeper()
+    assert restarted.state.sent == {}  # never sent: dropped
     report = restarted.liquidate()
-    [skipped] = [a for a in report.actions if a.target == describe_account(trader)]
-    assert (skipped.status, skipped.detail) == ("skipped", f"in flight (nonce {nonce})")
-    assert not cm.liquidator.contract.in_auction(trader)
-    assert cm.liquidator.contract.in_auction(books["operator"])  # consumed the nonce
-    report = restarted.liquidate()
-    assert started(report) == {describe_account(trader)}
+    assert started(report) == {describe_account(books["trader"]), describe_account(books["operator"])}
+    assert keeper.nonce == nonce + 2
+    again = make_keeper().liquidate()
+    assert again.count(kind="start") == 0 and keeper.nonce == nonce + 2
+
+
+def test_restart__mined_but_journal_pending__marked_done(cm, books, make_keeper, admin, keeper):
+    """A keeper killed after its starts were mined but before it journaled their receipts:
+    the restart marks each entry done (or reverted) from its receipt, leaving none pending.
+
+    Fails on c1dcd68: the entries stay `pending` in the state file."""
+    set_eth(cm, admin, "3500")
+    k = make_keeper()
+    k.discover()
+    assert len(started(k.liquidate())) == 2
+    raw = json.loads(k.config.state_file.read_text())
+    blocks = {key: entry["block"] for key, entry in raw["sent"].items()}
+    for entry in raw["sent"].values():  # as journaled before sending
+        entry["status"] = "pending"
+        del entry["block"]
+    k.config.state_file.write_text(json.dumps(raw))
+    restarted = make_keeper()
+    assert {key: (e["status"], e["block"]) for key, e in restarted.state.sent.items()} == {
+        key: ("done", block) for key, block in blocks.items()
+    }
+    saved = json.loads(k.config.state_file.read_text())["sent"]
+    assert all(e["status"] == "done" for e in saved.values())
 
 
 def test_dry_run__sends_nothing(cm, books, make_keeper, admin, keeper, tmp_path):

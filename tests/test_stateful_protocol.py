@@ -4,9 +4,14 @@ Four traders and a deep-pocketed market maker deposit, withdraw and trade the ET
 two ETH options through signed orders; ETH's spot and implied vol move, time jumps, and a
 keeper sweeps (starts every due auction and bids until nothing is liquidatable). After
 every step:
-  - conservation: the vault's USDC, in WAD, covers the sum of every account's equity (the
-    perps and options are zero-sum; every rounding favours the vault), and exceeds it by no
-    more than the quantization of the option values plus a few wei per step;
+  - conservation of cash, to the wei (SPECIFICATION.md, Vault): the vault's USDC in WAD is
+    exactly `total`, and `total` equals the sum of every account's cash, plus each open perp's
+    unsettled funding less its cost, plus a rounding surplus that is never negative and grows
+    by at most DUST_PER_BLOCK wei per block; each perp's sizes sum to zero, and
+    `positive_cash` covers every positive balance;
+  - the engine's valuation: the vault's USDC covers the sum of every account's equity (the
+    perps and options are zero-sum), and exceeds it by no more than the quantization of the
+    option values plus a few wei per step;
   - after a sweep no account is below maintenance margin;
   - a live auction's price never rises: its multiplier d(t) only falls and, insolvent, its
     payment ramp only grows;
@@ -27,6 +32,8 @@ Hypothesis ends some runs early), in runs of ``STEPS_PER_RUN``; the long profile
 import os
 import time
 
+from eth_abi import decode as abi_decode
+from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -39,6 +46,12 @@ STEPS_PER_RUN = 25
 # rounding the vault keeps per step (premium ceil/floor, perp cost ceil, funding floor,
 # socialization floors), generously bounded
 DUST_PER_STEP = 10**3
+# the rounding surplus of the cash identity may grow by at most this many wei per block (one
+# transaction each on anvil): a wei per rounded amount (premium, perp cost, each funding
+# settlement, each positive balance at a socialization), generously bounded
+DUST_PER_BLOCK = 64
+# the output of `Clearinghouse.positions`
+POSITIONS_ABI = "(uint256[],(uint256,int256,int256,int256,int256,int256,uint256)[],uint256,uint256)"
 # Reasons a user action may be refused with; anything else fails the test.
 REFUSALS = (
     "clearing: insufficient margin",
@@ -70,6 +83,8 @@ class Protocol(RuleBasedStateMachine):
         self.losses = 0  # socialized, from LossCovered events
         self.option_units = 0  # option units opened (both sides), for the quantization bound
         self.live = set()  # accounts whose auction a keeper started and nobody finished yet
+        self.block0 = self.chain.blocks.head.number
+        self.surplus0 = self._cash_identity()[0]
 
     def teardown(self):
         # every run ends with a keeper sweep: whatever the run left due is liquidated
@@ -89,6 +104,41 @@ class Protocol(RuleBasedStateMachine):
         ids.append(account_id(self.cm.fund.address, 0))
         ids.append(account_id(self.admin.address, 0))
         return ids
+
+    def _cash_identity(self) -> tuple[int, int]:
+        """Reads, in one batch of calls, everything the cash identity needs (SPECIFICATION.md,
+        Vault: conservation) and checks its exact parts; returns (rounding surplus R, head)."""
+        web3 = self.chain.provider.web3
+        with web3.batch_requests() as batch:
+            for to, data in Protocol.cash_reads:
+                batch.add(web3.eth.call({"to": to, "data": data}))
+            batch.add(web3.eth.get_block("latest"))
+            raws = batch.execute()
+        head = raws.pop()
+        n = len(self._accounts())
+        held, asset, positive = (bytes(r) for r in raws[:3])
+        held = abi_decode(["uint256"], held)[0]
+        total = abi_decode(["(uint256,uint256,uint256,uint256,bytes32,bytes32,uint256,uint256)"], asset)[0][3]
+        positive = abi_decode(["uint256"], positive)[0]
+        cash = [abi_decode(["int256"], bytes(r))[0] for r in raws[3 : 3 + n]]
+        positions = [abi_decode([POSITIONS_ABI], bytes(r))[0] for r in raws[3 + n : 3 + 2 * n]]
+        assert held * Protocol.usdc_scale == total, f"vault holds {held} USDC units, total {total} WAD"
+        assert positive >= sum(max(c, 0) for c in cash), "positive_cash below the positive balances"
+        claims = sum(cash)
+        sizes: dict[int, int] = {}
+        for options, perps, _cap, _interval in positions:
+            for underlying, size, cost, funding, cumulative, _ema, _updated in perps:
+                sizes[underlying] = sizes.get(underlying, 0) + size
+                # the funding it would settle now (floored, as `_settle_funding`), less its cost
+                claims += (-size * (cumulative - funding)) // WAD - cost
+            for word in options:
+                instrument = word & (2**32 - 1)
+                # options of this test expire after any run; past expiry a payoff is owed
+                assert head["timestamp"] < Protocol.expiries[instrument], "an option expired mid-run"
+        assert all(net == 0 for net in sizes.values()), f"perp sizes do not net to zero: {sizes}"
+        surplus = total - claims
+        assert surplus >= 0, f"claims exceed the vault's total by {-surplus} wei"
+        return surplus, head["number"]
 
     def _changed(self):
         self.swept = False
@@ -245,6 +295,16 @@ class Protocol(RuleBasedStateMachine):
     # ------------------------------------------------------------------ invariants
 
     @invariant()
+    def conservation_of_cash(self):
+        """The cash identity of SPECIFICATION.md (Vault: conservation), to the wei: the
+        surplus is never negative (checked in `_cash_identity`) and grows by at most
+        DUST_PER_BLOCK wei per block since the run began."""
+        surplus, head = self._cash_identity()
+        grown = surplus - self.surplus0
+        assert grown <= DUST_PER_BLOCK * (head - self.block0), f"rounding surplus grew {grown} wei"
+        Protocol.stats["surplus"] = max(Protocol.stats["surplus"], grown)
+
+    @invariant()
     def conservation(self):
         cm = self.cm
         ids = self._accounts()
@@ -303,12 +363,27 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     Protocol.cm, Protocol.admin, Protocol.maker = cm, admin, maker
     Protocol.traders, Protocol.bidder, Protocol.chain = traders, keeper, chain
     Protocol.options = (list_option("ETH", True, "3000", 30), list_option("ETH", False, "2800", 30))
-    Protocol.stats = {"steps": 0, "bids": 0, "starts": 0, "sent": 0, "refused": 0}
+    Protocol.stats = {"steps": 0, "bids": 0, "starts": 0, "sent": 0, "refused": 0, "surplus": 0}
     Protocol.senders = {who.address: TxSender(who) for who in (*traders, admin)}
     Protocol.feeds = {
         name: cm.oracle.aggregator(name) for name in ("ETH/USD", "ETH/IV", "BTC/USD", "BTC/IV", "USDC/USD")
     }
     Protocol.feed_decimals = {name: feed.decimals() for name, feed in Protocol.feeds.items()}
+    usdc = cm.token("USDC")
+    Protocol.usdc_scale = 10 ** (18 - usdc.contract.decimals())
+    Protocol.expiries = {i: cm.clearing.contract.instrument(i).expiry for i in Protocol.options}
+    # the reads of the cash identity, encoded once: the vault's USDC, its `total`,
+    # `positive_cash`, then every account's cash and positions
+    vault, clearing = cm.vault.contract, cm.clearing.contract
+    ids = Protocol._accounts(Protocol)
+    calls = [
+        (usdc.contract.balanceOf, (vault.address,)),
+        (vault.assets, (usdc.address,)),
+        (vault.positive_cash, ()),
+        *((vault.cash_of, (to_checksum_address(f"{a >> 96:#042x}"), a & (2**96 - 1))) for a in ids),
+        *((clearing.positions, (a,)) for a in ids),
+    ]
+    Protocol.cash_reads = [(m.contract.address, "0x" + bytes(m.encode_input(*args)).hex()) for m, args in calls]
     machine = Protocol.TestCase
     machine.settings = settings(
         max_examples=max(1, STEPS // STEPS_PER_RUN),
