@@ -12,7 +12,8 @@
                    (15 min), then to 0 over `second_phase` (12 h). f is capped at the
                    fraction that brings the account back to the buffer margin
                    (E − buffer·MM >= 0, buffer 1.15), unless E is below `small_account`
-                   (then it may be taken whole). The account pays the liquidation fee,
+                   (then it may be taken whole while below the buffer). No account at or
+                   above the buffer is sold, whatever its size: a cure stands. The account pays the liquidation fee,
                    min(f·E·fee, price), to the insurance fund; the keeper that started the
                    auction gets `keeper_tip` out of the first fee.
           insolvent (E <= 0)        the insurance fund pays the bidder
@@ -245,9 +246,12 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
     if m.equity > 0:
         equity: uint256 = convert(m.equity, uint256)
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        # no account at or above the buffer is sold, whatever its size: a cure by deposit
+        # stands until `terminate` (small accounts are exempt from the cap only below it)
+        cap: uint256 = self._cap(equity, m.maintenance, d)
+        assert cap != 0, "liquidator: account above buffer"
         if equity >= self._terms(160, M96):
-            taken = min(fraction, self._cap(equity, m.maintenance, d))
-            assert taken != 0, "liquidator: account above buffer"
+            taken = min(fraction, cap)
         # the bidder pays rounded up; the fee rounds down and never exceeds the price
         cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
         price = convert(cost, int256)
@@ -444,9 +448,10 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
     if m.equity > 0:
         equity: uint256 = convert(m.equity, uint256)
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        cap: uint256 = self._cap(equity, m.maintenance, d)
         taken: uint256 = fraction
-        if equity >= self._terms(160, M96):
-            taken = min(fraction, self._cap(equity, m.maintenance, d))
+        if cap == 0 or equity >= self._terms(160, M96):
+            taken = min(fraction, cap)
         return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
     insolvent_at: uint256 = record >> INSOLVENT_SHIFT
     elapsed: uint256 = 0

@@ -325,6 +325,42 @@ def test_bid__account_above_buffer__reverts(cm, book, bidder, admin, stranger, t
         cm.liquidator.bid(bidder, book, "0.1", "1000")
 
 
+def test_bid__small_account_cured_by_deposit__reverts_above_buffer(
+    cm, vault, book, bidder, admin, stranger, trader, chain
+):
+    """A small account the owner cured back above the buffer cannot be taken whole before
+    its `terminate`, however late (d = 0: the bidder would pay nothing for the deposit).
+    Fails on c1dcd68: the bid takes the whole account, cure deposit included, for 0."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.contract.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(100000), sender=admin)
+    start = cm.liquidator.start(stranger, book)
+    cm.token("USDC").mint(admin, trader, "5000")
+    cm.vault.deposit(trader, "USDC", "5000")  # equity ~10,000 against a buffer of ~6,440
+    equity, mm = margin(cm.engine.contract, book)
+    assert equity < to_wad(100000) and equity >= mm * 115 // 100
+    chain.mine(timestamp=start.timestamp + 900 + 12 * 3600)  # d(t) = 0
+    set_eth(cm, admin, "3500")  # fresh rounds after the wait
+    assert cm.liquidator.quote(book, 1).fraction == 0
+    cash = vault.account_state(book)[0]
+    with ape.reverts("liquidator: account above buffer"):
+        cm.liquidator.bid(bidder, book, "1", "0")
+    cm.liquidator.terminate(trader, book)  # the cure stands
+    assert not vault.frozen(book) and vault.account_state(book)[0] == cash
+
+
+def test_bid__small_account_below_buffer__still_taken_whole(cm, book, bidder, admin, stranger, trader):
+    """A partial cure that leaves a small account under the buffer keeps the exception."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.contract.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(100000), sender=admin)
+    cm.liquidator.start(stranger, book)
+    cm.token("USDC").mint(admin, trader, "500")
+    cm.vault.deposit(trader, "USDC", "500")
+    equity, mm = margin(cm.engine.contract, book)
+    assert equity < mm * 115 // 100
+    receipt = cm.liquidator.bid(bidder, book, "1", "100000")
+    assert receipt.decode_logs(cm.liquidator.contract.Bid)[0].fraction == WAD
+
+
 # ------------------------------------------------------------------ the price curve
 
 

@@ -66,9 +66,12 @@ class BidTerms:
 def solvent_terms(
     equity: int, maintenance: int, fraction: int, elapsed: int, p: AuctionParams = AuctionParams()
 ) -> BidTerms:
-    """What a solvent bid buys and costs (``equity > 0``)."""
+    """What a solvent bid buys and costs (``equity > 0``); a fraction of 0 means the bid
+    reverts (``liquidator: account above buffer``)."""
     d = multiplier(elapsed, p)
-    taken = fraction if equity < p.small_account else min(fraction, cap(equity, maintenance, d, p))
+    c = cap(equity, maintenance, d, p)
+    # at or above the buffer (c == 0) nothing is sold, whatever the size (the bid reverts)
+    taken = fraction if equity < p.small_account and c != 0 else min(fraction, c)
     price = _ceil_div(taken * equity * d, WAD * WAD)
     fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
     return BidTerms(taken, price, fee)
