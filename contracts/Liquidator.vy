@@ -15,7 +15,7 @@
                    (then it may be taken whole while below the buffer). No account at or
                    above the buffer is sold, whatever its size: a cure stands. The account pays the liquidation fee,
                    min(f·E·fee, price), to the insurance fund; the keeper that started the
-                   auction gets `keeper_tip` out of the first fee.
+                   auction gets its tip (below) out of the first fee.
           insolvent (E <= 0)        the insurance fund pays the bidder
                    f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
                    marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
@@ -23,6 +23,9 @@
                    is always paid in full: loss = fund payout + socialized amount. With
                    no fee to take it from, the fund pays the starting keeper's tip after
                    the loss, from what it has left.
+        The starter's tip is min(`keeper_tip`, 5% of the maintenance requirement the start
+        proved), recorded at the start: an auction pays a tip in proportion to the risk the
+        account carried, so dust accounts are no faucet for the fund.
         A bid names the account, the fraction, a price limit (the most cash the bidder
         pays; negative when it is paid) and the bidder's subaccount, which must be at or
         above initial margin afterwards. The auction ends when the account is taken whole,
@@ -81,10 +84,18 @@ MAX_TIP: constant(uint256) = 1_000 * 10**18
 MAX_SMALL_ACCOUNT: constant(uint256) = 1_000_000 * 10**18
 
 # @dev Auction record, one word: starter (160 bits, zeroed once its tip is paid) |
-# started at (48) | marked insolvent at (48, 0 while solvent).
+# started at (36, s: good until the year 4147) | marked insolvent at (36, 0 while solvent) |
+# most still owed to the starter (24, in TIP_UNIT: at most 1,677 USD).
 STARTED_SHIFT: constant(uint256) = 160
-INSOLVENT_SHIFT: constant(uint256) = 208
-TIME_MASK: constant(uint256) = 2**48 - 1
+INSOLVENT_SHIFT: constant(uint256) = 196
+OWED_SHIFT: constant(uint256) = 232
+TIME_MASK: constant(uint256) = 2**36 - 1
+OWED_MASK: constant(uint256) = 2**24 - 1
+# @dev Unit of the owed tip in the record (WAD USD): 0.0001 USD.
+TIP_UNIT: constant(uint256) = 10**14
+# @dev The starter's tip is at most this share (WAD) of the maintenance requirement the start
+# proved: a dust account's auction pays a dust tip (the fund pays it when insolvent).
+TIP_SHARE: constant(uint256) = 5 * 10**16
 M20: constant(uint256) = 2**20 - 1
 M64: constant(uint256) = 2**64 - 1
 M96: constant(uint256) = 2**96 - 1
@@ -202,7 +213,12 @@ def start(account: uint256, hint: uint256 = 0):
     assert self.auctions[account] == 0, "liquidator: already in auction"
     m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, hint)
     assert m.equity < convert(m.maintenance, int256), "liquidator: account healthy"
-    record: uint256 = convert(msg.sender, uint256) | (block.timestamp << STARTED_SHIFT)
+    # the most the starter may be paid, from the requirement the start proved (no parameter
+    # read: `keeper_tip` bounds it again when it is paid)
+    owed: uint256 = min(m.maintenance * TIP_SHARE // WAD // TIP_UNIT, OWED_MASK)
+    record: uint256 = (block.timestamp << STARTED_SHIFT) | (owed << OWED_SHIFT)
+    if owed != 0:
+        record |= convert(msg.sender, uint256)
     if m.equity <= 0:
         record |= block.timestamp << INSOLVENT_SHIFT
     self.auctions[account] = record
@@ -217,7 +233,7 @@ def mark_insolvent(account: uint256):
             zero or below after it started (anyone may call it).
     """
     record: uint256 = self._record(account)
-    assert record >> INSOLVENT_SHIFT == 0, "liquidator: already insolvent"
+    assert (record >> INSOLVENT_SHIFT) & TIME_MASK == 0, "liquidator: already insolvent"
     m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
     assert m.equity <= 0, "liquidator: account solvent"
     self.auctions[account] = record | (block.timestamp << INSOLVENT_SHIFT)
@@ -260,7 +276,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         tip: uint256 = 0
         starter: address = convert(record & STARTER_MASK, address)
         if starter != empty(address) and fee != 0:
-            tip = min(self._terms(64, M96), fee)
+            tip = min(self._tip_owed(record), fee)
             self.auctions[account] = record & ~STARTER_MASK
             log KeeperTipped(account=account, keeper=starter, tip=tip)
         self._transfer(account, bidder, taken)
@@ -273,7 +289,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
             ]
         )
     else:
-        insolvent_at: uint256 = record >> INSOLVENT_SHIFT
+        insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
         ramp: uint256 = self._curve(168, M20)
         elapsed: uint256 = 0
         if insolvent_at != 0:
@@ -296,7 +312,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         # (never socialized; owed until the fund has something)
         starter: address = convert(record & STARTER_MASK, address)
         if starter != empty(address):
-            tip: uint256 = extcall FUND.cover(self._terms(64, M96) // SCALE, starter, 0) * SCALE
+            tip: uint256 = extcall FUND.cover(self._tip_owed(record) // SCALE, starter, 0) * SCALE
             if tip != 0:
                 self.auctions[account] = record & ~STARTER_MASK
                 log KeeperTipped(account=account, keeper=starter, tip=tip)
@@ -393,7 +409,8 @@ def buffer() -> uint256:
 @view
 def keeper_tip() -> uint256:
     """
-    @notice The starting keeper's tip (WAD USD), paid out of the first fee.
+    @notice The largest starting keeper's tip (WAD USD); an auction's is at most 5% of the
+            maintenance requirement its start proved (`tip_owed`).
     """
     return self._terms(64, M96)
 
@@ -416,7 +433,25 @@ def auction(account: uint256) -> (address, uint256, uint256):
             when there is none.
     """
     record: uint256 = self.auctions[account]
-    return convert(record & STARTER_MASK, address), (record >> STARTED_SHIFT) & TIME_MASK, record >> INSOLVENT_SHIFT
+    return (
+        convert(record & STARTER_MASK, address),
+        (record >> STARTED_SHIFT) & TIME_MASK,
+        (record >> INSOLVENT_SHIFT) & TIME_MASK,
+    )
+
+
+@external
+@view
+def tip_owed(account: uint256) -> uint256:
+    """
+    @notice What the starting keeper of `account`'s auction is still owed (WAD USD):
+            min(`keeper_tip`, 5% of the maintenance requirement the start proved), 0 once
+            paid or when there is no auction.
+    """
+    record: uint256 = self.auctions[account]
+    if record & STARTER_MASK == 0:
+        return 0
+    return self._tip_owed(record)
 
 
 @external
@@ -453,7 +488,7 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
         if cap == 0 or equity >= self._terms(160, M96):
             taken = min(fraction, cap)
         return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
-    insolvent_at: uint256 = record >> INSOLVENT_SHIFT
+    insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
     elapsed: uint256 = 0
     if insolvent_at != 0:
         elapsed = min(block.timestamp - insolvent_at, self._curve(168, M20))
@@ -508,6 +543,16 @@ def _record(account: uint256) -> uint256:
     record: uint256 = self.auctions[account]
     assert record != 0, "liquidator: no auction"
     return record
+
+
+@internal
+@view
+def _tip_owed(record: uint256) -> uint256:
+    """
+    @dev What the record's starter may still be paid (WAD USD): the share of MM recorded at
+         the start, at most the current `keeper_tip`.
+    """
+    return min(((record >> OWED_SHIFT) & OWED_MASK) * TIP_UNIT, self._terms(64, M96))
 
 
 @internal

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms
+from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms, tip_owed
 from crossmargin.units import WAD, account_id, key, to_wad
 
 NOT_OWNER = "ownable: caller is not the owner"
@@ -475,6 +475,37 @@ def test_insolvent__tip_paid_once_by_the_fund_after_the_loss(cm, vault, book, bi
     second = cm.liquidator.bid(bidder, book, "0.5", "0")
     assert second.decode_logs(cm.liquidator.contract.KeeperTipped) == []
     assert vault.cash_of(stranger, 0) == keeper_cash + to_wad(5)
+
+
+def test_insolvent__dust_account__tip_capped_by_its_maintenance(
+    cm, vault, create_account, bidder, admin, stranger, maker, operator, insure
+):
+    """A dust account (0.01 ETH short, MM about 7 USD) gone insolvent: the fund pays the
+    starter at most 5% of the MM the start proved, not the whole 5 USD tip, so dust
+    accounts on both sides of a move are no faucet. Fails on c1dcd68: the tip is 5 USD."""
+    insure("50000")
+    create_account(maker, {"USDC": "1000000"})
+    create_account(operator, {"USDC": "10"})
+    cm.trade(maker, operator, cm.clearing.perp("ETH"), "0.01", "3000")
+    dust = account_id(operator.address, 0)
+    set_eth(cm, admin, "4100")  # loses 11 USD on 10
+    start = started(cm.liquidator.start(stranger, dust), cm.liquidator.contract)
+    assert start.equity < 0 and start.maintenance < to_wad(10)
+    owed = start.maintenance * 5 // 100 // 10**14 * 10**14  # 5% of MM, in 1e-4 USD
+    assert owed == tip_owed(start.maintenance)
+    assert cm.liquidator.contract.tip_owed(dust) == owed < to_wad("0.5")
+    keeper_cash = vault.cash_of(stranger, 0)
+    receipt = cm.liquidator.bid(bidder, dust, "1", "0")
+    [tipped] = receipt.decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert tipped.keeper == stranger.address and tipped.tip == owed // 10**12 * 10**12  # whole USDC units
+    assert vault.cash_of(stranger, 0) == keeper_cash + tipped.tip
+
+
+def test_start__tip_owed_is_the_keeper_tip_for_a_large_account(cm, book, keeper, admin):
+    """5% of MM (about 280 USD) is above the 5 USD tip: the tip binds."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(keeper, book)
+    assert cm.liquidator.contract.tip_owed(book) == to_wad(5)
 
 
 def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, insure):

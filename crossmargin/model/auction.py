@@ -35,6 +35,17 @@ class AuctionParams:
         return cls(**{name: int(getattr(liquidator, name)()) for name in cls.__dataclass_fields__})
 
 
+TIP_SHARE = 5 * 10**16
+TIP_UNIT = 10**14
+OWED_MAX = 2**24 - 1
+
+
+def tip_owed(maintenance: int, p: AuctionParams = AuctionParams()) -> int:
+    """The most the starting keeper is tipped (WAD USD): 5% of the maintenance requirement
+    the start proved, in 0.0001 USD, at most ``keeper_tip``."""
+    return min(min(maintenance * TIP_SHARE // WAD // TIP_UNIT, OWED_MAX) * TIP_UNIT, p.keeper_tip)
+
+
 def multiplier(elapsed: int, p: AuctionParams = AuctionParams()) -> int:
     """d(t) (WAD): start → mid over the first phase, mid → 0 over the second; each drop
     rounded up."""
