@@ -15,14 +15,15 @@
                    (then it may be taken whole while below the buffer). No account at or
                    above the buffer is sold, whatever its size: a cure stands. The account pays the liquidation fee,
                    min(f·E·fee, price), to the insurance fund; the keeper that started the
-                   auction gets its tip (below) out of the first fee.
+                   auction gets its tip (below) out of the fees, each paying what it can
+                   until the whole tip is paid.
           insolvent (E <= 0)        the insurance fund pays the bidder
                    f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
                    marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
                    is socialized over every positive cash balance by the vault; the loss
                    is always paid in full: loss = fund payout + socialized amount. With
                    no fee to take it from, the fund pays the starting keeper's tip after
-                   the loss, from what it has left.
+                   the loss, from what it has left (the rest stays owed).
         The starter's tip is min(`keeper_tip`, 5% of the maintenance requirement the start
         proved), recorded at the start: an auction pays a tip in proportion to the risk the
         account carried, so dust accounts are no faucet for the fund.
@@ -83,9 +84,9 @@ MAX_FEE: constant(uint256) = 2 * 10**17
 MAX_TIP: constant(uint256) = 1_000 * 10**18
 MAX_SMALL_ACCOUNT: constant(uint256) = 1_000_000 * 10**18
 
-# @dev Auction record, one word: starter (160 bits, zeroed once its tip is paid) |
+# @dev Auction record, one word: starter (160 bits, zeroed once its whole tip is paid) |
 # started at (36, s: good until the year 4147) | marked insolvent at (36, 0 while solvent) |
-# most still owed to the starter (24, in TIP_UNIT: at most 1,677 USD).
+# most still owed to the starter (24, in TIP_UNITs: at most 1,677 USD; less what was paid).
 STARTED_SHIFT: constant(uint256) = 160
 INSOLVENT_SHIFT: constant(uint256) = 196
 OWED_SHIFT: constant(uint256) = 232
@@ -273,12 +274,17 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         price = convert(cost, int256)
         assert price <= max_price, "liquidator: price limit"
         fee = min(math._mul_div(taken * equity, self._curve(192, M64), WAD * WAD, False), cost)
+        # the starter is paid out of each fee, in whole TIP_UNITs, until it has all it is
+        # owed: a dust bid pays it nothing and voids nothing
         tip: uint256 = 0
         starter: address = convert(record & STARTER_MASK, address)
-        if starter != empty(address) and fee != 0:
-            tip = min(self._tip_owed(record), fee)
-            self.auctions[account] = record & ~STARTER_MASK
-            log KeeperTipped(account=account, keeper=starter, tip=tip)
+        if starter != empty(address):
+            owed: uint256 = self._owed_units(record)
+            tip = min(owed, fee // TIP_UNIT)
+            if tip != 0:
+                self.auctions[account] = self._with_owed(record, owed - tip)
+                tip *= TIP_UNIT
+                log KeeperTipped(account=account, keeper=starter, tip=tip)
         self._transfer(account, bidder, taken)
         extcall VAULT.settle_cash(
             [
@@ -309,13 +315,17 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         assert price <= max_price, "liquidator: price limit"
         log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
         # no fee to take the tip from: the fund pays it, after the loss, from what is left
-        # (never socialized; owed until the fund has something)
+        # (never socialized; what it cannot pay stays owed)
         starter: address = convert(record & STARTER_MASK, address)
         if starter != empty(address):
-            tip: uint256 = extcall FUND.cover(self._tip_owed(record) // SCALE, starter, 0) * SCALE
-            if tip != 0:
-                self.auctions[account] = record & ~STARTER_MASK
-                log KeeperTipped(account=account, keeper=starter, tip=tip)
+            owed: uint256 = self._owed_units(record)
+            ask: uint256 = owed * TIP_UNIT // SCALE
+            if ask != 0:
+                tip: uint256 = extcall FUND.cover(ask, starter, 0) * SCALE
+                if tip != 0:
+                    # tip <= owed · TIP_UNIT: a part-paid unit counts as paid (never overpaid)
+                    self.auctions[account] = self._with_owed(record, owed - math._ceil_div(tip, TIP_UNIT))
+                    log KeeperTipped(account=account, keeper=starter, tip=tip)
 
     after: IRiskEngine.Margin = extcall ENGINE.refresh_margin(bidder)
     assert after.equity >= convert(after.initial, int256), "liquidator: bidder under margin"
@@ -451,7 +461,7 @@ def tip_owed(account: uint256) -> uint256:
     record: uint256 = self.auctions[account]
     if record & STARTER_MASK == 0:
         return 0
-    return self._tip_owed(record)
+    return self._owed_units(record) * TIP_UNIT
 
 
 @external
@@ -547,12 +557,24 @@ def _record(account: uint256) -> uint256:
 
 @internal
 @view
-def _tip_owed(record: uint256) -> uint256:
+def _owed_units(record: uint256) -> uint256:
     """
-    @dev What the record's starter may still be paid (WAD USD): the share of MM recorded at
-         the start, at most the current `keeper_tip`.
+    @dev What the record's starter is still owed (TIP_UNITs): what the record holds (the
+         share of MM at the start, less what was paid), at most the current `keeper_tip`.
     """
-    return min(((record >> OWED_SHIFT) & OWED_MASK) * TIP_UNIT, self._terms(64, M96))
+    return min((record >> OWED_SHIFT) & OWED_MASK, self._terms(64, M96) // TIP_UNIT)
+
+
+@internal
+@pure
+def _with_owed(record: uint256, owed: uint256) -> uint256:
+    """
+    @dev The record with `owed` TIP_UNITs still owed; the starter is cleared once it is 0.
+    """
+    updated: uint256 = (record & ~(OWED_MASK << OWED_SHIFT)) | (owed << OWED_SHIFT)
+    if owed == 0:
+        return updated & ~STARTER_MASK
+    return updated
 
 
 @internal

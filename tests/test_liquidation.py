@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms, tip_owed
+from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms, tip_owed, tip_paid
 from crossmargin.units import WAD, account_id, key, to_wad
 
 NOT_OWNER = "ownable: caller is not the owner"
@@ -181,6 +181,29 @@ def test_bid__solvent_partial__price_fee_tip_and_positions(cm, vault, clearing, 
     # the tip is paid once
     assert cm.liquidator.auction(book).keeper == "0x0000000000000000000000000000000000000000"
     assert cm.liquidator.auction(book).active
+
+
+def test_bid__dust_first_bid__starter_paid_in_full(cm, vault, book, bidder, admin, stranger):
+    """A first bid of f = 1e-12 (a fee of a few hundred million wei) does not void the
+    starter's tip: what a fee does not cover stays owed and later fees pay it, to exactly
+    `keeper_tip`. Fails on c1dcd68: the starter gets the dust fee and nothing after."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    keeper_cash = vault.cash_of(stranger, 0)
+    tips, fees = [], []
+    for fraction in ("0.000000000001", "0.0001", "0.1"):
+        receipt = cm.liquidator.bid(bidder, book, fraction, "1000")
+        tips += [t.tip for t in receipt.decode_logs(cm.liquidator.contract.KeeperTipped)]
+        fees += [receipt.decode_logs(cm.liquidator.contract.Bid)[0].fee]
+    # tips are whole 0.0001 USD: the dust fee (under one) pays none, the 0.0001 bid's fee
+    # (about 0.025 USD) pays its whole units, the third bid the rest
+    assert fees[0] < 10**14 and 10**14 < fees[1] < to_wad(5) < fees[2]
+    first = tip_paid(to_wad(5), fees[1])
+    assert first == fees[1] // 10**14 * 10**14 and tip_paid(to_wad(5), fees[0]) == 0
+    assert tips == [first, to_wad(5) - first]
+    assert vault.cash_of(stranger, 0) == keeper_cash + to_wad(5)
+    assert cm.liquidator.contract.tip_owed(book) == 0
+    assert cm.liquidator.auction(book).keeper == "0x0000000000000000000000000000000000000000"
 
 
 def test_bid__settles_perp_funding_into_both_cash_balances_before_the_slice(
@@ -506,6 +529,28 @@ def test_start__tip_owed_is_the_keeper_tip_for_a_large_account(cm, book, keeper,
     set_eth(cm, admin, "3500")
     cm.liquidator.start(keeper, book)
     assert cm.liquidator.contract.tip_owed(book) == to_wad(5)
+
+
+def test_insolvent__fund_short_of_the_tip__rest_stays_owed(cm, vault, book, bidder, admin, stranger, insure):
+    """The fund has the loss and about half the tip: it pays that much, the rest stays owed
+    and the next bid pays it (never more than the tip in all)."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    set_eth(cm, admin, "4100")  # insolvent, not marked: each half pays the bare deficit
+    loss = -cm.liquidator.contract.quote(book, WAD // 2)[1]
+    fund = cm.fund.contract
+    fund.harvest(sender=stranger)
+    has = fund.totalAssets() * 10**12
+    insure(str((loss + to_wad("2.5") - has) // 10**12 / 10**6))
+    keeper_cash = vault.cash_of(stranger, 0)
+    [first] = cm.liquidator.bid(bidder, book, "0.5", "0").decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert to_wad(2) < first.tip < to_wad(3)
+    owed = cm.liquidator.contract.tip_owed(book)
+    assert owed == to_wad(5) - -(-first.tip // 10**14) * 10**14
+    insure("1000")
+    [second] = cm.liquidator.bid(bidder, book, "1", "0").decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert second.tip == owed
+    assert to_wad(5) - 10**14 < vault.cash_of(stranger, 0) - keeper_cash <= to_wad(5)
 
 
 def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, insure):

@@ -46,6 +46,12 @@ def tip_owed(maintenance: int, p: AuctionParams = AuctionParams()) -> int:
     return min(min(maintenance * TIP_SHARE // WAD // TIP_UNIT, OWED_MAX) * TIP_UNIT, p.keeper_tip)
 
 
+def tip_paid(owed: int, fee: int) -> int:
+    """What a solvent bid's ``fee`` pays the starter still owed ``owed`` (WAD USD): whole
+    0.0001 USD, never more than either; the rest stays owed."""
+    return min(owed // TIP_UNIT, fee // TIP_UNIT) * TIP_UNIT
+
+
 def multiplier(elapsed: int, p: AuctionParams = AuctionParams()) -> int:
     """d(t) (WAD): start → mid over the first phase, mid → 0 over the second; each drop
     rounded up."""
