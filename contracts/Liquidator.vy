@@ -13,10 +13,10 @@
                    fraction that brings the account back to the buffer margin
                    (E − buffer·MM >= 0, buffer 1.15), unless E is below `small_account`
                    (then it may be taken whole while below the buffer). No account at or
-                   above the buffer is sold, whatever its size: a cure stands. The account pays the liquidation fee,
-                   min(f·E·fee, price), to the insurance fund; the keeper that started the
-                   auction gets its tip (below) out of the fees, each paying what it can
-                   until the whole tip is paid.
+                   above the buffer is sold, whatever its size: a cure stands. The account
+                   pays the liquidation fee, min(f·E·fee, price), to the insurance fund;
+                   the keeper that started the auction gets its tip (below) out of the
+                   fees, each paying what it can until the whole tip is paid.
           insolvent (E <= 0)        the insurance fund pays the bidder
                    f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
                    marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
