@@ -470,7 +470,8 @@ def test_settle__feed_silent_after_expiry__fallback_after_the_delay(
     cm, books, make_keeper, admin, chain, list_option, maker, trader
 ):
     """No round after expiry: the keeper waits, then after the router's fallback delay
-    hints 0 and the option settles at the last round before expiry."""
+    hints 0 and the option settles at the last round before expiry. Fails on c1dcd68: the
+    keeper waits forever (no round hint, and the router has no fallback)."""
     call = list_option("ETH", True, "3000", days=1)
     cm.trade(maker, trader, call, "2", "100")
     expiry = cm.clearing.contract.instrument(call).expiry
