@@ -12,16 +12,21 @@
                    (15 min), then to 0 over `second_phase` (12 h). f is capped at the
                    fraction that brings the account back to the buffer margin
                    (E − buffer·MM >= 0, buffer 1.15), unless E is below `small_account`
-                   (then it may be taken whole). The account pays the liquidation fee,
-                   min(f·E·fee, price), to the insurance fund; the keeper that started the
-                   auction gets `keeper_tip` out of the first fee.
+                   (then it may be taken whole while below the buffer). No account at or
+                   above the buffer is sold, whatever its size: a cure stands. The account
+                   pays the liquidation fee, min(f·E·fee, price), to the insurance fund;
+                   the keeper that started the auction gets its tip (below) out of the
+                   fees, each paying what it can until the whole tip is paid.
           insolvent (E <= 0)        the insurance fund pays the bidder
                    f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
                    marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
                    is socialized over every positive cash balance by the vault; the loss
                    is always paid in full: loss = fund payout + socialized amount. With
                    no fee to take it from, the fund pays the starting keeper's tip after
-                   the loss, from what it has left.
+                   the loss, from what it has left (the rest stays owed).
+        The starter's tip is min(`keeper_tip`, 5% of the maintenance requirement the start
+        proved), recorded at the start: an auction pays a tip in proportion to the risk the
+        account carried, so dust accounts are no faucet for the fund.
         A bid names the account, the fraction, a price limit (the most cash the bidder
         pays; negative when it is paid) and the bidder's subaccount, which must be at or
         above initial margin afterwards. The auction ends when the account is taken whole,
@@ -79,11 +84,19 @@ MAX_FEE: constant(uint256) = 2 * 10**17
 MAX_TIP: constant(uint256) = 1_000 * 10**18
 MAX_SMALL_ACCOUNT: constant(uint256) = 1_000_000 * 10**18
 
-# @dev Auction record, one word: starter (160 bits, zeroed once its tip is paid) |
-# started at (48) | marked insolvent at (48, 0 while solvent).
+# @dev Auction record, one word: starter (160 bits, zeroed once its whole tip is paid) |
+# started at (36, s: good until the year 4147) | marked insolvent at (36, 0 while solvent) |
+# most still owed to the starter (24, in TIP_UNITs: at most 1,677 USD; less what was paid).
 STARTED_SHIFT: constant(uint256) = 160
-INSOLVENT_SHIFT: constant(uint256) = 208
-TIME_MASK: constant(uint256) = 2**48 - 1
+INSOLVENT_SHIFT: constant(uint256) = 196
+OWED_SHIFT: constant(uint256) = 232
+TIME_MASK: constant(uint256) = 2**36 - 1
+OWED_MASK: constant(uint256) = 2**24 - 1
+# @dev Unit of the owed tip in the record (WAD USD): 0.0001 USD.
+TIP_UNIT: constant(uint256) = 10**14
+# @dev The starter's tip is at most this share (WAD) of the maintenance requirement the start
+# proved: a dust account's auction pays a dust tip (the fund pays it when insolvent).
+TIP_SHARE: constant(uint256) = 5 * 10**16
 M20: constant(uint256) = 2**20 - 1
 M64: constant(uint256) = 2**64 - 1
 M96: constant(uint256) = 2**96 - 1
@@ -201,7 +214,12 @@ def start(account: uint256, hint: uint256 = 0):
     assert self.auctions[account] == 0, "liquidator: already in auction"
     m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, hint)
     assert m.equity < convert(m.maintenance, int256), "liquidator: account healthy"
-    record: uint256 = convert(msg.sender, uint256) | (block.timestamp << STARTED_SHIFT)
+    # the most the starter may be paid, from the requirement the start proved (no parameter
+    # read: `keeper_tip` bounds it again when it is paid)
+    owed: uint256 = min(m.maintenance * TIP_SHARE // WAD // TIP_UNIT, OWED_MASK)
+    record: uint256 = (block.timestamp << STARTED_SHIFT) | (owed << OWED_SHIFT)
+    if owed != 0:
+        record |= convert(msg.sender, uint256)
     if m.equity <= 0:
         record |= block.timestamp << INSOLVENT_SHIFT
     self.auctions[account] = record
@@ -216,7 +234,7 @@ def mark_insolvent(account: uint256):
             zero or below after it started (anyone may call it).
     """
     record: uint256 = self._record(account)
-    assert record >> INSOLVENT_SHIFT == 0, "liquidator: already insolvent"
+    assert (record >> INSOLVENT_SHIFT) & TIME_MASK == 0, "liquidator: already insolvent"
     m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
     assert m.equity <= 0, "liquidator: account solvent"
     self.auctions[account] = record | (block.timestamp << INSOLVENT_SHIFT)
@@ -245,20 +263,28 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
     if m.equity > 0:
         equity: uint256 = convert(m.equity, uint256)
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        # no account at or above the buffer is sold, whatever its size: a cure by deposit
+        # stands until `terminate` (small accounts are exempt from the cap only below it)
+        cap: uint256 = self._cap(equity, m.maintenance, d)
+        assert cap != 0, "liquidator: account above buffer"
         if equity >= self._terms(160, M96):
-            taken = min(fraction, self._cap(equity, m.maintenance, d))
-            assert taken != 0, "liquidator: account above buffer"
+            taken = min(fraction, cap)
         # the bidder pays rounded up; the fee rounds down and never exceeds the price
         cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
         price = convert(cost, int256)
         assert price <= max_price, "liquidator: price limit"
         fee = min(math._mul_div(taken * equity, self._curve(192, M64), WAD * WAD, False), cost)
+        # the starter is paid out of each fee, in whole TIP_UNITs, until it has all it is
+        # owed: a dust bid pays it nothing and voids nothing
         tip: uint256 = 0
         starter: address = convert(record & STARTER_MASK, address)
-        if starter != empty(address) and fee != 0:
-            tip = min(self._terms(64, M96), fee)
-            self.auctions[account] = record & ~STARTER_MASK
-            log KeeperTipped(account=account, keeper=starter, tip=tip)
+        if starter != empty(address):
+            owed: uint256 = self._owed_units(record)
+            tip = min(owed, fee // TIP_UNIT)
+            if tip != 0:
+                self.auctions[account] = self._with_owed(record, owed - tip)
+                tip *= TIP_UNIT
+                log KeeperTipped(account=account, keeper=starter, tip=tip)
         self._transfer(account, bidder, taken)
         extcall VAULT.settle_cash(
             [
@@ -269,7 +295,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
             ]
         )
     else:
-        insolvent_at: uint256 = record >> INSOLVENT_SHIFT
+        insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
         ramp: uint256 = self._curve(168, M20)
         elapsed: uint256 = 0
         if insolvent_at != 0:
@@ -289,13 +315,17 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
         assert price <= max_price, "liquidator: price limit"
         log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
         # no fee to take the tip from: the fund pays it, after the loss, from what is left
-        # (never socialized; owed until the fund has something)
+        # (never socialized; what it cannot pay stays owed)
         starter: address = convert(record & STARTER_MASK, address)
         if starter != empty(address):
-            tip: uint256 = extcall FUND.cover(self._terms(64, M96) // SCALE, starter, 0) * SCALE
-            if tip != 0:
-                self.auctions[account] = record & ~STARTER_MASK
-                log KeeperTipped(account=account, keeper=starter, tip=tip)
+            owed: uint256 = self._owed_units(record)
+            ask: uint256 = owed * TIP_UNIT // SCALE
+            if ask != 0:
+                tip: uint256 = extcall FUND.cover(ask, starter, 0) * SCALE
+                if tip != 0:
+                    # tip <= owed · TIP_UNIT: a part-paid unit counts as paid (never overpaid)
+                    self.auctions[account] = self._with_owed(record, owed - math._ceil_div(tip, TIP_UNIT))
+                    log KeeperTipped(account=account, keeper=starter, tip=tip)
 
     after: IRiskEngine.Margin = extcall ENGINE.refresh_margin(bidder)
     assert after.equity >= convert(after.initial, int256), "liquidator: bidder under margin"
@@ -389,7 +419,8 @@ def buffer() -> uint256:
 @view
 def keeper_tip() -> uint256:
     """
-    @notice The starting keeper's tip (WAD USD), paid out of the first fee.
+    @notice The largest starting keeper's tip (WAD USD); an auction's is at most 5% of the
+            maintenance requirement its start proved (`tip_owed`).
     """
     return self._terms(64, M96)
 
@@ -412,7 +443,25 @@ def auction(account: uint256) -> (address, uint256, uint256):
             when there is none.
     """
     record: uint256 = self.auctions[account]
-    return convert(record & STARTER_MASK, address), (record >> STARTED_SHIFT) & TIME_MASK, record >> INSOLVENT_SHIFT
+    return (
+        convert(record & STARTER_MASK, address),
+        (record >> STARTED_SHIFT) & TIME_MASK,
+        (record >> INSOLVENT_SHIFT) & TIME_MASK,
+    )
+
+
+@external
+@view
+def tip_owed(account: uint256) -> uint256:
+    """
+    @notice What the starting keeper of `account`'s auction is still owed (WAD USD):
+            min(`keeper_tip`, 5% of the maintenance requirement the start proved), 0 once
+            paid or when there is no auction.
+    """
+    record: uint256 = self.auctions[account]
+    if record & STARTER_MASK == 0:
+        return 0
+    return self._owed_units(record) * TIP_UNIT
 
 
 @external
@@ -444,11 +493,12 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
     if m.equity > 0:
         equity: uint256 = convert(m.equity, uint256)
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        cap: uint256 = self._cap(equity, m.maintenance, d)
         taken: uint256 = fraction
-        if equity >= self._terms(160, M96):
-            taken = min(fraction, self._cap(equity, m.maintenance, d))
+        if cap == 0 or equity >= self._terms(160, M96):
+            taken = min(fraction, cap)
         return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
-    insolvent_at: uint256 = record >> INSOLVENT_SHIFT
+    insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
     elapsed: uint256 = 0
     if insolvent_at != 0:
         elapsed = min(block.timestamp - insolvent_at, self._curve(168, M20))
@@ -503,6 +553,28 @@ def _record(account: uint256) -> uint256:
     record: uint256 = self.auctions[account]
     assert record != 0, "liquidator: no auction"
     return record
+
+
+@internal
+@view
+def _owed_units(record: uint256) -> uint256:
+    """
+    @dev What the record's starter is still owed (TIP_UNITs): what the record holds (the
+         share of MM at the start, less what was paid), at most the current `keeper_tip`.
+    """
+    return min((record >> OWED_SHIFT) & OWED_MASK, self._terms(64, M96) // TIP_UNIT)
+
+
+@internal
+@pure
+def _with_owed(record: uint256, owed: uint256) -> uint256:
+    """
+    @dev The record with `owed` TIP_UNITs still owed; the starter is cleared once it is 0.
+    """
+    updated: uint256 = (record & ~(OWED_MASK << OWED_SHIFT)) | (owed << OWED_SHIFT)
+    if owed == 0:
+        return updated & ~STARTER_MASK
+    return updated
 
 
 @internal

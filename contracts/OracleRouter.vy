@@ -14,13 +14,27 @@
         the sequencer is down and during `sequencer_grace` seconds after it comes back.
         Liquidation paths simply do not call it.
 
-        Expiry settlement reads the first round at or after the expiry. A keeper passes a
-        round id hint `r`; the router accepts it iff
-        `updatedAt(r) >= expiry > updatedAt(r - 1)`.
-@custom:security Round ids are read as given: a hint that is the first round of a new
-        Chainlink phase has no `r - 1` in the same phase and is rejected; the keeper passes
-        a later expiry round of a new phase instead, once one exists. This never accepts a
-        wrong price, it can only delay settlement by one round.
+        Expiry settlement reads the first round at or after the expiry. Round ids are
+        Chainlink proxy ids, `phase << 64 | round of the phase's aggregator`; the feed's
+        history is each phase's rounds before the next phase's first round, in order. A
+        keeper passes a round id hint `r`, with `n = (phase(r) + 1) << 64 | 1` the next
+        phase's first round; the router accepts:
+          - `r` itself iff `r` is not a phase's first round, `updatedAt(r) >= expiry >
+            updatedAt(r - 1)` and, if `n` exists, `updatedAt(r) < updatedAt(n)`;
+          - `n` iff `updatedAt(r) < expiry <= updatedAt(n)` and `r + 1` does not exist or
+            `updatedAt(r + 1) >= updatedAt(n)` (`r` is the last round of its phase in the
+            history: its predecessor of `n`).
+        If the feed has no round at or after the expiry `fallback_delay` after it, the hint 0
+        settles at its latest round (the last before the expiry).
+@custom:security The rules accept exactly the first round of the history at or after the
+        expiry, given that `updatedAt` never falls within a phase: at most one hint is ever
+        accepted for an expiry, and rounds added later cannot change which. A retired
+        aggregator still reporting (rounds of an old phase at or after the next phase's
+        first) is outside the history and never settles. The fallback is only open once the
+        feed has been silent since the expiry for `fallback_delay` (at least 3 days, longer
+        than any heartbeat plus grace); it closes for good when a round at or after the
+        expiry appears. A phase with no round at all between two others is not bridged
+        (the expiry then waits for a round of the later phase's own).
 """
 
 from snekmate.auth import ownable
@@ -48,8 +62,15 @@ MAX_HEARTBEAT: constant(uint256) = 2 * 86_400
 MAX_HEARTBEAT_GRACE: constant(uint256) = 3_600
 # @dev Upper bound on the grace period after an L2 sequencer restarts (seconds).
 MAX_SEQUENCER_GRACE: constant(uint256) = 86_400
+# @dev Bounds and default of the settlement fallback delay (seconds): the least is longer
+#      than any heartbeat plus grace, so a live feed always reports before it opens.
+MIN_FALLBACK_DELAY: constant(uint256) = 3 * 86_400
+MAX_FALLBACK_DELAY: constant(uint256) = 30 * 86_400
+# @dev Bit of `settings` where the fallback delay starts (32 bits).
+FALLBACK_SHIFT: constant(uint256) = 224
 # @dev ABI size of a `latestRoundData`/`getRoundData` answer (5 words).
 ROUND_DATA_SIZE: constant(uint256) = 160
+M16: constant(uint256) = 2**16 - 1
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
 M160: constant(uint256) = 2**160 - 1
@@ -81,7 +102,9 @@ feed_words: HashMap[bytes32, uint256]
 # @dev Router settings, one word (read once per transaction however many feeds it reads):
 #      heartbeat_grace (bits 0-31, s: extra lag every feed may have beyond its heartbeat) |
 #      sequencer_grace (32-63, s: new risk stays refused this long after a restart) |
-#      sequencer_feed (64-223: L2 sequencer-uptime feed, answer 0 = up; empty on L1).
+#      sequencer_feed (64-223: L2 sequencer-uptime feed, answer 0 = up; empty on L1) |
+#      fallback_delay (224-255, s: how long after an expiry a silent feed settles at its
+#      last round before it).
 settings: uint256
 
 
@@ -106,6 +129,10 @@ event SequencerSet:
     grace: uint256
 
 
+event FallbackDelaySet:
+    delay: uint256
+
+
 @deploy
 def __init__(heartbeat_grace: uint256):
     """
@@ -114,6 +141,7 @@ def __init__(heartbeat_grace: uint256):
     ownable.__init__()
     ownable_2step.__init__()
     self._set_heartbeat_grace(heartbeat_grace)
+    self._set_fallback_delay(MIN_FALLBACK_DELAY)
 
 
 # ---------------------------------------------------------------- owner: configuration
@@ -171,8 +199,20 @@ def set_sequencer(feed: address, grace: uint256):
     ownable._check_owner()
     assert feed == empty(address) or feed.is_contract, "oracle: sequencer not a contract"
     assert grace <= MAX_SEQUENCER_GRACE, "oracle: grace out of bounds"
-    self.settings = (self.settings & M32) | (grace << 32) | (convert(feed, uint256) << 64)
+    settings: uint256 = self.settings
+    self.settings = (settings & (M32 | (M32 << FALLBACK_SHIFT))) | (grace << 32) | (convert(feed, uint256) << 64)
     log SequencerSet(feed=feed, grace=grace)
+
+
+@external
+def set_fallback_delay(delay: uint256):
+    """
+    @notice How long after an expiry a feed with no round at or after it settles at its
+            last round before it (hint 0 of `settlement_price`).
+    @param delay Seconds, within [259200, 2592000] (3 to 30 days).
+    """
+    ownable._check_owner()
+    self._set_fallback_delay(delay)
 
 
 # ---------------------------------------------------------------- reads
@@ -223,24 +263,49 @@ def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, u
 @view
 def settlement_price(key: bytes32, expiry: uint256, round_hint: uint80) -> uint256:
     """
-    @notice The answer of the first round published at or after `expiry`.
+    @notice The answer of the first round of the feed's history at or after `expiry`
+            (see the contract's notice for the rules).
     @param expiry Unix time (s); must have passed.
-    @param round_hint The round id `r` with `updatedAt(r) >= expiry > updatedAt(r - 1)`.
+    @param round_hint The round id `r` with `updatedAt(r) >= expiry > updatedAt(r - 1)`;
+           or, when that round opens a phase, the last round of the phase before (the
+           round before it in the history); or 0, for a feed silent since the expiry for
+           `fallback_delay`.
     @return The settlement answer in WAD.
     """
     assert expiry <= block.timestamp, "oracle: not expired"
     feed: Feed = self._feed(key)
-    assert round_hint > 1, "oracle: bad round hint"
+    if round_hint == 0:
+        return self._fallback(feed, expiry)
+    hint: uint256 = convert(round_hint, uint256)
+    # the next phase's first round must fit in 80 bits
+    assert hint >> 64 < M16, "oracle: bad round hint"
+    ok: bool = False
     answer: int256 = 0
     updated_at: uint256 = 0
-    ok: bool = False
     ok, answer, updated_at = self._round(feed.aggregator, round_hint)
-    assert ok and updated_at >= expiry, "oracle: bad round hint"
+    assert ok, "oracle: bad round hint"
+    next_ok: bool = False
+    next_answer: int256 = 0
+    next_at: uint256 = 0
+    next_ok, next_answer, next_at = self._round(feed.aggregator, convert((((hint >> 64) + 1) << 64) | 1, uint80))
+    prev_ok: bool = False
     prev_answer: int256 = 0
-    prev_updated_at: uint256 = 0
-    ok, prev_answer, prev_updated_at = self._round(feed.aggregator, round_hint - 1)
-    assert ok and prev_updated_at < expiry, "oracle: bad round hint"
-    return self._normalize(feed, answer)
+    prev_at: uint256 = 0
+    if updated_at >= expiry:
+        # r itself: its predecessor in its phase is before the expiry, and r is in the
+        # history (before the next phase's first round, if there is one)
+        assert hint & M64 > 1, "oracle: bad round hint"
+        prev_ok, prev_answer, prev_at = self._round(feed.aggregator, round_hint - 1)
+        assert prev_ok and prev_at < expiry, "oracle: bad round hint"
+        assert not next_ok or updated_at < next_at, "oracle: bad round hint"
+        return self._normalize(feed, answer)
+    # the next phase's first round, at or after the expiry, whose predecessor in the history
+    # is r (before the expiry): r + 1 does not exist or came at or after the new phase began
+    # (a round 2**64 - 1 has no r + 1 in its phase: r + 1 is the next phase's round 0)
+    assert next_ok and next_at >= expiry, "oracle: bad round hint"
+    prev_ok, prev_answer, prev_at = self._round(feed.aggregator, round_hint + 1)
+    assert not prev_ok or prev_at >= next_at, "oracle: bad round hint"
+    return self._normalize(feed, next_answer)
 
 
 @external
@@ -251,7 +316,7 @@ def check_sequencer() -> bool:
             restart; returns True otherwise (always, where no sequencer feed is set).
     """
     settings: uint256 = self.settings
-    feed: address = convert(settings >> 64, address)
+    feed: address = convert((settings >> 64) & M160, address)
     if feed == empty(address):
         return True
     ok: bool = False
@@ -295,7 +360,17 @@ def sequencer_feed() -> address:
     """
     @notice The L2 sequencer-uptime feed (answer 0 = up); empty on L1 and local chains.
     """
-    return convert(self.settings >> 64, address)
+    return convert((self.settings >> 64) & M160, address)
+
+
+@external
+@view
+def fallback_delay() -> uint256:
+    """
+    @notice Seconds after an expiry from which a feed with no round at or after it settles
+            at its latest round (hint 0).
+    """
+    return self.settings >> FALLBACK_SHIFT
 
 
 @external
@@ -308,6 +383,37 @@ def sequencer_grace() -> uint256:
 
 
 # ---------------------------------------------------------------- internals
+
+
+@internal
+def _set_fallback_delay(delay: uint256):
+    assert delay >= MIN_FALLBACK_DELAY and delay <= MAX_FALLBACK_DELAY, "oracle: delay out of bounds"
+    self.settings = (self.settings & ~(M32 << FALLBACK_SHIFT)) | (delay << FALLBACK_SHIFT)
+    log FallbackDelaySet(delay=delay)
+
+
+@internal
+@view
+def _fallback(feed: Feed, expiry: uint256) -> uint256:
+    """
+    @dev The latest answer, once the feed has had no round at or after `expiry` for
+         `fallback_delay` seconds (its latest round is then its last before the expiry).
+    """
+    assert block.timestamp >= expiry + (self.settings >> FALLBACK_SHIFT), "oracle: fallback not due"
+    ok: bool = False
+    response: Bytes[ROUND_DATA_SIZE] = b""
+    ok, response = raw_call(
+        feed.aggregator, method_id("latestRoundData()"), max_outsize=ROUND_DATA_SIZE, is_static_call=True, revert_on_failure=False
+    )
+    assert ok and len(response) == ROUND_DATA_SIZE, "oracle: feed unavailable"
+    _rid: uint80 = 0
+    answer: int256 = 0
+    _started: uint256 = 0
+    updated_at: uint256 = 0
+    _answered: uint80 = 0
+    _rid, answer, _started, updated_at, _answered = abi_decode(response, (uint80, int256, uint256, uint256, uint80))
+    assert updated_at < expiry, "oracle: round after expiry"
+    return self._normalize(feed, answer)
 
 
 @internal

@@ -61,7 +61,7 @@ from typing import Any
 from ape import chain, networks
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import ContractLogicError, TransactionNotFound
 
 from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams
@@ -115,6 +115,7 @@ ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 PERP, CALL, PUT = 1, 2, 3
 # Chainlink round ids: phase (16 bits) << 64 | round of the phase's aggregator.
 PHASE_SHIFT = 64
+PHASE_MASK = 2**PHASE_SHIFT - 1
 
 # What a keeper reads of a Chainlink aggregator (roundId, answer, startedAt, updatedAt, answeredInRound).
 _ROUND = [
@@ -1177,33 +1178,87 @@ class Keeper:
         self.save()
 
     def round_hint(self, underlying: int, expiry: int) -> int | None:
-        """The first round of ``underlying``'s spot feed published at or after ``expiry``
-        (binary search in the latest phase), or None if there is none yet.
+        """The round hint that settles ``expiry`` on ``underlying``'s spot feed (the
+        router's rules, ``OracleRouter.settlement_price``), or None if there is none yet.
+
+        The settlement round is the first of the feed's history at or after ``expiry``
+        (each Chainlink phase's rounds before the next phase's first round). The hint is
+        that round; or, when it opens a phase, the round before it in the history (the
+        previous phase's last); or 0 when the feed has had no round since the expiry for
+        the router's ``fallback_delay`` (it then settles at its last round before). Each
+        phase is searched by bisection, newest first.
 
         Raises:
-            SettlementBlocked: That round is the first of its Chainlink phase: the router
-                needs ``updatedAt(r - 1) < expiry`` and ``r - 1`` does not exist, while every
-                later round fails the same check, so no hint is accepted.
+            SettlementBlocked: The settlement round opens the feed's first phase (or one
+                after a phase with no round): nothing before it can be named.
         """
         spot_key = self._read(lambda: self.cm.engine.contract.spot_key(underlying))
         address = self._read(lambda: self.cm.oracle.contract.feeds(spot_key)).aggregator
         feed = self.web3.eth.contract(address=address, abi=AGGREGATOR_ABI)
         latest, _answer, _started, latest_at, _ = self._read(lambda: feed.functions.latestRoundData().call())
         if latest_at < expiry:
-            return None
-        phase_first = ((latest >> PHASE_SHIFT) << PHASE_SHIFT) | 1
-        lo, hi = phase_first, latest
-        while lo < hi:
+            delay = self._read(lambda: self.cm.oracle.contract.fallback_delay())
+            now = self._read(lambda: chain.pending_timestamp)
+            return 0 if now >= expiry + delay else None
+
+        def updated_at(round_id: int) -> int | None:
+            try:
+                at = self._read(lambda r=round_id: feed.functions.getRoundData(r).call())[3]
+            except ContractLogicError:  # the aggregator reverts: no such round
+                return None
+            return at or None
+
+        phase, last = latest >> PHASE_SHIFT, latest & PHASE_MASK
+        next_at = None  # updatedAt of the first round of the phase after `phase`
+        while True:
+            base = phase << PHASE_SHIFT
+            # first round of the phase at or after expiry (`last + 1` if none); rounds at
+            # or after the next phase's first are not in the history: as if after expiry
+            lo, hi = 1, last + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                at = updated_at(base | mid)
+                if at is not None and (at >= expiry or (next_at is not None and at >= next_at)):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            first = lo
+            if first <= last:
+                at = updated_at(base | first)
+                if next_at is None or at < next_at:
+                    if first > 1:
+                        return base | first
+                    # it opens the phase: the hint is the previous phase's last round
+                    if phase == 0:
+                        raise SettlementBlocked(f"the first round after expiry ({base | first:#x}) opens the feed")
+                    next_at, phase = at, phase - 1
+                    last = self._phase_last(updated_at, phase)
+                    if last == 0:
+                        raise SettlementBlocked(f"phase {phase} before round {base | first:#x} has no round")
+                    continue
+            # no round of the history in this phase at or after expiry: the next phase's
+            # first round settles, and the hint is this phase's round before it
+            if first == 1:
+                raise SettlementBlocked(f"phase {phase} has no round before expiry")
+            return base | (first - 1)
+
+    @staticmethod
+    def _phase_last(updated_at, phase: int) -> int:
+        """The last round of a Chainlink phase (0 if it has none), by doubling then bisection."""
+        base = phase << PHASE_SHIFT
+        if updated_at(base | 1) is None:
+            return 0
+        lo, step = 1, 1
+        while updated_at(base | (lo + step)) is not None:
+            lo, step = lo + step, step * 2
+        hi = lo + step  # lo exists, hi does not
+        while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self._read(lambda m=mid: feed.functions.getRoundData(m).call())[3] >= expiry:
+            if updated_at(base | mid) is None:
                 hi = mid
             else:
-                lo = mid + 1
-        if hi == phase_first:
-            raise SettlementBlocked(
-                f"the first round after expiry ({hi:#x}) opens a feed phase; the router accepts no hint"
-            )
-        return hi
+                lo = mid
+        return lo
 
     # ------------------------------------------------------------------ risk arrays
 

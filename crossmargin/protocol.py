@@ -288,6 +288,10 @@ class LiquidatorClient:
         keeper, started_at, insolvent_at = self.contract.auction(account)
         return AuctionView(account, keeper, started_at, insolvent_at)
 
+    def tip_owed(self, account: int) -> Decimal:
+        """What the starting keeper of ``account``'s auction is still owed (settlement units)."""
+        return from_wad(self.contract.tip_owed(account))
+
     def quote(self, account: int, fraction: Number = 1) -> Quote:
         taken, price = self.contract.quote(account, to_wad(fraction))
         return Quote(from_wad(taken), from_wad(price))

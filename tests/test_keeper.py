@@ -488,6 +488,72 @@ def test_settle__expired_option__both_sides_with_the_right_round(
     assert k.settle().actions == []  # nothing left
 
 
+def test_settle__first_round_after_expiry_opens_a_feed_phase__settled(
+    cm, books, make_keeper, admin, chain, list_option, maker, trader
+):
+    """The feed moved to a new aggregator after expiry: the first round at or after it opens
+    a phase. The keeper hints the old phase's last round and the router settles at the new
+    phase's first. Fails on c1dcd68: `SettlementBlocked` (no hint is ever accepted)."""
+    call = list_option("ETH", True, "3000", days=1)
+    cm.trade(maker, trader, call, "2", "100")
+    expiry = cm.clearing.contract.instrument(call).expiry
+    k = make_keeper()
+    k.discover()
+    feed = cm.oracle.aggregator("ETH/USD")
+    last = feed.latestRoundData()[0]
+    chain.mine(timestamp=expiry + 10)
+    feed.push_phase(3250 * 10**8, expiry + 10, sender=admin)
+    chain.mine(timestamp=chain.pending_timestamp + 60)
+    set_eth(cm, admin, "3900")  # a later round of the new phase must not be used
+    assert feed.latestRoundData()[0] == (1 << 64) | 2
+    assert k.round_hint(cm.manifest.underlyings["ETH"], expiry) == last
+    report = k.settle()
+    assert report.ok and report.count("sent", "settle") == 2
+    assert cm.clearing.contract.instrument(call).settlement_price == to_wad("3250")
+
+
+def test_round_hint__expiry_before_a_phase_change__round_of_the_old_phase(
+    cm, books, make_keeper, admin, chain, list_option
+):
+    call = list_option("ETH", True, "3000", days=1)
+    expiry = cm.clearing.contract.instrument(call).expiry
+    k = make_keeper()
+    feed = cm.oracle.aggregator("ETH/USD")
+    chain.mine(timestamp=expiry + 10)
+    for _ in range(3):
+        set_eth(cm, admin, "3100")
+    settling = feed.latestRoundData()[0] - 2  # the first of the three
+    feed.push_phase(3300 * 10**8, chain.pending_timestamp + 60, sender=admin)
+    feed.push_at(3400 * 10**8, chain.pending_timestamp + 120, sender=admin)
+    chain.mine(timestamp=chain.pending_timestamp + 200)
+    hint = k.round_hint(cm.manifest.underlyings["ETH"], expiry)
+    assert hint == settling
+    assert cm.oracle.contract.settlement_price(
+        cm.engine.contract.spot_key(cm.manifest.underlyings["ETH"]), expiry, hint
+    ) == to_wad("3100")
+
+
+def test_settle__feed_silent_after_expiry__fallback_after_the_delay(
+    cm, books, make_keeper, admin, chain, list_option, maker, trader
+):
+    """No round after expiry: the keeper waits, then after the router's fallback delay
+    hints 0 and the option settles at the last round before expiry. Fails on c1dcd68: the
+    keeper waits forever (no round hint, and the router has no fallback)."""
+    call = list_option("ETH", True, "3000", days=1)
+    cm.trade(maker, trader, call, "2", "100")
+    expiry = cm.clearing.contract.instrument(call).expiry
+    k = make_keeper()
+    k.discover()
+    set_eth(cm, admin, "3200")  # the last round before expiry
+    chain.mine(timestamp=expiry + 10)
+    assert k.settle().waiting == [call]
+    chain.mine(timestamp=expiry + cm.oracle.contract.fallback_delay())
+    assert k.round_hint(cm.manifest.underlyings["ETH"], expiry) == 0
+    report = k.settle()
+    assert report.ok and report.count("sent", "settle") == 2
+    assert cm.clearing.contract.instrument(call).settlement_price == to_wad("3200")
+
+
 def test_settle__someone_else_settled_first__skipped(
     cm, books, make_keeper, admin, chain, list_option, maker, trader, stranger
 ):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms
+from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms, tip_owed, tip_paid
 from crossmargin.units import WAD, account_id, key, to_wad
 
 NOT_OWNER = "ownable: caller is not the owner"
@@ -183,6 +183,29 @@ def test_bid__solvent_partial__price_fee_tip_and_positions(cm, vault, clearing, 
     assert cm.liquidator.auction(book).active
 
 
+def test_bid__dust_first_bid__starter_paid_in_full(cm, vault, book, bidder, admin, stranger):
+    """A first bid of f = 1e-12 (a fee of a few hundred million wei) does not void the
+    starter's tip: what a fee does not cover stays owed and later fees pay it, to exactly
+    `keeper_tip`. Fails on c1dcd68: the starter gets the dust fee and nothing after."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    keeper_cash = vault.cash_of(stranger, 0)
+    tips, fees = [], []
+    for fraction in ("0.000000000001", "0.0001", "0.1"):
+        receipt = cm.liquidator.bid(bidder, book, fraction, "1000")
+        tips += [t.tip for t in receipt.decode_logs(cm.liquidator.contract.KeeperTipped)]
+        fees += [receipt.decode_logs(cm.liquidator.contract.Bid)[0].fee]
+    # tips are whole 0.0001 USD: the dust fee (under one) pays none, the 0.0001 bid's fee
+    # (about 0.025 USD) pays its whole units, the third bid the rest
+    assert fees[0] < 10**14 and 10**14 < fees[1] < to_wad(5) < fees[2]
+    first = tip_paid(to_wad(5), fees[1])
+    assert first == fees[1] // 10**14 * 10**14 and tip_paid(to_wad(5), fees[0]) == 0
+    assert tips == [first, to_wad(5) - first]
+    assert vault.cash_of(stranger, 0) == keeper_cash + to_wad(5)
+    assert cm.liquidator.contract.tip_owed(book) == 0
+    assert cm.liquidator.auction(book).keeper == "0x0000000000000000000000000000000000000000"
+
+
 def test_bid__settles_perp_funding_into_both_cash_balances_before_the_slice(
     cm, vault, clearing, book, bidder, maker, admin, chain
 ):
@@ -325,6 +348,42 @@ def test_bid__account_above_buffer__reverts(cm, book, bidder, admin, stranger, t
         cm.liquidator.bid(bidder, book, "0.1", "1000")
 
 
+def test_bid__small_account_cured_by_deposit__reverts_above_buffer(
+    cm, vault, book, bidder, admin, stranger, trader, chain
+):
+    """A small account the owner cured back above the buffer cannot be taken whole before
+    its `terminate`, however late (d = 0: the bidder would pay nothing for the deposit).
+    Fails on c1dcd68: the bid takes the whole account, cure deposit included, for 0."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.contract.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(100000), sender=admin)
+    start = cm.liquidator.start(stranger, book)
+    cm.token("USDC").mint(admin, trader, "5000")
+    cm.vault.deposit(trader, "USDC", "5000")  # equity ~10,000 against a buffer of ~6,440
+    equity, mm = margin(cm.engine.contract, book)
+    assert equity < to_wad(100000) and equity >= mm * 115 // 100
+    chain.mine(timestamp=start.timestamp + 900 + 12 * 3600)  # d(t) = 0
+    set_eth(cm, admin, "3500")  # fresh rounds after the wait
+    assert cm.liquidator.quote(book, 1).fraction == 0
+    cash = vault.account_state(book)[0]
+    with ape.reverts("liquidator: account above buffer"):
+        cm.liquidator.bid(bidder, book, "1", "0")
+    cm.liquidator.terminate(trader, book)  # the cure stands
+    assert not vault.frozen(book) and vault.account_state(book)[0] == cash
+
+
+def test_bid__small_account_below_buffer__still_taken_whole(cm, book, bidder, admin, stranger, trader):
+    """A partial cure that leaves a small account under the buffer keeps the exception."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.contract.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(100000), sender=admin)
+    cm.liquidator.start(stranger, book)
+    cm.token("USDC").mint(admin, trader, "500")
+    cm.vault.deposit(trader, "USDC", "500")
+    equity, mm = margin(cm.engine.contract, book)
+    assert equity < mm * 115 // 100
+    receipt = cm.liquidator.bid(bidder, book, "1", "100000")
+    assert receipt.decode_logs(cm.liquidator.contract.Bid)[0].fraction == WAD
+
+
 # ------------------------------------------------------------------ the price curve
 
 
@@ -439,6 +498,60 @@ def test_insolvent__tip_paid_once_by_the_fund_after_the_loss(cm, vault, book, bi
     second = cm.liquidator.bid(bidder, book, "0.5", "0")
     assert second.decode_logs(cm.liquidator.contract.KeeperTipped) == []
     assert vault.cash_of(stranger, 0) == keeper_cash + to_wad(5)
+
+
+def test_insolvent__dust_account__tip_capped_by_its_maintenance(
+    cm, vault, create_account, bidder, admin, stranger, maker, operator, insure
+):
+    """A dust account (0.01 ETH short, MM about 7 USD) gone insolvent: the fund pays the
+    starter at most 5% of the MM the start proved, not the whole 5 USD tip, so dust
+    accounts on both sides of a move are no faucet. Fails on c1dcd68: the tip is 5 USD."""
+    insure("50000")
+    create_account(maker, {"USDC": "1000000"})
+    create_account(operator, {"USDC": "10"})
+    cm.trade(maker, operator, cm.clearing.perp("ETH"), "0.01", "3000")
+    dust = account_id(operator.address, 0)
+    set_eth(cm, admin, "4100")  # loses 11 USD on 10
+    start = started(cm.liquidator.start(stranger, dust), cm.liquidator.contract)
+    assert start.equity < 0 and start.maintenance < to_wad(10)
+    owed = start.maintenance * 5 // 100 // 10**14 * 10**14  # 5% of MM, in 1e-4 USD
+    assert owed == tip_owed(start.maintenance)
+    assert cm.liquidator.contract.tip_owed(dust) == owed < to_wad("0.5")
+    keeper_cash = vault.cash_of(stranger, 0)
+    receipt = cm.liquidator.bid(bidder, dust, "1", "0")
+    [tipped] = receipt.decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert tipped.keeper == stranger.address and tipped.tip == owed // 10**12 * 10**12  # whole USDC units
+    assert vault.cash_of(stranger, 0) == keeper_cash + tipped.tip
+
+
+def test_start__tip_owed_is_the_keeper_tip_for_a_large_account(cm, book, keeper, admin):
+    """5% of MM (about 280 USD) is above the 5 USD tip: the tip binds."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(keeper, book)
+    assert cm.liquidator.contract.tip_owed(book) == to_wad(5)
+
+
+def test_insolvent__fund_short_of_the_tip__rest_stays_owed(cm, vault, book, bidder, admin, stranger, insure):
+    """The fund has the loss and about half the tip: it pays that much, the rest stays owed
+    and the next bid pays it (never more than the tip in all). Fails on c1dcd68: the part
+    payment clears the starter and the second bid pays it nothing."""
+    set_eth(cm, admin, "3500")
+    cm.liquidator.start(stranger, book)
+    set_eth(cm, admin, "4100")  # insolvent, not marked: each half pays the bare deficit
+    loss = -cm.liquidator.contract.quote(book, WAD // 2)[1]
+    fund = cm.fund.contract
+    fund.harvest(sender=stranger)
+    has = fund.totalAssets() * 10**12
+    insure(str((loss + to_wad("2.5") - has) // 10**12 / 10**6))
+    keeper_cash = vault.cash_of(stranger, 0)
+    [first] = cm.liquidator.bid(bidder, book, "0.5", "0").decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert to_wad(2) < first.tip < to_wad(3)
+    owed = cm.liquidator.contract.tip_owed(book)
+    assert owed == to_wad(5) - -(-first.tip // 10**14) * 10**14
+    insure("1000")
+    [second] = cm.liquidator.bid(bidder, book, "1", "0").decode_logs(cm.liquidator.contract.KeeperTipped)
+    assert second.tip == owed
+    assert to_wad(5) - 10**14 < vault.cash_of(stranger, 0) - keeper_cash <= to_wad(5)
 
 
 def test_mark_insolvent__conversion_after_start(cm, book, bidder, admin, stranger, chain, insure):

@@ -247,3 +247,109 @@ def test_settlement__bad_answer_at_expiry__reverts(router, test_feed, admin, cha
     test_feed.push(0, sender=admin)  # round 2 at t: a zero answer
     with ape.reverts("oracle: non-positive price"):
         router.settlement_price(K, test_feed.getRoundData(2)[3], 2)
+
+
+# ------------------------------------------------------------------ settlement across phases
+
+P1 = 1 << 64  # the first phase after the mock's phase 0
+
+
+@pytest.fixture
+def phased(router, test_feed, admin, chain):
+    """Phase 0: rounds 2, 3 at t0, t0+100 (3100, 3200); phase 1 opens at t0+200 (3300) and
+    has a second round at t0+300 (3400), as a proxy moved to a new aggregator."""
+    t0 = chain.pending_timestamp + 10
+    for i, answer in enumerate((3100, 3200)):
+        chain.mine(timestamp=t0 + 100 * i)
+        test_feed.push(answer * 10**8, sender=admin)
+    test_feed.push_phase(3300 * 10**8, t0 + 200, sender=admin)
+    test_feed.push_at(3400 * 10**8, t0 + 300, sender=admin)
+    chain.mine(timestamp=t0 + 400)
+    assert test_feed.latestRoundData()[0] == P1 | 2
+    return t0
+
+
+def test_settlement__expiry_across_a_phase_change__first_round_of_the_new_phase(router, phased):
+    """The first round at or after expiry opens phase 1: the hint names its predecessor,
+    the last round of phase 0, and the router settles at phase 1's first round.
+    Fails on c1dcd68: no hint is accepted (round P1|1 has no round P1|0 before it, and
+    every later round has a predecessor at or after expiry)."""
+    t0 = phased
+    assert router.settlement_price(K, t0 + 150, 3) == 3300 * WAD
+    assert router.settlement_price(K, t0 + 200, 3) == 3300 * WAD  # updatedAt(P1|1) == expiry
+
+
+def test_settlement__expiry_before_a_phase_change__round_of_the_old_phase(router, phased):
+    t0 = phased
+    assert router.settlement_price(K, t0 + 50, 3) == 3200 * WAD
+    assert router.settlement_price(K, t0 + 250, P1 | 2) == 3400 * WAD  # within phase 1
+
+
+def test_settlement__wrong_hints_across_phases__revert(router, phased):
+    t0 = phased
+    for hint in (
+        2,  # not the last round of phase 0: round 3 follows it, before expiry
+        P1 | 1,  # the right round, but it has no predecessor in its phase
+        P1 | 2,  # its predecessor P1|1 is at or after expiry
+        4,  # no such round
+        P1 | 3,  # no such round
+        P1,  # round 0 of phase 1
+    ):
+        with ape.reverts("oracle: bad round hint"):
+            router.settlement_price(K, t0 + 150, hint)
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t0 + 350, P1 | 2)  # the last round, before expiry: no next phase
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t0 + 50, P1 | 1)  # phase 1 opened after round 3 settled it
+
+
+def test_settlement__retired_phase_reporting_after_the_change__ignored(router, test_feed, admin, phased):
+    """A retired aggregator that still reports adds rounds to phase 0 after phase 1 began:
+    they are not the feed's history. The settlement round stays phase 1's first; the late
+    round is refused, so one expiry never has two accepted rounds."""
+    t0 = phased
+    test_feed.push_retired(0, 9999 * 10**8, t0 + 250, sender=admin)  # round 4 of phase 0
+    assert router.settlement_price(K, t0 + 150, 3) == 3300 * WAD
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t0 + 150, 4)
+    test_feed.push_retired(0, 9998 * 10**8, t0 + 200, sender=admin)  # round 5, tied with P1|1
+    assert router.settlement_price(K, t0 + 150, 3) == 3300 * WAD
+    with ape.reverts("oracle: bad round hint"):
+        router.settlement_price(K, t0 + 150, 5)
+
+
+def test_settlement__feed_silent_after_expiry__fallback_after_the_delay(router, rounds, chain):
+    """No round at or after expiry: after `fallback_delay` the hint 0 settles at the latest
+    round (the last before expiry). Fails on c1dcd68: a feed that never reports again
+    leaves the expiry unsettled forever."""
+    t2, t3, t4 = rounds
+    expiry = t4 + 1
+    delay = router.fallback_delay()
+    assert delay == 3 * 86_400
+    chain.mine(timestamp=expiry + delay - 1)
+    with ape.reverts("oracle: fallback not due"):
+        router.settlement_price(K, expiry, 0)
+    chain.mine(timestamp=expiry + delay)
+    assert router.settlement_price(K, expiry, 0) == 3300 * WAD
+
+
+def test_settlement__fallback_with_a_round_after_expiry__reverts(router, rounds, test_feed, admin, chain):
+    t2, t3, t4 = rounds
+    chain.mine(timestamp=t4 + 4 * 86_400)
+    with ape.reverts("oracle: round after expiry"):
+        router.settlement_price(K, t3, 0)  # round 3 is at expiry: the hint names it
+    test_feed.push(3500 * 10**8, sender=admin)
+    with ape.reverts("oracle: round after expiry"):
+        router.settlement_price(K, t4 + 1, 0)
+
+
+def test_set_fallback_delay__bounds_and_owner(router, admin, stranger):
+    with ape.reverts(NOT_OWNER):
+        router.set_fallback_delay(4 * 86_400, sender=stranger)
+    for bad in (3 * 86_400 - 1, 30 * 86_400 + 1):
+        with ape.reverts("oracle: delay out of bounds"):
+            router.set_fallback_delay(bad, sender=admin)
+    receipt = router.set_fallback_delay(30 * 86_400, sender=admin)
+    assert receipt.decode_logs(router.FallbackDelaySet)[0].delay == 30 * 86_400
+    assert router.fallback_delay() == 30 * 86_400
+    assert router.heartbeat_grace() == GRACE  # the settings word keeps its other fields

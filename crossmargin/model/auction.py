@@ -35,6 +35,23 @@ class AuctionParams:
         return cls(**{name: int(getattr(liquidator, name)()) for name in cls.__dataclass_fields__})
 
 
+TIP_SHARE = 5 * 10**16
+TIP_UNIT = 10**14
+OWED_MAX = 2**24 - 1
+
+
+def tip_owed(maintenance: int, p: AuctionParams = AuctionParams()) -> int:
+    """The most the starting keeper is tipped (WAD USD): 5% of the maintenance requirement
+    the start proved, in 0.0001 USD, at most ``keeper_tip``."""
+    return min(min(maintenance * TIP_SHARE // WAD // TIP_UNIT, OWED_MAX) * TIP_UNIT, p.keeper_tip)
+
+
+def tip_paid(owed: int, fee: int) -> int:
+    """What a solvent bid's ``fee`` pays the starter still owed ``owed`` (WAD USD): whole
+    0.0001 USD, never more than either; the rest stays owed."""
+    return min(owed // TIP_UNIT, fee // TIP_UNIT) * TIP_UNIT
+
+
 def multiplier(elapsed: int, p: AuctionParams = AuctionParams()) -> int:
     """d(t) (WAD): start → mid over the first phase, mid → 0 over the second; each drop
     rounded up."""
@@ -66,9 +83,12 @@ class BidTerms:
 def solvent_terms(
     equity: int, maintenance: int, fraction: int, elapsed: int, p: AuctionParams = AuctionParams()
 ) -> BidTerms:
-    """What a solvent bid buys and costs (``equity > 0``)."""
+    """What a solvent bid buys and costs (``equity > 0``); a fraction of 0 means the bid
+    reverts (``liquidator: account above buffer``)."""
     d = multiplier(elapsed, p)
-    taken = fraction if equity < p.small_account else min(fraction, cap(equity, maintenance, d, p))
+    c = cap(equity, maintenance, d, p)
+    # at or above the buffer (c == 0) nothing is sold, whatever the size (the bid reverts)
+    taken = fraction if equity < p.small_account and c != 0 else min(fraction, c)
     price = _ceil_div(taken * equity * d, WAD * WAD)
     fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
     return BidTerms(taken, price, fee)
