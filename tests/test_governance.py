@@ -5,6 +5,8 @@ On ``c1dcd68`` each owner could rewire every contract at once (``set_liquidator`
 ``set_margin_engine``, ``set_feed``, ...) and take every account's funds, and the guardian
 could pause withdrawals with no end."""
 
+from dataclasses import replace
+
 import ape
 import pytest
 
@@ -79,7 +81,7 @@ def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(admi
     same run (delay 0 during the hand-over, then the configured one); a later run
     schedules a differing setting instead of sending it, and executes it after the delay."""
     base = load_config("local")
-    config = type(base)(**{**base.__dict__, "timelock": TimelockConfig(delay=DELAY)})
+    config = replace(base, timelock=TimelockConfig(delay=DELAY))
     run = deploy(config, admin, Manifest(network="governed", chain_id=chain.chain_id))
     manifest = run.manifest
     timelock = ape.project.Timelock.at(manifest.contracts["Timelock"])
@@ -89,7 +91,7 @@ def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(admi
     assert deploy(config, admin, manifest).sent == 0  # converged: nothing to send
     vault = ape.project.Vault.at(manifest.contracts["Vault"])
     usdc = manifest.tokens["USDC"]
-    changed = type(base)(**{**config.__dict__, "settlement": type(base.settlement)(**{**base.settlement.__dict__, "cap": 5})})
+    changed = replace(config, settlement=replace(config.settlement, cap=5))
     logs: list[str] = []
     assert deploy(changed, admin, manifest, log=logs.append).sent == 1  # scheduled only
     assert any(line.startswith("scheduled cap USDC") for line in logs)

@@ -47,9 +47,7 @@ def buy_back_price(m, units: int, equity_after: Decimal, spot=3500) -> Decimal:
 # ------------------------------------------------------------------ finding 1
 
 
-def test_trade__under_mm_whole_book_to_an_accomplice_into_negative_equity__reverts(
-    cm, short_under_mm, maker, taker
-):
+def test_trade__under_mm_whole_book_to_an_accomplice_into_negative_equity__reverts(cm, short_under_mm, maker, taker):
     """Fails on c1dcd68 (the fill goes through): an account under MM closes its whole book
     to an accomplice at an off-market price. MM falls to 0 and `equity − MM` does not fall,
     so the old exception let it end at negative equity, a deficit the fund would pay."""
@@ -254,9 +252,7 @@ def test_fill__operator_buys_a_worthless_option_for_the_account_at_9500__reverts
     assert vault.cash_of(trader, 0) == to_wad(20000)
 
 
-def test_fill__operator_takes_for_the_account_at_twice_the_index__reverts(
-    cm, vault, operated, trader, operator
-):
+def test_fill__operator_takes_for_the_account_at_twice_the_index__reverts(cm, vault, operated, trader, operator):
     """Fails on c1dcd68: the operator signs its own order selling a perp at twice the index
     and takes the other side for the account (`taker_owner`), which buys at 6,000."""
     perp = cm.clearing.perp("ETH")

@@ -10,9 +10,7 @@ from __future__ import annotations
 from crossmargin.model.margin import WAD, floor_div
 
 
-def premium_ema_after(
-    ema: int, price: int, spot: int, size: int, dt: int, window: int, reference: int
-) -> int:
+def premium_ema_after(ema: int, price: int, spot: int, size: int, dt: int, window: int, reference: int) -> int:
     """``Clearinghouse._accrue_funding``: the premium EMA after a perp fill.
 
     The premium ``min(floor((price − spot) / spot), 100%)`` moves the EMA by
@@ -40,9 +38,7 @@ def ema_move_bound(notional: int, reference: int) -> int:
     return 2 * WAD * min(notional, reference) // reference + 1
 
 
-def risk_reducing_allowed(
-    equity_before: int, mm_before: int, equity_after: int, mm_after: int
-) -> bool:
+def risk_reducing_allowed(equity_before: int, mm_before: int, equity_after: int, mm_after: int) -> bool:
     """The risk-reducing exception of ``Clearinghouse._check_trade``: a trade that leaves an
     account below initial margin (or is made while new risk is closed) goes through only if
 
