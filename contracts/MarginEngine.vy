@@ -536,11 +536,14 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
     cash, lines = self._account_state(account)
+    optioned: uint256 = 0
+    for word: uint256 in positions.options:
+        optioned |= 1 << ((word >> 32) & 255)
     result: DynArray[Greeks, MAX_UNDERLYINGS] = []
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if touched & (1 << u) == 0:
             continue
-        ctx: Context = self._context(u)
+        ctx: Context = self._context(u, optioned)
         delta: int256 = 0
         for line: IClearinghouse.PerpLine in positions.perps:
             if line.underlying == u:
@@ -787,6 +790,11 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     positions: IClearinghouse.Positions = self._positions(account)
     cash, lines = self._account_state(account)
     cash -= cash_adjust
+    # bit u of `optioned` set iff the account holds an option on u: only those underlyings
+    # read their vol feed (and the others skip the option sums)
+    optioned: uint256 = 0
+    for word: uint256 in positions.options:
+        optioned |= 1 << ((word >> 32) & 255)
     # collateral value, MM and IM haircuts (in memory: the stack is full here)
     totals: uint256[3] = empty(uint256[3])
     # per underlying: linear exposure E_u and perp units
@@ -803,7 +811,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             # priced by its underlying's spot feed: the context reads it (same feeds, same
             # order as reading the price first)
             if mask & (1 << u) == 0:
-                ctx[u] = self._context(u)
+                ctx[u] = self._context(u, optioned)
                 mask |= 1 << u
             price = ctx[u].spot
         else:
@@ -814,14 +822,14 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         totals[2] += math._mul_div(value, line.im_haircut, WAD, True)
         if u != 0:
             if mask & (1 << u) == 0:
-                ctx[u] = self._context(u)
+                ctx[u] = self._context(u, optioned)
                 mask |= 1 << u
             exposure[u] += convert(value, int256)
     # perps: linear exposure, unsettled funding, notional for the add-on
     for line: IClearinghouse.PerpLine in positions.perps:
         u: uint256 = line.underlying
         if mask & (1 << u) == 0:
-            ctx[u] = self._context(u)
+            ctx[u] = self._context(u, optioned)
             mask |= 1 << u
         spot: uint256 = ctx[u].spot
         cumulative: int256 = fixed._funding_now(
@@ -832,14 +840,11 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         cash += notional - line.cost + owed
         exposure[u] += notional
         perp_units[u] += convert(abs(line.size), uint256)
-    # options: their underlyings' contexts, in position order; bit u of `optioned` set iff
-    # the account holds an option on u (the others skip the option sums)
-    optioned: uint256 = 0
+    # options: their underlyings' contexts, in position order
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
-        optioned |= 1 << u
         if mask & (1 << u) == 0:
-            ctx[u] = self._context(u)
+            ctx[u] = self._context(u, optioned)
             mask |= 1 << u
     equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
@@ -1079,18 +1084,23 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, o
 
 @internal
 @view
-def _context(u: uint256) -> Context:
+def _context(u: uint256, optioned: uint256) -> Context:
     """
-    @dev Oracle reads, epoch and grid of underlying `u`. The stored epoch is current iff
+    @dev Oracle reads, epoch and grid of underlying `u`: its spot, and its vol only if bit u
+         of `optioned` is set (the account holds an option on u; else vol and rounds are 0).
+         A feed a valuation does not need never blocks it. The stored epoch is current iff
          both oracle rounds match it, it is at most `max_array_age` old and its horizon (an
          expiry it stored an array for) has not come; otherwise the context carries the epoch
          that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
     keys: uint256 = self.listings[u].keys
-    ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
-        self._spot_key(keys), self._vol_key(keys)
-    )
+    if optioned & (1 << u) != 0:
+        ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
+            self._spot_key(keys), self._vol_key(keys)
+        )
+    else:
+        ctx.spot = staticcall ORACLE.price(self._spot_key(keys))
     ctx.risk = self.listings[u].risk
     ctx.quantum = ctx.risk & M64
     ctx.scenarios = (ctx.risk >> 192) & 255
@@ -1227,7 +1237,7 @@ def _current_context(u: uint256) -> Context:
     """
     @dev The context of `u` with its current epoch in storage (opened now if stale).
     """
-    ctx: Context = self._context(u)
+    ctx: Context = self._context(u, 1 << u)
     if not ctx.stored:
         self._open_epoch(u, ctx)
         ctx.stored = True
