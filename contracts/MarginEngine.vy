@@ -65,7 +65,7 @@ implements: IRiskEngine
 
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
-    def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80): view
+    def price_rounds(key_a: bytes32, key_b: bytes32, liquidation: bool) -> (uint256, uint80, uint256, uint80): view
     def check_sequencer() -> bool: view
 
 
@@ -378,7 +378,7 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
             continue
         u: uint256 = instrument.underlying
         if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u)
+            contexts[u] = self._current_context(u, 0)
             loaded |= 1 << u
         w0: uint256 = self.arrays[instrument_id][0]
         # an UNSETTLED array is computed again once the settlement price is known
@@ -415,12 +415,16 @@ def refresh_bound(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             byte u of `hint` (bits 8u .. 8u + 7) names a scenario of underlying u, 0 all
             of them. A single scenario's loss is at most L_u, so the requirements returned
             are lower bounds (equity is exact): proof that an account is below them, as a
-            liquidation start needs, never that it is above.
+            liquidation start needs, never that it is above. Bit 0 of `hint` set: every
+            feed the valuation needs is read as the router's `price_rounds` does for
+            liquidation (a stale round used as is, an answer out of bounds clamped into
+            them) instead of reverting; the liquidator sets it, so a broken feed never
+            blocks an auction (SPECIFICATION.md, oracle router).
     @dev The keeper names each underlying's worst scenario (`risk`, or the SDK's model);
          the check then reads only the array words that scenario needs (one per option
          for the default grid's first eleven) and evaluates that scenario alone.
     """
-    assert hint & 255 == 0 and hint >> (8 * MAX_UNDERLYINGS + 8) == 0, "engine: bad hint"
+    assert hint & 254 == 0 and hint >> (8 * MAX_UNDERLYINGS + 8) == 0, "engine: bad hint"
     return self._refresh_margin(account, hint)
 
 
@@ -543,7 +547,7 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if touched & (1 << u) == 0:
             continue
-        ctx: Context = self._context(u, optioned)
+        ctx: Context = self._context(u, optioned, 0)
         delta: int256 = 0
         for line: IClearinghouse.PerpLine in positions.perps:
             if line.underlying == u:
@@ -811,25 +815,25 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             # priced by its underlying's spot feed: the context reads it (same feeds, same
             # order as reading the price first)
             if mask & (1 << u) == 0:
-                ctx[u] = self._context(u, optioned)
+                ctx[u] = self._context(u, optioned, hint)
                 mask |= 1 << u
             price = ctx[u].spot
         else:
-            price = staticcall ORACLE.price(line.price_key)
+            price = self._price(line.price_key, hint)
         value: uint256 = math._mul_div(line.balance, price, WAD, False)
         totals[0] += value
         totals[1] += math._mul_div(value, line.mm_haircut, WAD, True)
         totals[2] += math._mul_div(value, line.im_haircut, WAD, True)
         if u != 0:
             if mask & (1 << u) == 0:
-                ctx[u] = self._context(u, optioned)
+                ctx[u] = self._context(u, optioned, hint)
                 mask |= 1 << u
             exposure[u] += convert(value, int256)
     # perps: linear exposure, unsettled funding, notional for the add-on
     for line: IClearinghouse.PerpLine in positions.perps:
         u: uint256 = line.underlying
         if mask & (1 << u) == 0:
-            ctx[u] = self._context(u, optioned)
+            ctx[u] = self._context(u, optioned, hint)
             mask |= 1 << u
         spot: uint256 = ctx[u].spot
         cumulative: int256 = fixed._funding_now(
@@ -844,7 +848,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
         if mask & (1 << u) == 0:
-            ctx[u] = self._context(u, optioned)
+            ctx[u] = self._context(u, optioned, hint)
             mask |= 1 << u
     equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
@@ -917,7 +921,7 @@ def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             continue
         u: uint256 = (options[i] >> 32) & 255
         if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u)
+            contexts[u] = self._current_context(u, hint)
             loaded |= 1 << u
         instrument_id: uint256 = options[i] & M32
         self._store_array(instrument_id, self._instrument(instrument_id), contexts[u])
@@ -1084,23 +1088,24 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, o
 
 @internal
 @view
-def _context(u: uint256, optioned: uint256) -> Context:
+def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
     """
     @dev Oracle reads, epoch and grid of underlying `u`: its spot, and its vol only if bit u
-         of `optioned` is set (the account holds an option on u; else vol and rounds are 0).
-         A feed a valuation does not need never blocks it. The stored epoch is current iff
+         of `optioned` is set (the account holds an option on u; else vol and its round are
+         0). A feed a valuation does not need never blocks it. Bit 0 of `hint` set: the
+         liquidation reads of the router (see `refresh_bound`). The stored epoch is current iff
          both oracle rounds match it, it is at most `max_array_age` old and its horizon (an
          expiry it stored an array for) has not come; otherwise the context carries the epoch
          that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
     keys: uint256 = self.listings[u].keys
+    vol_key: bytes32 = empty(bytes32)
     if optioned & (1 << u) != 0:
-        ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
-            self._spot_key(keys), self._vol_key(keys)
-        )
-    else:
-        ctx.spot = staticcall ORACLE.price(self._spot_key(keys))
+        vol_key = self._vol_key(keys)
+    ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
+        self._spot_key(keys), vol_key, hint & 1 != 0
+    )
     ctx.risk = self.listings[u].risk
     ctx.quantum = ctx.risk & M64
     ctx.scenarios = (ctx.risk >> 192) & 255
@@ -1233,11 +1238,11 @@ def _invalidate(u: uint256):
 
 
 @internal
-def _current_context(u: uint256) -> Context:
+def _current_context(u: uint256, hint: uint256) -> Context:
     """
     @dev The context of `u` with its current epoch in storage (opened now if stale).
     """
-    ctx: Context = self._context(u, 1 << u)
+    ctx: Context = self._context(u, 1 << u, hint)
     if not ctx.stored:
         self._open_epoch(u, ctx)
         ctx.stored = True
@@ -1245,6 +1250,20 @@ def _current_context(u: uint256) -> Context:
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+@internal
+@view
+def _price(key: bytes32, hint: uint256) -> uint256:
+    """
+    @dev A collateral's price; bit 0 of `hint`: the router's liquidation read.
+    """
+    price: uint256 = 0
+    round_id: uint80 = 0
+    unused: uint256 = 0
+    unused_round: uint80 = 0
+    price, round_id, unused, unused_round = staticcall ORACLE.price_rounds(key, empty(bytes32), hint & 1 != 0)
+    return price
 
 
 @internal

@@ -69,3 +69,66 @@ def test_deposit__stranger_adds_new_collateral__reverts(cm, book, fund, trader, 
     cm.vault.deposit(operator, "WBTC", "0.00000001", recipient=trader)
     cm.vault.deposit(stranger, "WBTC", "0.00000001", recipient=trader)
     assert cm.vault.contract.balance_of(trader, 0, cm.token("WBTC").address) > 0
+
+
+# ------------------------------------------------------------------ feeds an account needs, broken
+
+
+@pytest.fixture
+def short_calls(cm, create_account, maker, trader, list_option):
+    """`trader` short 10 ETH 3000 calls (30 days) at 200 with 10,000 USDC; `maker` long."""
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    call = list_option("ETH", True, "3000", 30)
+    cm.trade(maker, trader, call, "10", "200")
+    return account_id(trader.address, 0)
+
+
+def started(cm, receipt):
+    [event] = receipt.decode_logs(cm.liquidator.contract.AuctionStarted)
+    return event
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("stale vol", "oracle: stale price"),
+        ("vol above bound", "oracle: price out of bounds"),
+        ("stale spot", "oracle: stale price"),
+    ],
+)
+def test_options_account__broken_feed_in_crash__liquidation_values_at_clamped_last_answer(
+    cm, short_calls, trader, keeper, admin, chain, case, reason
+):
+    """fails on c1dcd68: the liquidation start reverted with the oracle's reason, so a
+    broken feed blocked the auction of an account under maintenance. Withdrawals (and the
+    views) keep the checked reads."""
+    account = short_calls
+    if case == "stale vol":
+        stale_feeds_but(cm, admin, chain, {"ETH/USD": "3800", "USDC/USD": "1"})
+    elif case == "vol above bound":
+        cm.oracle.push(admin, "ETH/USD", "3800")
+        cm.oracle.push(admin, "ETH/IV", "6")  # clamped to the bound, 5.0
+    else:
+        cm.oracle.push(admin, "ETH/USD", "3800")
+        stale_feeds_but(cm, admin, chain, {"ETH/IV": "0.6", "USDC/USD": "1"})
+    with ape.reverts(reason):
+        cm.engine.contract.margin(account)
+    with ape.reverts(reason):
+        cm.vault.withdraw(trader, "USDC", "1")
+    event = started(cm, cm.liquidator.start(keeper, account))
+    assert event.equity < event.maintenance
+    assert cm.vault.contract.frozen(account)
+
+
+def test_options_account__spot_above_bound__valued_at_the_bound(cm, short_calls, keeper, admin):
+    """fails on c1dcd68: a spot of 2,000,000 (above the feed's bound, 1,000,000) reverted the
+    liquidation start; it now values the short calls at the bound: insolvent."""
+    account = short_calls
+    cm.oracle.push(admin, "ETH/USD", "2000000")
+    with ape.reverts("oracle: price out of bounds"):
+        cm.engine.contract.margin(account)
+    event = started(cm, cm.liquidator.start(keeper, account))
+    # cash 12,000 less the maker's fee, short 10 calls worth at least 997,000 each
+    assert event.equity < -9_900_000 * 10**18
+    assert cm.liquidator.auction(account).insolvent_at != 0
