@@ -16,8 +16,9 @@
                     smallest that makes every lane fit (two words at 23 scenarios);
                     computed once per *epoch* of the underlying, at the epoch's opening time
           epoch     per underlying, a (spot round, vol round) pair seen by the engine; a new
-                    epoch opens when either oracle round moves or the last one is older than
-                    `max_array_age`. A check only uses arrays of the current epoch.
+                    epoch opens when either oracle round moves, the last one is older than
+                    `max_array_age` or the expiry of an option it valued with time left has
+                    come (its horizon). A check only uses arrays of the current epoch.
 
         Valuation of an account (z = size << shift of the option's array, so z·q is in
         quanta):
