@@ -13,6 +13,7 @@ The book: `trader` holds 10,000 USDC and is short 10 ETH perp at 3,000 against `
 import ape
 import pytest
 
+from crossmargin.model import margin as model
 from crossmargin.units import account_id
 
 
@@ -116,6 +117,9 @@ def test_options_account__broken_feed_in_crash__liquidation_values_at_clamped_la
         cm.engine.contract.margin(account)
     with ape.reverts(reason):
         cm.vault.withdraw(trader, "USDC", "1")
+    # the reference model with the same reads equals the liquidation's valuation
+    bound = cm.engine.contract.refresh_bound.call(account, 1)
+    assert tuple(bound) == tuple(model.margin(*model.snapshot(cm, trader, liquidation=True)))
     event = started(cm, cm.liquidator.start(keeper, account))
     assert event.equity < event.maintenance
     assert cm.vault.contract.frozen(account)

@@ -818,7 +818,7 @@ def _word_size(word: int) -> int:
 
 
 def snapshot(
-    cm: Any, owner: Any, subaccount: int = 0, block_id: int | None = None
+    cm: Any, owner: Any, subaccount: int = 0, block_id: int | None = None, liquidation: bool = False
 ) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
     """Reads one account's model inputs from the deployed contracts at one block.
 
@@ -829,6 +829,10 @@ def snapshot(
         block_id: The block to read at (default: the head). Compare with the engine's
             views called with the same ``block_id``: calls at ``latest`` may run at a
             later timestamp.
+        liquidation: Read every feed as the liquidator's valuation does (the router's
+            ``price_rounds(..., liquidation=True)``: stale rounds used, answers clamped into
+            the bounds, such rounds marked): the model then equals ``refresh_bound`` with
+            bit 0 of the hint set, where the views revert on a broken feed.
 
     Returns:
         ``(state, underlyings, params, timestamp)``: the account, every underlying it
@@ -850,7 +854,7 @@ def snapshot(
     collateral = tuple(
         Collateral(
             balance=line.balance,
-            price=router.price(line.price_key, **at),
+            price=router.price_rounds(line.price_key, bytes(32), liquidation, **at)[0],
             mm_haircut=line.mm_haircut,
             im_haircut=line.im_haircut,
             underlying=engine.underlying_ids(line.underlying, **at),
@@ -897,20 +901,20 @@ def snapshot(
     )
     touched = {line.underlying for line in collateral if line.underlying}
     touched |= {p.underlying for p in perps} | {o.underlying for o in options}
-    underlyings = {u: load_underlying(cm, u, block_id) for u in sorted(touched)}
+    underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(touched)}
     params = EngineParams(
         im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
     )
     return state, underlyings, params, now
 
 
-def load_underlying(cm: Any, u: int, block_id: int) -> UnderlyingState:
-    """Reads underlying ``u``'s oracle values, risk parameters, grid and epoch at ``block_id``."""
+def load_underlying(cm: Any, u: int, block_id: int, liquidation: bool = False) -> UnderlyingState:
+    """Reads underlying ``u``'s oracle values, risk parameters, grid and epoch at ``block_id``
+    (with ``liquidation``, through the router's liquidation reads: see :func:`snapshot`)."""
     at = {"block_id": block_id}
     engine, router = cm.engine.contract, cm.oracle.contract
     listing = engine.underlyings(u, **at)
-    spot, spot_round = router.price_round(listing.spot_key, **at)
-    vol, vol_round = router.price_round(listing.vol_key, **at)
+    spot, spot_round, vol, vol_round = router.price_rounds(listing.spot_key, listing.vol_key, liquidation, **at)
     shocks, moves, weights = engine.grid(u, **at)
     return UnderlyingState(
         id=u,
