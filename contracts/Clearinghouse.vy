@@ -56,7 +56,7 @@ interface IOracleRouter:
 #      (`refresh` stores it when stale) and the underlying's quantum (in `Listed`).
 interface IMarks:
     def refresh(instrument_ids: DynArray[uint256, 64]) -> uint256: nonpayable
-    def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, 32]): view
+    def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, 32], bool): view
     def underlyings(underlying: uint256) -> Listed: view
 
 
@@ -824,7 +824,8 @@ def _check_operator_price(instrument_id: uint256, instrument: IClearinghouse.Ins
         epoch: uint256 = 0
         lane_shift: uint256 = 0
         lanes: DynArray[uint256, 32] = []
-        epoch, lane_shift, lanes = staticcall IMarks(engine).risk_array(instrument_id)
+        unsettled: bool = False
+        epoch, lane_shift, lanes, unsettled = staticcall IMarks(engine).risk_array(instrument_id)
         mark = (lanes[0] << lane_shift) * (staticcall IMarks(engine).underlyings(instrument.underlying)).quantum
         allowed = max(mark, spot // OPTION_BAND_FLOOR) * (bands >> 64) // WAD
     if price > mark:

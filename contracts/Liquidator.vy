@@ -68,6 +68,11 @@ interface IMarginView:
 
 
 WAD: constant(uint256) = 10**18
+# @dev Bit 0 of an engine hint: value with the oracle router's liquidation reads (a stale
+#      round used as is, an answer out of bounds clamped into them) instead of reverting,
+#      so a broken feed never blocks a start, a bid or the insolvent mark (`terminate`, which
+#      frees the account, keeps the checked reads).
+LIQUIDATION_READS: constant(uint256) = 1
 # @dev Added to the buffer cap (WAD): MM is not exactly linear in f (per-position rounding),
 # so the cap aims a little past the buffer instead of a hair short of it.
 CAP_SLACK: constant(uint256) = 10**15
@@ -212,7 +217,7 @@ def start(account: uint256, hint: uint256 = 0):
            only make the start fail, and a right one makes it cheaper.
     """
     assert self.auctions[account] == 0, "liquidator: already in auction"
-    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, hint)
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, hint | LIQUIDATION_READS)
     assert m.equity < convert(m.maintenance, int256), "liquidator: account healthy"
     # the most the starter may be paid, from the requirement the start proved (no parameter
     # read: `keeper_tip` bounds it again when it is paid)
@@ -235,7 +240,7 @@ def mark_insolvent(account: uint256):
     """
     record: uint256 = self._record(account)
     assert (record >> INSOLVENT_SHIFT) & TIME_MASK == 0, "liquidator: already insolvent"
-    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, LIQUIDATION_READS)
     assert m.equity <= 0, "liquidator: account solvent"
     self.auctions[account] = record | (block.timestamp << INSOLVENT_SHIFT)
     log AuctionInsolvent(account=account, equity=m.equity)
@@ -256,7 +261,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
     assert bidder != account, "liquidator: bidder is liquidated"
     assert not staticcall VAULT.frozen(bidder), "liquidator: bidder in auction"
 
-    m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, LIQUIDATION_READS)
     taken: uint256 = fraction
     price: int256 = 0
     fee: uint256 = 0
@@ -327,7 +332,7 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
                     self.auctions[account] = self._with_owed(record, owed - math._ceil_div(tip, TIP_UNIT))
                     log KeeperTipped(account=account, keeper=starter, tip=tip)
 
-    after: IRiskEngine.Margin = extcall ENGINE.refresh_margin(bidder)
+    after: IRiskEngine.Margin = extcall ENGINE.refresh_bound(bidder, LIQUIDATION_READS)
     assert after.equity >= convert(after.initial, int256), "liquidator: bidder under margin"
     log Bid(
         account=account, bidder=bidder, fraction=taken, price=price, fee=fee, equity=m.equity, maintenance=m.maintenance

@@ -16,8 +16,9 @@
                     smallest that makes every lane fit (two words at 23 scenarios);
                     computed once per *epoch* of the underlying, at the epoch's opening time
           epoch     per underlying, a (spot round, vol round) pair seen by the engine; a new
-                    epoch opens when either oracle round moves or the last one is older than
-                    `max_array_age`. A check only uses arrays of the current epoch.
+                    epoch opens when either oracle round moves, the last one is older than
+                    `max_array_age` or the expiry of an option it valued with time left has
+                    come (its horizon). A check only uses arrays of the current epoch.
 
         Valuation of an account (z = size << shift of the option's array, so z·q is in
         quanta):
@@ -65,7 +66,7 @@ implements: IRiskEngine
 
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
-    def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80): view
+    def price_rounds(key_a: bytes32, key_b: bytes32, liquidation: bool) -> (uint256, uint80, uint256, uint80): view
     def check_sequencer() -> bool: view
 
 
@@ -117,12 +118,18 @@ VOL_UP: constant(uint256) = 2
 #      of 13 more scenarios (from bit 0). A lane is in units of `quantum << shift`.
 #      23 scenarios take 2 words, 32 take 3.
 LANE_BITS: constant(uint256) = 19
+# @dev Flag bit of a risk array's word 0 (above the first 11 lanes): the option had expired
+#      without a settlement price when the array was computed. Every lane then holds its
+#      worst intrinsic value over the grid's spot shocks; longs count for nothing.
+UNSETTLED: constant(uint256) = 1 << 255
 LANE_MASK: constant(uint256) = 2**19 - 1
 FIRST_LANES: constant(uint256) = 11
 LANES: constant(uint256) = 13
 ARRAY_WORDS: constant(uint256) = 3
 HEADER_BITS: constant(uint256) = 40
 M32: constant(uint256) = 2**32 - 1
+M24: constant(uint256) = 2**24 - 1
+M40: constant(uint256) = 2**40 - 1
 # @dev Largest `shift`: keeps |size| · 2**shift <= 2**127 · 2**103 = 2**230 (see `_value`).
 #      It covers values per unit up to 2**122 quanta (5e24 USD at the smallest quantum).
 MAX_SHIFT: constant(uint256) = 103
@@ -276,7 +283,10 @@ underlying_ids: public(HashMap[bytes32, uint256])
 underlying_count: public(uint256)
 # @dev Packed custom grid of an underlying (see GRID_LANES), unused for the default grid.
 grid_words: HashMap[uint256, uint256[GRID_WORDS]]
-# @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | opened (64).
+# @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | horizon
+#      (24) | opened (40). The epoch is over `horizon` seconds after it opened: the earliest
+#      expiry of an option it stored an array of with time left (2**24 - 1 for none), so no
+#      array with time value outlives its option's expiry.
 epochs: HashMap[uint256, uint256]
 # @dev Risk arrays by instrument (see LANES); only the words in use are read.
 arrays: HashMap[uint256, uint256[ARRAY_WORDS]]
@@ -369,10 +379,12 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
             continue
         u: uint256 = instrument.underlying
         if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u)
+            contexts[u] = self._current_context(u, 0)
             loaded |= 1 << u
-        if self.arrays[instrument_id][0] & M32 != contexts[u].epoch:
-            self._store_array(instrument_id, self._compute_array(instrument, contexts[u]))
+        w0: uint256 = self.arrays[instrument_id][0]
+        # an UNSETTLED array is computed again once the settlement price is known
+        if w0 & M32 != contexts[u].epoch or (w0 >= UNSETTLED and instrument.settlement_price != 0):
+            self._store_array(instrument_id, instrument, contexts[u])
             stored += 1
     return stored
 
@@ -404,12 +416,16 @@ def refresh_bound(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             byte u of `hint` (bits 8u .. 8u + 7) names a scenario of underlying u, 0 all
             of them. A single scenario's loss is at most L_u, so the requirements returned
             are lower bounds (equity is exact): proof that an account is below them, as a
-            liquidation start needs, never that it is above.
+            liquidation start needs, never that it is above. Bit 0 of `hint` set: every
+            feed the valuation needs is read as the router's `price_rounds` does for
+            liquidation (a stale round used as is, an answer out of bounds clamped into
+            them) instead of reverting; the liquidator sets it, so a broken feed never
+            blocks an auction (SPECIFICATION.md, oracle router).
     @dev The keeper names each underlying's worst scenario (`risk`, or the SDK's model);
          the check then reads only the array words that scenario needs (one per option
          for the default grid's first eleven) and evaluates that scenario alone.
     """
-    assert hint & 255 == 0 and hint >> (8 * MAX_UNDERLYINGS + 8) == 0, "engine: bad hint"
+    assert hint & 254 == 0 and hint >> (8 * MAX_UNDERLYINGS + 8) == 0, "engine: bad hint"
     return self._refresh_margin(account, hint)
 
 
@@ -525,11 +541,14 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
     cash, lines = self._account_state(account)
+    optioned: uint256 = 0
+    for word: uint256 in positions.options:
+        optioned |= 1 << ((word >> 32) & 255)
     result: DynArray[Greeks, MAX_UNDERLYINGS] = []
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if touched & (1 << u) == 0:
             continue
-        ctx: Context = self._context(u)
+        ctx: Context = self._context(u, optioned, 0)
         delta: int256 = 0
         for line: IClearinghouse.PerpLine in positions.perps:
             if line.underlying == u:
@@ -559,11 +578,12 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
 
 @external
 @view
-def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS]):
+def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS], bool):
     """
-    @notice The stored risk array of an option: its epoch, its `shift` and its lanes (value
+    @notice The stored risk array of an option: its epoch, its `shift`, its lanes (value
             per unit under each scenario, in units of the underlying's `quantum << shift`,
-            rounded down).
+            rounded down) and whether it values an expired option with no settlement price
+            yet (longs at nothing, shorts at the lanes: their worst intrinsic value).
     """
     instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
     words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
@@ -573,21 +593,24 @@ def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, M
         bit: uint256 = 0
         i, bit = self._lane_at(s)
         lanes.append((words[i] >> bit) & LANE_MASK)
-    return words[0] & M32, (words[0] >> 32) & 255, lanes
+    return words[0] & M32, (words[0] >> 32) & 255, lanes, words[0] >= UNSETTLED
 
 
 @external
 @view
-def epoch(underlying: uint256) -> (uint80, uint80, uint256, uint256):
+def epoch(underlying: uint256) -> (uint80, uint80, uint256, uint256, uint256):
     """
-    @notice The stored epoch record: spot round, vol round, epoch number, opening time.
+    @notice The stored epoch record: spot round, vol round, epoch number, opening time and
+            horizon (s after opening at which it ends: the earliest expiry it stored an
+            array for, 2**24 - 1 for none).
     """
     record: uint256 = self.epochs[underlying]
     return (
         convert(record >> 176, uint80),
         convert((record >> 96) & (2**80 - 1), uint80),
         (record >> 64) & (2**32 - 1),
-        record & M64,
+        record & M40,
+        (record >> 40) & M24,
     )
 
 
@@ -772,6 +795,11 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     positions: IClearinghouse.Positions = self._positions(account)
     cash, lines = self._account_state(account)
     cash -= cash_adjust
+    # bit u of `optioned` set iff the account holds an option on u: only those underlyings
+    # read their vol feed (and the others skip the option sums)
+    optioned: uint256 = 0
+    for word: uint256 in positions.options:
+        optioned |= 1 << ((word >> 32) & 255)
     # collateral value, MM and IM haircuts (in memory: the stack is full here)
     totals: uint256[3] = empty(uint256[3])
     # per underlying: linear exposure E_u and perp units
@@ -788,25 +816,25 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             # priced by its underlying's spot feed: the context reads it (same feeds, same
             # order as reading the price first)
             if mask & (1 << u) == 0:
-                ctx[u] = self._context(u)
+                ctx[u] = self._context(u, optioned, hint)
                 mask |= 1 << u
             price = ctx[u].spot
         else:
-            price = staticcall ORACLE.price(line.price_key)
+            price = self._price(line.price_key, hint)
         value: uint256 = math._mul_div(line.balance, price, WAD, False)
         totals[0] += value
         totals[1] += math._mul_div(value, line.mm_haircut, WAD, True)
         totals[2] += math._mul_div(value, line.im_haircut, WAD, True)
         if u != 0:
             if mask & (1 << u) == 0:
-                ctx[u] = self._context(u)
+                ctx[u] = self._context(u, optioned, hint)
                 mask |= 1 << u
             exposure[u] += convert(value, int256)
     # perps: linear exposure, unsettled funding, notional for the add-on
     for line: IClearinghouse.PerpLine in positions.perps:
         u: uint256 = line.underlying
         if mask & (1 << u) == 0:
-            ctx[u] = self._context(u)
+            ctx[u] = self._context(u, optioned, hint)
             mask |= 1 << u
         spot: uint256 = ctx[u].spot
         cumulative: int256 = fixed._funding_now(
@@ -817,14 +845,11 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         cash += notional - line.cost + owed
         exposure[u] += notional
         perp_units[u] += convert(abs(line.size), uint256)
-    # options: their underlyings' contexts, in position order; bit u of `optioned` set iff
-    # the account holds an option on u (the others skip the option sums)
-    optioned: uint256 = 0
+    # options: their underlyings' contexts, in position order
     for word: uint256 in positions.options:
         u: uint256 = (word >> 32) & 255
-        optioned |= 1 << u
         if mask & (1 << u) == 0:
-            ctx[u] = self._context(u)
+            ctx[u] = self._context(u, optioned, hint)
             mask |= 1 << u
     equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
@@ -897,10 +922,10 @@ def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             continue
         u: uint256 = (options[i] >> 32) & 255
         if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u)
+            contexts[u] = self._current_context(u, hint)
             loaded |= 1 << u
         instrument_id: uint256 = options[i] & M32
-        self._store_array(instrument_id, self._compute_array(self._instrument(instrument_id), contexts[u]))
+        self._store_array(instrument_id, self._instrument(instrument_id), contexts[u])
     return self._value(account, 0, PLAIN, 0, hint).margin
 
 
@@ -943,61 +968,64 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
                 if reads & 4 != 0:
                     w2 = self.arrays[instrument_id][2]
             size: int256 = fixed._word_size(word)
-            scale: uint256 = (w0 >> 32) & 255
-            # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
-            # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
-            # product is below 2**249 and a sum over at most 32 options below 2**254: the
-            # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
-            z: uint256 = convert(convert(size, bytes32), uint256) << scale
-            # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
-            acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
-            acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
-            acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
-            acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
-            acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
-            acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
-            acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
-            acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
-            acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
-            acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
-            acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
-            if w1 != 0:
-                acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
-                acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
-                acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
-                acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
-                acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
-                acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
-                acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
-                acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
-                acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
-                acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
-                acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
-                acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
-                acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
-            if w2 != 0:
-                acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
-                acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
-                acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
-                acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
-                acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
-                acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
-                acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
-                acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
-                acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
-                acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
-                acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
-                acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
-                acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
-            # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
-            # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
-            if size < 0:
-                acc[SHORTS] = unsafe_add(acc[SHORTS], z)
-            acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
-            if (word >> 40) & 255 == CALL:
-                acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
-            else:
-                acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
+            # an expired option without a settlement price: longs count for nothing (no
+            # value, no risk), shorts at their worst intrinsic value (flat lanes)
+            if w0 < UNSETTLED or size < 0:
+                scale: uint256 = (w0 >> 32) & 255
+                # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
+                # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
+                # product is below 2**249 and a sum over at most 32 options below 2**254: the
+                # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
+                z: uint256 = convert(convert(size, bytes32), uint256) << scale
+                # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
+                acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
+                acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
+                acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
+                acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
+                acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
+                acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
+                acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
+                acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
+                acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
+                acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
+                acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
+                if w1 != 0:
+                    acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
+                    acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
+                    acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
+                    acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
+                    acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
+                    acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
+                    acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
+                    acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
+                    acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
+                    acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
+                    acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
+                    acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
+                    acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
+                if w2 != 0:
+                    acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
+                    acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
+                    acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
+                    acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
+                    acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
+                    acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
+                    acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
+                    acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
+                    acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
+                    acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
+                    acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
+                    acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
+                    acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
+                # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
+                # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
+                if size < 0:
+                    acc[SHORTS] = unsafe_add(acc[SHORTS], z)
+                acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
+                if (word >> 40) & 255 == CALL:
+                    acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
+                else:
+                    acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
     return acc, stale
 
 
@@ -1061,16 +1089,23 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, o
 
 @internal
 @view
-def _context(u: uint256) -> Context:
+def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
     """
-    @dev Oracle reads, epoch and grid of underlying `u`. The stored epoch is current iff
-         both oracle rounds match it and it is younger than `max_array_age`; otherwise the
-         context carries the epoch that would open now (`stored` false).
+    @dev Oracle reads, epoch and grid of underlying `u`: its spot, and its vol only if bit u
+         of `optioned` is set (the account holds an option on u; else vol and its round are
+         0). A feed a valuation does not need never blocks it. Bit 0 of `hint` set: the
+         liquidation reads of the router (see `refresh_bound`). The stored epoch is current iff
+         both oracle rounds match it, it is at most `max_array_age` old and its horizon (an
+         expiry it stored an array for) has not come; otherwise the context carries the epoch
+         that would open now (`stored` false).
     """
     ctx: Context = empty(Context)
     keys: uint256 = self.listings[u].keys
+    vol_key: bytes32 = empty(bytes32)
+    if optioned & (1 << u) != 0:
+        vol_key = self._vol_key(keys)
     ctx.spot, ctx.spot_round, ctx.vol, ctx.vol_round = staticcall ORACLE.price_rounds(
-        self._spot_key(keys), self._vol_key(keys)
+        self._spot_key(keys), vol_key, hint & 1 != 0
     )
     ctx.risk = self.listings[u].risk
     ctx.quantum = ctx.risk & M64
@@ -1078,11 +1113,13 @@ def _context(u: uint256) -> Context:
     ctx.grid = self._grid(u, ctx.risk)
     record: uint256 = self.epochs[u]
     ctx.epoch = (record >> 64) & M32
-    ctx.opened_at = record & M64
+    ctx.opened_at = record & M40
+    age: uint256 = block.timestamp - ctx.opened_at
     if (
         convert(record >> 176, uint80) == ctx.spot_round
         and convert((record >> 96) & (2**80 - 1), uint80) == ctx.vol_round
-        and block.timestamp - ctx.opened_at <= self._param(1)
+        and age <= self._param(1)
+        and age < (record >> 40) & M24
     ):
         ctx.stored = True
     else:
@@ -1103,10 +1140,18 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
          that makes every lane fit 19 bits. floor(floor(v / quantum) / 2**shift) =
          floor(v / (quantum << shift)): shifting the quanta is the same floor as dividing
          once. Reverts "engine: value out of range" only beyond 2**122 quanta per unit.
+         An option expired by now (even if the epoch opened before its expiry) has no time
+         value and no scenario risk: every lane is its intrinsic value at the settlement
+         price once the clearinghouse has stored it, else its worst intrinsic value over the
+         grid's spot shocks, flagged UNSETTLED (longs then count for nothing).
     """
     u: uint256 = instrument.underlying
     shocks: uint256 = self.listings[u].shocks
-    tau: uint256 = self._tau(instrument.expiry, ctx.opened_at)
+    expired: bool = instrument.expiry <= block.timestamp
+    # opened_at <= now < expiry when not expired
+    tau: uint256 = 0
+    if not expired:
+        tau = instrument.expiry - ctx.opened_at
     # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
     p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), shocks >> 192)
     vol_up: uint256 = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
@@ -1115,11 +1160,14 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
     is_call: bool = instrument.kind == CALL
     rate: uint256 = self._param(2)
     quanta: uint256[MAX_SCENARIOS] = empty(uint256[MAX_SCENARIOS])
-    # the OR of all values has the bit length of the largest
+    # the OR of all values has the bit length of the largest; `most` is the largest
     top: uint256 = 0
+    most: uint256 = 0
     for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
         lane: uint256 = ctx.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
         spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + self._shock(lane)) // IMILLION, uint256)
+        if expired and instrument.settlement_price != 0:
+            spot = instrument.settlement_price
         move: uint256 = (lane >> 16) & 3
         vol: uint256 = ctx.vol
         if move == VOL_UP:
@@ -1129,6 +1177,7 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
         value: uint256 = bs_math._bs_price(spot, instrument.strike, vol, tau, rate, is_call) // ctx.quantum
         quanta[s] = value
         top |= value
+        most = max(most, value)
     scale: uint256 = 0
     for i: uint256 in range(256):
         if top >> scale <= LANE_MASK:
@@ -1137,18 +1186,36 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
     assert scale <= MAX_SHIFT, "engine: value out of range"
     words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
     words[0] = (ctx.epoch & M32) | (scale << 32)
+    if expired and instrument.settlement_price == 0:
+        words[0] |= UNSETTLED
     for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
         i: uint256 = 0
         bit: uint256 = 0
         i, bit = self._lane_at(s)
-        words[i] |= (quanta[s] >> scale) << bit
+        q: uint256 = quanta[s]
+        if expired:
+            q = most
+        words[i] |= (q >> scale) << bit
     return words
 
 
 @internal
-def _store_array(instrument_id: uint256, words: uint256[ARRAY_WORDS]):
+def _store_array(instrument_id: uint256, instrument: IClearinghouse.Instrument, ctx: Context):
+    """
+    @dev Computes and stores the option's array in the current epoch `ctx`. An array with
+         time value (expiry still ahead) ends the epoch at that expiry: the horizon shrinks
+         to it (a warm write, only when it shrinks).
+    """
+    words: uint256[ARRAY_WORDS] = self._compute_array(instrument, ctx)
     self.arrays[instrument_id] = words
     log RiskArrayStored(instrument=instrument_id, epoch=words[0] & M32)
+    if instrument.expiry > block.timestamp:
+        u: uint256 = instrument.underlying
+        record: uint256 = self.epochs[u]
+        # opened_at <= now < expiry
+        horizon: uint256 = instrument.expiry - ctx.opened_at
+        if horizon < (record >> 40) & M24:
+            self.epochs[u] = (record & ~(M24 << 40)) | (horizon << 40)
 
 
 @internal
@@ -1157,6 +1224,7 @@ def _open_epoch(u: uint256, ctx: Context):
         (convert(ctx.spot_round, uint256) << 176)
         | (convert(ctx.vol_round, uint256) << 96)
         | ((ctx.epoch & (2**32 - 1)) << 64)
+        | (M24 << 40)
         | ctx.opened_at
     )
     log EpochOpened(underlying=u, epoch=ctx.epoch, spot_round=ctx.spot_round, vol_round=ctx.vol_round)
@@ -1171,11 +1239,11 @@ def _invalidate(u: uint256):
 
 
 @internal
-def _current_context(u: uint256) -> Context:
+def _current_context(u: uint256, hint: uint256) -> Context:
     """
     @dev The context of `u` with its current epoch in storage (opened now if stale).
     """
-    ctx: Context = self._context(u)
+    ctx: Context = self._context(u, 1 << u, hint)
     if not ctx.stored:
         self._open_epoch(u, ctx)
         ctx.stored = True
@@ -1183,6 +1251,20 @@ def _current_context(u: uint256) -> Context:
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+@internal
+@view
+def _price(key: bytes32, hint: uint256) -> uint256:
+    """
+    @dev A collateral's price; bit 0 of `hint`: the router's liquidation read.
+    """
+    price: uint256 = 0
+    round_id: uint80 = 0
+    unused: uint256 = 0
+    unused_round: uint80 = 0
+    price, round_id, unused, unused_round = staticcall ORACLE.price_rounds(key, empty(bytes32), hint & 1 != 0)
+    return price
 
 
 @internal

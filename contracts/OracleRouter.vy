@@ -72,6 +72,10 @@ FALLBACK_SHIFT: constant(uint256) = 224
 ROUND_DATA_SIZE: constant(uint256) = 160
 M16: constant(uint256) = 2**16 - 1
 M32: constant(uint256) = 2**32 - 1
+# @dev Marks a round id read for liquidation whose answer a checked read would have refused
+#      (stale, or clamped into the bounds); Chainlink round ids (phase << 64 | round) never
+#      reach bit 79.
+DEGRADED: constant(uint80) = 2**79
 M64: constant(uint256) = 2**64 - 1
 M160: constant(uint256) = 2**160 - 1
 # @dev A feed bound is stored as mantissa · 10**exponent, mantissa < 2**31 (bits 0-30),
@@ -227,7 +231,7 @@ def price(key: bytes32) -> uint256:
     """
     answer: uint256 = 0
     round_id: uint80 = 0
-    answer, round_id = self._latest(key)
+    answer, round_id = self._latest(key, False)
     return answer
 
 
@@ -239,23 +243,29 @@ def price_round(key: bytes32) -> (uint256, uint80):
             round (risk arrays) use the id to tell when they went out of date.
     @return (answer in WAD, round id)
     """
-    return self._latest(key)
+    return self._latest(key, False)
 
 
 @external
 @view
-def price_rounds(key_a: bytes32, key_b: bytes32) -> (uint256, uint80, uint256, uint80):
+def price_rounds(key_a: bytes32, key_b: bytes32, liquidation: bool = False) -> (uint256, uint80, uint256, uint80):
     """
     @notice `price_round` of two feeds in one call, `key_a` read first (the margin engine
-            reads an underlying's spot and implied vol together).
+            reads an underlying's spot and implied vol together); an empty `key_b` reads
+            `key_a` alone (b's answer and round 0).
+    @param liquidation The reads of a liquidation's valuation: a stale round is used as it
+           is, and an answer out of bounds (or not positive) is clamped into them, instead
+           of reverting; such a round id has bit 79 set (DEGRADED), so a cache keyed by it
+           never mixes with checked reads. A healthy feed reads the same either way.
     @return (answer a in WAD, round id a, answer b in WAD, round id b)
     """
     answer_a: uint256 = 0
     round_a: uint80 = 0
     answer_b: uint256 = 0
     round_b: uint80 = 0
-    answer_a, round_a = self._latest(key_a)
-    answer_b, round_b = self._latest(key_b)
+    answer_a, round_a = self._latest(key_a, liquidation)
+    if key_b != empty(bytes32):
+        answer_b, round_b = self._latest(key_b, liquidation)
     return answer_a, round_a, answer_b, round_b
 
 
@@ -468,7 +478,10 @@ def _unpack_bound(packed: uint256) -> uint256:
 
 @internal
 @view
-def _latest(key: bytes32) -> (uint256, uint80):
+def _latest(key: bytes32, liquidation: bool) -> (uint256, uint80):
+    """
+    @dev The checked latest answer; with `liquidation`, see `price_rounds`.
+    """
     feed: Feed = self._feed(key)
     ok: bool = False
     response: Bytes[ROUND_DATA_SIZE] = b""
@@ -489,6 +502,25 @@ def _latest(key: bytes32) -> (uint256, uint80):
         response, (uint80, int256, uint256, uint256, uint80)
     )
     assert updated_at <= block.timestamp, "oracle: future timestamp"
+    if liquidation:
+        # the last answer clamped into the bounds, staleness ignored; marked if either rule
+        # would have reverted a checked read
+        wad: uint256 = feed.min_answer
+        degraded: bool = unsafe_sub(block.timestamp, updated_at) > feed.heartbeat + (self.settings & M32)
+        if answer <= 0:
+            degraded = True
+        elif convert(answer, uint256) > feed.max_answer // feed.scale:
+            wad = feed.max_answer
+            degraded = True
+        else:
+            # cannot overflow: at most max_answer
+            wad = convert(answer, uint256) * feed.scale
+            if wad < feed.min_answer:
+                wad = feed.min_answer
+                degraded = True
+        if degraded:
+            round_id |= DEGRADED
+        return wad, round_id
     # cannot underflow: checked just above
     assert unsafe_sub(block.timestamp, updated_at) <= feed.heartbeat + (self.settings & M32), "oracle: stale price"
     return self._normalize(feed, answer), round_id

@@ -295,13 +295,21 @@ def __init__(settlement_asset: address, settlement_cap: uint256):
 def deposit(asset: address, amount: uint256, subaccount: uint96 = 0, recipient: address = msg.sender):
     """
     @notice Deposits `amount` of `asset` into `(recipient, subaccount)`. Never paused; anyone
-            may deposit into any account (to cure it, say).
+            may deposit the settlement asset, or more of a collateral the account holds,
+            into any account (to cure it, say); only the owner or its operators may add a
+            collateral the account does not hold.
     @param amount Token amount in the token's own decimals.
+    @custom:security A new collateral line adds its price feed (and its underlying's spot)
+            to every valuation of the account, liquidation included: a stranger's dust of
+            WBTC must not make an ETH account's liquidation depend on the BTC feed.
     """
     assert amount != 0, "vault: zero amount"
     assert recipient != empty(address), "vault: zero address"
     scale: uint256 = self.asset_data[asset].scale
     assert scale != 0, "vault: unlisted asset"
+    account: uint256 = accounts._id(recipient, subaccount)
+    if asset != SETTLEMENT_ASSET and msg.sender != recipient and self.balances[account][asset] == 0:
+        assert self.operators[account][msg.sender], "vault: new collateral from a stranger"
     credit: uint256 = amount * scale
     total: uint256 = self.asset_data[asset].total + credit
     # insurance payouts to liquidation bidders must never be blocked by a cap
@@ -314,7 +322,7 @@ def deposit(asset: address, amount: uint256, subaccount: uint96 = 0, recipient: 
     assert received >= before and received - before == amount, "vault: amount not received"
 
     self.asset_data[asset].total = total
-    self._credit(accounts._id(recipient, subaccount), asset, credit)
+    self._credit(account, asset, credit)
     log Deposit(owner=recipient, subaccount=subaccount, asset=asset, sender=msg.sender, amount=amount, credit=credit)
 
 

@@ -274,7 +274,7 @@ def test_model__refresh_then_new_round__view_recomputes_in_memory(
     # a new spot round: the stored epoch is stale until someone stores the new one
     push(cm, admin, "ETH/USD", 3100 * WAD)
     assert cm.engine.contract.refresh([call, put, perp], sender=keeper).return_value == 2
-    spot_round, vol_round, refreshed, opened_at = cm.engine.contract.epoch(eth)
+    spot_round, vol_round, refreshed, opened_at, horizon = cm.engine.contract.epoch(eth)
     assert refreshed == epoch + 1
     assert opened_at == chain.blocks.head.timestamp
     for instrument in (call, put):
@@ -297,7 +297,7 @@ def test_model__refresh_then_new_round__view_recomputes_in_memory(
         assert not model.context(snap[1][eth], snap[2], snap[3]).stored
         # had the stale arrays been used, the valuation would differ
         assert model.margin(*stored_as_current(snap)) != chain_margin(cm, owner, head())
-    assert cm.engine.contract.epoch(eth) == (spot_round, vol_round, refreshed, opened_at)
+    assert cm.engine.contract.epoch(eth) == (spot_round, vol_round, refreshed, opened_at, horizon)
     for instrument in (call, put):
         assert cm.engine.contract.risk_array(instrument)[0] == refreshed
 
@@ -332,7 +332,7 @@ def test_model__state_changing_check__stores_arrays_of_new_epoch(stack, admin, b
         assert (logs[0].underlying, logs[0].epoch) == (eth, epoch + 1)
         assert [log.instrument for log in logs[1:]] == held
         assert {log.epoch for log in logs[1:]} == {epoch + 1}
-    spot_round, vol_round, opened, opened_at = cm.engine.contract.epoch(eth, block_id=block)
+    spot_round, vol_round, opened, opened_at, _ = cm.engine.contract.epoch(eth, block_id=block)
     assert opened == epoch + 1
     assert opened_at == chain.blocks[block].timestamp
     for owner in touched:
@@ -436,7 +436,7 @@ def test_model__deep_itm_option_at_high_spot__scaled_array_values_it(
     for owner in (book_maker, book_taker):
         assert_model_matches(cm, owner)  # stale epoch: the views compute the array in memory
     assert cm.engine.contract.refresh([btc_call], sender=keeper).return_value == 1
-    epoch, shift, stored = cm.engine.contract.risk_array(btc_call)
+    epoch, shift, stored, _ = cm.engine.contract.risk_array(btc_call)
     assert shift == 22
     assert max(stored) >= 2**18  # the smallest shift: one less would not fit 19 bits
     quantum = cm.engine.contract.underlyings(btc).quantum

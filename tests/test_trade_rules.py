@@ -232,7 +232,7 @@ def option_mark(cm, instrument: int) -> int:
     current array."""
     engine = cm.engine.contract
     engine.refresh([instrument], sender=ape.accounts.test_accounts[9])
-    _, shift, lanes = engine.risk_array(instrument)
+    _, shift, lanes, _unsettled = engine.risk_array(instrument)
     u = cm.clearing.contract.instrument(instrument).underlying
     return (lanes[0] << shift) * engine.underlyings(u).quantum
 

@@ -30,10 +30,15 @@ def test_deposit__each_decimals__credits_exact_wad_and_logs(cm, vault, trader, f
 
 
 def test_deposit__for_another_account__credits_recipient(cm, vault, trader, stranger, fund, weth):
+    fund(stranger, "USDC", "2")
+    cm.vault.deposit(stranger, "USDC", "2", subaccount=3, recipient=trader)
+    assert vault.cash_of(trader, 3) == 2 * WAD
+    assert vault.cash_of(stranger, 3) == 0
+    # a collateral the account does not hold: only its owner or an operator adds it
     fund(stranger, "WETH", "2")
-    cm.vault.deposit(stranger, "WETH", "2", subaccount=3, recipient=trader)
-    assert vault.balance_of(trader, 3, weth.address) == 2 * WAD
-    assert vault.balance_of(stranger, 3, weth.address) == 0
+    with ape.reverts("vault: new collateral from a stranger"):
+        cm.vault.deposit(stranger, "WETH", "2", subaccount=3, recipient=trader)
+    assert vault.balance_of(trader, 3, weth.address) == 0
 
 
 def test_withdraw__each_decimals__returns_tokens_and_logs(cm, vault, trader, create_account, symbol):

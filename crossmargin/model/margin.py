@@ -50,6 +50,7 @@ __all__ = [
     "addons",
     "array_epoch",
     "array_shift",
+    "array_unsettled",
     "book",
     "ceil_div",
     "compute_array",
@@ -90,6 +91,11 @@ LANES = 13
 HEADER_BITS = 40
 ARRAY_WORDS = 3
 EPOCH_MASK = 2**32 - 1
+# Flag bit of word 0: an expired option with no settlement price when the array was
+# computed (every lane its worst intrinsic value over the grid; longs count for nothing).
+UNSETTLED = 1 << 255
+# An epoch record's horizon when no stored array set one (s).
+NO_HORIZON = 2**24 - 1
 MAX_SHIFT = 103
 # Grid words: 8 scenarios of 32 bits each (see ``pack_grid``), shocks and weights in 0.01%.
 GRID_LANES = 8
@@ -168,6 +174,9 @@ class EpochRecord(NamedTuple):
     vol_round: int
     epoch: int
     opened_at: int  # unix s
+    # the epoch ends this many seconds after opening: the earliest expiry it stored an
+    # array for, NO_HORIZON for none
+    horizon: int = NO_HORIZON
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,8 @@ class OptionPosition:
         size: Signed size (WAD units), never 0.
         array: The stored risk-array words (``ARRAY_WORDS`` of them, see :func:`pack_array`),
             or None for none stored (all-zero storage).
+        settlement_price: The instrument's stored settlement price (WAD USD), 0 until its
+            first ``settle``.
     """
 
     instrument: int
@@ -250,6 +261,7 @@ class OptionPosition:
     expiry: int
     size: int
     array: tuple[int, ...] | None = None
+    settlement_price: int = 0
 
 
 @dataclass(frozen=True)
@@ -346,7 +358,8 @@ class Context:
 
     ``epoch`` / ``opened_at`` are the stored epoch's when ``stored``, else the epoch that
     would open now. ``option_pnl[s]``, ``option_value`` and ``option_units`` are in quanta
-    (each option's size times ``2**shift`` of its array, times lanes).
+    (each option's size times ``2**shift`` of its array, times lanes). ``now`` is the block
+    time: an option expired by then is valued without time value (:func:`compute_array`).
     """
 
     underlying: UnderlyingState
@@ -355,6 +368,7 @@ class Context:
     epoch: int
     opened_at: int
     stored: bool
+    now: int = 0
     exposure: int = 0
     option_pnl: list[int] = field(default_factory=list)
     option_value: int = 0
@@ -424,7 +438,9 @@ def lane_at(s: int) -> tuple[int, int]:
     return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
 
 
-def pack_array(epoch: int, lane_values: list[int] | tuple[int, ...], shift: int = 0) -> tuple[int, ...]:
+def pack_array(
+    epoch: int, lane_values: list[int] | tuple[int, ...], shift: int = 0, unsettled: bool = False
+) -> tuple[int, ...]:
     """Packs an epoch, scenario lanes and a shift into the engine's ``ARRAY_WORDS`` storage words.
 
     Args:
@@ -436,7 +452,7 @@ def pack_array(epoch: int, lane_values: list[int] | tuple[int, ...], shift: int 
         The words, as ``_compute_array`` lays them out.
     """
     words = [0] * ARRAY_WORDS
-    words[0] = (epoch & EPOCH_MASK) | (shift << 32)
+    words[0] = (epoch & EPOCH_MASK) | (shift << 32) | (UNSETTLED if unsettled else 0)
     for s, value in enumerate(lane_values):
         i, bit = lane_at(s)
         words[i] |= value << bit
@@ -454,6 +470,11 @@ def array_epoch(words: tuple[int, ...] | list[int]) -> int:
     return words[0] & EPOCH_MASK
 
 
+def array_unsettled(words: tuple[int, ...] | list[int]) -> bool:
+    """Whether the array values an expired option with no settlement price (its flag bit)."""
+    return words[0] >= UNSETTLED
+
+
 def array_shift(words: tuple[int, ...] | list[int]) -> int:
     """The array's shift: its lanes are in units of ``quantum << shift``."""
     return (words[0] >> 32) & 255
@@ -469,8 +490,9 @@ def _tau(expiry: int, at: int) -> int:
 
 
 def context(u: UnderlyingState, params: EngineParams, now: int) -> Context:
-    """``_context``: the stored epoch iff both rounds match it and it is at most
-    ``max_array_age`` old, else the epoch that would open at ``now`` (``stored`` false).
+    """``_context``: the stored epoch iff both rounds match it, it is at most
+    ``max_array_age`` old and younger than its horizon, else the epoch that would open at
+    ``now`` (``stored`` false).
 
     Raises:
         ArithmeticError: ``now`` before the stored opening time (checked subtraction).
@@ -481,7 +503,7 @@ def context(u: UnderlyingState, params: EngineParams, now: int) -> Context:
     if stored:
         if now < opened_at:
             raise ArithmeticError("uint256 underflow")
-        stored = now - opened_at <= params.max_array_age
+        stored = now - opened_at <= params.max_array_age and now - opened_at < record.horizon
     if not stored:
         epoch += 1
         opened_at = now
@@ -492,6 +514,7 @@ def context(u: UnderlyingState, params: EngineParams, now: int) -> Context:
         epoch=epoch,
         opened_at=opened_at,
         stored=stored,
+        now=now,
         option_pnl=[0] * len(u.grid),
     )
 
@@ -507,7 +530,10 @@ def current_context(u: UnderlyingState, params: EngineParams, now: int) -> Epoch
 def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) -> tuple[int, ...]:
     """``_compute_array``: the option's value per unit under every scenario of its grid,
     at the epoch's spot, vol and opening time, in lanes of ``quantum << shift`` (floored),
-    ``shift`` the smallest that makes every lane fit 19 bits.
+    ``shift`` the smallest that makes every lane fit 19 bits. An option expired by
+    ``ctx.now`` has no time value and no scenario risk: every lane is its intrinsic value
+    at the settlement price once stored, else its worst intrinsic value over the grid's
+    spot shocks, flagged unsettled.
 
     Args:
         option: The option (only kind, strike and expiry are read).
@@ -523,7 +549,8 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
             revert strings.
     """
     u = ctx.underlying
-    tau = _tau(option.expiry, ctx.opened_at)
+    expired = option.expiry <= ctx.now
+    tau = 0 if expired else option.expiry - ctx.opened_at
     p = fixed.pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), u.term_exponent)
     vol_up = ctx.vol * (WAD + u.vol_up * p // WAD) // WAD
     down = max(u.vol_floor, WAD - min(u.vol_down * p // WAD, WAD))
@@ -535,6 +562,8 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
         spot = fixed.sdiv(ctx.spot * (MILLION + scenario.shock), MILLION)
         if spot < 0:
             raise ArithmeticError("negative to uint256")
+        if expired and option.settlement_price != 0:
+            spot = option.settlement_price
         vol = ctx.vol
         if scenario.move == VOL_UP:
             vol = vol_up
@@ -545,7 +574,10 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
     shift = max(0, max(quanta).bit_length() - LANE_BITS)
     if shift > MAX_SHIFT:
         raise ValueError("engine: value out of range")
-    return pack_array(ctx.epoch, [q >> shift for q in quanta], shift)
+    if expired:
+        quanta = [max(quanta)] * len(quanta)
+    unsettled = expired and option.settlement_price == 0
+    return pack_array(ctx.epoch, [q >> shift for q in quanta], shift, unsettled)
 
 
 def option_price(option: OptionPosition, u: UnderlyingState, params: EngineParams, now: int) -> int:
@@ -618,6 +650,8 @@ def book(
         words = option.array or (0,) * ARRAY_WORDS
         if array_epoch(words) != c.epoch or not c.stored:
             words = compute_array(option, c, params)
+        if array_unsettled(words) and option.size > 0:
+            continue  # expired, no settlement price: a long counts for nothing
         z = option.size << array_shift(words)  # size in quanta per lane unit
         base = lane(words, 0)
         for s in range(1, c.scenarios):
@@ -784,7 +818,7 @@ def _word_size(word: int) -> int:
 
 
 def snapshot(
-    cm: Any, owner: Any, subaccount: int = 0, block_id: int | None = None
+    cm: Any, owner: Any, subaccount: int = 0, block_id: int | None = None, liquidation: bool = False
 ) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
     """Reads one account's model inputs from the deployed contracts at one block.
 
@@ -795,6 +829,10 @@ def snapshot(
         block_id: The block to read at (default: the head). Compare with the engine's
             views called with the same ``block_id``: calls at ``latest`` may run at a
             later timestamp.
+        liquidation: Read every feed as the liquidator's valuation does (the router's
+            ``price_rounds(..., liquidation=True)``: stale rounds used, answers clamped into
+            the bounds, such rounds marked): the model then equals ``refresh_bound`` with
+            bit 0 of the hint set, where the views revert on a broken feed.
 
     Returns:
         ``(state, underlyings, params, timestamp)``: the account, every underlying it
@@ -816,7 +854,7 @@ def snapshot(
     collateral = tuple(
         Collateral(
             balance=line.balance,
-            price=router.price(line.price_key, **at),
+            price=router.price_rounds(line.price_key, bytes(32), liquidation, **at)[0],
             mm_haircut=line.mm_haircut,
             im_haircut=line.im_haircut,
             underlying=engine.underlying_ids(line.underlying, **at),
@@ -828,7 +866,7 @@ def snapshot(
     for word in positions.options:
         instrument_id = word & (2**32 - 1)
         listing = clearing.instrument(instrument_id, **at)
-        epoch, shift, stored_lanes = engine.risk_array(instrument_id, **at)
+        epoch, shift, stored_lanes, unsettled = engine.risk_array(instrument_id, **at)
         options.append(
             OptionPosition(
                 instrument=instrument_id,
@@ -837,7 +875,8 @@ def snapshot(
                 strike=listing.strike,
                 expiry=listing.expiry,
                 size=_word_size(word),
-                array=pack_array(epoch, list(stored_lanes), shift),
+                array=pack_array(epoch, list(stored_lanes), shift, unsettled),
+                settlement_price=listing.settlement_price,
             )
         )
     perps = tuple(
@@ -862,20 +901,20 @@ def snapshot(
     )
     touched = {line.underlying for line in collateral if line.underlying}
     touched |= {p.underlying for p in perps} | {o.underlying for o in options}
-    underlyings = {u: load_underlying(cm, u, block_id) for u in sorted(touched)}
+    underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(touched)}
     params = EngineParams(
         im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
     )
     return state, underlyings, params, now
 
 
-def load_underlying(cm: Any, u: int, block_id: int) -> UnderlyingState:
-    """Reads underlying ``u``'s oracle values, risk parameters, grid and epoch at ``block_id``."""
+def load_underlying(cm: Any, u: int, block_id: int, liquidation: bool = False) -> UnderlyingState:
+    """Reads underlying ``u``'s oracle values, risk parameters, grid and epoch at ``block_id``
+    (with ``liquidation``, through the router's liquidation reads: see :func:`snapshot`)."""
     at = {"block_id": block_id}
     engine, router = cm.engine.contract, cm.oracle.contract
     listing = engine.underlyings(u, **at)
-    spot, spot_round = router.price_round(listing.spot_key, **at)
-    vol, vol_round = router.price_round(listing.vol_key, **at)
+    spot, spot_round, vol, vol_round = router.price_rounds(listing.spot_key, listing.vol_key, liquidation, **at)
     shocks, moves, weights = engine.grid(u, **at)
     return UnderlyingState(
         id=u,
