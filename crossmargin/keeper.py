@@ -48,6 +48,7 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
 import traceback
@@ -91,6 +92,10 @@ __all__ = [
 
 # Networks whose feeds may be mocks a keeper pushes to (same list as crossmargin.cli).
 DEV_NETWORKS = ("local", "devnet", "devnet-fork")
+# The oracle reasons that a broken feed gives every valuation reading it; the liquidation
+# reads (bit 0 of a `refresh_bound` hint) value through them instead (SPECIFICATION.md).
+FEED_FAILURES = re.compile(r"oracle: (stale price|price out of bounds|non-positive price)")
+LIQUIDATION_READS = 1
 # Tasks of a full round, in order.
 TASKS = ("discover", "liquidate", "settle", "refresh")
 
@@ -407,6 +412,10 @@ class AccountHealth:
 @dataclass
 class LiquidationReport(TaskReport):
     screened: int = 0
+    # the oracle's reason when a feed is broken for every valuation (stale, out of bounds):
+    # the sweep then screened with the liquidation reads the contracts use (SPECIFICATION.md,
+    # liquidation reads), so auctions still start
+    degraded: str | None = None
     due: list[int] = field(default_factory=list)
     auctions: int = 0
     nearest: list[AccountHealth] = field(default_factory=list)
@@ -493,6 +502,8 @@ class Keeper:
             self.config = replace(self.config, dry_run=True)
         self.log = log or (lambda _line: None)
         self._lock = threading.RLock()
+        # oracle reasons the last screen valued through with the liquidation reads
+        self._degraded: list[str] = []
         self.auction_params = AuctionParams.read(cm.liquidator.contract)
         self.state = self._load_state()
         self.tx = TxSender(
@@ -893,16 +904,44 @@ class Keeper:
             if is_transient(error):
                 raise
             if len(ids) == 1:
+                if FEED_FAILURES.search(str(error)):
+                    return self._screen_degraded(ids, error)
                 self.log(f"cannot value {describe_account(ids[0])}: {error}")
                 return []
             # the first and the last account each failing the same way alone: the cause is
             # global (a stale oracle, say) and every account would fail; report it instead
             # of splitting down to single accounts
             if all(self._fails_alike(a, error) for a in (ids[0], ids[-1])):
+                if FEED_FAILURES.search(str(error)):
+                    return self._screen_degraded(ids, error)
                 raise error from None
             half = len(ids) // 2
             return self._screen_batch(ids[:half]) + self._screen_batch(ids[half:])
         return [AccountHealth(a, e, i, m) for a, (e, i, m) in zip(ids, rows, strict=True)]
+
+    def _screen_degraded(self, ids: list[int], error: BaseException) -> list[AccountHealth]:
+        """Margins as a liquidation values them while a feed is broken: ``refresh_bound``
+        with bit 0 (the liquidation reads: a stale round used as is, an answer out of bounds
+        clamped into them) through ``eth_call``, one account a call, so that a crash with a
+        stale or out-of-bound feed still starts every due auction."""
+        reason = FEED_FAILURES.search(str(error)).group(0)
+        if reason not in self._degraded:
+            self._degraded.append(reason)
+            self.log(f"{reason}: screening with the liquidation reads")
+
+        def margin(account: int) -> AccountHealth | None:
+            try:
+                e, i, m = self._eth_call(
+                    self.cm.engine.contract.refresh_bound, account, LIQUIDATION_READS, types="(int256,uint256,uint256)"
+                )
+            except Exception as failure:  # noqa: BLE001 - one account must not stop the sweep
+                if is_transient(failure):
+                    raise
+                self.log(f"cannot value {describe_account(account)}: {failure}")
+                return None
+            return AccountHealth(account, e, i, m)
+
+        return [h for h in self._parallel(margin, ids) if h is not None]
 
     def _hint(self, account: int) -> int:
         """``Engine.hint`` through raw ``eth_call``: byte u the worst scenario of underlying u
@@ -932,7 +971,9 @@ class Keeper:
 
     def _liquidate(self, report: LiquidationReport) -> None:
         began = time.monotonic()
+        self._degraded = []
         healths = self.screen()
+        report.degraded = ", ".join(self._degraded) or None
         report.timings["screen"] = time.monotonic() - began
         report.screened = len(healths)
         by_id = {h.account: h for h in healths}

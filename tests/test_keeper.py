@@ -448,13 +448,25 @@ def test_rpc_error_in_one_task__the_others_go_on(
     assert reports["refresh"].ok
 
 
-def test_stale_oracle__reported_once_not_per_account(cm, books, make_keeper, chain):
+def test_stale_oracle__screened_with_the_liquidation_reads_and_due_accounts_started(
+    cm, books, make_keeper, admin, chain
+):
+    """A crash, then the ETH feeds go stale: every checked valuation reverts `oracle: stale
+    price`, but the contracts liquidate through the liquidation reads (the last answer), and
+    so does the keeper's screen: the accounts due at the last price are started, and the
+    broken feed is reported once, not per account (issue 11, finding 10: on the keeper of
+    c1dcd68 the sweep ended with that error and started nothing)."""
+    set_eth(cm, admin, "3800")  # the trader (short 10) and the operator (short 1) fall under MM
     k = make_keeper()
     k.discover()
     chain.mine(timestamp=chain.pending_timestamp + 2 * 3600)  # past heartbeat + grace
+    with pytest.raises(Exception, match="oracle: stale price"):
+        cm.engine.contract.margin(books["trader"])
     report = k.liquidate()
-    assert report.errors == ["reverted: oracle: stale price"]
-    assert report.actions == [] and report.screened == 0
+    assert report.errors == [] and report.degraded == "oracle: stale price"
+    assert report.screened == len(k.state.accounts)
+    assert set(report.due) == {books["trader"], books["operator"]}
+    assert cm.liquidator.contract.in_auction(books["trader"]) and cm.liquidator.contract.in_auction(books["operator"])
 
 
 # ------------------------------------------------------------------ settlement
