@@ -19,7 +19,16 @@ from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
 from crossmargin.liquidation_bench import liquidation_benchmark
 from crossmargin.protocol import Protocol
 
-DEPLOYABLES = ("Vault", "OracleRouter", "MarginEngine", "Clearinghouse", "Exchange", "Liquidator", "InsuranceFund")
+DEPLOYABLES = (
+    "Vault",
+    "OracleRouter",
+    "MarginEngine",
+    "Clearinghouse",
+    "Exchange",
+    "Liquidator",
+    "InsuranceFund",
+    "Timelock",
+)
 
 
 def run_benchmark(cm: Protocol, admin, trader, operator):
