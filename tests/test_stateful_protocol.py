@@ -52,8 +52,8 @@ After every step:
   - (b) no trade leaves an account at negative equity: after every fill that went through,
     both accounts are valued in the fill's block (`_fill`).
 With the risk-reducing rule of finding 1 reverted (the last two conditions of
-`Clearinghouse._check_trade`), (b) fails within a few hundred steps (first seen after 156
-steps at CM_STATEFUL_STEPS=300: `attacker_squeezed` dumps at E' < 0).
+`Clearinghouse._check_trade`), (b) fails within a few hundred steps (first seen after 54
+and 156 steps in two runs at CM_STATEFUL_STEPS=300: `attacker_squeezed` dumps at E' < 0).
 
 Every user action goes through the SDK's `TxSender`: it is preflighted against the latest
 state, so an action the protocol refuses (margin, balance, freeze, oracle) is checked by its
