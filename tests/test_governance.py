@@ -21,9 +21,13 @@ DELAY = 3_600
 
 
 @pytest.fixture
-def timelock(project, admin, keeper):
-    """A timelock with a one-hour delay: `admin` proposes (and cancels), `keeper` executes."""
-    return admin.deploy(project.Timelock, DELAY, [admin], [keeper], ZERO)
+def timelock(project, admin, keeper, stranger):
+    """A timelock with a one-hour delay: `admin` proposes (and cancels), `keeper` executes.
+    Deployed by `stranger` (as is the hostile contract below), so that the addresses of the
+    admin's next deployments stay those of every other test: ape remembers a contract's type
+    by address across snapshots, and a later test's deployment at the same address was
+    decoded as this one's."""
+    return stranger.deploy(project.Timelock, DELAY, [admin], [keeper], ZERO)
 
 
 def later(chain, seconds: int) -> None:
@@ -45,7 +49,7 @@ def test_timelock__owner_calls_run_only_after_the_delay_and_can_be_cancelled(
     timelock.execute(vault, 0, accept, Z32, Z32, sender=keeper)
     assert vault.owner() == timelock.address
     # the deployer no longer acts alone
-    hostile = admin.deploy(project.MockWallet, admin)
+    hostile = stranger.deploy(project.MockWallet, stranger)
     with ape.reverts(NOT_OWNER):
         vault.set_liquidator(hostile, sender=admin)
     # a shorter delay than the minimum is refused, and only proposers schedule
@@ -76,29 +80,36 @@ def test_timelock__owner_calls_run_only_after_the_delay_and_can_be_cancelled(
     assert vault.assets(vault.SETTLEMENT_ASSET()).cap == cap + 1
 
 
-def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(admin, chain):
+@pytest.fixture
+def governor(accounts):
+    """Deploys the governed stack: an account no other test deploys from, so no later test's
+    deployment lands at an address ape remembers as one of this stack's contracts."""
+    return accounts[8]
+
+
+def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(governor, chain):
     """Deploy with `timelock` in the config hands every contract to the timelock in the
     same run (delay 0 during the hand-over, then the configured one); a later run
     schedules a differing setting instead of sending it, and executes it after the delay."""
     base = load_config("local")
     config = replace(base, timelock=TimelockConfig(delay=DELAY))
-    run = deploy(config, admin, Manifest(network="governed", chain_id=chain.chain_id))
+    run = deploy(config, governor, Manifest(network="governed", chain_id=chain.chain_id))
     manifest = run.manifest
     timelock = ape.project.Timelock.at(manifest.contracts["Timelock"])
     assert timelock.get_minimum_delay() == DELAY
     for name in OWNED:
         assert getattr(ape.project, name).at(manifest.contracts[name]).owner() == timelock.address, name
-    assert deploy(config, admin, manifest).sent == 0  # converged: nothing to send
+    assert deploy(config, governor, manifest).sent == 0  # converged: nothing to send
     vault = ape.project.Vault.at(manifest.contracts["Vault"])
     usdc = manifest.tokens["USDC"]
     changed = replace(config, settlement=replace(config.settlement, cap=5))
     logs: list[str] = []
-    assert deploy(changed, admin, manifest, log=logs.append).sent == 1  # scheduled only
+    assert deploy(changed, governor, manifest, log=logs.append).sent == 1  # scheduled only
     assert any(line.startswith("scheduled cap USDC") for line in logs)
     assert vault.assets(usdc).cap != 5 * 10**18
-    assert deploy(changed, admin, manifest).sent == 0  # still waiting: nothing sent
+    assert deploy(changed, governor, manifest).sent == 0  # still waiting: nothing sent
     later(chain, DELAY)
-    assert deploy(changed, admin, manifest).sent == 1  # executed
+    assert deploy(changed, governor, manifest).sent == 1  # executed
     assert vault.assets(usdc).cap == 5 * 10**18
 
 
