@@ -12,7 +12,7 @@ from ape import project
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
-from crossmargin.units import key
+from crossmargin.units import account_id, key
 
 # The collateral decimals matrix: 6 (settlement), 8 and 18.
 SYMBOLS = ("USDC", "WBTC", "WETH")
@@ -186,3 +186,12 @@ def deploy_feed(admin):
 @pytest.fixture(scope="session")
 def oracle_key():
     return key
+
+
+@pytest.fixture
+def book(cm, create_account, maker, trader):
+    """The liquidation books' base: `trader` short 10 ETH perp at 3,000 with 10,000 USDC; `maker` long with 1M USDC."""
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    cm.trade(maker, trader, cm.clearing.perp("ETH"), "10", "3000")
+    return account_id(trader.address, 0)

@@ -17,15 +17,6 @@ from crossmargin.model import margin as model
 from crossmargin.units import account_id
 
 
-@pytest.fixture
-def book(cm, create_account, maker, trader):
-    """`trader` short 10 ETH perp at 3,000 with 10,000 USDC; `maker` long with 1M USDC."""
-    create_account(maker, {"USDC": "1000000"})
-    create_account(trader, {"USDC": "10000"})
-    cm.trade(maker, trader, cm.clearing.perp("ETH"), "10", "3000")
-    return account_id(trader.address, 0)
-
-
 def stale_feeds_but(cm, admin, chain, fresh: dict[str, str]) -> None:
     """Moves the clock past every heartbeat (3600 s + 300 s grace), then pushes `fresh`."""
     chain.mine(timestamp=chain.pending_timestamp + 4_000)

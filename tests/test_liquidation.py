@@ -19,15 +19,6 @@ NOT_OWNER = "ownable: caller is not the owner"
 
 
 @pytest.fixture
-def book(cm, create_account, maker, trader):
-    """`trader` short 10 ETH perp at 3,000 with 10,000 USDC; `maker` long with 1M USDC."""
-    create_account(maker, {"USDC": "1000000"})
-    create_account(trader, {"USDC": "10000"})
-    cm.trade(maker, trader, cm.clearing.perp("ETH"), "10", "3000")
-    return account_id(trader.address, 0)
-
-
-@pytest.fixture
 def bidder(cm, create_account, keeper):
     """A liquidator's account with 100k USDC (subaccount 0 of `keeper`)."""
     create_account(keeper, {"USDC": "100000"})
