@@ -239,6 +239,10 @@ class Protocol(RuleBasedStateMachine):
         results = Protocol.senders[who.address].execute(calls)
         for result in results:
             if result.status != "sent":
+                if not (result.status == "rejected" and result.reason in REFUSALS):
+                    # printed too: when Hypothesis cannot replay a failing run against the
+                    # chain (FlakyStrategyDefinition), this line is all that tells why
+                    print(f"\nunexpected outcome: {result}", flush=True)
                 assert result.status == "rejected" and result.reason in REFUSALS, result
                 Protocol.stats["refused"] += 1
                 return False
