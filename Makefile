@@ -17,7 +17,7 @@ test: install
 gas: install
 	ape run gas
 
-## stateful-long: the long profile of the protocol's stateful test (>= 20,000 steps, about 70 min)
+## stateful-long: the long profile of the protocol's stateful test (>= 20,000 steps, about 95 min with the adversary)
 stateful-long: install
 	CM_STATEFUL_STEPS=23000 ape test -s tests/test_stateful_protocol.py
 
