@@ -746,9 +746,8 @@ def pause():
         until: uint256 = block.timestamp + (terms & M64)
         self.pause_terms = (terms & M64) | (until << 64)
         log GuardianPaused(guardian=msg.sender, until=until)
-    else:
-        # the owner's pause has no end (it replaces a guardian's running one)
-        self.pause_terms = terms & ~(M64 << 64)
+    # the owner's pause has no end: `until` is 0 then (every unpause clears it, and a paused
+    # vault cannot be paused again)
     pausable._pause()
 
 
