@@ -3,7 +3,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test install gas deploy lint clean stateful-long
+.PHONY: demo test test-fast install gas deploy lint clean stateful-long memory
+
+# Test workers: each runs its own ape-managed anvil (pytest-xdist; 2 = the CI machine's cores).
+WORKERS ?= 2
+PYTEST_PARALLEL := -n $(WORKERS) --dist loadgroup
 
 ## demo: install everything, then deploy to an ape-managed anvil and run the demo
 demo: install
@@ -11,7 +15,11 @@ demo: install
 
 ## test: install everything, then run the whole test suite on anvil
 test: install
-	ape test tests
+	ape test tests $(PYTEST_PARALLEL) --durations=15
+
+## test-fast: the inner loop: everything but the tests marked slow (contracts and SDK)
+test-fast: install
+	ape test tests $(PYTEST_PARALLEL) -m "not slow"
 
 ## gas: gas and contract-size benchmark (prints the tables committed to docs/gas.md)
 gas: install

@@ -14,6 +14,13 @@ from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
 from crossmargin.units import account_id, key
 
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first: under `make test` (two xdist workers) they start at once, and the
+    other worker runs the short ones beside them instead of waiting for them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # The collateral decimals matrix: 6 (settlement), 8 and 18.
 SYMBOLS = ("USDC", "WBTC", "WETH")
 

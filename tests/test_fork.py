@@ -16,6 +16,8 @@ from web3 import Web3
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVNET = "http://127.0.0.1:8545"
+# one worker runs both (the devnet node holds a fixed port); slow: nodes in subprocesses
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet")]
 
 
 def _port_open(port: int) -> bool:

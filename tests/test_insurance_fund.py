@@ -786,6 +786,7 @@ class FundPriceMachine(RuleBasedStateMachine):
         assert sum(self.fund.balanceOf(lp) for lp in self.lps) == self.fund.totalSupply()
 
 
+@pytest.mark.slow
 def test_share_price__random_sequences__never_falls_without_cover(
     insurance_fund, liquidator, cm, usdc, admin, keeper, lp, late_lp, trader, chain
 ):

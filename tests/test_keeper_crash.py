@@ -22,6 +22,8 @@ import pytest
 
 from crossmargin.units import account_id
 
+pytestmark = pytest.mark.slow  # keepers in subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 DUE = 23
 

@@ -198,6 +198,7 @@ trade_steps = st.tuples(
 )
 
 
+@pytest.mark.slow
 @given(steps=st.lists(trade_steps, min_size=1, max_size=6), picks=st.tuples(st.integers(0, 22), st.integers(0, 22)))
 @settings(
     max_examples=20,

@@ -9,6 +9,7 @@ tokens between actors and subaccounts, and after every step checks:
 """
 
 import ape
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -121,6 +122,7 @@ class VaultAccounting(RuleBasedStateMachine):
             assert token.contract.balanceOf(vault) * scale == claims == vault.assets(token.address).total
 
 
+@pytest.mark.slow
 def test_vault_accounting__random_sequences(cm, admin, trader, stranger, chain):
     VaultAccounting.cm = cm
     VaultAccounting.actors = (trader, stranger)

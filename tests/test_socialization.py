@@ -134,6 +134,7 @@ class CashIndex(RuleBasedStateMachine):
         assert self.vault.positive_cash() >= sum(max(c, 0) for c in balances.values())
 
 
+@pytest.mark.slow
 def test_cash_index__random_sequences(driven, admin, chain):
     CashIndex.vault, CashIndex.driver = driven
     CashIndex.admin = admin

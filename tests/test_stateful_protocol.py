@@ -71,6 +71,7 @@ long profile, at least 20,000 executed, is
 import os
 import time
 
+import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, settings
@@ -783,6 +784,7 @@ class Protocol(RuleBasedStateMachine):
         assert self.cm.vault.contract.socialized_loss() == self.losses
 
 
+@pytest.mark.slow
 def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, list_option, insure):
     traders = (accounts[2], accounts[3], accounts[5], accounts[8])
     for who in traders:
