@@ -3,7 +3,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-fast install gas deploy lint clean stateful-long memory
+.PHONY: demo test test-fast install gas deploy lint clean stateful-long hypothesis-long
 
 # Test workers: each runs its own ape-managed anvil (pytest-xdist; 2 = the CI machine's cores).
 WORKERS ?= 2
@@ -17,13 +17,17 @@ demo: install
 test: install
 	ape test tests $(PYTEST_PARALLEL) --durations=15
 
-## test-fast: the inner loop: everything but the tests marked slow (contracts and SDK)
+## test-fast: the inner loop: everything but the tests marked slow, a quarter of the Hypothesis examples
 test-fast: install
-	ape test tests $(PYTEST_PARALLEL) -m "not slow"
+	CM_EXAMPLES=0.25 ape test tests $(PYTEST_PARALLEL) -m "not slow"
 
 ## gas: gas and contract-size benchmark (prints the tables committed to docs/gas.md)
 gas: install
 	ape run gas
+
+## hypothesis-long: every Hypothesis test at ten times its examples (the protocol's machine has its own target)
+hypothesis-long: install
+	CM_EXAMPLES=10 ape test tests $(PYTEST_PARALLEL) --deselect tests/test_stateful_protocol.py::test_protocol__random_sequences
 
 ## stateful-long: the long profile of the protocol's stateful test (>= 20,000 steps, about 95 min with the adversary)
 stateful-long: install

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import pytest
 from ape import project
+from hypothesis import settings
+from sizes import examples
 
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.protocol import Protocol
 from crossmargin.units import account_id, key
+
+# Hypothesis tests without their own size ask for Hypothesis's default 100, scaled as the rest.
+settings.register_profile("crossmargin", max_examples=examples(100))
+settings.load_profile("crossmargin")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,6 +18,7 @@ import pytest
 from ape import project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sizes import examples
 
 from crossmargin.model import fixed
 from crossmargin.model.fixed import CUT, EXP_MAX, WAD, YEAR
@@ -38,7 +39,7 @@ HART_TOL = mpmath.mpf("1e-16")
 # West's switch-over to a continued fraction, which bs_math does not make (see `_ncdf`).
 WEST_CUT = 7_071_067_811_865_470_000
 
-DIFF = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+DIFF = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # --- strategies ------------------------------------------------------------------------
@@ -160,13 +161,13 @@ def test_npdf__chain__equals_model(harness, x):
     assert_same(harness.npdf, fixed.npdf, x)
 
 
-@settings(DIFF, max_examples=120)
+@settings(DIFF, max_examples=examples(120))
 @given(spot=prices, strike=prices, vol=vols, tau=taus, rate=rates, is_call=st.booleans())
 def test_bs_price__chain__equals_model(harness, spot, strike, vol, tau, rate, is_call):
     assert_same(harness.bs_price, fixed.bs_price, spot, strike, vol, tau, rate, is_call)
 
 
-@settings(DIFF, max_examples=120)
+@settings(DIFF, max_examples=examples(120))
 @given(spot=prices, strike=prices, vol=vols, tau=taus, rate=rates, is_call=st.booleans())
 def test_bs_greeks__chain__equals_model(harness, spot, strike, vol, tau, rate, is_call):
     assert_same(harness.bs_greeks, fixed.bs_greeks, spot, strike, vol, tau, rate, is_call)
@@ -387,7 +388,7 @@ def test_ncdf__symmetric_and_bounded(harness):
         assert fixed.ncdf(x) + fixed.ncdf(-x) == WAD
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(x=st.integers(-11 * WAD, 11 * WAD), step=st.one_of(st.integers(1, 1000), st.integers(1, WAD)))
 def test_ncdf__model__non_decreasing(x, step):
     assert fixed.ncdf(x) <= fixed.ncdf(x + step)
@@ -468,7 +469,7 @@ def test_bs_price__call__non_decreasing_in_spot_and_vol(harness):
     assert chain_by_spot == sorted(chain_by_spot) and chain_by_spot[0] < chain_by_spot[-1]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(spot=prices, strike=prices, vol=vols, tau=taus, rate=rates, bump=st.integers(1, 10**6))
 def test_bs_price__model__call_non_decreasing_in_spot_and_vol(spot, strike, vol, tau, rate, bump):
     call = fixed.bs_price(spot, strike, vol, tau, rate, True)
@@ -477,7 +478,7 @@ def test_bs_price__model__call_non_decreasing_in_spot_and_vol(spot, strike, vol,
     assert fixed.bs_price(spot, strike, vol + vol * bump // 10**6, tau, rate, True) >= call
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(spot=prices, strike=prices, vol=vols, tau=taus, rate=rates, is_call=st.booleans())
 def test_bs_price__model__bounded_by_no_arbitrage(spot, strike, vol, tau, rate, is_call):
     price = fixed.bs_price(spot, strike, vol, tau, rate, is_call)

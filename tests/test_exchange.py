@@ -11,6 +11,7 @@ from ape import chain, project
 from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sizes import examples
 
 from crossmargin.orders import ExchangeClient, order_hash, sign_order, signable_message, typed_data
 from crossmargin.units import WAD, account_id, to_wad
@@ -584,7 +585,7 @@ def test_fills__random_partial_sequences__never_overfill_and_fees_round_up(
         share=st.integers(min_value=0, max_value=WAD),
         parts=st.lists(st.integers(min_value=1, max_value=10**6), min_size=1, max_size=6),
     )
-    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(15), deadline=None, suppress_health_check=list(HealthCheck))
     def check(size, price, maker_fee, taker_fee, share, parts):
         exchange.set_fees(maker_fee, taker_fee, share, sender=admin)
         order = ex.make_order(maker, ETH_PERP, True, size, price)

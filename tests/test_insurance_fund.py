@@ -15,6 +15,7 @@ from ape import project
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sizes import examples
 
 from crossmargin.fund import NAME, SYMBOL, FundClient, constructor_args
 from crossmargin.units import WAD
@@ -800,6 +801,6 @@ def test_share_price__random_sequences__never_falls_without_cover(
     FundPriceMachine.chain = chain
     machine = FundPriceMachine.TestCase
     machine.settings = settings(
-        max_examples=8, stateful_step_count=15, deadline=None, suppress_health_check=list(HealthCheck)
+        max_examples=examples(8), stateful_step_count=15, deadline=None, suppress_health_check=list(HealthCheck)
     )
     machine().runTest()

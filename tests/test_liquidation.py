@@ -11,6 +11,7 @@ import ape
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sizes import examples
 
 from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms, tip_owed, tip_paid
 from crossmargin.units import WAD, account_id, key, to_wad
@@ -391,7 +392,7 @@ def test_multiplier__curve_points(cm):
     assert liquidator.multiplier(10**9) == 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(a=st.integers(0, 14 * 3600), b=st.integers(0, 14 * 3600))
 def test_multiplier__never_rises_and_matches_the_model(cm, a, b):
     liquidator = cm.liquidator.contract
@@ -400,7 +401,7 @@ def test_multiplier__never_rises_and_matches_the_model(cm, a, b):
     assert liquidator.multiplier(a) == multiplier(a)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     equity=st.integers(10**15, 10**30),
     mm=st.integers(10**15, 10**30),

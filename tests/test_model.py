@@ -19,6 +19,7 @@ import pytest
 from ape import chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sizes import examples
 
 from crossmargin.model import fixed
 from crossmargin.model import margin as model
@@ -201,7 +202,7 @@ trade_steps = st.tuples(
 @pytest.mark.slow
 @given(steps=st.lists(trade_steps, min_size=1, max_size=6), picks=st.tuples(st.integers(0, 22), st.integers(0, 22)))
 @settings(
-    max_examples=20,
+    max_examples=examples(20),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

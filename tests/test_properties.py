@@ -13,13 +13,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sizes import examples
 
 from crossmargin.units import from_units, to_units
 
 SYMBOLS = ("USDC", "WBTC", "WETH")
 SUBACCOUNTS = (0, 1, 2)
 SETTINGS = settings(
-    max_examples=10,
+    max_examples=examples(10),
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=list(HealthCheck),
@@ -140,7 +141,7 @@ def test_units__round_trip(symbol):
     decimals = {"USDC": 6, "WBTC": 8, "WETH": 18}[symbol]
 
     @given(st.integers(min_value=0, max_value=10**30))
-    @settings(max_examples=200)
+    @settings(max_examples=examples(200))
     def check(units):
         assert to_units(from_units(units, decimals), decimals) == units
 

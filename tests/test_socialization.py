@@ -19,11 +19,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sizes import examples
 
 from crossmargin.units import WAD
 
 ACCOUNTS = (1, 2, 3, 4, 5)
-SETTINGS = settings(max_examples=6, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=examples(6), stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import ape
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sizes import examples
 
 from crossmargin.model import clearing as rules
 from crossmargin.units import WAD, from_wad, to_wad
@@ -96,7 +97,7 @@ def test_trade__insolvent_account__cannot_trade(cm, short_under_mm, maker, taker
         cm.trade(maker, taker, perp, "10", "4100")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     equity=st.integers(-(10**30), 10**30),
     mm=st.integers(1, 10**30),
@@ -146,7 +147,7 @@ DUST = to_wad(10)  # USD of notional at the index
 
 
 @settings(
-    max_examples=10,
+    max_examples=examples(10),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -188,7 +189,7 @@ def test_funding__fills_below_dust_move_the_rate_by_at_most_their_share(
     assert abs(rate(after.premium_ema) - rate(before.premium_ema)) <= bound
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     ema=st.integers(-WAD, WAD),
     price=st.integers(1, 10**24),
