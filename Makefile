@@ -29,7 +29,7 @@ gas: install
 hypothesis-long: install
 	CM_EXAMPLES=10 ape test tests $(PYTEST_PARALLEL) --deselect tests/test_stateful_protocol.py::test_protocol__random_sequences
 
-## stateful-long: the long profile of the protocol's stateful test (>= 20,000 steps, about 95 min with the adversary)
+## stateful-long: the long profile of the protocol's stateful test (>= 20,000 steps, about an hour)
 stateful-long: install
 	CM_STATEFUL_STEPS=23000 ape test -s tests/test_stateful_protocol.py
 

@@ -65,7 +65,7 @@ about 40% more per step, so the CI run takes about the time 2,600 steps took bef
 executes at least 1,425: Hypothesis ends some runs early), in runs of ``STEPS_PER_RUN``; the
 long profile, at least 20,000 executed, is
 ``CM_STATEFUL_STEPS=23000 ape test -s tests/test_stateful_protocol.py``
-(21,527 steps in 78 minutes when last run, before the adversary; figures in the README).
+(``make stateful-long``; 21,084 steps in 63 minutes with the adversary; figures in the README).
 """
 
 import os
