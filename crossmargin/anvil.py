@@ -53,6 +53,7 @@ def _build_command_without_steps(self) -> list[str]:
 
 FoundryProvider.build_command = _build_command_without_steps  # type: ignore[method-assign]
 
+
 def _post_send_transaction(tx, receipt) -> None:
     logger.info(f"Confirmed {receipt.txn_hash} (total fees paid = {receipt.total_fees_paid})")
 
