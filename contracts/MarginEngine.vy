@@ -33,7 +33,9 @@
         Values round down and requirements up, so rounding favours the protocol.
 @custom:security All state-changing entry points hold the lock (`pragma nonreentrancy on`).
         The engine only reads: the vault (`account_state`), the clearinghouse (`positions`,
-        `instrument`) and the oracle router; it writes nothing but epochs and arrays. A
+        `instrument`) and the oracle router; it writes nothing but epochs and arrays. Risk
+        arrays are priced by the risk model (`RiskModel.vy`, pure), called only for a
+        stale array: a check whose arrays are all current makes no call to it. A
         margin check never values an option from an array of an older epoch: views compute
         a stale array in memory, state-changing checks store it (after a first valuation
         pass that skips it) and value the account again. Compiled with the venom code
@@ -47,8 +49,8 @@ from snekmate.utils import math
 
 from interfaces import IClearinghouse
 from interfaces import IRiskEngine
+from interfaces import IRiskModel
 from interfaces import IVault
-from lib import bs_math
 from lib import fixed
 
 initializes: ownable
@@ -130,8 +132,9 @@ HEADER_BITS: constant(uint256) = 40
 M32: constant(uint256) = 2**32 - 1
 M24: constant(uint256) = 2**24 - 1
 M40: constant(uint256) = 2**40 - 1
-# @dev Largest `shift`: keeps |size| · 2**shift <= 2**127 · 2**103 = 2**230 (see `_value`).
-#      It covers values per unit up to 2**122 quanta (5e24 USD at the smallest quantum).
+# @dev Largest `shift` (the risk model refuses a larger one): keeps |size| · 2**shift <=
+#      2**127 · 2**103 = 2**230 (see `_value`). It covers values per unit up to 2**122
+#      quanta (5e24 USD at the smallest quantum).
 MAX_SHIFT: constant(uint256) = 103
 # @dev Option sums of one underlying (see `_sum_options`): one per lane of every array
 #      word, then the shorts' Σ z, Σ |z|, net calls and net puts.
@@ -153,9 +156,6 @@ CALL: constant(uint256) = 2
 PUT: constant(uint256) = 3
 
 YEAR: constant(uint256) = 365 * 86_400
-# @dev Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent.
-TERM_BASE: constant(uint256) = 30 * 86_400
-TERM_FLOOR: constant(uint256) = 86_400
 
 # @dev Parameter bounds (WAD unless stated). Every bound fits the 64-bit fields it is
 #      packed in (see `Listing` and `params`).
@@ -243,14 +243,6 @@ struct UnderlyingRisk:
     pnl: DynArray[int256, MAX_SCENARIOS]
 
 
-struct Greeks:
-    underlying: uint256
-    # units of underlying, per 1 USD of spot, USD per 1.00 of vol (all WAD)
-    delta: int256
-    gamma: int256
-    vega: int256
-
-
 struct Valuation:
     margin: IRiskEngine.Margin
     # bit u set iff the account touches underlying u
@@ -273,6 +265,9 @@ ORACLE: public(immutable(IOracleRouter))
 CLEARING: public(immutable(IClearinghouse))
 # @dev Oracle key of the settlement asset's USD feed (depeg circuit breaker), or empty.
 settlement_key: public(bytes32)
+# @dev The risk model pricing stale risk arrays (set by the owner once both are deployed;
+#      read only where an array is stale, never by a check whose arrays are current).
+risk_model: public(IRiskModel)
 # @dev Engine parameters, one word: im_factor (bits 0-63, WAD, IM = ceil(risk · im_factor)
 #      + IM haircuts) | max_array_age (64-127, s: an older risk array is never used) |
 #      rate (128-191, Black-Scholes rate, WAD per year). Getters below.
@@ -342,6 +337,10 @@ event ParamsSet:
 
 event SettlementKeySet:
     key: bytes32
+
+
+event RiskModelSet:
+    risk_model: indexed(address)
 
 
 @deploy
@@ -525,54 +524,6 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
         if touched & (1 << u) != 0:
             v: Valuation = self._value(account, 0, DETAIL, u, 0)
             result.append(UnderlyingRisk(underlying=u, worst_scenario=v.worst_scenario, loss=v.loss, pnl=v.pnl))
-    return result
-
-
-@external
-@view
-def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
-    """
-    @notice Delta, gamma and vega of the account per underlying it touches, at the live
-            spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
-    @dev Values the account first, so it reads and reverts exactly as `margin` does.
-    """
-    touched: uint256 = self._value(account, 0, PLAIN, 0, 0).touched
-    positions: IClearinghouse.Positions = self._positions(account)
-    cash: int256 = 0
-    lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
-    cash, lines = self._account_state(account)
-    optioned: uint256 = 0
-    for word: uint256 in positions.options:
-        optioned |= 1 << ((word >> 32) & 255)
-    result: DynArray[Greeks, MAX_UNDERLYINGS] = []
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if touched & (1 << u) == 0:
-            continue
-        ctx: Context = self._context(u, optioned, 0)
-        delta: int256 = 0
-        for line: IClearinghouse.PerpLine in positions.perps:
-            if line.underlying == u:
-                delta = line.size
-        for line: IVault.Collateral in lines:
-            if self.underlying_ids[line.underlying] == u:
-                delta += convert(line.balance, int256)
-        gamma: int256 = 0
-        vega: int256 = 0
-        for word: uint256 in positions.options:
-            if (word >> 32) & 255 != u:
-                continue
-            size: int256 = fixed._word_size(word)
-            instrument: IClearinghouse.Instrument = self._instrument(word & (2**32 - 1))
-            d: int256 = 0
-            g: uint256 = 0
-            v: uint256 = 0
-            d, g, v = bs_math._bs_greeks(
-                ctx.spot, instrument.strike, ctx.vol, self._tau(instrument.expiry, block.timestamp), self._param(2), instrument.kind == CALL
-            )
-            delta += fixed._floor_div(size * d, IWAD)
-            gamma += fixed._floor_div(size * convert(g, int256), IWAD)
-            vega += fixed._floor_div(size * convert(v, int256), IWAD)
-        result.append(Greeks(underlying=u, delta=delta, gamma=gamma, vega=vega))
     return result
 
 
@@ -769,6 +720,20 @@ def set_settlement_key(key: bytes32):
     ownable._check_owner()
     self.settlement_key = key
     log SettlementKeySet(key=key)
+
+
+@external
+def set_risk_model(risk_model: IRiskModel):
+    """
+    @notice Sets the risk model that prices stale risk arrays. Opens a new epoch
+            everywhere, so no array of the previous model is used again.
+    """
+    ownable._check_owner()
+    self._require(risk_model.address.is_contract, "engine: risk model not a contract")
+    self.risk_model = risk_model
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        self._invalidate(u)
+    log RiskModelSet(risk_model=risk_model.address)
 
 
 # ---------------------------------------------------------------- valuation internals
@@ -1135,68 +1100,30 @@ def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
 @view
 def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[ARRAY_WORDS]:
     """
-    @dev The option's value per unit under every scenario, at the epoch's spot, vol and
-         opening time, in lanes of `quantum << shift` (rounded down), `shift` the smallest
-         that makes every lane fit 19 bits. floor(floor(v / quantum) / 2**shift) =
-         floor(v / (quantum << shift)): shifting the quanta is the same floor as dividing
-         once. Reverts "engine: value out of range" only beyond 2**122 quanta per unit.
-         An option expired by now (even if the epoch opened before its expiry) has no time
-         value and no scenario risk: every lane is its intrinsic value at the settlement
-         price once the clearinghouse has stored it, else its worst intrinsic value over the
-         grid's spot shocks, flagged UNSETTLED (longs then count for nothing).
+    @dev The option's risk array in the epoch of `ctx`, priced by the risk model
+         (`RiskModel.compute_array`: every input it depends on is passed). Only stale
+         arrays are computed, so a check with every array current never calls it.
     """
-    u: uint256 = instrument.underlying
-    shocks: uint256 = self.listings[u].shocks
-    expired: bool = instrument.expiry <= block.timestamp
-    # opened_at <= now < expiry when not expired
-    tau: uint256 = 0
-    if not expired:
-        tau = instrument.expiry - ctx.opened_at
-    # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
-    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), shocks >> 192)
-    vol_up: uint256 = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
-    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
-    vol_down: uint256 = ctx.vol * down // WAD
-    is_call: bool = instrument.kind == CALL
-    rate: uint256 = self._param(2)
-    quanta: uint256[MAX_SCENARIOS] = empty(uint256[MAX_SCENARIOS])
-    # the OR of all values has the bit length of the largest; `most` is the largest
-    top: uint256 = 0
-    most: uint256 = 0
-    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        lane: uint256 = ctx.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + self._shock(lane)) // IMILLION, uint256)
-        if expired and instrument.settlement_price != 0:
-            spot = instrument.settlement_price
-        move: uint256 = (lane >> 16) & 3
-        vol: uint256 = ctx.vol
-        if move == VOL_UP:
-            vol = vol_up
-        elif move == VOL_DOWN:
-            vol = vol_down
-        value: uint256 = bs_math._bs_price(spot, instrument.strike, vol, tau, rate, is_call) // ctx.quantum
-        quanta[s] = value
-        top |= value
-        most = max(most, value)
-    scale: uint256 = 0
-    for i: uint256 in range(256):
-        if top >> scale <= LANE_MASK:
-            break
-        scale += 1
-    assert scale <= MAX_SHIFT, "engine: value out of range"
-    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-    words[0] = (ctx.epoch & M32) | (scale << 32)
-    if expired and instrument.settlement_price == 0:
-        words[0] |= UNSETTLED
-    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        i: uint256 = 0
-        bit: uint256 = 0
-        i, bit = self._lane_at(s)
-        q: uint256 = quanta[s]
-        if expired:
-            q = most
-        words[i] |= (q >> scale) << bit
-    return words
+    return staticcall self.risk_model.compute_array(
+        IRiskModel.ArrayContext(
+            spot=ctx.spot,
+            vol=ctx.vol,
+            epoch=ctx.epoch,
+            opened_at=ctx.opened_at,
+            now=block.timestamp,
+            scenarios=ctx.scenarios,
+            grid=ctx.grid,
+            quantum=ctx.quantum,
+            shocks=self.listings[instrument.underlying].shocks,
+            rate=self._param(2),
+        ),
+        IRiskModel.Terms(
+            kind=instrument.kind,
+            strike=instrument.strike,
+            expiry=instrument.expiry,
+            settlement_price=instrument.settlement_price,
+        ),
+    )
 
 
 @internal
@@ -1428,14 +1355,6 @@ def _param(i: uint256) -> uint256:
     @dev Field `i` of `params`: 0 im_factor, 1 max_array_age, 2 rate.
     """
     return (self.params >> (64 * i)) & M64
-
-
-@internal
-@pure
-def _tau(expiry: uint256, at: uint256) -> uint256:
-    if expiry <= at:
-        return 0
-    return expiry - at
 
 
 @internal

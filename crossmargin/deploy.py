@@ -201,6 +201,14 @@ class Deployment:
         )
         if bytes(engine.settlement_key()) != settlement_key:
             self._send("settlement key", engine.set_settlement_key, settlement_key)
+        risk_model = self._contract(
+            "RiskModel",
+            project.RiskModel,
+            engine.address,
+            matches=lambda c: c.ENGINE() == engine.address,
+        )
+        if engine.risk_model() != risk_model.address:
+            self._send("engine risk model", engine.set_risk_model, risk_model.address)
         if clearing.engine() != engine.address:
             self._send("clearinghouse engine", clearing.set_engine, engine.address)
         if vault.margin_engine() != engine.address:

@@ -168,8 +168,9 @@ class GreeksView:
 class EngineClient:
     """Account valuation: equity, margin requirements, risk and greeks, in settlement units."""
 
-    def __init__(self, contract: Any):
+    def __init__(self, contract: Any, risk_model: Any):
         self.contract = contract
+        self.risk_model = risk_model  # prices stale risk arrays; serves `greeks`
 
     @property
     def address(self) -> str:
@@ -194,7 +195,7 @@ class EngineClient:
     def greeks(self, owner: Any, subaccount: int = 0) -> list[GreeksView]:
         return [
             GreeksView(g.underlying, from_wad(g.delta), from_wad(g.gamma), from_wad(g.vega))
-            for g in self.contract.greeks(account_id(str(owner), subaccount))
+            for g in self.risk_model.greeks(account_id(str(owner), subaccount))
         ]
 
     def refresh(self, sender: Any, instruments: list[int]):
@@ -312,7 +313,10 @@ class Protocol:
         self.tokens = tokens
         self.vault = VaultClient(project.Vault.at(manifest.contracts["Vault"]), tokens, manifest.settlement)
         self.oracle = OracleClient(project.OracleRouter.at(manifest.contracts["OracleRouter"]), manifest.feeds)
-        self.engine = EngineClient(project.MarginEngine.at(manifest.contracts["MarginEngine"]))
+        self.engine = EngineClient(
+            project.MarginEngine.at(manifest.contracts["MarginEngine"]),
+            project.RiskModel.at(manifest.contracts["RiskModel"]),
+        )
         self.clearing = ClearingClient(
             project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings, manifest.perps
         )

@@ -29,6 +29,7 @@ DEPLOYABLES = (
     "Vault",
     "OracleRouter",
     "MarginEngine",
+    "RiskModel",
     "Clearinghouse",
     "Exchange",
     "Liquidator",

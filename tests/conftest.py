@@ -106,6 +106,11 @@ def engine(cm):
 
 
 @pytest.fixture(scope="session")
+def risk_model(cm):
+    return cm.engine.risk_model
+
+
+@pytest.fixture(scope="session")
 def clearing(cm):
     return cm.clearing.contract
 

@@ -139,7 +139,7 @@ def chain_risk(cm, owner, block_id: int) -> list[model.UnderlyingRisk]:
 def chain_greeks(cm, owner, block_id: int) -> list[model.Greeks]:
     return [
         model.Greeks(g.underlying, g.delta, g.gamma, g.vega)
-        for g in cm.engine.contract.greeks(account_id(str(owner)), block_id=block_id)
+        for g in cm.engine.risk_model.greeks(account_id(str(owner)), block_id=block_id)
     ]
 
 
