@@ -241,3 +241,26 @@ def test_set_params__bounds__revert_and_read_back(engine, admin, stranger):
     [event] = receipt.decode_logs(engine.ParamsSet)
     assert (event.im_factor, event.max_array_age, event.rate) == (3 * WAD, 86_400, 2 * 10**17)
     assert (engine.im_factor(), engine.max_array_age(), engine.rate()) == (3 * WAD, 86_400, 2 * 10**17)
+
+
+# ------------------------------------------------------------------ risk model
+
+
+def test_set_risk_model__owner_and_contract_only__wired_and_epochs_reopen(
+    engine, risk_model, admin, stranger, keeper, eth, list_option
+):
+    """The deployment wires the engine and its risk model both ways; only the owner sets the
+    model, only to a contract, and a new model ends every stored epoch (the rounds are
+    cleared), so no array priced by the old one is used again."""
+    assert engine.risk_model() == risk_model.address and risk_model.ENGINE() == engine.address
+    with ape.reverts(NOT_OWNER):
+        engine.set_risk_model(risk_model, sender=stranger)
+    with ape.reverts("engine: risk model not a contract"):
+        engine.set_risk_model(stranger, sender=admin)
+    assert engine.refresh([list_option()], sender=keeper).return_value == 1  # opens ETH's epoch
+    spot_round, _, number, _, _ = engine.epoch(eth)
+    assert spot_round != 0
+    receipt = engine.set_risk_model(risk_model, sender=admin)
+    [event] = receipt.decode_logs(engine.RiskModelSet)
+    assert event.risk_model == risk_model.address
+    assert tuple(engine.epoch(eth))[:3] == (0, 0, number)
