@@ -344,7 +344,7 @@ class UnderlyingRisk(NamedTuple):
 
 
 class Greeks(NamedTuple):
-    """``MarginEngine.Greeks``: delta (units), gamma (per 1 USD of spot), vega (USD per 1.00 of vol), WAD."""
+    """``RiskModel.Greeks``: delta (units), gamma (per 1 USD of spot), vega (USD per 1.00 of vol), WAD."""
 
     underlying: int
     delta: int
@@ -528,7 +528,7 @@ def current_context(u: UnderlyingState, params: EngineParams, now: int) -> Epoch
 
 
 def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) -> tuple[int, ...]:
-    """``_compute_array``: the option's value per unit under every scenario of its grid,
+    """``RiskModel.compute_array``: the option's value per unit under every scenario of its grid,
     at the epoch's spot, vol and opening time, in lanes of ``quantum << shift`` (floored),
     ``shift`` the smallest that makes every lane fit 19 bits. An option expired by
     ``ctx.now`` has no time value and no scenario risk: every lane is its intrinsic value
@@ -544,7 +544,7 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
         The ``ARRAY_WORDS`` words, lane 0 the epoch, the shift in the top byte of word 0.
 
     Raises:
-        ValueError: ``"engine: value out of range"`` for a value of ``2**122`` quanta or
+        ValueError: ``"risk: value out of range"`` for a value of ``2**122`` quanta or
             more per unit (a shift above ``MAX_SHIFT``), or the Black-Scholes library's
             revert strings.
     """
@@ -573,7 +573,7 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
     # floor(floor(v / quantum) / 2**shift) == floor(v / (quantum << shift))
     shift = max(0, max(quanta).bit_length() - LANE_BITS)
     if shift > MAX_SHIFT:
-        raise ValueError("engine: value out of range")
+        raise ValueError("risk: value out of range")
     if expired:
         quanta = [max(quanta)] * len(quanta)
     unsettled = expired and option.settlement_price == 0
