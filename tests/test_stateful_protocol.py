@@ -156,7 +156,7 @@ class Protocol(RuleBasedStateMachine):
         self.passive = {a: (self.view["cash"][account_id(a.address, 0)], index) for a in (self.saver, self.holder)}
         self.fund_prev, self.fund_index = self.view["fund"], index
         self.fund_out = 0  # WAD the fund paid out (Covered) during the step, each checked
-        self.tips = {}  # auction -> WAD of tips the fund paid its starter
+        self.tips = {}  # (account, started_at) -> WAD of tips the fund paid the auction's starter
         self.ema_prev = self._ema()
         self.ema_allowed = 0  # how far the perp fills of the step may move the premium EMA
         self.dusted = False  # a WBTC dust deposit happened (the conservation bound counts it)
@@ -320,6 +320,7 @@ class Protocol(RuleBasedStateMachine):
         for _ in range(20):
             if not liquidator.in_auction(account):
                 return
+            auction = (account, liquidator.auction(account)[1])  # an account may be auctioned again
             m = engine.margin(account)
             if m.equity >= -(-m.maintenance * 115 // 100):  # the buffer, rounded up as on chain
                 cm.liquidator.terminate(self.bidder, account)
@@ -337,8 +338,8 @@ class Protocol(RuleBasedStateMachine):
                 payout += event.fund_payout
             paid = sum(e.paid for e in receipt.decode_logs(fund.Covered)) * Protocol.usdc_scale
             assert paid >= payout
-            self.tips[account] = self.tips.get(account, 0) + paid - payout
-            assert self.tips[account] <= Protocol.keeper_tip, f"the fund tipped {self.tips[account]} for one auction"
+            self.tips[auction] = self.tips.get(auction, 0) + paid - payout
+            assert self.tips[auction] <= Protocol.keeper_tip, f"the fund tipped {self.tips[auction]} for one auction"
             self.fund_out += paid
             Protocol.stats["bids"] += 1
 
