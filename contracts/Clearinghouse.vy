@@ -77,9 +77,11 @@ struct Listed:
 
 WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
-MAX_UNDERLYINGS: constant(uint256) = 4
+MAX_UNDERLYINGS: constant(uint256) = 16
 # @dev Hard bound on option positions per account (the margin loop's bound).
-MAX_OPTIONS: constant(uint256) = 32
+MAX_OPTIONS: constant(uint256) = 128
+# @dev The position cap a deployment starts with (see `set_max_options`).
+DEFAULT_MAX_OPTIONS: constant(uint256) = 64
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
 CALL: constant(uint256) = 2
@@ -250,15 +252,15 @@ event PositionsTransferred:
 @deploy
 def __init__(vault: IVault, oracle: IOracleRouter):
     """
-    @dev Defaults: 32 options per account, funding paid over 8 hours, capped at 0.5% per
+    @dev Defaults: 64 options per account, funding paid over 8 hours, capped at 0.5% per
          interval, EMA over 1 hour, fills of 100,000 USD move it with full weight.
     """
     ownable.__init__()
     ownable_2step.__init__()
     VAULT = vault
     ORACLE = oracle
-    self.settings = MAX_OPTIONS << 128
-    log MaxOptionsSet(max_options=MAX_OPTIONS)
+    self.settings = DEFAULT_MAX_OPTIONS << 128
+    log MaxOptionsSet(max_options=DEFAULT_MAX_OPTIONS)
     self._set_funding_notional(DEFAULT_FUNDING_NOTIONAL)
     self._set_operator_bands(DEFAULT_PERP_BAND, DEFAULT_OPTION_BAND)
     self._set_funding_params(8 * 3_600, 5 * 10**15, 3_600)
@@ -487,7 +489,7 @@ def positions(account: uint256) -> IClearinghouse.Positions:
             with their perp's funding state.
     @dev `@reentrant`: the engine reads it while this contract calls the engine.
     """
-    lines: DynArray[IClearinghouse.PerpLine, 8] = []
+    lines: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS] = []
     settings: uint256 = self.settings
     mask: uint256 = self.masks[account]
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
@@ -679,7 +681,7 @@ def set_oi_cap(instrument_id: uint256, oi_cap: uint256):
 @external
 def set_max_options(max_options: uint256):
     """
-    @notice Most option positions per account (1..32).
+    @notice Most option positions per account (1..128).
     """
     ownable._check_owner()
     assert max_options != 0 and max_options <= MAX_OPTIONS, "clearing: position cap out of bounds"

@@ -76,10 +76,10 @@ WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 MAX_ASSETS: constant(uint256) = 16
 # @dev Underlying ids are 1..MAX_UNDERLYINGS (one bit each in masks; 0 means "none").
-MAX_UNDERLYINGS: constant(uint256) = 4
+MAX_UNDERLYINGS: constant(uint256) = 16
 MAX_SCENARIOS: constant(uint256) = 32
 # @dev Hard bound on option positions per account (the margin loop's bound).
-MAX_OPTIONS: constant(uint256) = 32
+MAX_OPTIONS: constant(uint256) = 128
 # @dev Batch bounds for keeper views and refreshes.
 MAX_BATCH: constant(uint256) = 64
 
@@ -761,10 +761,18 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     cash, lines = self._account_state(account)
     cash -= cash_adjust
     # bit u of `optioned` set iff the account holds an option on u: only those underlyings
-    # read their vol feed (and the others skip the option sums)
+    # read their vol feed (and the others skip the option sums). One pass also chains each
+    # underlying's options, so the sums walk only their own (O(N), not O(U·N)): byte u of
+    # `heads` is 1 + the index of u's last option, and bits 48..55 of an option word (free
+    # in the packed layout) 1 + the index of the option before it on u (0 ends the chain)
     optioned: uint256 = 0
-    for word: uint256 in positions.options:
-        optioned |= 1 << ((word >> 32) & 255)
+    heads: uint256 = 0
+    for i: uint256 in range(len(positions.options), bound=MAX_OPTIONS):
+        word: uint256 = positions.options[i]
+        u: uint256 = (word >> 32) & 255
+        optioned |= 1 << u
+        positions.options[i] = word | (((heads >> (8 * u)) & 255) << 48)
+        heads = (heads & ~(255 << (8 * u))) | ((i + 1) << (8 * u))
     # collateral value, MM and IM haircuts (in memory: the stack is full here)
     totals: uint256[3] = empty(uint256[3])
     # per underlying: linear exposure E_u and perp units
@@ -827,7 +835,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         only: uint256 = (hint >> (8 * u)) & 255
         assert only < c.scenarios, "engine: bad hint"
         if optioned & (1 << u) != 0:
-            acc, stale = self._sum_options(c, u, positions.options, mode == COLLECT, self._reads(c.scenarios, only))
+            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, mode == COLLECT, self._reads(c.scenarios, only))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
@@ -879,11 +887,21 @@ def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
     v: Valuation = self._value(account, 0, COLLECT, 0, hint)
     if v.stale == 0:
         return v.margin
+    self._store_stale(account, v.stale, hint)
+    return self._value(account, 0, PLAIN, 0, hint).margin
+
+
+@internal
+def _store_stale(account: uint256, stale: uint256, hint: uint256):
+    """
+    @dev Stores the arrays of the positions in the `stale` bitmask, in position order. Its
+         own function: its memory is not allocated under every valuation's.
+    """
     options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
     for i: uint256 in range(len(options), bound=MAX_OPTIONS):
-        if v.stale & (1 << i) == 0:
+        if stale & (1 << i) == 0:
             continue
         u: uint256 = (options[i] >> 32) & 255
         if loaded & (1 << u) == 0:
@@ -891,14 +909,14 @@ def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             loaded |= 1 << u
         instrument_id: uint256 = options[i] & M32
         self._store_array(instrument_id, self._instrument(instrument_id), contexts[u])
-    return self._value(account, 0, PLAIN, 0, hint).margin
 
 
 @internal
 @view
-def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool, reads: uint256) -> (uint256[ACC_SIZE], uint256):
+def _sum_options(c: Context, head: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool, reads: uint256) -> (uint256[ACC_SIZE], uint256):
     """
-    @dev Sums the options on underlying `u` (context `c`), in two's complement:
+    @dev Sums the options of one underlying (context `c`), walking its chain from `head`
+         (1 + an index into `options`, see `_value`), in two's complement:
          acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
          computed in memory, or with `collect` skipped and returned as a bitmask of
@@ -907,10 +925,13 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
     """
     acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     stale: uint256 = 0
-    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+    link: uint256 = head
+    for unused: uint256 in range(MAX_OPTIONS):
+        if link == 0:
+            break
+        i: uint256 = link - 1
         word: uint256 = options[i]
-        if (word >> 32) & 255 != u:
-            continue
+        link = (word >> 48) & 255
         instrument_id: uint256 = word & M32
         w0: uint256 = self.arrays[instrument_id][0]
         w1: uint256 = 0
@@ -937,10 +958,11 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
             # value, no risk), shorts at their worst intrinsic value (flat lanes)
             if w0 < UNSETTLED or size < 0:
                 scale: uint256 = (w0 >> 32) & 255
-                # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
-                # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
-                # product is below 2**249 and a sum over at most 32 options below 2**254: the
-                # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
+                # z = size << shift in two's complement: |size| < 2**79 (int80 in the
+                # clearinghouse's position halves) and shift <= MAX_SHIFT (103), so
+                # |z| < 2**182; lanes < 2**19, so every product is below 2**201 and a sum over
+                # at most MAX_OPTIONS (2**7) options below 2**208: the unsafe arithmetic here
+                # is exact, and so is A(s) − A(0) as an int256
                 z: uint256 = convert(convert(size, bytes32), uint256) << scale
                 # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
                 acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
@@ -983,7 +1005,7 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
                     acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
                     acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
                 # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
-                # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
+                # Σ |z|, net call and net put units (|size| < 2**79, at most MAX_OPTIONS of them)
                 if size < 0:
                     acc[SHORTS] = unsafe_add(acc[SHORTS], z)
                 acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)

@@ -46,7 +46,7 @@ IWAD: constant(int256) = 10**18
 IMILLION: constant(int256) = 10**6
 # @dev The engine's bounds (MarginEngine.vy): underlyings 1..MAX_UNDERLYINGS, grids of up
 #      to MAX_SCENARIOS, at most MAX_ASSETS collateral lines.
-MAX_UNDERLYINGS: constant(uint256) = 4
+MAX_UNDERLYINGS: constant(uint256) = 16
 MAX_SCENARIOS: constant(uint256) = 32
 MAX_ASSETS: constant(uint256) = 16
 # @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15, 0.01% units) |

@@ -17,7 +17,7 @@ from ape import accounts, chain
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin.benchmarks import margin_benchmark
+from crossmargin.benchmarks import listing_benchmark, margin_benchmark
 from crossmargin.cli import console, resolve_sender
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
@@ -106,6 +106,8 @@ def cli(network, markdown):
     rows += liquidation_benchmark(
         cm, admin, accounts.test_accounts[7], accounts.test_accounts[8], accounts.test_accounts[9]
     )
+    # last: it lists underlyings up to MAX_UNDERLYINGS (the rows above have the deployment's)
+    rows += listing_benchmark(cm, admin, operator, admin)
 
     table = Table(title="gas per entry point (anvil)")
     for column in ("action", "total gas", "execution gas", "cold-read floor / note"):

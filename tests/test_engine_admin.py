@@ -87,12 +87,12 @@ def test_list_underlying__sixteen_byte_keys__read_back_with_the_default_grid(eng
     assert (event.underlying, list(event.shocks), list(event.vol_moves), list(event.weights)) == (u, *default_lists())
 
 
-def test_list_underlying__past_four__reverts(engine, admin):
-    for n in range(engine.underlying_count(), 4):
+def test_list_underlying__past_sixteen__reverts(engine, admin):
+    for n in range(engine.underlying_count(), 16):
         engine.list_underlying(key(f"U{n}"), key(f"U{n}/USD"), key(f"U{n}/IV"), sender=admin)
-    assert engine.underlying_count() == 4
+    assert engine.underlying_count() == 16
     with ape.reverts("engine: too many underlyings"):
-        engine.list_underlying(key("U9"), key("U9/USD"), key("U9/IV"), sender=admin)
+        engine.list_underlying(key("U99"), key("U99/USD"), key("U99/IV"), sender=admin)
 
 
 # ------------------------------------------------------------------ grid

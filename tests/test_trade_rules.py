@@ -140,7 +140,7 @@ def test_funding_notional__owner_and_bounds(clearing, admin, stranger):
     assert clearing.funding_notional() == to_wad(10**12)
     assert [e.notional for e in receipt.decode_logs(clearing.FundingNotionalSet)] == [to_wad(10**12)]
     # the other settings in the word are untouched
-    assert (clearing.funding_interval(), clearing.ema_window(), clearing.max_options()) == (8 * 3600, 3600, 32)
+    assert (clearing.funding_interval(), clearing.ema_window(), clearing.max_options()) == (8 * 3600, 3600, 64)
 
 
 DUST = to_wad(10)  # USD of notional at the index

@@ -288,7 +288,7 @@ def test_clearing_admin__not_owner_and_bounds__revert(clearing, stranger, admin)
     with ape.reverts(NOT_OWNER):
         clearing.set_funding_params(3600, 0, 3600, sender=stranger)
     with ape.reverts("clearing: position cap out of bounds"):
-        clearing.set_max_options(33, sender=admin)
+        clearing.set_max_options(129, sender=admin)
     with ape.reverts("clearing: funding cap out of bounds"):
         clearing.set_funding_params(3600, 10**17, 3600, sender=admin)
     with ape.reverts("clearing: interval out of bounds"):

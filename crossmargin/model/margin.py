@@ -79,7 +79,7 @@ __all__ = [
 
 WAD = 10**18
 MILLION = 10**6
-MAX_UNDERLYINGS = 8
+MAX_UNDERLYINGS = 16
 # Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's shift (32-39)
 # and the lanes of scenarios 0..10 (from bit 40); each further word 13 more lanes (from
 # bit 0). A lane unit is ``quantum << shift`` wei, the shift the smallest that makes every
