@@ -81,7 +81,7 @@ MAX_UNDERLYINGS: constant(uint256) = 16
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 128
 # @dev The position cap a deployment starts with (see `set_max_options`).
-DEFAULT_MAX_OPTIONS: constant(uint256) = 64
+DEFAULT_MAX_OPTIONS: constant(uint256) = 128
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
 CALL: constant(uint256) = 2
@@ -485,31 +485,28 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
 @reentrant
 def positions(account: uint256) -> IClearinghouse.Positions:
     """
-    @notice Everything the margin engine values: packed option positions and perp lines
-            with their perp's funding state.
-    @dev `@reentrant`: the engine reads it while this contract calls the engine.
+    @notice Everything the margin engine values: the option positions as stored, two to a
+            word (see `_half`; a zero half is no position), and perp lines with their perp's
+            funding state.
+    @dev `@reentrant`: the engine reads it while this contract calls the engine. The stored
+         pairs are returned as they are: half the words a full word per option would take
+         in every caller's memory (MAX_OPTIONS = 128).
     """
+    pairs: DynArray[uint256, MAX_OPTIONS // 2] = []
     lines: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS] = []
     settings: uint256 = self.settings
     mask: uint256 = self.masks[account]
+    for p: uint256 in range(((mask >> 128) + 1) // 2, bound=MAX_OPTIONS // 2):
+        pairs.append(self.option_pairs[account][p])
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
-        position: PerpPosition = self._get_perp(account, u)
-        state: Funding = self._get_funding(u)
+        packed: PackedPerp = self.perps[account][u]
         lines.append(
-            IClearinghouse.PerpLine(
-                underlying=u,
-                size=position.size,
-                cost=position.cost,
-                funding=position.funding,
-                cumulative=state.cumulative,
-                premium_ema=state.premium_ema,
-                updated_at=state.updated_at,
-            )
+            IClearinghouse.PerpLine(underlying=u, line=packed.line, funding=packed.funding, state=self.funding_words[u])
         )
     return IClearinghouse.Positions(
-        options=self._unpack_options(account, mask >> 128),
+        options=pairs,
         perps=lines,
         funding_cap=(settings >> 64) & (2**64 - 1),
         funding_interval=settings & (2**32 - 1),
@@ -917,11 +914,9 @@ def _funding_now(u: uint256) -> (uint256, Funding, int256):
 @view
 def _get_perp(account: uint256, u: uint256) -> PerpPosition:
     packed: PackedPerp = self.perps[account][u]
-    line: bytes32 = convert(packed.line, bytes32)
-    # arithmetic shifts restore the two signed halves
-    return PerpPosition(
-        size=(convert(line, int256) << 128) >> 128, cost=convert(line, int256) >> 128, funding=packed.funding
-    )
+    position: PerpPosition = PerpPosition(size=0, cost=0, funding=packed.funding)
+    position.size, position.cost = fixed._perp_line(packed.line)
+    return position
 
 
 @internal
@@ -944,12 +939,9 @@ def _get_funding(u: uint256) -> Funding:
     @dev Unpacks cumulative (int128, bits 0..127), premium_ema (int80, 128..207) and
          updated_at (uint48, 208..255).
     """
-    word: int256 = convert(convert(self.funding_words[u], bytes32), int256)
-    return Funding(
-        cumulative=(word << 128) >> 128,
-        premium_ema=(word << 48) >> 176,
-        updated_at=convert(convert(word, bytes32), uint256) >> 208,
-    )
+    state: Funding = empty(Funding)
+    state.cumulative, state.premium_ema, state.updated_at = fixed._funding_state(self.funding_words[u])
+    return state
 
 
 @internal
@@ -1064,18 +1056,14 @@ def _load_options(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
 @view
 def _unpack_options(account: uint256, count: uint256) -> DynArray[uint256, MAX_OPTIONS]:
     """
-    @dev Reads `count` halves from `option_pairs`: the size's int80 (bits 48..127 of a
-         half) goes back to the int128 of a full word by an arithmetic shift.
+    @dev Reads `count` halves from `option_pairs` as full words (lib/fixed.vy `_pair_word`).
     """
     words: DynArray[uint256, MAX_OPTIONS] = []
     pair: uint256 = 0
     for i: uint256 in range(count, bound=MAX_OPTIONS):
         if i % 2 == 0:
             pair = self.option_pairs[account][i // 2]
-        else:
-            pair >>= 128
-        size: int256 = convert(convert(pair << 128, bytes32), int256) >> 176
-        words.append((pair & (2**48 - 1)) | (convert(convert(size, bytes32), uint256) << 128))
+        words.append(fixed._pair_word(pair, i % 2))
     return words
 
 

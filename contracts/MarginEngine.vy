@@ -80,6 +80,8 @@ MAX_UNDERLYINGS: constant(uint256) = 16
 MAX_SCENARIOS: constant(uint256) = 32
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 128
+# @dev Words of one byte per option position (the chains of `_value`).
+LINK_WORDS: constant(uint256) = MAX_OPTIONS // 32
 # @dev Batch bounds for keeper views and refreshes.
 MAX_BATCH: constant(uint256) = 64
 
@@ -232,7 +234,6 @@ struct Context:
     risk: uint256
     scenarios: uint256
     quantum: uint256
-    grid: uint256[GRID_WORDS]
 
 
 struct UnderlyingRisk:
@@ -763,15 +764,18 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     # bit u of `optioned` set iff the account holds an option on u: only those underlyings
     # read their vol feed (and the others skip the option sums). One pass also chains each
     # underlying's options, so the sums walk only their own (O(N), not O(U·N)): byte u of
-    # `heads` is 1 + the index of u's last option, and bits 48..55 of an option word (free
-    # in the packed layout) 1 + the index of the option before it on u (0 ends the chain)
+    # `heads` is 1 + the index of u's last option, byte i of `links` 1 + the index of the
+    # option before i on its underlying (0 ends the chain)
     optioned: uint256 = 0
     heads: uint256 = 0
-    for i: uint256 in range(len(positions.options), bound=MAX_OPTIONS):
-        word: uint256 = positions.options[i]
-        u: uint256 = (word >> 32) & 255
+    links: uint256[LINK_WORDS] = empty(uint256[LINK_WORDS])
+    for i: uint256 in range(2 * len(positions.options), bound=MAX_OPTIONS):
+        u: uint256 = (positions.options[i // 2] >> (128 * (i % 2) + 32)) & 255
+        # a zero half ends the list (the high half of the last word when the count is odd)
+        if u == 0:
+            break
         optioned |= 1 << u
-        positions.options[i] = word | (((heads >> (8 * u)) & 255) << 48)
+        links[i // 32] |= ((heads >> (8 * u)) & 255) << (8 * (i % 32))
         heads = (heads & ~(255 << (8 * u))) | ((i + 1) << (8 * u))
     # collateral value, MM and IM haircuts (in memory: the stack is full here)
     totals: uint256[3] = empty(uint256[3])
@@ -810,39 +814,44 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             ctx[u] = self._context(u, optioned, hint)
             mask |= 1 << u
         spot: uint256 = ctx[u].spot
-        cumulative: int256 = fixed._funding_now(
-            line.cumulative, line.premium_ema, line.updated_at, spot, positions.funding_cap, positions.funding_interval, block.timestamp
+        size: int256 = 0
+        cost: int256 = 0
+        size, cost = fixed._perp_line(line.line)
+        cumulative: int256 = 0
+        premium: int256 = 0
+        updated_at: uint256 = 0
+        cumulative, premium, updated_at = fixed._funding_state(line.state)
+        cumulative = fixed._funding_now(
+            cumulative, premium, updated_at, spot, positions.funding_cap, positions.funding_interval, block.timestamp
         )
-        notional: int256 = fixed._floor_div(line.size * convert(spot, int256), IWAD)
-        owed: int256 = fixed._floor_div(-line.size * (cumulative - line.funding), IWAD)
-        cash += notional - line.cost + owed
+        notional: int256 = fixed._floor_div(size * convert(spot, int256), IWAD)
+        owed: int256 = fixed._floor_div(-size * (cumulative - line.funding), IWAD)
+        cash += notional - cost + owed
         exposure[u] += notional
-        perp_units[u] += convert(abs(line.size), uint256)
-    # options: their underlyings' contexts, in position order
-    for word: uint256 in positions.options:
-        u: uint256 = (word >> 32) & 255
-        if mask & (1 << u) == 0:
-            ctx[u] = self._context(u, optioned, hint)
-            mask |= 1 << u
+        perp_units[u] += convert(abs(size), uint256)
     equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
-            continue
+            if optioned & (1 << u) == 0:
+                continue
+            # held through options only: its context is read here
+            ctx[u] = self._context(u, optioned, hint)
+            mask |= 1 << u
         c: Context = ctx[u]
         acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
         stale: uint256 = 0
         only: uint256 = (hint >> (8 * u)) & 255
         assert only < c.scenarios, "engine: bad hint"
         if optioned & (1 << u) != 0:
-            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, mode == COLLECT, self._reads(c.scenarios, only))
+            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
         worst: int256 = 0
         worst_scenario: uint256 = 0
         pnl: DynArray[int256, MAX_SCENARIOS] = []
-        worst, worst_scenario, pnl = self._worst(c, acc, exposure[u], mode == DETAIL, only)
+        worst, worst_scenario, pnl = self._worst(c, self._grid(u, c.risk), acc, exposure[u], mode == DETAIL, only)
         loss: uint256 = convert(-worst, uint256)
         if u == focus:
             v.worst_scenario = worst_scenario
@@ -897,26 +906,30 @@ def _store_stale(account: uint256, stale: uint256, hint: uint256):
     @dev Stores the arrays of the positions in the `stale` bitmask, in position order. Its
          own function: its memory is not allocated under every valuation's.
     """
-    options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
+    pairs: DynArray[uint256, MAX_OPTIONS // 2] = self._positions(account).options
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
-    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+    for i: uint256 in range(2 * len(pairs), bound=MAX_OPTIONS):
         if stale & (1 << i) == 0:
             continue
-        u: uint256 = (options[i] >> 32) & 255
+        word: uint256 = fixed._pair_word(pairs[i // 2], i % 2)
+        u: uint256 = (word >> 32) & 255
         if loaded & (1 << u) == 0:
             contexts[u] = self._current_context(u, hint)
             loaded |= 1 << u
-        instrument_id: uint256 = options[i] & M32
+        instrument_id: uint256 = word & M32
         self._store_array(instrument_id, self._instrument(instrument_id), contexts[u])
 
 
 @internal
 @view
-def _sum_options(c: Context, head: uint256, options: DynArray[uint256, MAX_OPTIONS], collect: bool, reads: uint256) -> (uint256[ACC_SIZE], uint256):
+def _sum_options(
+    c: Context, head: uint256, pairs: DynArray[uint256, MAX_OPTIONS // 2], links: uint256[LINK_WORDS], collect: bool, reads: uint256
+) -> (uint256[ACC_SIZE], uint256):
     """
     @dev Sums the options of one underlying (context `c`), walking its chain from `head`
-         (1 + an index into `options`, see `_value`), in two's complement:
+         (1 + a position index into the stored `pairs`, next ones in `links`, see `_value`),
+         in two's complement:
          acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
          computed in memory, or with `collect` skipped and returned as a bitmask of
@@ -930,9 +943,10 @@ def _sum_options(c: Context, head: uint256, options: DynArray[uint256, MAX_OPTIO
         if link == 0:
             break
         i: uint256 = link - 1
-        word: uint256 = options[i]
-        link = (word >> 48) & 255
-        instrument_id: uint256 = word & M32
+        # the position's half in the low 128 bits (see lib/fixed.vy `_pair_word`)
+        half: uint256 = pairs[i // 2] >> (128 * (i % 2))
+        link = (links[i // 32] >> (8 * (i % 32))) & 255
+        instrument_id: uint256 = half & M32
         w0: uint256 = self.arrays[instrument_id][0]
         w1: uint256 = 0
         w2: uint256 = 0
@@ -953,7 +967,7 @@ def _sum_options(c: Context, head: uint256, options: DynArray[uint256, MAX_OPTIO
                     w1 = self.arrays[instrument_id][1]
                 if reads & 4 != 0:
                     w2 = self.arrays[instrument_id][2]
-            size: int256 = fixed._word_size(word)
+            size: int256 = convert(convert(half << 128, bytes32), int256) >> 176
             # an expired option without a settlement price: longs count for nothing (no
             # value, no risk), shorts at their worst intrinsic value (flat lanes)
             if w0 < UNSETTLED or size < 0:
@@ -1009,7 +1023,7 @@ def _sum_options(c: Context, head: uint256, options: DynArray[uint256, MAX_OPTIO
                 if size < 0:
                     acc[SHORTS] = unsafe_add(acc[SHORTS], z)
                 acc[UNITS] = unsafe_add(acc[UNITS], convert(abs(size), uint256) << scale)
-                if (word >> 40) & 255 == CALL:
+                if (half >> 40) & 255 == CALL:
                     acc[CALLS] = unsafe_add(acc[CALLS], convert(convert(size, bytes32), uint256))
                 else:
                     acc[PUTS] = unsafe_add(acc[PUTS], convert(convert(size, bytes32), uint256))
@@ -1018,7 +1032,9 @@ def _sum_options(c: Context, head: uint256, options: DynArray[uint256, MAX_OPTIO
 
 @internal
 @pure
-def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
+def _worst(
+    c: Context, grid: uint256[GRID_WORDS], acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256
+) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
     """
     @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
          `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
@@ -1044,10 +1060,10 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, o
         first = only
         last = only + 1
     # the grid word holding scenario s, shifted so that s is in its low 32 bits
-    lanes: uint256 = c.grid[first // GRID_LANES] >> (first % GRID_LANES * GRID_BITS)
+    lanes: uint256 = grid[first // GRID_LANES] >> (first % GRID_LANES * GRID_BITS)
     for s: uint256 in range(first, last, bound=MAX_SCENARIOS):
         if s % GRID_LANES == 0:
-            lanes = c.grid[s // GRID_LANES]
+            lanes = grid[s // GRID_LANES]
         # the grid's int16 shock and uint14 weight, in 0.01% units
         shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, IGRID_UNIT)
         weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), GRID_UNIT), int256)
@@ -1097,7 +1113,6 @@ def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
     ctx.risk = self.listings[u].risk
     ctx.quantum = ctx.risk & M64
     ctx.scenarios = (ctx.risk >> 192) & 255
-    ctx.grid = self._grid(u, ctx.risk)
     record: uint256 = self.epochs[u]
     ctx.epoch = (record >> 64) & M32
     ctx.opened_at = record & M40
@@ -1134,7 +1149,7 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
             opened_at=ctx.opened_at,
             now=block.timestamp,
             scenarios=ctx.scenarios,
-            grid=ctx.grid,
+            grid=self._grid(instrument.underlying, ctx.risk),
             quantum=ctx.quantum,
             shocks=self.listings[instrument.underlying].shocks,
             rate=self._param(2),

@@ -49,6 +49,8 @@ IMILLION: constant(int256) = 10**6
 MAX_UNDERLYINGS: constant(uint256) = 16
 MAX_SCENARIOS: constant(uint256) = 32
 MAX_ASSETS: constant(uint256) = 16
+# @dev Words of the clearinghouse's `positions().options` (two positions each).
+MAX_PAIRS: constant(uint256) = 64
 # @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15, 0.01% units) |
 #      vol move (16-17) | weight (18-31).
 IGRID_UNIT: constant(int256) = 100
@@ -199,8 +201,10 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     positions: IClearinghouse.Positions = self._positions(account)
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = self._lines(account)
     optioned: uint256 = 0
-    for word: uint256 in positions.options:
-        optioned |= 1 << ((word >> 32) & 255)
+    for i: uint256 in range(2 * len(positions.options), bound=2 * MAX_PAIRS):
+        optioned |= 1 << ((fixed._pair_word(positions.options[i // 2], i % 2) >> 32) & 255)
+    # a zero half (no position) marks underlying 0, which no option has
+    optioned &= ~1
     touched: uint256 = optioned
     for line: IClearinghouse.PerpLine in positions.perps:
         touched |= 1 << line.underlying
@@ -249,13 +253,14 @@ def _greeks_of(
     delta: int256 = 0
     for line: IClearinghouse.PerpLine in positions.perps:
         if line.underlying == u:
-            delta = line.size
+            delta = fixed._perp_line(line.line)[0]
     for i: uint256 in range(len(lines), bound=MAX_ASSETS):
         if tracks[i] == u:
             delta += convert(lines[i].balance, int256)
     # delta, gamma, vega of the options (in memory: the stack is full here)
     sums: int256[3] = [delta, 0, 0]
-    for word: uint256 in positions.options:
+    for i: uint256 in range(2 * len(positions.options), bound=2 * MAX_PAIRS):
+        word: uint256 = fixed._pair_word(positions.options[i // 2], i % 2)
         if (word >> 32) & 255 != u:
             continue
         terms: int256[3] = self._option_greeks(prices, word, rate)

@@ -59,6 +59,42 @@ def _word(instrument: uint256, underlying: uint256, kind: uint256, size: int256)
 
 @internal
 @pure
+def _pair_word(pair: uint256, high: uint256) -> uint256:
+    """
+    @dev The full word (`_word`) of one half of a stored pair: the low half (`high` 0) or the
+         high one (1). A half is instrument 32 | underlying 8 | kind 8 | size int80 (two's
+         complement, bits 48..127); the arithmetic shift restores the size's sign. A zero half
+         (no position) gives 0.
+    """
+    half: uint256 = (pair >> (128 * high)) << 128
+    size: int256 = convert(convert(half, bytes32), int256) >> 176
+    return (half >> 128) & (2**48 - 1) | (convert(convert(size, bytes32), uint256) << 128)
+
+
+@internal
+@pure
+def _perp_line(line: uint256) -> (int256, int256):
+    """
+    @dev A stored perp position: size (int128, low half) and cost (int128, high half), two's
+         complement; arithmetic shifts restore the signs.
+    """
+    v: int256 = convert(convert(line, bytes32), int256)
+    return (v << 128) >> 128, v >> 128
+
+
+@internal
+@pure
+def _funding_state(word: uint256) -> (int256, int256, uint256):
+    """
+    @dev A perp's stored funding state: cumulative index (int128, bits 0..127), premium EMA
+         (int80, 128..207) and its update time (uint48, 208..255).
+    """
+    v: int256 = convert(convert(word, bytes32), int256)
+    return (v << 128) >> 128, (v << 48) >> 176, word >> 208
+
+
+@internal
+@pure
 def _word_size(word: uint256) -> int256:
     # the top 128 bits hold the size in two's complement; the arithmetic shift restores it
     return convert(convert(word, bytes32), int256) >> 128

@@ -811,6 +811,24 @@ def greeks(
 # ---------------------------------------------------------------- chain loader
 
 
+def _signed(value: int, bits: int) -> int:
+    """Two's complement: the ``bits``-bit field ``value`` as a signed integer."""
+    return value - 2**bits if value >= 2 ** (bits - 1) else value
+
+
+def _pair_words(pairs) -> list[int]:
+    """``fixed._pair_word`` over the clearinghouse's ``positions().options``: the option words
+    of the stored pairs (low half first; a zero half is no position)."""
+    words = []
+    for pair in pairs:
+        for half in (pair & (2**128 - 1), pair >> 128):
+            if half == 0:
+                continue
+            size = _signed((half >> 48) & (2**80 - 1), 80)
+            words.append((half & (2**48 - 1)) | ((size % 2**128) << 128))
+    return words
+
+
 def _word_size(word: int) -> int:
     """``fixed._word_size``: the signed size in the top 128 bits of an option word."""
     size = word >> 128
@@ -863,7 +881,7 @@ def snapshot(
     )
     positions = clearing.positions(account, **at)
     options = []
-    for word in positions.options:
+    for word in _pair_words(positions.options):
         instrument_id = word & (2**32 - 1)
         listing = clearing.instrument(instrument_id, **at)
         epoch, shift, stored_lanes, unsettled = engine.risk_array(instrument_id, **at)
@@ -882,12 +900,12 @@ def snapshot(
     perps = tuple(
         PerpPosition(
             underlying=line.underlying,
-            size=line.size,
-            cost=line.cost,
+            size=_signed(line.line & (2**128 - 1), 128),
+            cost=_signed(line.line >> 128, 128),
             funding=line.funding,
-            cumulative=line.cumulative,
-            premium_ema=line.premium_ema,
-            updated_at=line.updated_at,
+            cumulative=_signed(line.state & (2**128 - 1), 128),
+            premium_ema=_signed((line.state >> 128) & (2**80 - 1), 80),
+            updated_at=line.state >> 208,
         )
         for line in positions.perps
     )
