@@ -81,7 +81,7 @@ MAX_UNDERLYINGS: constant(uint256) = 16
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 128
 # @dev The position cap a deployment starts with (see `set_max_options`).
-DEFAULT_MAX_OPTIONS: constant(uint256) = 128
+DEFAULT_MAX_OPTIONS: constant(uint256) = 64
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
 CALL: constant(uint256) = 2
@@ -418,11 +418,19 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
             continue
         left[i] = self._resized(word, size - moved)
         instrument_id: uint256 = word & (2**32 - 1)
+        # the bidder's word for it (j = index + 1, 0 if none): most often at the same index
+        # (a bidder that bought slices before holds them in the source's order), else among
+        # the first len(held_words) words, where every word the bidder held stays (a removal
+        # moves the last word in; a word appended here is another instrument, since the
+        # source's are distinct): a fresh bidder searches nothing, so no loop is O(N²)
         j: uint256 = 0
-        for k: uint256 in range(len(bought), bound=MAX_OPTIONS):
-            if bought[k] & (2**32 - 1) == instrument_id:
-                j = k + 1
-                break
+        if i < len(bought) and bought[i] & (2**32 - 1) == instrument_id:
+            j = i + 1
+        else:
+            for k: uint256 in range(min(len(held_words), len(bought)), bound=MAX_OPTIONS):
+                if bought[k] & (2**32 - 1) == instrument_id:
+                    j = k + 1
+                    break
         held: int256 = 0
         if j == 0:
             assert len(bought) < (self.settings >> 128) & 255, "clearing: position cap"

@@ -23,6 +23,7 @@ from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
 from crossmargin.liquidation_bench import liquidation_benchmark
+from crossmargin.scale_bench import liquidation_at_size_benchmark
 from crossmargin.protocol import Protocol
 
 DEPLOYABLES = (
@@ -106,6 +107,7 @@ def cli(network, markdown):
     rows += liquidation_benchmark(
         cm, admin, accounts.test_accounts[7], accounts.test_accounts[8], accounts.test_accounts[9]
     )
+    rows += liquidation_at_size_benchmark(cm, admin, accounts.test_accounts[7], accounts.test_accounts[8], trader)
     # last: it lists underlyings up to MAX_UNDERLYINGS (the rows above have the deployment's)
     rows += listing_benchmark(cm, admin, operator, admin)
 
