@@ -107,7 +107,8 @@ def test_start__bad_hint__reverts(cm, book, keeper, admin):
     set_eth(cm, admin, "3500")
     eth = cm.engine.contract.underlying_ids(key("ETH"))
     # (bit 0 is no scenario: it asks for the liquidation reads, see test_feed_dependencies.py)
-    for hint in (23 << (8 * eth), 255 << (8 * eth), 2, 1 << 40, 2**256 - 1):
+    # (1 << 136: byte 17, past the last underlying id, 16)
+    for hint in (23 << (8 * eth), 255 << (8 * eth), 2, 1 << (8 * 17), 2**256 - 1):
         with ape.reverts("engine: bad hint"):
             cm.liquidator.start(keeper, book, hint)
         with ape.reverts("engine: bad hint"):
