@@ -32,10 +32,10 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
     for underlying, spot in (("ETH", 3000), ("BTC", 60000)):
         for i in range(8):
             strike = spot * (80 + 5 * i) // 100
-            options.append((underlying, spot, cm.clearing.list_option(admin, underlying, True, strike, expiry)))
-            options.append((underlying, spot, cm.clearing.list_option(admin, underlying, False, strike, expiry)))
-    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "5", "3100")
-    cm.trade(owner, counterparty, cm.clearing.perp("BTC"), "-0.2", "60000")
+            options.append((underlying, spot, cm.markets.list_option(admin, underlying, True, strike, expiry)))
+            options.append((underlying, spot, cm.markets.list_option(admin, underlying, False, strike, expiry)))
+    cm.trade(owner, counterparty, cm.markets.perp("ETH"), "5", "3100")
+    cm.trade(owner, counterparty, cm.markets.perp("BTC"), "-0.2", "60000")
     account = account_id(str(owner), 0)
     rows: list[GasRow] = []
     held = 0
@@ -93,5 +93,5 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
     rows.append(
         fill_row("fill, 8 option positions per side, both checked", instrument, spot // 10, "target <= 450,000")
     )
-    rows.append(fill_row("fill perp, 8 option positions per side", cm.clearing.perp("ETH"), 3000))
+    rows.append(fill_row("fill perp, 8 option positions per side", cm.markets.perp("ETH"), 3000))
     return rows

@@ -31,6 +31,7 @@ DEPLOYABLES = (
     "MarginEngine",
     "RiskModel",
     "Clearinghouse",
+    "Markets",
     "Exchange",
     "Liquidator",
     "InsuranceFund",
