@@ -11,7 +11,8 @@ would do):
 
 - :meth:`Keeper.discover`: accounts from the vault's ``Deposit``/``Move`` and the
   clearinghouse's ``Traded`` events (maker and taker), auctions from the liquidator's, listed
-  options (the markets contract's ``InstrumentListed``) and who may hold them, read incrementally from the last processed block;
+  options (the markets contract's ``InstrumentListed``) and who may hold them, read
+  incrementally from the last processed block;
 - :meth:`Keeper.liquidate`: screens every known account (``engine.margins``, 64 a call),
   starts every due auction not running, marks insolvent ones, terminates auctions back
   above the buffer and bids when the quoted discount beats the threshold;
@@ -821,7 +822,12 @@ class Keeper:
         start = max(state.last_block + 1, self.config.start_block)
         report.from_block, report.to_block = start, head
         before = set(state.accounts)
-        addresses = [self.cm.vault.address, self.cm.clearing.address, self.cm.markets.address, self.cm.liquidator.address]
+        addresses = [
+            self.cm.vault.address,
+            self.cm.clearing.address,
+            self.cm.markets.address,
+            self.cm.liquidator.address,
+        ]
         topics = [list(self._topics)]
         lo = start
         while lo <= head:

@@ -88,7 +88,9 @@ def test_expired_short__unsettled__valued_at_worst_intrinsic_over_grid(
     assert markets.instrument(call).settlement_price == to_wad(2900)
 
 
-def test_array_stored_before_expiry__not_used_after_it(markets, cm, engine, clearing, trader_call, trader, admin, chain, keeper):
+def test_array_stored_before_expiry__not_used_after_it(
+    markets, cm, engine, clearing, trader_call, trader, admin, chain, keeper
+):
     """fails on c1dcd68: an array stored 30 minutes before expiry (same rounds, younger than
     `max_array_age`) still values the long call with its time value after expiry."""
     call = trader_call

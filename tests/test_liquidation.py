@@ -709,7 +709,9 @@ def options_book(cm, book, bidder, maker, trader, list_option):
     return call, put
 
 
-def test_bid__options_move_and_net_out_against_the_bidder(markets, cm, clearing, book, bidder, admin, stranger, options_book):
+def test_bid__options_move_and_net_out_against_the_bidder(
+    markets, cm, clearing, book, bidder, admin, stranger, options_book
+):
     call, put = options_book
     bidder_id = account_id(bidder.address, 0)
     oi = markets.instrument(call).open_interest  # longs: trader 1, maker 1

@@ -128,7 +128,7 @@ def test_funding__one_wei_fill_after_a_quiet_hour__moves_the_ema_by_nothing(cm, 
     assert clearing.funding(u).premium_ema == 0
 
 
-def test_funding_notional__owner_and_bounds(markets, clearing, admin, stranger):
+def test_funding_notional__owner_and_bounds(markets, admin, stranger):
     assert markets.funding_notional() == to_wad(100_000)
     with ape.reverts("ownable: caller is not the owner"):
         markets.set_funding_notional(to_wad(1_000), sender=stranger)
@@ -140,7 +140,7 @@ def test_funding_notional__owner_and_bounds(markets, clearing, admin, stranger):
     assert markets.funding_notional() == to_wad(10**12)
     assert [e.notional for e in receipt.decode_logs(markets.FundingNotionalSet)] == [to_wad(10**12)]
     # the other settings in the word are untouched
-    assert (markets.funding_interval(), markets.ema_window(), markets.max_options()) == (8 * 3600, 3600, 32)
+    assert (markets.funding_interval(), markets.ema_window(), markets.max_options()) == (8 * 3600, 3600, 64)
 
 
 DUST = to_wad(10)  # USD of notional at the index
@@ -206,7 +206,9 @@ def test_model__premium_ema__bounded_by_notional_share_and_clamped(ema, price, s
     assert abs(after - ema) <= rules.ema_move_bound(abs(size) * spot // WAD, reference)
 
 
-def test_funding__full_notional_fill_after_a_window__sets_the_premium(markets, cm, clearing, books, maker, taker, chain):
+def test_funding__full_notional_fill_after_a_window__sets_the_premium(
+    markets, cm, clearing, books, maker, taker, chain
+):
     """A fill of the funding notional or more after a quiet window carries full weight."""
     perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
@@ -284,6 +286,28 @@ def test_fill__operator_within_the_band__fills(cm, operated, list_option, trader
     assert cm.clearing.option_size(trader, wing) == 1
 
 
+def test_fill__operator_on_an_option_whose_array_is_stale__fills(
+    cm, operated, list_option, trader, operator, taker, create_account, chain, admin
+):
+    """The band reads the mark through the engine, which stores the stale array and reads
+    the instrument back from the markets contract while its `on_trade` holds the lock
+    (`instrument` is `@reentrant`)."""
+    create_account(taker, {"USDC": "100000"})
+    call = list_option("ETH", True, "3000", 30)
+    option_mark(cm, call)  # an array of this epoch
+    cm.oracle.push(admin, "ETH/USD", "3050")  # a new round: the array is stale
+    snapshot = chain.snapshot()
+    mark = option_mark(cm, call)  # the mark of the new epoch, then forgotten
+    chain.restore(snapshot)
+    engine, u = cm.engine.contract, cm.manifest.underlyings["ETH"]
+    stale = engine.epoch(u)[2]
+    assert engine.risk_array(call)[0] == stale
+    order = cm.exchange.make_order(trader, call, True, WAD, mark * 105 // 100)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    assert cm.clearing.option_size(trader, call) == 1
+    assert engine.risk_array(call)[0] == engine.epoch(u)[2] == stale + 1
+
+
 def test_fill__operator_one_wei_past_the_band__reverts(cm, operated, trader, operator, taker, create_account):
     create_account(taker, {"USDC": "100000"})
     perp = cm.markets.perp("ETH")
@@ -302,7 +326,7 @@ def test_fill__owner_trades_at_any_price(cm, operated, trader, taker, create_acc
     assert cm.clearing.perp_size(trader, "ETH") == 1
 
 
-def test_operator_bands__owner_and_bounds(markets, clearing, admin, stranger):
+def test_operator_bands__owner_and_bounds(markets, admin, stranger):
     assert markets.operator_bands() == (to_wad("0.01"), to_wad("0.1"))
     with ape.reverts("ownable: caller is not the owner"):
         markets.set_operator_bands(0, 0, sender=stranger)

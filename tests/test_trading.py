@@ -148,7 +148,9 @@ def test_trade__unknown_instrument__reverts(cm, books, maker, taker):
         cm.trade(maker, taker, 999, "1", "10")
 
 
-def test_trade__open_interest_cap__reverts_and_closing_still_allowed(markets, cm, clearing, books, maker, taker, list_option):
+def test_trade__open_interest_cap__reverts_and_closing_still_allowed(
+    markets, cm, clearing, books, maker, taker, list_option
+):
     call = list_option(oi_cap="2")
     cm.trade(maker, taker, call, "2", "200")
     with ape.reverts("markets: open interest cap"):
