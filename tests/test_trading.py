@@ -263,8 +263,11 @@ def test_settle__expired_call__pays_intrinsic_both_sides(
     feed = cm.oracle.aggregator("ETH/USD")
     round_id = feed.latestRoundData()[0]
     maker_cash, taker_cash = cash(vault, maker), cash(vault, taker)
-    cm.clearing.settle(keeper, maker, call, round_id)
-    cm.clearing.settle(keeper, taker, call, 0)  # the price is stored: any hint will do
+    first = cm.clearing.settle(keeper, maker, call, round_id)
+    second = cm.clearing.settle(keeper, taker, call, 0)  # the price is stored: any hint will do
+    assert [(e.instrument, e.price) for e in first.decode_logs(markets.SettlementPriceStored)] == [(call, to_wad(3250))]
+    assert second.decode_logs(markets.SettlementPriceStored) == []
+    assert markets.settlement_price(call) == to_wad(3250)
     assert cash(vault, maker) - maker_cash == to_wad(500)
     assert taker_cash - cash(vault, taker) == to_wad(500)
     assert markets.instrument(call).settlement_price == to_wad(3250)
