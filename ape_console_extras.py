@@ -2,7 +2,7 @@
 
 Names available in the console:
     cm        the Protocol of the connected network (None if no manifest exists for it)
-    vault, oracle, engine, clearing, exchange, liquidator, fund, tokens  its clients (cm.vault...)
+    vault, oracle, engine, clearing, markets, exchange, liquidator, fund, tokens  its clients (cm.vault...)
     crossmargin, to_wad, from_wad, account_id   the SDK
 """
 
@@ -32,6 +32,7 @@ def ape_init_extras(networks):
         "oracle": cm and cm.oracle,
         "engine": cm and cm.engine,
         "clearing": cm and cm.clearing,
+        "markets": cm and cm.markets,
         "exchange": cm and cm.exchange,
         "liquidator": cm and cm.liquidator,
         "fund": cm and cm.fund,

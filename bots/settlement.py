@@ -4,7 +4,7 @@ feed has no round after expiry yet is retried on later blocks.
 
     silverback run settlement --network ethereum:devnet:node --account <alias>
 
-It follows the clearinghouse's ``InstrumentListed`` events so new options are known at once.
+It follows the markets contract's ``InstrumentListed`` events so new options are known at once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bots.common import KeeperSlot, load_protocol, log_report
 
 bot = SilverbackBot()
 keeper = KeeperSlot(bot, "settlement")
-clearing = load_protocol().clearing.contract
+markets = load_protocol().markets.contract
 
 
 def startup(_startup_state=None) -> dict:
@@ -37,4 +37,4 @@ def on_listed(log) -> dict:
 
 bot.on_startup()(startup)
 bot.on_(chain.blocks)(on_block)
-bot.on_(clearing.InstrumentListed)(on_listed)
+bot.on_(markets.InstrumentListed)(on_listed)

@@ -2,11 +2,13 @@
 # pragma nonreentrancy on
 """
 @title crossmargin clearinghouse
-@notice Lists the instruments (one perpetual per underlying, European calls and puts),
-        holds every account's positions, applies the trades the exchange matched, accrues
-        and settles perp funding, and settles expired options into vault cash. The margin
-        engine values what it holds; after each trade both accounts must be above initial
-        margin, unless the trade only reduces their risk.
+@notice Holds every account's positions, applies the trades the exchange matched, accrues
+        and settles perp funding, and settles expired options into vault cash. The
+        instruments, their open interest and the market parameters live in the markets
+        contract (`Markets.vy`), called once per fill, settlement and liquidation slice; the
+        parameters read on every trade and valuation are copied here (`settings`). The margin
+        engine values what this contract holds; after each trade both accounts must be above
+        initial margin, unless the trade only reduces their risk.
 
         Cash flows (WAD USD), each rounded against the account it touches:
           option premium  the buyer pays ceil(|size|·price), the seller gets floor
@@ -16,8 +18,8 @@
           fees            as the exchange computed them, to the insurance and fee accounts
         So the sum of all cash and open positions never grows: the vault stays solvent.
 @custom:security All state-changing entry points hold the lock. The clearinghouse calls
-        the vault (`settle_cash`, `paused`), the oracle router and the margin engine; the
-        engine calls back only the views `positions` and `instruments` (`@reentrant`).
+        the vault (`settle_cash`, `paused`), the oracle router, the markets contract and the
+        margin engine; the engine calls back only the view `positions` (`@reentrant`).
         Settlement and trades that only reduce risk are never paused. Accounts in a
         liquidation auction cannot trade; the liquidator moves fractions of their
         positions to bidders (`transfer_fraction`), which is never paused either.
@@ -29,6 +31,7 @@ from snekmate.utils import math
 
 from interfaces import IClearinghouse
 from interfaces import IEngine
+from interfaces import IMarkets
 from interfaces import IRiskEngine
 from interfaces import IVault
 from lib import fixed
@@ -49,30 +52,6 @@ implements: IClearinghouse
 
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
-    def settlement_price(key: bytes32, expiry: uint256, round_hint: uint80) -> uint256: view
-
-
-# @dev What the operator band reads of the margin engine: an option's current risk array
-#      (`refresh` stores it when stale) and the underlying's quantum (in `Listed`).
-interface IMarks:
-    def refresh(instrument_ids: DynArray[uint256, 64]) -> uint256: nonpayable
-    def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, 32], bool): view
-    def underlyings(underlying: uint256) -> Listed: view
-
-
-struct Listed:
-    name: bytes32
-    spot_key: bytes32
-    vol_key: bytes32
-    perp: uint256
-    quantum: uint256
-    vol_up: uint256
-    vol_down: uint256
-    vol_floor: uint256
-    term_exponent: uint256
-    short_option_rate: uint256
-    perp_rate: uint256
-    scenarios: uint256
 
 
 WAD: constant(uint256) = 10**18
@@ -80,33 +59,10 @@ IWAD: constant(int256) = 10**18
 MAX_UNDERLYINGS: constant(uint256) = 16
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 128
-# @dev The position cap a deployment starts with (see `set_max_options`).
-DEFAULT_MAX_OPTIONS: constant(uint256) = 64
-# @dev Instrument kinds.
+# @dev Instrument kinds (see `Markets.vy`).
 PERP: constant(uint256) = 1
 CALL: constant(uint256) = 2
 PUT: constant(uint256) = 3
-# @dev Longest option listed (s).
-MAX_EXPIRY: constant(uint256) = 5 * 365 * 86_400
-# @dev Funding parameter bounds.
-MIN_FUNDING_INTERVAL: constant(uint256) = 3_600
-MAX_FUNDING_INTERVAL: constant(uint256) = 86_400
-MAX_FUNDING_CAP: constant(uint256) = 5 * 10**16
-MIN_EMA_WINDOW: constant(uint256) = 60
-MAX_EMA_WINDOW: constant(uint256) = 86_400
-# @dev Bounds of the funding notional (WAD USD): a fill of this notional at the index moves
-#      the premium EMA with its full time weight, a smaller one in proportion.
-MIN_FUNDING_NOTIONAL: constant(uint256) = 100 * 10**18
-MAX_FUNDING_NOTIONAL: constant(uint256) = 10**12 * 10**18
-DEFAULT_FUNDING_NOTIONAL: constant(uint256) = 100_000 * 10**18
-# @dev Operator bands (WAD fractions): defaults and most. An option's band is taken of its
-#      mark, or of spot / OPTION_BAND_FLOOR when the mark is lower (so cheap wings can be
-#      quoted).
-DEFAULT_PERP_BAND: constant(uint256) = 10**16
-DEFAULT_OPTION_BAND: constant(uint256) = 10**17
-MAX_PERP_BAND: constant(uint256) = 10**17
-MAX_OPTION_BAND: constant(uint256) = 10**18
-OPTION_BAND_FLOOR: constant(uint256) = 100
 
 
 struct PerpPosition:
@@ -142,7 +98,10 @@ engine: public(IRiskEngine)
 exchange: public(address)
 # @dev The liquidator allowed to call `transfer_fraction`.
 liquidator: public(address)
-# @dev Most option positions an account may hold (<= MAX_OPTIONS).
+# @dev The markets contract: instruments, open interest and market parameters (set once).
+markets: public(IMarkets)
+# @dev A copy of the markets contract's settings word, pushed by it on every change.
+# Most option positions an account may hold (<= MAX_OPTIONS).
 # Funding: the capped EMA premium is paid per `funding_interval` (s), capped at
 # `funding_cap` (WAD) per interval; the EMA moves over `ema_window` (s).
 # The EMA moves by a fill's notional at the index over `funding_notional` (WAD USD), at
@@ -152,15 +111,10 @@ liquidator: public(address)
 # funding_notional (136..255).
 settings: uint256
 
-# @dev How far from the mark a fill an operator made for an account may be priced (WAD
-# fractions): perp band (bits 0..63, of the index) | option band (64..127, of the engine's
-# mark or spot / 100, the larger). Read only for operators' fills.
-bands: uint256
-
-# @dev Instruments by id (1..instrument_count); perp instrument id of each underlying.
-instruments: HashMap[uint256, IClearinghouse.Instrument]
-instrument_count: public(uint256)
-perp_of: public(HashMap[uint256, uint256])
+# @dev Perp instrument id of each underlying, and the underlying of each perp id (both
+# written once, when the markets contract lists the perp).
+perp_of: HashMap[uint256, uint256]
+perp_underlying: HashMap[uint256, uint256]
 # @dev Funding state of each underlying's perpetual, one word (`_get_funding`).
 funding_words: HashMap[uint256, uint256]
 # @dev Option positions per account, two to a slot (`_load_options`); never a zero size.
@@ -198,39 +152,6 @@ event FundingSettled:
     amount: int256
 
 
-event InstrumentListed:
-    instrument: indexed(uint256)
-    underlying: indexed(uint256)
-    kind: uint256
-    strike: uint256
-    expiry: uint256
-    oi_cap: uint256
-
-
-event OiCapSet:
-    instrument: indexed(uint256)
-    oi_cap: uint256
-
-
-event MaxOptionsSet:
-    max_options: uint256
-
-
-event OperatorBandsSet:
-    perp_band: uint256
-    option_band: uint256
-
-
-event FundingNotionalSet:
-    notional: uint256
-
-
-event FundingParamsSet:
-    interval: uint256
-    cap: uint256
-    ema_window: uint256
-
-
 event EngineSet:
     engine: indexed(address)
 
@@ -243,6 +164,10 @@ event LiquidatorSet:
     liquidator: indexed(address)
 
 
+event MarketsSet:
+    markets: indexed(address)
+
+
 event PositionsTransferred:
     source: indexed(uint256)
     target: indexed(uint256)
@@ -252,18 +177,12 @@ event PositionsTransferred:
 @deploy
 def __init__(vault: IVault, oracle: IOracleRouter):
     """
-    @dev Defaults: 64 options per account, funding paid over 8 hours, capped at 0.5% per
-         interval, EMA over 1 hour, fills of 100,000 USD move it with full weight.
+    @dev The market parameters come from the markets contract (`set_markets`).
     """
     ownable.__init__()
     ownable_2step.__init__()
     VAULT = vault
     ORACLE = oracle
-    self.settings = DEFAULT_MAX_OPTIONS << 128
-    log MaxOptionsSet(max_options=DEFAULT_MAX_OPTIONS)
-    self._set_funding_notional(DEFAULT_FUNDING_NOTIONAL)
-    self._set_operator_bands(DEFAULT_PERP_BAND, DEFAULT_OPTION_BAND)
-    self._set_funding_params(8 * 3_600, 5 * 10**15, 3_600)
 
 
 # ---------------------------------------------------------------- trading
@@ -275,11 +194,11 @@ def trade(fill: IEngine.Fill):
     @notice Applies a matched trade: the maker's position changes by `fill.size`, the
             taker's by `-fill.size`; premiums, funding and fees move in cash; then both
             accounts must be above initial margin, unless the trade only reduces risk.
-    @dev Only the exchange, which has checked the signed order.
+    @dev Only the exchange, which has checked the signed order. The markets contract checks
+         the instrument, its open-interest cap and, for an operator's fill, the price band
+         (`Markets.on_trade`).
     """
     assert msg.sender == self.exchange, "clearing: not exchange"
-    instrument: IClearinghouse.Instrument = self.instruments[fill.instrument]
-    assert instrument.kind != 0, "clearing: unknown instrument"
     assert fill.size != 0, "clearing: zero size"
     assert fill.price != 0, "clearing: zero price"
     assert fill.maker != fill.taker, "clearing: self trade"
@@ -287,32 +206,41 @@ def trade(fill: IEngine.Fill):
     assert abs(fill.size) < 2**127, "clearing: size out of range"
     assert not staticcall VAULT.frozen(fill.maker) and not staticcall VAULT.frozen(fill.taker), "clearing: account in auction"
 
-    u: uint256 = instrument.underlying
+    operator_price: uint256 = 0
+    if fill.operator_sides != 0:
+        operator_price = fill.price
+    # a perp is known here by its underlying; any other id is an option or not listed
+    u: uint256 = self.perp_underlying[fill.instrument]
+    kind: uint256 = PERP
     maker_cash: int256 = -convert(fill.maker_fee, int256)
     taker_cash: int256 = -convert(fill.taker_fee, int256)
     maker_old: int256 = 0
     taker_old: int256 = 0
     maker_perp: PerpPosition = empty(PerpPosition)
     taker_perp: PerpPosition = empty(PerpPosition)
-    if instrument.kind == PERP:
+    if u != 0:
         cumulative: int256 = self._accrue_funding(u, fill.price, fill.size)
         maker_perp = self._get_perp(fill.maker, u)
         taker_perp = self._get_perp(fill.taker, u)
         maker_old = maker_perp.size
         taker_old = taker_perp.size
+        extcall self.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
         maker_cash += self._trade_perp(fill.maker, u, fill.size, fill.price, cumulative)
         taker_cash += self._trade_perp(fill.taker, u, -fill.size, fill.price, cumulative)
     else:
-        assert block.timestamp < instrument.expiry, "clearing: instrument expired"
         maker_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(fill.maker)
         taker_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(fill.taker)
         maker_old = self._size_in(maker_words, fill.instrument)
         taker_old = self._size_in(taker_words, fill.instrument)
+        # reverts for an unknown or expired instrument
+        terms: uint256 = extcall self.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
+        kind = terms & 255
+        u = (terms >> 8) & 255
         self._store_options(
-            fill.maker, maker_words, self._with_size(maker_words, fill.instrument, u, instrument.kind, maker_old + fill.size, True)
+            fill.maker, maker_words, self._with_size(maker_words, fill.instrument, u, kind, maker_old + fill.size, True)
         )
         self._store_options(
-            fill.taker, taker_words, self._with_size(taker_words, fill.instrument, u, instrument.kind, taker_old - fill.size, True)
+            fill.taker, taker_words, self._with_size(taker_words, fill.instrument, u, kind, taker_old - fill.size, True)
         )
         # the buyer pays the premium rounded up, the seller receives it rounded down
         units: uint256 = convert(abs(fill.size), uint256)
@@ -325,13 +253,6 @@ def trade(fill: IEngine.Fill):
             maker_cash += received
             taker_cash -= paid
 
-    # open interest counts long units; it may always fall, and rises only up to the cap
-    oi: uint256 = instrument.open_interest + self._long(maker_old + fill.size) + self._long(taker_old - fill.size)
-    oi -= self._long(maker_old) + self._long(taker_old)
-    if oi > instrument.open_interest:
-        assert oi <= instrument.oi_cap, "clearing: open interest cap"
-    self.instruments[fill.instrument].open_interest = oi
-
     fees: uint256 = fill.maker_fee + fill.taker_fee
     entries: DynArray[IVault.CashDelta, 8] = [
         IVault.CashDelta(account=fill.maker, delta=maker_cash),
@@ -343,10 +264,8 @@ def trade(fill: IEngine.Fill):
     extcall VAULT.settle_cash(entries)
 
     paused: bool = staticcall VAULT.paused()
-    self._check_trade(fill.maker, fill.instrument, instrument, maker_old, maker_perp, maker_cash, paused)
-    self._check_trade(fill.taker, fill.instrument, instrument, taker_old, taker_perp, taker_cash, paused)
-    if fill.operator_sides != 0:
-        self._check_operator_price(fill.instrument, instrument, fill.price)
+    self._check_trade(fill.maker, fill.instrument, kind, u, maker_old, maker_perp, maker_cash, paused)
+    self._check_trade(fill.taker, fill.instrument, kind, u, taker_old, taker_perp, taker_cash, paused)
     log Traded(maker=fill.maker, taker=fill.taker, instrument=fill.instrument, size=fill.size, price=fill.price)
 
 
@@ -358,29 +277,25 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
             may call it; it is never paused.
     @param round_hint Used only by the instrument's first settlement, which stores the price
            for every later one.
+    @dev The markets contract checks the option has expired, stores its price and lowers
+         the open interest by a long position (`Markets.settle`).
     """
-    instrument: IClearinghouse.Instrument = self.instruments[instrument_id]
-    assert instrument.kind == CALL or instrument.kind == PUT, "clearing: not an option"
-    assert block.timestamp >= instrument.expiry, "clearing: not expired"
     words: DynArray[uint256, MAX_OPTIONS] = self._load_options(account)
     size: int256 = self._size_in(words, instrument_id)
+    terms: uint256 = 0
+    price: uint256 = 0
+    terms, price = extcall self.markets.settle(instrument_id, round_hint, size)
     assert size != 0, "clearing: no position"
-    price: uint256 = instrument.settlement_price
-    if price == 0:
-        price = staticcall ORACLE.settlement_price(
-            staticcall self.engine.spot_key(instrument.underlying), instrument.expiry, round_hint
-        )
-        self.instruments[instrument_id].settlement_price = price
+    kind: uint256 = terms & 255
+    strike: uint256 = terms >> 56
     intrinsic: uint256 = 0
-    if instrument.kind == CALL and price > instrument.strike:
-        intrinsic = price - instrument.strike
-    elif instrument.kind == PUT and instrument.strike > price:
-        intrinsic = instrument.strike - price
+    if kind == CALL and price > strike:
+        intrinsic = price - strike
+    elif kind == PUT and strike > price:
+        intrinsic = strike - price
     # longs receive the payoff rounded down, shorts pay it rounded up
     payoff: int256 = fixed._floor_div(size * convert(intrinsic, int256), IWAD)
-    self._store_options(account, words, self._with_size(words, instrument_id, instrument.underlying, instrument.kind, 0, True))
-    if size > 0:
-        self.instruments[instrument_id].open_interest -= convert(size, uint256)
+    self._store_options(account, words, self._with_size(words, instrument_id, (terms >> 8) & 255, kind, 0, True))
     extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
     log OptionSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
 
@@ -397,7 +312,8 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
             liquidator adds it through the vault's `transfer_fraction`, before the slice
             of cash moves.
     @dev Only the liquidator. Open interest can only fall (longs move, or net out against
-         the bidder's shorts), so no cap applies; the bidder's position cap does.
+         the bidder's shorts), so no cap applies; the bidder's position cap does. Its
+         changes go to the markets contract in one call (`Markets.move_open_interest`).
     """
     assert msg.sender == self.liquidator, "clearing: not liquidator"
     assert fraction <= WAD, "clearing: bad fraction"
@@ -409,6 +325,7 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
     held_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(target)
     left: DynArray[uint256, MAX_OPTIONS] = words
     bought: DynArray[uint256, MAX_OPTIONS] = held_words
+    moves: DynArray[uint256, MAX_OPTIONS + MAX_UNDERLYINGS] = []
     for i: uint256 in range(len(words), bound=MAX_OPTIONS):
         word: uint256 = words[i]
         size: int256 = fixed._word_size(word)
@@ -444,7 +361,9 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
                     bought[j - 1] = last
             else:
                 bought[j - 1] = self._resized(word, held + moved)
-        self._move_open_interest(instrument_id, size, held, moved)
+        move: uint256 = self._oi_move(instrument_id, size, held, moved)
+        if move != 0:
+            moves.append(move)
     if fraction == WAD:
         left = []
     self._store_options(source, words, left)
@@ -480,7 +399,11 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
             held.cost = 0
         self._put_perp(source, u, position)
         self._put_perp(target, u, held)
-        self._move_open_interest(self.perp_of[u], old_size, old_held, moved)
+        move: uint256 = self._oi_move(self.perp_of[u], old_size, old_held, moved)
+        if move != 0:
+            moves.append(move)
+    if len(moves) != 0:
+        extcall self.markets.move_open_interest(moves)
     log PositionsTransferred(source=source, target=target, fraction=fraction)
     return source_cash, target_cash
 
@@ -523,81 +446,12 @@ def positions(account: uint256) -> IClearinghouse.Positions:
 
 @external
 @view
-@reentrant
-def instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
-    """
-    @notice An instrument's listing and open interest.
-    @dev `@reentrant`: the engine reads it while this contract calls the engine.
-    """
-    return self.instruments[instrument_id]
-
-
-@external
-@view
 def funding(underlying: uint256) -> Funding:
     """
     @notice Funding state of the underlying's perp: the cumulative index per long unit (WAD
             USD), the EMA premium (WAD fraction) and when the index was last accrued (s).
     """
     return self._get_funding(underlying)
-
-
-@external
-@view
-def max_options() -> uint256:
-    """
-    @notice Most option positions an account may hold.
-    """
-    return (self.settings >> 128) & 255
-
-
-@external
-@view
-def funding_interval() -> uint256:
-    """
-    @notice The interval (s) over which the capped EMA premium is paid once.
-    """
-    return self.settings & (2**32 - 1)
-
-
-@external
-@view
-def ema_window() -> uint256:
-    """
-    @notice The window (s) over which the premium EMA moves toward a trade's premium.
-    """
-    return (self.settings >> 32) & (2**32 - 1)
-
-
-@external
-@view
-def funding_cap() -> uint256:
-    """
-    @notice Most funding per interval (WAD fraction of the index price).
-    """
-    return (self.settings >> 64) & (2**64 - 1)
-
-
-@external
-@view
-def operator_bands() -> (uint256, uint256):
-    """
-    @notice How far from the mark an operator's fill may be priced (WAD fractions): the
-            perp band (of the index) and the option band (of the engine's mark, or of
-            spot / 100 when the mark is lower).
-    """
-    bands: uint256 = self.bands
-    return bands & (2**64 - 1), bands >> 64
-
-
-@external
-@view
-def funding_notional() -> uint256:
-    """
-    @notice The fill notional at the index (WAD USD) that moves the premium EMA with its
-            full time weight; a smaller fill moves it in proportion.
-    """
-    return self.settings >> 136
 
 
 @external
@@ -645,83 +499,16 @@ def perp_position(account: uint256, underlying: uint256) -> PerpPosition:
 
 
 @external
-def list_perp(underlying: uint256, oi_cap: uint256) -> uint256:
+def set_markets(markets: IMarkets):
     """
-    @notice Lists the perpetual of `underlying`. @return Its instrument id.
-    """
-    ownable._check_owner()
-    self._check_underlying(underlying)
-    assert self.perp_of[underlying] == 0, "clearing: perp listed"
-    instrument_id: uint256 = self._list(PERP, underlying, 0, 0, oi_cap)
-    self.perp_of[underlying] = instrument_id
-    self._put_funding(underlying, Funding(cumulative=0, premium_ema=0, updated_at=block.timestamp))
-    return instrument_id
-
-
-@external
-def list_option(underlying: uint256, is_call: bool, strike: uint256, expiry: uint256, oi_cap: uint256) -> uint256:
-    """
-    @notice Lists a European option. @param strike WAD USD. @param expiry Unix time (s),
-            at most 5 years ahead. @return Its instrument id.
+    @notice Sets the markets contract, once, and copies its settings word.
     """
     ownable._check_owner()
-    self._check_underlying(underlying)
-    assert strike != 0, "clearing: zero strike"
-    assert expiry > block.timestamp and expiry <= block.timestamp + MAX_EXPIRY, "clearing: bad expiry"
-    return self._list(CALL if is_call else PUT, underlying, strike, expiry, oi_cap)
-
-
-@external
-def set_oi_cap(instrument_id: uint256, oi_cap: uint256):
-    """
-    @notice Sets an instrument's open-interest cap (WAD units); lowering it below the open
-            interest only stops it from growing.
-    """
-    ownable._check_owner()
-    assert self.instruments[instrument_id].kind != 0, "clearing: unknown instrument"
-    self.instruments[instrument_id].oi_cap = oi_cap
-    log OiCapSet(instrument=instrument_id, oi_cap=oi_cap)
-
-
-@external
-def set_max_options(max_options: uint256):
-    """
-    @notice Most option positions per account (1..128).
-    """
-    ownable._check_owner()
-    assert max_options != 0 and max_options <= MAX_OPTIONS, "clearing: position cap out of bounds"
-    self.settings = (self.settings & ~(255 << 128)) | (max_options << 128)
-    log MaxOptionsSet(max_options=max_options)
-
-
-@external
-def set_funding_params(interval: uint256, cap: uint256, ema_window: uint256):
-    """
-    @notice Funding interval (s, 1h..1d), cap per interval (WAD, <= 5%), EMA window (s,
-            1 min..1 day).
-    """
-    ownable._check_owner()
-    self._set_funding_params(interval, cap, ema_window)
-
-
-@external
-def set_operator_bands(perp_band: uint256, option_band: uint256):
-    """
-    @notice Operator bands (WAD fractions): perp <= 10% of the index, option <= 100% of
-            the larger of the mark and spot / 100.
-    """
-    ownable._check_owner()
-    self._set_operator_bands(perp_band, option_band)
-
-
-@external
-def set_funding_notional(notional: uint256):
-    """
-    @notice The fill notional (WAD USD, 100 .. 1e12 USD) that moves the premium EMA with
-            its full time weight.
-    """
-    ownable._check_owner()
-    self._set_funding_notional(notional)
+    assert self.markets.address == empty(address), "clearing: markets set"
+    assert markets.address.is_contract, "clearing: markets not a contract"
+    self.markets = markets
+    self.settings = staticcall markets.settings()
+    log MarketsSet(markets=markets.address)
 
 
 @external
@@ -748,6 +535,32 @@ def set_exchange(exchange: address):
     log ExchangeSet(exchange=exchange)
 
 
+# ---------------------------------------------------------------- markets
+
+
+@external
+def open_perp(underlying: uint256, instrument_id: uint256):
+    """
+    @notice The markets contract listed `underlying`'s perp as `instrument_id`: its funding
+            starts now.
+    @dev Only the markets contract.
+    """
+    assert msg.sender == self.markets.address, "clearing: not markets"
+    self.perp_of[underlying] = instrument_id
+    self.perp_underlying[instrument_id] = underlying
+    self._put_funding(underlying, Funding(cumulative=0, premium_ema=0, updated_at=block.timestamp))
+
+
+@external
+def set_settings(settings: uint256):
+    """
+    @notice The markets contract's settings word changed (see `settings`).
+    @dev Only the markets contract.
+    """
+    assert msg.sender == self.markets.address, "clearing: not markets"
+    self.settings = settings
+
+
 # ---------------------------------------------------------------- internals
 
 
@@ -755,7 +568,8 @@ def set_exchange(exchange: address):
 def _check_trade(
     account: uint256,
     instrument_id: uint256,
-    instrument: IClearinghouse.Instrument,
+    kind: uint256,
+    u: uint256,
     old_size: int256,
     old_perp: PerpPosition,
     cash_delta: int256,
@@ -778,17 +592,17 @@ def _check_trade(
     # the option words after the trade, and as they were before it
     words: DynArray[uint256, MAX_OPTIONS] = []
     before_words: DynArray[uint256, MAX_OPTIONS] = []
-    if instrument.kind == PERP:
-        new_perp = self._get_perp(account, instrument.underlying)
-        self._put_perp(account, instrument.underlying, old_perp)
+    if kind == PERP:
+        new_perp = self._get_perp(account, u)
+        self._put_perp(account, u, old_perp)
     else:
         words = self._load_options(account)
-        before_words = self._with_size(words, instrument_id, instrument.underlying, instrument.kind, old_size, False)
+        before_words = self._with_size(words, instrument_id, u, kind, old_size, False)
         self._store_options(account, words, before_words)
     # an option held before the trade has a current array already (refresh_margin above)
     before: IRiskEngine.Margin = staticcall self.engine.margin_adjusted(account, cash_delta)
-    if instrument.kind == PERP:
-        self._put_perp(account, instrument.underlying, new_perp)
+    if kind == PERP:
+        self._put_perp(account, u, new_perp)
     else:
         self._store_options(account, before_words, words)
     # the exception: MM falls, health (equity − MM) does not, equity stays >= 0, and equity
@@ -807,38 +621,6 @@ def _check_trade(
     # surfaces the oracle's reason when new risk is closed
     open: bool = staticcall self.engine.check_new_risk()
     raise "clearing: insufficient margin"
-
-
-@internal
-def _check_operator_price(instrument_id: uint256, instrument: IClearinghouse.Instrument, price: uint256):
-    """
-    @dev A fill made by an operator for an account is priced within the band of the mark:
-         a perp's within `perp_band · index` of the index, an option's within
-         `option_band · max(mark, spot / 100)` of the engine's mark, its current-epoch
-         value per unit `(q_0 << shift) · quantum` (stored first if stale).
-    @custom:security An operator may trade, never take: without the band it signed for
-         the account an order buying a worthless option at any price, filled it from its
-         own account and withdrew the premium. Now each fill can cost the account at most
-         the band times its size (plus fees).
-    """
-    engine: address = self.engine.address
-    spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(instrument.underlying))
-    bands: uint256 = self.bands
-    mark: uint256 = spot
-    allowed: uint256 = spot * (bands & (2**64 - 1)) // WAD
-    if instrument.kind != PERP:
-        stored: uint256 = extcall IMarks(engine).refresh([instrument_id])
-        epoch: uint256 = 0
-        lane_shift: uint256 = 0
-        lanes: DynArray[uint256, 32] = []
-        unsettled: bool = False
-        epoch, lane_shift, lanes, unsettled = staticcall IMarks(engine).risk_array(instrument_id)
-        mark = (lanes[0] << lane_shift) * (staticcall IMarks(engine).underlyings(instrument.underlying)).quantum
-        allowed = max(mark, spot // OPTION_BAND_FLOOR) * (bands >> 64) // WAD
-    if price > mark:
-        assert price - mark <= allowed, "clearing: operator price out of band"
-    else:
-        assert mark - price <= allowed, "clearing: operator price out of band"
 
 
 @internal
@@ -871,16 +653,21 @@ def _settle_funding(account: uint256, u: uint256, position: PerpPosition, cumula
 
 
 @internal
-def _move_open_interest(instrument_id: uint256, size: int256, held: int256, moved: int256):
+@pure
+def _oi_move(instrument_id: uint256, size: int256, held: int256, moved: int256) -> uint256:
     """
-    @dev Open interest after `moved` units went from a position of `size` to one of `held`;
-         untouched (no storage read) when the long units are the same before and after, as
-         when a bidder without a position buys a slice.
+    @dev The change of open interest after `moved` units went from a position of `size` to
+         one of `held`, as a word of `Markets.move_open_interest` (id in bits 0..31, signed
+         change from bit 32); 0 when the long units are the same before and after, as when
+         a bidder without a position buys a slice.
     """
-    added: uint256 = self._long(size - moved) + self._long(held + moved)
-    removed: uint256 = self._long(size) + self._long(held)
-    if added != removed:
-        self.instruments[instrument_id].open_interest = self.instruments[instrument_id].open_interest + added - removed
+    # each long is below 2**127: the change fits its 224 bits
+    change: int256 = convert(self._long(size - moved) + self._long(held + moved), int256) - convert(
+        self._long(size) + self._long(held), int256
+    )
+    if change == 0:
+        return 0
+    return instrument_id | (convert(convert(change, bytes32), uint256) << 32)
 
 
 @internal
@@ -1126,44 +913,3 @@ def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: D
 def _long(size: int256) -> uint256:
     return convert(max(size, 0), uint256)
 
-
-@internal
-@view
-def _check_underlying(u: uint256):
-    assert self.engine.address != empty(address), "clearing: no engine"
-    assert u != 0 and u <= staticcall self.engine.underlying_count(), "clearing: unknown underlying"
-
-
-@internal
-def _list(kind: uint256, u: uint256, strike: uint256, expiry: uint256, oi_cap: uint256) -> uint256:
-    instrument_id: uint256 = self.instrument_count + 1
-    assert instrument_id < 2**32, "clearing: too many instruments"
-    self.instrument_count = instrument_id
-    self.instruments[instrument_id] = IClearinghouse.Instrument(
-        kind=kind, underlying=u, strike=strike, expiry=expiry, oi_cap=oi_cap, open_interest=0, settlement_price=0
-    )
-    log InstrumentListed(instrument=instrument_id, underlying=u, kind=kind, strike=strike, expiry=expiry, oi_cap=oi_cap)
-    return instrument_id
-
-
-@internal
-def _set_operator_bands(perp_band: uint256, option_band: uint256):
-    assert perp_band <= MAX_PERP_BAND and option_band <= MAX_OPTION_BAND, "clearing: band out of bounds"
-    self.bands = perp_band | (option_band << 64)
-    log OperatorBandsSet(perp_band=perp_band, option_band=option_band)
-
-
-@internal
-def _set_funding_notional(notional: uint256):
-    assert notional >= MIN_FUNDING_NOTIONAL and notional <= MAX_FUNDING_NOTIONAL, "clearing: funding notional out of bounds"
-    self.settings = (self.settings & (2**136 - 1)) | (notional << 136)
-    log FundingNotionalSet(notional=notional)
-
-
-@internal
-def _set_funding_params(interval: uint256, cap: uint256, ema_window: uint256):
-    assert interval >= MIN_FUNDING_INTERVAL and interval <= MAX_FUNDING_INTERVAL, "clearing: interval out of bounds"
-    assert cap <= MAX_FUNDING_CAP, "clearing: funding cap out of bounds"
-    assert ema_window >= MIN_EMA_WINDOW and ema_window <= MAX_EMA_WINDOW, "clearing: ema window out of bounds"
-    self.settings = (self.settings & ~(2**128 - 1)) | interval | (ema_window << 32) | (cap << 64)
-    log FundingParamsSet(interval=interval, cap=cap, ema_window=ema_window)

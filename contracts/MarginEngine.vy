@@ -32,8 +32,8 @@
           IM     = ceil(risk·im_factor) + Σ collateral value·im_haircut
         Values round down and requirements up, so rounding favours the protocol.
 @custom:security All state-changing entry points hold the lock (`pragma nonreentrancy on`).
-        The engine only reads: the vault (`account_state`), the clearinghouse (`positions`,
-        `instrument`) and the oracle router; it writes nothing but epochs and arrays. Risk
+        The engine only reads: the vault (`account_state`), the clearinghouse (`positions`),
+        the markets contract (`instrument`) and the oracle router; it writes nothing but epochs and arrays. Risk
         arrays are priced by the risk model (`RiskModel.vy`, pure), called only for a
         stale array: a check whose arrays are all current makes no call to it. A
         margin check never values an option from an array of an older epoch: views compute
@@ -48,6 +48,7 @@ from snekmate.auth import ownable_2step
 from snekmate.utils import math
 
 from interfaces import IClearinghouse
+from interfaces import IMarkets
 from interfaces import IRiskEngine
 from interfaces import IRiskModel
 from interfaces import IVault
@@ -262,8 +263,9 @@ VAULT: public(immutable(IVault))
 # @dev The oracle router every price is read through.
 ORACLE: public(immutable(IOracleRouter))
 
-# @dev The clearinghouse holding instruments and positions.
+# @dev The clearinghouse holding positions, and the markets contract holding instruments.
 CLEARING: public(immutable(IClearinghouse))
+MARKETS: public(immutable(IMarkets))
 # @dev Oracle key of the settlement asset's USD feed (depeg circuit breaker), or empty.
 settlement_key: public(bytes32)
 # @dev The risk model pricing stale risk arrays (set by the owner once both are deployed;
@@ -345,7 +347,7 @@ event RiskModelSet:
 
 
 @deploy
-def __init__(vault: IVault, oracle: IOracleRouter, clearing: IClearinghouse, settlement_key: bytes32):
+def __init__(vault: IVault, oracle: IOracleRouter, clearing: IClearinghouse, markets: IMarkets, settlement_key: bytes32):
     """
     @param settlement_key Oracle key of the settlement asset's USD feed, or empty.
     @dev Defaults from SPECIFICATION.md: IM factor 1.3, arrays at most 1 hour old, rate 0.
@@ -355,6 +357,7 @@ def __init__(vault: IVault, oracle: IOracleRouter, clearing: IClearinghouse, set
     VAULT = vault
     ORACLE = oracle
     CLEARING = clearing
+    MARKETS = markets
     self.settlement_key = settlement_key
     self._set_params(13 * 10**17, 3_600, 0)
     log SettlementKeySet(key=settlement_key)
@@ -1324,7 +1327,7 @@ def _account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX
 @internal
 @view
 def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
-    return staticcall CLEARING.instrument(instrument_id)
+    return staticcall MARKETS.instrument(instrument_id)
 
 
 @internal

@@ -18,6 +18,7 @@
 """
 
 from interfaces import IClearinghouse
+from interfaces import IMarkets
 from interfaces import IRiskEngine
 from interfaces import IRiskModel
 from interfaces import IVault
@@ -39,6 +40,7 @@ interface IEngine:
     def VAULT() -> IVault: view
     def ORACLE() -> IOracleRouter: view
     def CLEARING() -> IClearinghouse: view
+    def MARKETS() -> IMarkets: view
 
 
 WAD: constant(uint256) = 10**18
@@ -107,6 +109,7 @@ struct Greeks:
 ENGINE: public(immutable(IEngine))
 # @dev The engine's sources, read once at deployment.
 CLEARING: public(immutable(IClearinghouse))
+MARKETS: public(immutable(IMarkets))
 VAULT: public(immutable(IVault))
 ORACLE: public(immutable(IOracleRouter))
 
@@ -115,6 +118,7 @@ ORACLE: public(immutable(IOracleRouter))
 def __init__(engine: IEngine):
     ENGINE = engine
     CLEARING = staticcall engine.CLEARING()
+    MARKETS = staticcall engine.MARKETS()
     VAULT = staticcall engine.VAULT()
     ORACLE = staticcall engine.ORACLE()
 
@@ -130,7 +134,7 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
             dividing once. Reverts "risk: value out of range" only beyond 2**122 quanta per
             unit. An option expired by `ctx.now` (even if the epoch opened before its
             expiry) has no time value and no scenario risk: every lane is its intrinsic
-            value at the settlement price once the clearinghouse has stored it, else its
+            value at the settlement price once the markets contract has stored it, else its
             worst intrinsic value over the grid's spot shocks, flagged UNSETTLED (longs then
             count for nothing).
     @return Word 0 (epoch | shift | lanes 0..10 | UNSETTLED), words 1 and 2 (0 if unused).
@@ -278,7 +282,7 @@ def _option_greeks(prices: uint256[2], word: uint256, rate: uint256) -> int256[3
          size times the per-unit Black-Scholes greeks, each floored.
     """
     size: int256 = fixed._word_size(word)
-    instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(word & M32)
+    instrument: IClearinghouse.Instrument = staticcall MARKETS.instrument(word & M32)
     d: int256 = 0
     g: uint256 = 0
     v: uint256 = 0

@@ -34,17 +34,17 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         for symbol, amount in deposits:
             cm.token(symbol).mint(admin, actor, amount)
             cm.vault.deposit(actor, symbol, amount)
-    cm.clearing.contract.set_max_options(SIZES[-1], sender=admin)
+    cm.markets.contract.set_max_options(SIZES[-1], sender=admin)
     options = []
     for batch in range((SIZES[-1] + 31) // 32):
         expiry = chain.pending_timestamp + 30 * (batch + 1) * 86_400
         for underlying, spot in (("ETH", 3000), ("BTC", 60000)):
             for i in range(8):
                 strike = spot * (80 + 5 * i) // 100
-                options.append((underlying, spot, cm.clearing.list_option(admin, underlying, True, strike, expiry)))
-                options.append((underlying, spot, cm.clearing.list_option(admin, underlying, False, strike, expiry)))
-    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "5", "3100")
-    cm.trade(owner, counterparty, cm.clearing.perp("BTC"), "-0.2", "60000")
+                options.append((underlying, spot, cm.markets.list_option(admin, underlying, True, strike, expiry)))
+                options.append((underlying, spot, cm.markets.list_option(admin, underlying, False, strike, expiry)))
+    cm.trade(owner, counterparty, cm.markets.perp("ETH"), "5", "3100")
+    cm.trade(owner, counterparty, cm.markets.perp("BTC"), "-0.2", "60000")
     account = account_id(str(owner), 0)
     rows: list[GasRow] = []
     held = 0
@@ -104,7 +104,7 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
     rows.append(
         fill_row("fill, 8 option positions per side, both checked", instrument, spot // 10, "target <= 450,000")
     )
-    rows.append(fill_row("fill perp, 8 option positions per side", cm.clearing.perp("ETH"), 3000))
+    rows.append(fill_row("fill perp, 8 option positions per side", cm.markets.perp("ETH"), 3000))
     return rows
 
 
@@ -117,11 +117,11 @@ def listing_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         cm.token(symbol).mint(admin, actor, amount)
         cm.vault.deposit(actor, symbol, amount)
     expiry = chain.pending_timestamp + 30 * 86_400
-    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "-5", "3000")
+    cm.trade(owner, counterparty, cm.markets.perp("ETH"), "-5", "3000")
     for i in range(4):
         strike = 2700 + 200 * i
         for is_call in (True, False):
-            instrument = cm.clearing.list_option(admin, "ETH", is_call, strike, expiry)
+            instrument = cm.markets.list_option(admin, "ETH", is_call, strike, expiry)
             cm.trade(owner, counterparty, instrument, "1", "100")
     account = account_id(str(owner), 0)
     listed = engine.underlying_count()

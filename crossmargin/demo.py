@@ -87,11 +87,11 @@ def open_books(cm: Protocol, admin: Any, maker: Any, actors: dict[str, Any], lp:
     cm.fund.deposit(lp, "50000")
 
     expiry = chain.pending_timestamp + 30 * 86_400
-    call_3000 = cm.clearing.list_option(admin, "ETH", True, 3000, expiry)
-    call_3300 = cm.clearing.list_option(admin, "ETH", True, 3300, expiry)
-    put_3000 = cm.clearing.list_option(admin, "ETH", False, 3000, expiry)
-    put_2700 = cm.clearing.list_option(admin, "ETH", False, 2700, expiry)
-    perp = cm.clearing.perp("ETH")
+    call_3000 = cm.markets.list_option(admin, "ETH", True, 3000, expiry)
+    call_3300 = cm.markets.list_option(admin, "ETH", True, 3300, expiry)
+    put_3000 = cm.markets.list_option(admin, "ETH", False, 3000, expiry)
+    put_2700 = cm.markets.list_option(admin, "ETH", False, 2700, expiry)
+    perp = cm.markets.perp("ETH")
     trade = cm.trade
     # the maker takes the other side of everything (size is the maker's side)
     trade(maker, actors["alice"], call_3000, "-20", "200")  # alice: long 20 calls...
@@ -102,7 +102,7 @@ def open_books(cm: Protocol, admin: Any, maker: Any, actors: dict[str, Any], lp:
     trade(maker, actors["dave"], put_3000, "10", "200")
     trade(maker, actors["erin"], perp, "-30", "3000")  # erin: 30 long perps...
     trade(maker, actors["erin"], put_2700, "-30", "80")  # ...with 30 protective puts
-    trade(maker, actors["frank"], cm.clearing.perp("BTC"), "-2", "60000")  # frank: 2 long BTC perps
+    trade(maker, actors["frank"], cm.markets.perp("BTC"), "-2", "60000")  # frank: 2 long BTC perps
     return [
         Book("alice", actors["alice"], "delta-hedged long call"),
         Book("bob", actors["bob"], "unhedged long perp"),

@@ -29,7 +29,7 @@ Log = Callable[[str], None]
 ZERO = "0x0000000000000000000000000000000000000000"
 ZERO32 = b"\0" * 32
 # The protocol contracts an owner governs, by manifest name.
-OWNED = ("OracleRouter", "Vault", "Clearinghouse", "MarginEngine", "InsuranceFund", "Liquidator", "Exchange")
+OWNED = ("OracleRouter", "Vault", "Clearinghouse", "Markets", "MarginEngine", "InsuranceFund", "Liquidator", "Exchange")
 
 
 def _build_hash(container) -> str:
@@ -180,12 +180,37 @@ class Deployment:
         for asset in config.assets:
             self._list(vault, asset, tokens[asset.symbol].address)
 
+        # the clearinghouse's markets and the markets' engine are set once: a contract is
+        # reused only if what it is wired to is reused too
+        def engine_matches(c, clearing_address: str, markets_address: str) -> bool:
+            sources = (vault.address, router.address, clearing_address, markets_address)
+            return (c.VAULT(), c.ORACLE(), c.CLEARING(), c.MARKETS()) == sources
+
+        def markets_matches(c, clearing_address: str) -> bool:
+            if (c.CLEARING(), c.ORACLE()) != (clearing_address, router.address):
+                return False
+            wired = c.engine()
+            found = self._reusable(
+                "MarginEngine", project.MarginEngine, lambda e: engine_matches(e, clearing_address, c.address)
+            )
+            return wired == ZERO or (found is not None and wired == found.address)
+
+        def clearing_matches(c) -> bool:
+            if (c.VAULT(), c.ORACLE()) != (vault.address, router.address):
+                return False
+            wired = c.markets()
+            found = self._reusable("Markets", project.Markets, lambda m: markets_matches(m, c.address))
+            return wired == ZERO or (found is not None and wired == found.address)
+
         clearing = self._contract(
-            "Clearinghouse",
-            project.Clearinghouse,
-            vault.address,
+            "Clearinghouse", project.Clearinghouse, vault.address, router.address, matches=clearing_matches
+        )
+        markets = self._contract(
+            "Markets",
+            project.Markets,
+            clearing.address,
             router.address,
-            matches=lambda c: c.VAULT() == vault.address and c.ORACLE() == router.address,
+            matches=lambda c: markets_matches(c, clearing.address),
         )
         settlement_key = key(config.settlement.feed) if config.settlement.feed else b"\0" * 32
         engine = self._contract(
@@ -194,10 +219,9 @@ class Deployment:
             vault.address,
             router.address,
             clearing.address,
+            markets.address,
             settlement_key,
-            matches=lambda c: (
-                (c.VAULT(), c.ORACLE(), c.CLEARING()) == (vault.address, router.address, clearing.address)
-            ),
+            matches=lambda c: engine_matches(c, clearing.address, markets.address),
         )
         if bytes(engine.settlement_key()) != settlement_key:
             self._send("settlement key", engine.set_settlement_key, settlement_key)
@@ -211,6 +235,10 @@ class Deployment:
             self._send("engine risk model", engine.set_risk_model, risk_model.address)
         if clearing.engine() != engine.address:
             self._send("clearinghouse engine", clearing.set_engine, engine.address)
+        if markets.engine() != engine.address:
+            self._send("markets engine", markets.set_engine, engine.address)
+        if clearing.markets() != markets.address:
+            self._send("clearinghouse markets", clearing.set_markets, markets.address)
         if vault.margin_engine() != engine.address:
             self._send("vault margin engine", vault.set_margin_engine, engine.address)
         if not vault.clearing(clearing.address):
@@ -218,7 +246,7 @@ class Deployment:
         if config.guardian and vault.guardian().lower() != config.guardian.lower():
             self._send("guardian", vault.set_guardian, config.guardian)
         for underlying in config.underlyings:
-            self._underlying(engine, clearing, underlying)
+            self._underlying(engine, markets, underlying)
 
         fund = self._contract(
             "InsuranceFund",
@@ -301,7 +329,7 @@ class Deployment:
             payload = timelock.update_delay.encode_input(settings.delay)
             self._through_timelock(timelock, f"timelock delay {settings.delay} s", timelock.address, payload)
 
-    def _underlying(self, engine, clearing, underlying: UnderlyingConfig) -> None:
+    def _underlying(self, engine, markets, underlying: UnderlyingConfig) -> None:
         name = key(underlying.name)
         u = engine.underlying_ids(name)
         if u == 0:
@@ -312,12 +340,12 @@ class Deployment:
         if underlying.perp_oi_cap is None:
             return
         cap = to_wad(underlying.perp_oi_cap)
-        perp = clearing.perp_of(u)
+        perp = markets.perp_of(u)
         if perp == 0:
-            self._send(f"perp {underlying.name}", clearing.list_perp, u, cap)
-            perp = clearing.perp_of(u)
-        elif clearing.instrument(perp).oi_cap != cap:
-            self._send(f"perp cap {underlying.name}", clearing.set_oi_cap, perp, cap)
+            self._send(f"perp {underlying.name}", markets.list_perp, u, cap)
+            perp = markets.perp_of(u)
+        elif markets.instrument(perp).oi_cap != cap:
+            self._send(f"perp cap {underlying.name}", markets.set_oi_cap, perp, cap)
         self.manifest.perps[underlying.name] = perp
 
     def _list(self, vault, asset: TokenConfig, address: str) -> None:

@@ -11,7 +11,8 @@ would do):
 
 - :meth:`Keeper.discover`: accounts from the vault's ``Deposit``/``Move`` and the
   clearinghouse's ``Traded`` events (maker and taker), auctions from the liquidator's, listed
-  options and who may hold them, read incrementally from the last processed block;
+  options (the markets contract's ``InstrumentListed``) and who may hold them, read
+  incrementally from the last processed block;
 - :meth:`Keeper.liquidate`: screens every known account (``engine.margins``, 64 a call),
   starts every due auction not running, marks insolvent ones, terminates auctions back
   above the buffer and bids when the quoted discount beats the threshold;
@@ -116,7 +117,7 @@ NOTHING_TO_DO = frozenset(
 
 MASK96 = 2**SUB_BITS - 1
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-# Kinds of the clearinghouse's instruments.
+# Kinds of the markets contract's instruments.
 PERP, CALL, PUT = 1, 2, 3
 # Chainlink round ids: phase (16 bits) << 64 | round of the phase's aggregator.
 PHASE_SHIFT = 64
@@ -802,7 +803,7 @@ class Keeper:
             "Deposit": vault.Deposit,
             "Move": vault.Move,
             "Traded": clearing.Traded,
-            "InstrumentListed": clearing.InstrumentListed,
+            "InstrumentListed": self.cm.markets.contract.InstrumentListed,
             "PositionsTransferred": clearing.PositionsTransferred,
             "OptionSettled": clearing.OptionSettled,
             "AuctionStarted": liquidator.AuctionStarted,
@@ -821,7 +822,12 @@ class Keeper:
         start = max(state.last_block + 1, self.config.start_block)
         report.from_block, report.to_block = start, head
         before = set(state.accounts)
-        addresses = [self.cm.vault.address, self.cm.clearing.address, self.cm.liquidator.address]
+        addresses = [
+            self.cm.vault.address,
+            self.cm.clearing.address,
+            self.cm.markets.address,
+            self.cm.liquidator.address,
+        ]
         topics = [list(self._topics)]
         lo = start
         while lo <= head:
@@ -1181,7 +1187,7 @@ class Keeper:
         return self._run_task(SettlementReport("settle"), self._settle)
 
     def _settle(self, report: SettlementReport) -> None:
-        clearing = self.cm.clearing.contract
+        clearing, markets = self.cm.clearing.contract, self.cm.markets.contract
         now = self._read(lambda: chain.pending_timestamp)
         calls, targets = [], []
         for instrument, listing in sorted(self.state.options.items()):
@@ -1195,7 +1201,7 @@ class Keeper:
             if not held:
                 continue
             hint = 0  # once the price is stored, any hint will do
-            if self._read(lambda i=instrument: clearing.instrument(i)).settlement_price == 0:
+            if self._read(lambda i=instrument: markets.settlement_price(i)) == 0:
                 try:
                     hint = self.round_hint(listing.underlying, listing.expiry)
                 except SettlementBlocked as blocked:
@@ -1324,13 +1330,13 @@ class Keeper:
         return out
 
     def _refresh(self, report: RefreshReport) -> None:
-        engine, clearing = self.cm.engine.contract, self.cm.clearing.contract
+        engine, markets = self.cm.engine.contract, self.cm.markets.contract
         now = self._read(lambda: chain.pending_timestamp)
         live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now]
         if not live:
             return
         epochs = self.current_epochs()
-        held = [i for i in live if self._read(lambda i=i: clearing.instrument(i)).open_interest > 0]
+        held = [i for i in live if self._read(lambda i=i: markets.instrument(i)).open_interest > 0]
         report.checked = len(held)
         report.stale = [
             i

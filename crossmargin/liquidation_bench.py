@@ -20,10 +20,10 @@ def liquidation_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> l
     options = []
     for i in range(4):
         strike = 2700 + 200 * i
-        options.append(cm.clearing.list_option(admin, "ETH", True, strike, expiry))
-        options.append(cm.clearing.list_option(admin, "ETH", False, strike, expiry))
-    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "-10", "3000")
-    cm.trade(owner, counterparty, cm.clearing.perp("BTC"), "0.1", "60000")
+        options.append(cm.markets.list_option(admin, "ETH", True, strike, expiry))
+        options.append(cm.markets.list_option(admin, "ETH", False, strike, expiry))
+    cm.trade(owner, counterparty, cm.markets.perp("ETH"), "-10", "3000")
+    cm.trade(owner, counterparty, cm.markets.perp("BTC"), "0.1", "60000")
     for n, instrument in enumerate(options):
         size = "0.5" if n % 2 == 0 else "-0.5"
         cm.trade(owner, counterparty, instrument, size, "100")

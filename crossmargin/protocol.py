@@ -203,8 +203,8 @@ class EngineClient:
         return self.contract.refresh(instruments, sender=sender)
 
 
-class ClearingClient:
-    """Instruments and positions: listing options, sizes, perp positions, expiry settlement."""
+class MarketsClient:
+    """Instruments and market parameters: listing, open interest, settlement prices."""
 
     def __init__(self, contract: Any, underlyings: dict[str, int], perps: dict[str, int]):
         self.contract = contract
@@ -228,6 +228,22 @@ class ClearingClient:
         )
         [event] = receipt.decode_logs(self.contract.InstrumentListed)
         return event.instrument
+
+    def instrument(self, instrument: int) -> Any:
+        """An instrument's listing, open interest and settlement price (raw WAD fields)."""
+        return self.contract.instrument(instrument)
+
+
+class ClearingClient:
+    """Positions: option sizes, perp positions, expiry settlement."""
+
+    def __init__(self, contract: Any, underlyings: dict[str, int]):
+        self.contract = contract
+        self.underlyings = underlyings
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
 
     def option_size(self, owner: Any, instrument: int, subaccount: int = 0) -> Decimal:
         return from_wad(self.contract.option_size(account_id(str(owner), subaccount), instrument))
@@ -318,7 +334,10 @@ class Protocol:
             project.RiskModel.at(manifest.contracts["RiskModel"]),
         )
         self.clearing = ClearingClient(
-            project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings, manifest.perps
+            project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings
+        )
+        self.markets = MarketsClient(
+            project.Markets.at(manifest.contracts["Markets"]), manifest.underlyings, manifest.perps
         )
         self.exchange = ExchangeClient(project.Exchange.at(manifest.contracts["Exchange"]))
         self.liquidator = LiquidatorClient(project.Liquidator.at(manifest.contracts["Liquidator"]))

@@ -26,7 +26,7 @@ def list_book(cm: Protocol, admin, size: int = BOOK) -> list[tuple[str, int]]:
             for i in range(8):
                 strike = spot * (80 + 5 * i) // 100
                 for is_call in (True, False):
-                    options.append((underlying, cm.clearing.list_option(admin, underlying, is_call, strike, expiry)))
+                    options.append((underlying, cm.markets.list_option(admin, underlying, is_call, strike, expiry)))
     return options[:size]
 
 
@@ -40,8 +40,8 @@ def build_book(cm: Protocol, admin, owner, counterparty, options, subaccount: in
     cm.token("USDC").mint(admin, counterparty, "50000000")
     cm.vault.deposit(counterparty, "USDC", "50000000", subaccount)
     sides = {"maker_subaccount": subaccount, "taker_subaccount": subaccount}
-    cm.trade(owner, counterparty, cm.clearing.perp("ETH"), "-10", "3000", **sides)
-    cm.trade(owner, counterparty, cm.clearing.perp("BTC"), "0.1", "60000", **sides)
+    cm.trade(owner, counterparty, cm.markets.perp("ETH"), "-10", "3000", **sides)
+    cm.trade(owner, counterparty, cm.markets.perp("BTC"), "0.1", "60000", **sides)
     for n, (_, instrument) in enumerate(options):
         cm.trade(owner, counterparty, instrument, "0.5" if n % 2 == 0 else "-0.5", "100", **sides)
     return account_id(str(owner), subaccount)
@@ -70,7 +70,7 @@ def refresh_all(cm: Protocol, keeper, options):
 
 
 def liquidation_at_size_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> list[GasRow]:
-    cm.clearing.contract.set_max_options(BOOK, sender=admin)
+    cm.markets.contract.set_max_options(BOOK, sender=admin)
     options = list_book(cm, admin)
     account = build_book(cm, admin, owner, counterparty, options, subaccount=1)
     for subaccount in (1, 2):

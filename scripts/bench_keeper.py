@@ -93,7 +93,7 @@ def bench(network, count, risky, price, seed):
         + [Call(vault.deposit, (usdc.address, usdc.units(maker_deposit), 0, maker.address), "deposit:maker")],
         "deposits",
     )
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     total = to_wad(RISKY_SIZE * len(risky_subs))
     order = cm.exchange.make_order(maker, perp, False, total, to_wad(3000), ttl=86_400)
     signature = cm.exchange.sign(maker, order)

@@ -32,6 +32,7 @@ DEPLOYABLES = (
     "MarginEngine",
     "RiskModel",
     "Clearinghouse",
+    "Markets",
     "Exchange",
     "Liquidator",
     "InsuranceFund",

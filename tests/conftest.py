@@ -116,6 +116,11 @@ def clearing(cm):
 
 
 @pytest.fixture(scope="session")
+def markets(cm):
+    return cm.markets.contract
+
+
+@pytest.fixture(scope="session")
 def exchange(cm):
     return cm.exchange.contract
 
@@ -126,7 +131,7 @@ def list_option(cm, admin, chain):
 
     def _list(underlying: str = "ETH", is_call: bool = True, strike="3000", days: float = 30, oi_cap=10**6) -> int:
         expiry = chain.pending_timestamp + int(days * 86_400)
-        return cm.clearing.list_option(admin, underlying, is_call, strike, expiry, oi_cap)
+        return cm.markets.list_option(admin, underlying, is_call, strike, expiry, oi_cap)
 
     return _list
 
@@ -211,5 +216,5 @@ def book(cm, create_account, maker, trader):
     """The liquidation books' base: `trader` short 10 ETH perp at 3,000 with 10,000 USDC; `maker` long with 1M USDC."""
     create_account(maker, {"USDC": "1000000"})
     create_account(trader, {"USDC": "10000"})
-    cm.trade(maker, trader, cm.clearing.perp("ETH"), "10", "3000")
+    cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000")
     return account_id(trader.address, 0)

@@ -25,7 +25,19 @@ def test_deploy__changed_parameter__sends_only_that(deployment, config, admin, c
 
 def test_deploy__wires_everything_from_config(cm, config):
     vault, router, engine = cm.vault.contract, cm.oracle.contract, cm.engine.contract
+    clearing, markets = cm.clearing.contract, cm.markets.contract
     assert engine.VAULT() == vault.address and engine.ORACLE() == router.address
+    assert (engine.CLEARING(), engine.MARKETS()) == (clearing.address, markets.address)
+    assert (markets.CLEARING(), markets.ORACLE(), markets.engine()) == (
+        clearing.address,
+        router.address,
+        engine.address,
+    )
+    assert clearing.markets() == markets.address and cm.engine.risk_model.MARKETS() == markets.address
+    for underlying in config.underlyings:
+        perp = markets.perp_of(cm.manifest.underlyings[underlying.name])
+        assert perp == cm.manifest.perps[underlying.name]
+        assert markets.instrument(perp).oi_cap == to_wad(underlying.perp_oi_cap)
     assert vault.margin_engine() == engine.address
     assert vault.SETTLEMENT_ASSET() == cm.token("USDC").address
     for feed in config.feeds:
@@ -50,6 +62,12 @@ def test_deploy__manifest_entry_without_code__redeploys(deployment, config, admi
     engine = again.manifest.contracts["MarginEngine"]
     assert engine != deployment.manifest.contracts["MarginEngine"]
     assert project.Vault.at(again.manifest.contracts["Vault"]).margin_engine() == engine
+    # the markets contract's engine is set once: a new one comes with the engine, and so does
+    # the clearinghouse wired to it
+    markets = project.Markets.at(again.manifest.contracts["Markets"])
+    assert markets.address != deployment.manifest.contracts["Markets"]
+    assert markets.engine() == engine
+    assert project.Clearinghouse.at(again.manifest.contracts["Clearinghouse"]).markets() == markets.address
 
 
 def test_manifest__save_load_and_fork_fallback(tmp_path, deployment):

@@ -38,7 +38,7 @@ def equity(cm, owner) -> int:
 
 
 def test_expired_long__live_spot_above_settlement__cannot_borrow_against_it(
-    cm, vault, clearing, trader_call, list_option, trader, maker, admin, chain, keeper
+    markets, cm, vault, clearing, trader_call, list_option, trader, maker, admin, chain, keeper
 ):
     """fails on c1dcd68: after expiry the long call is valued at intrinsic(live spot 4000),
     1000 per unit, though it settles at 3050 (50 per unit): the trader pays its accomplice
@@ -46,7 +46,7 @@ def test_expired_long__live_spot_above_settlement__cannot_borrow_against_it(
     -1,000 USD, a loss for the fund."""
     call = trader_call
     worthless_put = list_option("ETH", False, "1000", 30)
-    expiry = clearing.instrument(call).expiry
+    expiry = markets.instrument(call).expiry
     chain.mine(timestamp=expiry + 10)
     push_feeds(cm, admin, "3050")  # the settlement round: the first at or after expiry
     settlement_round = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
@@ -67,12 +67,12 @@ def test_expired_long__live_spot_above_settlement__cannot_borrow_against_it(
 
 
 def test_expired_short__unsettled__valued_at_worst_intrinsic_over_grid(
-    cm, clearing, trader_call, maker, admin, chain, keeper
+    markets, cm, clearing, trader_call, maker, admin, chain, keeper
 ):
     """fails on c1dcd68: the short is valued at intrinsic(live spot) (0 at spot 2900) before
     the settlement price is known, not at its worst case over the grid (+30%: 3770)."""
     call = trader_call
-    expiry = clearing.instrument(call).expiry
+    expiry = markets.instrument(call).expiry
     chain.mine(timestamp=expiry + 10)
     push_feeds(cm, admin, "2900")
     settlement_round = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
@@ -85,14 +85,16 @@ def test_expired_short__unsettled__valued_at_worst_intrinsic_over_grid(
     assert cash - to_wad(worst) - SIZE * (quantum << shift) <= m.equity <= cash - to_wad(worst)
     cm.clearing.settle(keeper, maker, call, settlement_round)  # out of the money: pays nothing
     assert cm.vault.contract.cash_of(maker, 0) == cash
-    assert clearing.instrument(call).settlement_price == to_wad(2900)
+    assert markets.instrument(call).settlement_price == to_wad(2900)
 
 
-def test_array_stored_before_expiry__not_used_after_it(cm, engine, clearing, trader_call, trader, admin, chain, keeper):
+def test_array_stored_before_expiry__not_used_after_it(
+    markets, cm, engine, clearing, trader_call, trader, admin, chain, keeper
+):
     """fails on c1dcd68: an array stored 30 minutes before expiry (same rounds, younger than
     `max_array_age`) still values the long call with its time value after expiry."""
     call = trader_call
-    expiry = clearing.instrument(call).expiry
+    expiry = markets.instrument(call).expiry
     chain.mine(timestamp=expiry - 1_800)
     push_feeds(cm, admin, str(STRIKE))  # at the money: all time value
     cm.engine.refresh(keeper, [call])

@@ -102,7 +102,7 @@ def test_fork__keeper_liquidates_on_the_fork_only(devnet, env, tmp_path):
         "funds = ((maker, '1000000'), (trader, '10000'), (bidder, '1000000'))",
         "[cm.token('USDC').mint(admin, who, amount) for who, amount in funds]",
         "[cm.vault.deposit(who, 'USDC', amount) for who, amount in funds]",
-        "cm.trade(maker, trader, cm.clearing.perp('ETH'), '10', '3000')",  # trader short 10
+        "cm.trade(maker, trader, cm.markets.perp('ETH'), '10', '3000')",  # trader short 10
         "feeds = (('ETH/USD', '3500'), ('ETH/IV', '0.6'), ('BTC/USD', '60000'), ('BTC/IV', '0.5'))",
         "[cm.oracle.push(admin, k, v) for k, v in (*feeds, ('USDC/USD', '1'))]",
         "print('DEVNET_HEALTH', cm.engine.margin(trader).maintenance_health < 0)",

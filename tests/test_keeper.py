@@ -38,7 +38,7 @@ def books(cm, create_account, maker, trader, operator, taker):
     create_account(trader, {"USDC": "10000"})
     create_account(operator, {"USDC": "1000"})
     create_account(taker, {"USDC": "50000"})
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, trader, perp, "10", "3000")
     cm.trade(maker, operator, perp, "1", "3000")
     return {"maker": aid(maker), "trader": aid(trader), "operator": aid(operator), "taker": aid(taker)}
@@ -182,7 +182,7 @@ def test_sweep__start_and_bid_until_nothing_is_liquidatable(
     terminate) leave no account below maintenance and no auction running."""
     lp("100000")
     create_account(stranger, {"USDC": "14000"})
-    cm.trade(maker, stranger, cm.clearing.perp("ETH"), "10", "3000")  # solvent at 4,100
+    cm.trade(maker, stranger, cm.markets.perp("ETH"), "10", "3000")  # solvent at 4,100
     set_eth(cm, admin, "4100")
     k = make_keeper(bid_threshold="0")
     k.discover()
@@ -435,7 +435,7 @@ def test_rpc_error_in_one_task__the_others_go_on(
     k = make_keeper()
     flaky = Flaky(cm.engine.contract, "margins")
     monkeypatch.setattr(cm.engine, "contract", flaky)
-    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 10)
+    chain.mine(timestamp=cm.markets.contract.instrument(call).expiry + 10)
     set_eth(cm, admin, "3600")  # the first round after expiry
     reports = {r.task: r for r in k.run_once()}
     assert list(reports) == ["discover", "liquidate", "settle", "refresh"]
@@ -477,7 +477,7 @@ def test_settle__expired_option__both_sides_with_the_right_round(
 ):
     call = list_option("ETH", True, "3000", days=1)
     cm.trade(maker, trader, call, "2", "100")  # maker long 2 calls
-    expiry = cm.clearing.contract.instrument(call).expiry
+    expiry = cm.markets.contract.instrument(call).expiry
     k = make_keeper()
     k.discover()
     assert k.state.holders[call] == {books["maker"], books["trader"]}
@@ -493,7 +493,7 @@ def test_settle__expired_option__both_sides_with_the_right_round(
     maker_cash = cm.vault.contract.cash_of(maker, 0)
     report = k.settle()
     assert report.ok and report.count("sent", "settle") == 2
-    assert cm.clearing.contract.instrument(call).settlement_price == to_wad("3250")
+    assert cm.markets.contract.instrument(call).settlement_price == to_wad("3250")
     assert cm.vault.contract.cash_of(maker, 0) - maker_cash == to_wad("500")
     assert cm.clearing.contract.option_size(books["trader"], call) == 0
     assert k.state.holders[call] == set()
@@ -508,7 +508,7 @@ def test_settle__first_round_after_expiry_opens_a_feed_phase__settled(
     phase's first. Fails on c1dcd68: `SettlementBlocked` (no hint is ever accepted)."""
     call = list_option("ETH", True, "3000", days=1)
     cm.trade(maker, trader, call, "2", "100")
-    expiry = cm.clearing.contract.instrument(call).expiry
+    expiry = cm.markets.contract.instrument(call).expiry
     k = make_keeper()
     k.discover()
     feed = cm.oracle.aggregator("ETH/USD")
@@ -521,14 +521,14 @@ def test_settle__first_round_after_expiry_opens_a_feed_phase__settled(
     assert k.round_hint(cm.manifest.underlyings["ETH"], expiry) == last
     report = k.settle()
     assert report.ok and report.count("sent", "settle") == 2
-    assert cm.clearing.contract.instrument(call).settlement_price == to_wad("3250")
+    assert cm.markets.contract.instrument(call).settlement_price == to_wad("3250")
 
 
 def test_round_hint__expiry_before_a_phase_change__round_of_the_old_phase(
     cm, books, make_keeper, admin, chain, list_option
 ):
     call = list_option("ETH", True, "3000", days=1)
-    expiry = cm.clearing.contract.instrument(call).expiry
+    expiry = cm.markets.contract.instrument(call).expiry
     k = make_keeper()
     feed = cm.oracle.aggregator("ETH/USD")
     chain.mine(timestamp=expiry + 10)
@@ -553,7 +553,7 @@ def test_settle__feed_silent_after_expiry__fallback_after_the_delay(
     keeper waits forever (no round hint, and the router has no fallback)."""
     call = list_option("ETH", True, "3000", days=1)
     cm.trade(maker, trader, call, "2", "100")
-    expiry = cm.clearing.contract.instrument(call).expiry
+    expiry = cm.markets.contract.instrument(call).expiry
     k = make_keeper()
     k.discover()
     set_eth(cm, admin, "3200")  # the last round before expiry
@@ -563,7 +563,7 @@ def test_settle__feed_silent_after_expiry__fallback_after_the_delay(
     assert k.round_hint(cm.manifest.underlyings["ETH"], expiry) == 0
     report = k.settle()
     assert report.ok and report.count("sent", "settle") == 2
-    assert cm.clearing.contract.instrument(call).settlement_price == to_wad("3200")
+    assert cm.markets.contract.instrument(call).settlement_price == to_wad("3200")
 
 
 def test_settle__someone_else_settled_first__skipped(
@@ -573,9 +573,9 @@ def test_settle__someone_else_settled_first__skipped(
     cm.trade(maker, trader, call, "1", "100")
     k = make_keeper(dry_run=True)
     k.discover()
-    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 10)
+    chain.mine(timestamp=cm.markets.contract.instrument(call).expiry + 10)
     set_eth(cm, admin, "2900")
-    hint = k.round_hint(cm.manifest.underlyings["ETH"], cm.clearing.contract.instrument(call).expiry)
+    hint = k.round_hint(cm.manifest.underlyings["ETH"], cm.markets.contract.instrument(call).expiry)
     cm.clearing.settle(stranger, maker, call, hint)
     report = k.settle()
     assert [(a.target.split()[0], a.status) for a in report.actions] == [
@@ -701,7 +701,7 @@ def test_bot_settlement_and_risk__handlers_run_the_keeper(
     set_eth(cm, admin, "3100")  # stale arrays
     assert risk.on_block(chain.blocks.head)["stale"] == 1
     assert cm.engine.contract.risk_array(call)[0] == cm.engine.contract.epoch(cm.manifest.underlyings["ETH"])[2]
-    chain.mine(timestamp=cm.clearing.contract.instrument(call).expiry + 1)
+    chain.mine(timestamp=cm.markets.contract.instrument(call).expiry + 1)
     set_eth(cm, admin, "3200")
     metrics = settlement.on_block(chain.blocks.head)
     assert (metrics["sent"], metrics["errors"]) == (2, 0)

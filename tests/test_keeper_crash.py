@@ -32,7 +32,7 @@ DUE = 23
 def due_books(cm, create_account, maker, trader, admin):
     """23 accounts below maintenance margin; returns their ids."""
     create_account(maker, {"USDC": "1000000"})
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     for sub in range(1, DUE + 1):
         create_account(trader, {"USDC": "1000"}, subaccount=sub)
         cm.trade(maker, trader, perp, "1", "3000", taker_subaccount=sub)

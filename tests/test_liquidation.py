@@ -64,7 +64,7 @@ def test_start__below_maintenance__freezes_the_account(cm, vault, book, keeper, 
     with ape.reverts("vault: account in auction"):
         cm.vault.move(trader, "USDC", "1", 0, 1)
     with ape.reverts("clearing: account in auction"):
-        cm.trade(maker, trader, cm.clearing.perp("ETH"), "-1", "3500")
+        cm.trade(maker, trader, cm.markets.perp("ETH"), "-1", "3500")
     # deposits stay open: they may cure it
     before = cm.vault.balances(trader).cash
     cm.token("USDC").mint(admin, trader, "10")
@@ -143,7 +143,7 @@ def test_start__while_paused__goes_through(cm, vault, book, keeper, admin, guard
 # ------------------------------------------------------------------ solvent bids
 
 
-def test_bid__solvent_partial__price_fee_tip_and_positions(cm, vault, clearing, book, bidder, admin, chain):
+def test_bid__solvent_partial__price_fee_tip_and_positions(markets, cm, vault, clearing, book, bidder, admin, chain):
     set_eth(cm, admin, "3500")
     start = cm.liquidator.start(bidder, book)
     chain.mine(timestamp=start.timestamp + 300)
@@ -171,7 +171,7 @@ def test_bid__solvent_partial__price_fee_tip_and_positions(cm, vault, clearing, 
     assert clearing.perp_position(book, u).cost == -to_wad(27000)
     assert clearing.perp_position(account_id(bidder.address, 0), u).size == -to_wad(1)
     assert clearing.perp_position(account_id(bidder.address, 0), u).cost == -to_wad(3000)
-    assert clearing.instrument(cm.clearing.perp("ETH")).open_interest == to_wad(10)
+    assert markets.instrument(cm.markets.perp("ETH")).open_interest == to_wad(10)
     # the tip is paid once
     assert cm.liquidator.auction(book).keeper == "0x0000000000000000000000000000000000000000"
     assert cm.liquidator.auction(book).active
@@ -206,7 +206,7 @@ def test_bid__settles_perp_funding_into_both_cash_balances_before_the_slice(
     """Funding has accrued on the book's short and on the bidder's own short: the bid settles
     both (one `FundingSettled` each), the vault adds them to cash with the slice, and the
     slice of cash is taken after the book's funding."""
-    perp, u = cm.clearing.perp("ETH"), cm.manifest.underlyings["ETH"]
+    perp, u = cm.markets.perp("ETH"), cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + 3_600)
     set_eth(cm, admin, "3000")
     cm.trade(maker, bidder, perp, "1", "3060")  # a 2% premium: funding runs from longs to shorts
@@ -307,7 +307,7 @@ def test_bid__bidder_under_margin__reverts(cm, book, admin, stranger):
 def test_bid__bidder_in_auction__reverts(cm, create_account, book, admin, stranger, maker, operator):
     # a second short that is liquidatable too, then bids with it
     create_account(operator, {"USDC": "1000"})
-    cm.trade(maker, operator, cm.clearing.perp("ETH"), "1", "3000")  # MM 480 against 1,000
+    cm.trade(maker, operator, cm.markets.perp("ETH"), "1", "3000")  # MM 480 against 1,000
     set_eth(cm, admin, "3500")
     cm.liquidator.start(stranger, book)
     cm.liquidator.start(stranger, account_id(operator.address, 0))
@@ -505,7 +505,7 @@ def test_insolvent__dust_account__tip_capped_by_its_maintenance(
     insure("50000")
     create_account(maker, {"USDC": "1000000"})
     create_account(operator, {"USDC": "10"})
-    cm.trade(maker, operator, cm.clearing.perp("ETH"), "0.01", "3000")
+    cm.trade(maker, operator, cm.markets.perp("ETH"), "0.01", "3000")
     dust = account_id(operator.address, 0)
     set_eth(cm, admin, "4100")  # loses 11 USD on 10
     start = started(cm.liquidator.start(stranger, dust), cm.liquidator.contract)
@@ -602,7 +602,7 @@ def test_cure_by_deposit__terminate_and_trade_again(cm, vault, book, admin, stra
     cm.liquidator.terminate(stranger, book)
     assert not vault.frozen(book)
     assert cm.vault.balances(trader).cash == cash  # thawing leaves the balance alone
-    cm.trade(maker, trader, cm.clearing.perp("ETH"), "-10", "3500")  # closes the short
+    cm.trade(maker, trader, cm.markets.perp("ETH"), "-10", "3500")  # closes the short
     assert cm.clearing.perp_size(trader, "ETH") == 0
 
 
@@ -710,10 +710,12 @@ def options_book(cm, book, bidder, maker, trader, list_option):
     return call, put
 
 
-def test_bid__options_move_and_net_out_against_the_bidder(cm, clearing, book, bidder, admin, stranger, options_book):
+def test_bid__options_move_and_net_out_against_the_bidder(
+    markets, cm, clearing, book, bidder, admin, stranger, options_book
+):
     call, put = options_book
     bidder_id = account_id(bidder.address, 0)
-    oi = clearing.instrument(call).open_interest  # longs: trader 1, maker 1
+    oi = markets.instrument(call).open_interest  # longs: trader 1, maker 1
     set_eth(cm, admin, "3600")
     cm.liquidator.contract.set_terms(to_wad("1.15"), to_wad("0.05"), to_wad(5), to_wad(10**6), sender=admin)
     cm.liquidator.start(stranger, book)
@@ -724,7 +726,7 @@ def test_bid__options_move_and_net_out_against_the_bidder(cm, clearing, book, bi
     # the bidder's short call met the long it bought: no position, one long less open
     assert clearing.option_size(bidder_id, call) == 0 and list(clearing.option_ids(bidder_id)) == [put]
     assert clearing.option_size(bidder_id, put) == -to_wad(2)
-    assert clearing.instrument(call).open_interest == oi - to_wad(1)
+    assert markets.instrument(call).open_interest == oi - to_wad(1)
 
 
 def test_bid__options_partial__sizes_truncate_toward_zero(cm, clearing, book, bidder, admin, stranger, options_book):
@@ -745,9 +747,9 @@ def test_bid__options_partial__sizes_truncate_toward_zero(cm, clearing, book, bi
     assert list(clearing.option_ids(book)) == [call, put]  # the source keeps its order
 
 
-def test_bid__bidder_at_its_position_cap__reverts(cm, clearing, book, bidder, admin, stranger, options_book):
+def test_bid__bidder_at_its_position_cap__reverts(markets, cm, clearing, book, bidder, admin, stranger, options_book):
     set_eth(cm, admin, "3600")
-    clearing.set_max_options(1, sender=admin)  # the bidder holds one option already
+    markets.set_max_options(1, sender=admin)  # the bidder holds one option already
     cm.liquidator.start(stranger, book)
     with ape.reverts("clearing: position cap"):
         cm.liquidator.bid(bidder, book, "0.1", "100000")

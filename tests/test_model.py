@@ -58,7 +58,7 @@ def options(cm, admin):
     """Instrument ids of the listed options (in `LISTINGS` order), with their underlying's name."""
     now = chain.pending_timestamp
     return {
-        cm.clearing.list_option(admin, name, is_call, strike, now + days * DAY): name
+        cm.markets.list_option(admin, name, is_call, strike, now + days * DAY): name
         for name, is_call, strike, days in LISTINGS
     }
 
@@ -113,9 +113,9 @@ def quote(cm, instrument: int, name: str) -> int:
     """A sensible price (WAD): the option's Black-Scholes value, or the perp's spot."""
     block = head()
     state = model.load_underlying(cm, underlying_id(cm, name), block)
-    if instrument == cm.clearing.perp(name):
+    if instrument == cm.markets.perp(name):
         return state.spot
-    listing = cm.clearing.contract.instrument(instrument)
+    listing = cm.markets.contract.instrument(instrument)
     rate = cm.engine.contract.rate()
     now = chain.blocks[block].timestamp
     value = fixed.bs_price(
@@ -214,10 +214,10 @@ def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, 
         last_push = chain.blocks.head.timestamp
         for step, (pick, fraction, sells, offset, after, move, warp) in enumerate(steps, 1):
             now = chain.pending_timestamp
-            live = sorted(i for i, name in options.items() if cm.clearing.contract.instrument(i).expiry > now + DAY)
-            instruments = [(i, options[i]) for i in live] + [(cm.clearing.perp(n), n) for n in ("ETH", "BTC")]
+            live = sorted(i for i, name in options.items() if cm.markets.contract.instrument(i).expiry > now + DAY)
+            instruments = [(i, options[i]) for i in live] + [(cm.markets.perp(n), n) for n in ("ETH", "BTC")]
             instrument, name = instruments[pick % len(instruments)]
-            is_perp = instrument == cm.clearing.perp(name)
+            is_perp = instrument == cm.markets.perp(name)
             cap = (MAX_PERP_SIZE if is_perp else MAX_OPTION_SIZE)[name]
             size = fraction * cap * (-1 if sells else 1)
             price = quote(cm, instrument, name)
@@ -267,7 +267,7 @@ def test_model__refresh_then_new_round__view_recomputes_in_memory(
     cm = stack
     eth = underlying_id(cm, "ETH")
     call, put = list(options)[2:4]  # ETH 3400 call and 2600 put, 30 days
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(book_maker, book_taker, call, "5", from_wad(quote(cm, call, "ETH")))
     cm.trade(book_maker, book_taker, put, "-7.5", from_wad(quote(cm, put, "ETH")))
     cm.trade(book_maker, book_taker, perp, "-3", from_wad(quote(cm, perp, "ETH")))
@@ -380,7 +380,7 @@ def test_model__funding_accrues_between_trades(stack, admin, book_maker, book_ta
     """A perp traded away from spot moves the EMA premium; unsettled funding accrues in the
     valuation as time passes (no trade settles it)."""
     cm = stack
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     spot = cm.oracle.contract.price(key("ETH/USD"))
     cm.trade(book_maker, book_taker, perp, "10", from_wad(spot * 102 // 100))
     chain.mine(timestamp=chain.blocks.head.timestamp + 1_800)
@@ -408,7 +408,7 @@ def test_model__short_expiry_option__equals_engine(stack, admin, book_maker, boo
     cm = stack
     day_call = list(options)[0]
     cm.trade(book_maker, book_taker, day_call, "-8", from_wad(quote(cm, day_call, "ETH")))
-    expiry = cm.clearing.contract.instrument(day_call).expiry
+    expiry = cm.markets.contract.instrument(day_call).expiry
     chain.mine(timestamp=expiry - 1_000)
     push_all(cm, admin)
     for owner in (book_maker, book_taker):

@@ -41,7 +41,7 @@ def half_book(cm, admin, maker, taker, listed):
 @pytest.fixture(scope="module")
 def full_book(cm, admin, maker, taker, listed, half_book):
     """The cap raised to 128 and `maker` holding 128 options."""
-    cm.clearing.contract.set_max_options(BOOK, sender=admin)
+    cm.markets.contract.set_max_options(BOOK, sender=admin)
     for n, (_, instrument) in enumerate(listed[DEFAULT_CAP:BOOK], DEFAULT_CAP):
         cm.trade(maker, taker, instrument, "0.5" if n % 2 == 0 else "-0.5", "100")
     return half_book
@@ -51,21 +51,21 @@ def option_count(clearing, account: int) -> int:
     return len(clearing.option_ids(account))
 
 
-def test_position_cap__default_64__next_option_reverts(cm, clearing, maker, taker, listed, half_book):
-    assert clearing.max_options() == DEFAULT_CAP
+def test_position_cap__default_64__next_option_reverts(cm, clearing, markets, maker, taker, listed, half_book):
+    assert markets.max_options() == DEFAULT_CAP
     assert option_count(clearing, half_book) == DEFAULT_CAP
     with ape.reverts("clearing: position cap"):
         cm.trade(maker, taker, listed[DEFAULT_CAP][1], "0.5", "100")
 
 
 def test_position_cap__raised_to_128__129th_reverts_and_129_out_of_bounds(
-    cm, clearing, admin, maker, taker, listed, full_book
+    cm, clearing, markets, admin, maker, taker, listed, full_book
 ):
     assert option_count(clearing, full_book) == BOOK
     with ape.reverts("clearing: position cap"):
         cm.trade(maker, taker, listed[BOOK][1], "0.5", "100")
-    with ape.reverts("clearing: position cap out of bounds"):
-        clearing.set_max_options(BOOK + 1, sender=admin)
+    with ape.reverts("markets: position cap out of bounds"):
+        markets.set_max_options(BOOK + 1, sender=admin)
 
 
 FEEDS = ("ETH/USD", "BTC/USD", "ETH/IV", "BTC/IV")

@@ -103,8 +103,8 @@ REFUSALS = (
     # of the short-dated option after its expiry, an action needing the ETH vol feed while it
     # is stale or above the router's bound (5.0), and a stranger's first deposit of a
     # collateral into someone else's account (finding 10)
-    "clearing: operator price out of band",
-    "clearing: instrument expired",
+    "markets: operator price out of band",
+    "markets: instrument expired",
     "oracle: stale price",
     "oracle: price out of bounds",
     "vault: new collateral from a stranger",
@@ -370,7 +370,7 @@ class Protocol(RuleBasedStateMachine):
     @rule(trader=st.integers(0, 3), size=st.integers(-12, 12).filter(bool), skew=st.integers(-30, 30))
     def trade_perp(self, trader, size, skew):
         price = self.spot * (1000 + skew) // 1000
-        self._trade(self.traders[trader], self.cm.clearing.perp("ETH"), size, price)
+        self._trade(self.traders[trader], self.cm.markets.perp("ETH"), size, price)
         self.steps += 1
         self._changed()
 
@@ -391,7 +391,7 @@ class Protocol(RuleBasedStateMachine):
         # a perp unit needs about 21% of spot of initial margin (1.3 x (15% + 1%))
         size = int(room // (self.spot * 21 * 10**16))
         if size > 0:
-            self._trade(who, self.cm.clearing.perp("ETH"), -size if long else size, self.spot)
+            self._trade(who, self.cm.markets.perp("ETH"), -size if long else size, self.spot)
         self.steps += 1
         self._changed()
 
@@ -638,7 +638,7 @@ class Protocol(RuleBasedStateMachine):
                 if clearing.option_size(account, instrument) != 0:
                     clearing.settle(account, instrument, hint, sender=self.bidder)
                     Protocol.stats["settled"] += 1
-            self.settled_price = clearing.instrument(instrument).settlement_price
+            self.settled_price = self.cm.markets.contract.instrument(instrument).settlement_price
 
     @rule(stale=st.booleans(), crash=st.integers(5, 40), trader=st.integers(0, 3))
     def vol_outage(self, stale, crash, trader):
@@ -710,7 +710,7 @@ class Protocol(RuleBasedStateMachine):
         if not self.settled_price and self.chain.blocks.head.timestamp >= expired:
             # finding 2: expired and unsettled, a long counts for nothing and a short owes its
             # worst intrinsic value over the grid (+30% spot at most): not zero-sum until settled
-            units = cm.clearing.contract.instrument(Protocol.short_dated).open_interest
+            units = cm.markets.contract.instrument(Protocol.short_dated).open_interest
             quantization += units * self._intrinsic(self.spot * WAD * 13 // 10) // WAD + units
         assert slack <= quantization + DUST_PER_STEP * max(self.steps, 1), slack
 
@@ -813,7 +813,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     # the passive accounts: USDC only, and a 1 ETH perp long bought from the maker at setup
     cm.vault.deposit(saver, "USDC", "20000")
     cm.vault.deposit(holder, "USDC", "100000")
-    cm.trade(maker, holder, cm.clearing.perp("ETH"), -1, 3000)
+    cm.trade(maker, holder, cm.markets.perp("ETH"), -1, 3000)
     Protocol.cm, Protocol.admin, Protocol.maker = cm, admin, maker
     Protocol.traders, Protocol.bidder, Protocol.chain = traders, keeper, chain
     Protocol.attacker, Protocol.accomplice, Protocol.saver, Protocol.holder = attacker, accomplice, saver, holder
@@ -824,10 +824,10 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
         list_option("ETH", True, "3000", 2 / 24),
     )
     Protocol.short_dated, Protocol.short_strike, Protocol.short_is_call = Protocol.options[2], 3000 * WAD, True
-    Protocol.eth, Protocol.eth_perp = cm.manifest.underlyings["ETH"], cm.clearing.perp("ETH")
+    Protocol.eth, Protocol.eth_perp = cm.manifest.underlyings["ETH"], cm.markets.perp("ETH")
     Protocol.holder_position = tuple(cm.clearing.contract.perp_position(account_id(holder.address, 0), Protocol.eth))
     Protocol.fund_id = account_id(cm.fund.address, 0)
-    Protocol.funding_notional = cm.clearing.contract.funding_notional()
+    Protocol.funding_notional = cm.markets.contract.funding_notional()
     Protocol.keeper_tip = cm.liquidator.contract.keeper_tip()
     Protocol.quantum = cm.engine.contract.underlyings(Protocol.eth).quantum
     Protocol.stats = {
@@ -848,7 +848,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     Protocol.feed_decimals = {name: feed.decimals() for name, feed in Protocol.feeds.items()}
     usdc = cm.token("USDC")
     Protocol.usdc_scale = 10 ** (18 - usdc.contract.decimals())
-    Protocol.expiries = {i: cm.clearing.contract.instrument(i).expiry for i in Protocol.options}
+    Protocol.expiries = {i: cm.markets.contract.instrument(i).expiry for i in Protocol.options}
     # the probe of finding 10: is a perp-only account valued with ETH's vol above its bound?
     probe = chain.snapshot()
     Protocol.feeds["ETH/IV"].push(to_units("6.0", Protocol.feed_decimals["ETH/IV"]), sender=admin)

@@ -29,7 +29,7 @@ def books(create_account, maker, taker):
 def short_under_mm(cm, books, maker, taker, admin):
     """The maker is short 100 ETH perps on 100k USDC, and ETH at 3,500 puts it under
     maintenance margin with positive equity; the taker (its accomplice) holds the long."""
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, taker, perp, "-100", "3000")
     cm.oracle.push(admin, "ETH/USD", "3500")
     m = cm.engine.margin(maker)
@@ -120,7 +120,7 @@ def test_model__risk_reducing_exception__never_negative_never_thinner(equity, mm
 def test_funding__one_wei_fill_after_a_quiet_hour__moves_the_ema_by_nothing(cm, clearing, books, maker, taker, chain):
     """Fails on c1dcd68 (the EMA jumps to +100%): after a quiet window one fill of 1 wei at
     twice the index set the EMA to its clamp, and funding ran at its cap for hours."""
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + 3600)
     order = cm.exchange.make_order(maker, perp, True, 1, to_wad(6000))
@@ -128,19 +128,19 @@ def test_funding__one_wei_fill_after_a_quiet_hour__moves_the_ema_by_nothing(cm, 
     assert clearing.funding(u).premium_ema == 0
 
 
-def test_funding_notional__owner_and_bounds(clearing, admin, stranger):
-    assert clearing.funding_notional() == to_wad(100_000)
+def test_funding_notional__owner_and_bounds(markets, admin, stranger):
+    assert markets.funding_notional() == to_wad(100_000)
     with ape.reverts("ownable: caller is not the owner"):
-        clearing.set_funding_notional(to_wad(1_000), sender=stranger)
-    with ape.reverts("clearing: funding notional out of bounds"):
-        clearing.set_funding_notional(to_wad(100) - 1, sender=admin)
-    with ape.reverts("clearing: funding notional out of bounds"):
-        clearing.set_funding_notional(to_wad(10**12) + 1, sender=admin)
-    receipt = clearing.set_funding_notional(to_wad(10**12), sender=admin)
-    assert clearing.funding_notional() == to_wad(10**12)
-    assert [e.notional for e in receipt.decode_logs(clearing.FundingNotionalSet)] == [to_wad(10**12)]
+        markets.set_funding_notional(to_wad(1_000), sender=stranger)
+    with ape.reverts("markets: funding notional out of bounds"):
+        markets.set_funding_notional(to_wad(100) - 1, sender=admin)
+    with ape.reverts("markets: funding notional out of bounds"):
+        markets.set_funding_notional(to_wad(10**12) + 1, sender=admin)
+    receipt = markets.set_funding_notional(to_wad(10**12), sender=admin)
+    assert markets.funding_notional() == to_wad(10**12)
+    assert [e.notional for e in receipt.decode_logs(markets.FundingNotionalSet)] == [to_wad(10**12)]
     # the other settings in the word are untouched
-    assert (clearing.funding_interval(), clearing.ema_window(), clearing.max_options()) == (8 * 3600, 3600, 64)
+    assert (markets.funding_interval(), markets.ema_window(), markets.max_options()) == (8 * 3600, 3600, 64)
 
 
 DUST = to_wad(10)  # USD of notional at the index
@@ -158,12 +158,12 @@ DUST = to_wad(10)  # USD of notional at the index
     maker_buys=st.booleans(),
 )
 def test_funding__fills_below_dust_move_the_rate_by_at_most_their_share(
-    cm, clearing, books, maker, taker, chain, admin, wait, units, premium_bps, maker_buys
+    markets, cm, clearing, books, maker, taker, chain, admin, wait, units, premium_bps, maker_buys
 ):
     """Property: a fill of notional n < 10 USD at the index, at any price and after any
     wait, moves the EMA (and so the funding rate, its clamp) by at most 2·n / N + 1 wei
     (N the 100,000 USD funding notional), exactly as the model computes."""
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + wait)
     cm.oracle.push(admin, "ETH/USD", "3000")
@@ -175,13 +175,13 @@ def test_funding__fills_below_dust_move_the_rate_by_at_most_their_share(
     receipt = cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), units, 0)
     after = clearing.funding(u)
     dt = receipt.timestamp - before.updated_at
-    reference = clearing.funding_notional()
+    reference = markets.funding_notional()
     assert after.premium_ema == rules.premium_ema_after(
-        before.premium_ema, price, spot, units, dt, clearing.ema_window(), reference
+        before.premium_ema, price, spot, units, dt, markets.ema_window(), reference
     )
     bound = rules.ema_move_bound(units * spot // WAD, reference)
     assert abs(after.premium_ema - before.premium_ema) <= bound
-    cap = clearing.funding_cap()
+    cap = markets.funding_cap()
 
     def rate(ema):
         return min(max(ema, -cap), cap)
@@ -206,14 +206,16 @@ def test_model__premium_ema__bounded_by_notional_share_and_clamped(ema, price, s
     assert abs(after - ema) <= rules.ema_move_bound(abs(size) * spot // WAD, reference)
 
 
-def test_funding__full_notional_fill_after_a_window__sets_the_premium(cm, clearing, books, maker, taker, chain):
+def test_funding__full_notional_fill_after_a_window__sets_the_premium(
+    markets, cm, clearing, books, maker, taker, chain
+):
     """A fill of the funding notional or more after a quiet window carries full weight."""
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + 3600)
     cm.trade(maker, taker, perp, "34", "3030")  # 102,000 USD at the index
     assert clearing.funding(u).premium_ema == to_wad("0.01")
-    assert from_wad(clearing.funding_notional()) == 100_000
+    assert from_wad(markets.funding_notional()) == 100_000
 
 
 # ------------------------------------------------------------------ finding 11
@@ -234,7 +236,7 @@ def option_mark(cm, instrument: int) -> int:
     engine = cm.engine.contract
     engine.refresh([instrument], sender=ape.accounts.test_accounts[9])
     _, shift, lanes, _unsettled = engine.risk_array(instrument)
-    u = cm.clearing.contract.instrument(instrument).underlying
+    u = cm.markets.contract.instrument(instrument).underlying
     return (lanes[0] << shift) * engine.underlyings(u).quantum
 
 
@@ -248,7 +250,7 @@ def test_fill__operator_buys_a_worthless_option_for_the_account_at_9500__reverts
     wing = list_option("ETH", True, "10000", 1)
     assert option_mark(cm, wing) < to_wad("0.01")
     order = cm.exchange.make_order(trader, wing, True, WAD, to_wad(9500))
-    with ape.reverts("clearing: operator price out of band"):
+    with ape.reverts("markets: operator price out of band"):
         cm.exchange.fill(operator, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
     assert vault.cash_of(trader, 0) == to_wad(20000)
 
@@ -256,10 +258,10 @@ def test_fill__operator_buys_a_worthless_option_for_the_account_at_9500__reverts
 def test_fill__operator_takes_for_the_account_at_twice_the_index__reverts(cm, vault, operated, trader, operator):
     """Fails on c1dcd68: the operator signs its own order selling a perp at twice the index
     and takes the other side for the account (`taker_owner`), which buys at 6,000."""
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     order = cm.exchange.make_order(operator, perp, False, WAD, to_wad(6000))
     signature = cm.exchange.sign(operator, order)
-    with ape.reverts("clearing: operator price out of band"):
+    with ape.reverts("markets: operator price out of band"):
         cm.exchange.fill(operator, order, signature, WAD, 0, taker_owner=trader)
     assert cm.clearing.perp_size(trader, "ETH") == 0
 
@@ -268,7 +270,7 @@ def test_fill__operator_within_the_band__fills(cm, operated, list_option, trader
     """Operators still trade: a perp 0.9% over the index, an option 9% over its mark, a
     cheap wing at its mark plus 0.09% of spot (the band of spot / 100), each at the edge."""
     create_account(taker, {"USDC": "100000"})
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     order = cm.exchange.make_order(trader, perp, True, WAD, to_wad(3027))
     cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
     assert cm.clearing.perp_size(trader, "ETH") == 1
@@ -284,12 +286,34 @@ def test_fill__operator_within_the_band__fills(cm, operated, list_option, trader
     assert cm.clearing.option_size(trader, wing) == 1
 
 
+def test_fill__operator_on_an_option_whose_array_is_stale__fills(
+    cm, operated, list_option, trader, operator, taker, create_account, chain, admin
+):
+    """The band reads the mark through the engine, which stores the stale array and reads
+    the instrument back from the markets contract while its `on_trade` holds the lock
+    (`instrument` is `@reentrant`)."""
+    create_account(taker, {"USDC": "100000"})
+    call = list_option("ETH", True, "3000", 30)
+    option_mark(cm, call)  # an array of this epoch
+    cm.oracle.push(admin, "ETH/USD", "3050")  # a new round: the array is stale
+    snapshot = chain.snapshot()
+    mark = option_mark(cm, call)  # the mark of the new epoch, then forgotten
+    chain.restore(snapshot)
+    engine, u = cm.engine.contract, cm.manifest.underlyings["ETH"]
+    stale = engine.epoch(u)[2]
+    assert engine.risk_array(call)[0] == stale
+    order = cm.exchange.make_order(trader, call, True, WAD, mark * 105 // 100)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    assert cm.clearing.option_size(trader, call) == 1
+    assert engine.risk_array(call)[0] == engine.epoch(u)[2] == stale + 1
+
+
 def test_fill__operator_one_wei_past_the_band__reverts(cm, operated, trader, operator, taker, create_account):
     create_account(taker, {"USDC": "100000"})
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     for price in (to_wad(3030) + 1, to_wad(2970) - 1):
         order = cm.exchange.make_order(trader, perp, True, WAD, price)
-        with ape.reverts("clearing: operator price out of band"):
+        with ape.reverts("markets: operator price out of band"):
             cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
     order = cm.exchange.make_order(trader, perp, True, WAD, to_wad(3030))
     cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
@@ -298,20 +322,20 @@ def test_fill__operator_one_wei_past_the_band__reverts(cm, operated, trader, ope
 def test_fill__owner_trades_at_any_price(cm, operated, trader, taker, create_account):
     """The band binds operators only: an owner may still trade at any price it signs."""
     create_account(taker, {"USDC": "100000"})
-    cm.trade(trader, taker, cm.clearing.perp("ETH"), "1", "3600")
+    cm.trade(trader, taker, cm.markets.perp("ETH"), "1", "3600")
     assert cm.clearing.perp_size(trader, "ETH") == 1
 
 
-def test_operator_bands__owner_and_bounds(clearing, admin, stranger):
-    assert clearing.operator_bands() == (to_wad("0.01"), to_wad("0.1"))
+def test_operator_bands__owner_and_bounds(markets, admin, stranger):
+    assert markets.operator_bands() == (to_wad("0.01"), to_wad("0.1"))
     with ape.reverts("ownable: caller is not the owner"):
-        clearing.set_operator_bands(0, 0, sender=stranger)
-    with ape.reverts("clearing: band out of bounds"):
-        clearing.set_operator_bands(to_wad("0.1") + 1, 0, sender=admin)
-    with ape.reverts("clearing: band out of bounds"):
-        clearing.set_operator_bands(0, WAD + 1, sender=admin)
-    receipt = clearing.set_operator_bands(to_wad("0.1"), WAD, sender=admin)
-    assert clearing.operator_bands() == (to_wad("0.1"), WAD)
-    assert [(e.perp_band, e.option_band) for e in receipt.decode_logs(clearing.OperatorBandsSet)] == [
+        markets.set_operator_bands(0, 0, sender=stranger)
+    with ape.reverts("markets: band out of bounds"):
+        markets.set_operator_bands(to_wad("0.1") + 1, 0, sender=admin)
+    with ape.reverts("markets: band out of bounds"):
+        markets.set_operator_bands(0, WAD + 1, sender=admin)
+    receipt = markets.set_operator_bands(to_wad("0.1"), WAD, sender=admin)
+    assert markets.operator_bands() == (to_wad("0.1"), WAD)
+    assert [(e.perp_band, e.option_band) for e in receipt.decode_logs(markets.OperatorBandsSet)] == [
         (to_wad("0.1"), WAD)
     ]

@@ -26,8 +26,8 @@ def cash(vault, owner, subaccount=0) -> int:
 # ------------------------------------------------------------------ perps
 
 
-def test_perp_trade__positions_cost_fees_and_oi(cm, vault, clearing, books, maker, taker, admin):
-    perp = cm.clearing.perp("ETH")
+def test_perp_trade__positions_cost_fees_and_oi(markets, cm, vault, clearing, books, maker, taker, admin):
+    perp = cm.markets.perp("ETH")
     receipt = cm.trade(maker, taker, perp, "2", "3010")  # maker buys 2 at 3010
     assert cm.clearing.perp_size(maker, "ETH") == 2
     assert cm.clearing.perp_size(taker, "ETH") == -2
@@ -40,13 +40,13 @@ def test_perp_trade__positions_cost_fees_and_oi(cm, vault, clearing, books, make
     assert cash(vault, taker) == to_wad(100000) - taker_fee
     assert cash(vault, cm.fund.address) == (maker_fee + taker_fee) // 2
     assert cash(vault, admin) == (maker_fee + taker_fee) - (maker_fee + taker_fee) // 2
-    assert clearing.instrument(perp).open_interest == to_wad(2)
+    assert markets.instrument(perp).open_interest == to_wad(2)
     [traded] = receipt.decode_logs(clearing.Traded)
     assert (traded.size, traded.price) == (to_wad(2), to_wad(3010))
 
 
-def test_perp_round_trip__cost_realized_into_cash(cm, vault, clearing, books, maker, taker):
-    perp = cm.clearing.perp("ETH")
+def test_perp_round_trip__cost_realized_into_cash(markets, cm, vault, clearing, books, maker, taker):
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, taker, perp, "1", "3000")
     before = cash(vault, maker)
     cm.trade(maker, taker, perp, "-1", "3100")  # maker sells back 100 higher
@@ -54,11 +54,11 @@ def test_perp_round_trip__cost_realized_into_cash(cm, vault, clearing, books, ma
     maker_fee = to_wad("0.62")  # 2 bps of 3100
     assert cash(vault, maker) - before == to_wad(100) - maker_fee
     assert clearing.perp_mask(account_id(maker.address, 0)) == 0
-    assert clearing.instrument(perp).open_interest == 0
+    assert markets.instrument(perp).open_interest == 0
 
 
 def test_perp__equity_marks_at_the_index(cm, books, maker, taker, admin):
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, taker, perp, "1", "3000")
     equity = cm.engine.margin(maker).equity
     cm.oracle.push(admin, "ETH/USD", "3300")
@@ -67,7 +67,7 @@ def test_perp__equity_marks_at_the_index(cm, books, maker, taker, admin):
 
 
 def test_funding__premium_ema_accrues_and_settles_on_touch(cm, vault, clearing, books, maker, taker, chain, admin):
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + 3600)  # a full EMA window since listing
     # 1% over the index, 120,000 USD at the index (over the 100,000 funding notional): the
@@ -89,13 +89,13 @@ def test_funding__premium_ema_accrues_and_settles_on_touch(cm, vault, clearing, 
     assert maker_equity < 100000 - owed
 
 
-def test_funding__a_premium_counts_at_most_100_percent(cm, clearing, books, maker, taker, chain, admin):
+def test_funding__a_premium_counts_at_most_100_percent(markets, cm, clearing, books, maker, taker, chain, admin):
     """A fill at three times the index moves the EMA to +100%, not +200%: the EMA stays in
     its 80 bits. (The funding notional is lowered to 100 USD so that this 120 USD fill
     carries full weight.)"""
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
-    clearing.set_funding_notional(to_wad(100), sender=admin)
+    markets.set_funding_notional(to_wad(100), sender=admin)
     chain.mine(timestamp=chain.pending_timestamp + 3600)  # a full EMA window since listing
     cm.trade(maker, taker, perp, "0.04", "9000")
     assert clearing.funding(u).premium_ema == WAD
@@ -104,7 +104,7 @@ def test_funding__a_premium_counts_at_most_100_percent(cm, clearing, books, make
 # ------------------------------------------------------------------ options
 
 
-def test_option_trade__premium_moves_buyer_pays_seller(cm, vault, clearing, books, maker, taker, list_option):
+def test_option_trade__premium_moves_buyer_pays_seller(markets, cm, vault, clearing, books, maker, taker, list_option):
     call = list_option("ETH", True, "3000", 30)
     cm.trade(maker, taker, call, "-1", "200")  # maker sells one call for 200
     assert cm.clearing.option_size(maker, call) == -1
@@ -113,7 +113,7 @@ def test_option_trade__premium_moves_buyer_pays_seller(cm, vault, clearing, book
     assert cash(vault, maker) == to_wad(100200) - maker_fee
     assert cash(vault, taker) == to_wad(99800) - taker_fee
     assert clearing.option_ids(account_id(maker.address, 0)) == [call]
-    assert clearing.instrument(call).open_interest == to_wad(1)
+    assert markets.instrument(call).open_interest == to_wad(1)
 
 
 def test_option_trade__premium_rounding_favours_the_protocol(cm, vault, books, maker, taker, list_option, exchange):
@@ -139,26 +139,28 @@ def test_option_closing__removes_position(cm, clearing, books, maker, taker, lis
 def test_trade__expired_option__reverts(cm, books, maker, taker, list_option, chain):
     call = list_option(days=1)
     chain.mine(timestamp=chain.pending_timestamp + 86_400 + 1)
-    with ape.reverts("clearing: instrument expired"):
+    with ape.reverts("markets: instrument expired"):
         cm.trade(maker, taker, call, "1", "10")
 
 
 def test_trade__unknown_instrument__reverts(cm, books, maker, taker):
-    with ape.reverts("clearing: unknown instrument"):
+    with ape.reverts("markets: unknown instrument"):
         cm.trade(maker, taker, 999, "1", "10")
 
 
-def test_trade__open_interest_cap__reverts_and_closing_still_allowed(cm, clearing, books, maker, taker, list_option):
+def test_trade__open_interest_cap__reverts_and_closing_still_allowed(
+    markets, cm, clearing, books, maker, taker, list_option
+):
     call = list_option(oi_cap="2")
     cm.trade(maker, taker, call, "2", "200")
-    with ape.reverts("clearing: open interest cap"):
+    with ape.reverts("markets: open interest cap"):
         cm.trade(maker, taker, call, "0.5", "200")
     cm.trade(maker, taker, call, "-1", "200")  # reducing open interest is always fine
-    assert clearing.instrument(call).open_interest == to_wad(1)
+    assert markets.instrument(call).open_interest == to_wad(1)
 
 
-def test_trade__position_cap__reverts(cm, clearing, books, maker, taker, list_option, admin):
-    clearing.set_max_options(1, sender=admin)
+def test_trade__position_cap__reverts(markets, cm, clearing, books, maker, taker, list_option, admin):
+    markets.set_max_options(1, sender=admin)
     first, second = list_option(strike="3000"), list_option(strike="3100")
     cm.trade(maker, taker, first, "1", "200")
     with ape.reverts("clearing: position cap"):
@@ -200,7 +202,7 @@ def test_trade__margin_too_low__reverts_and_changes_nothing(cm, vault, create_ac
 
 
 def test_trade__only_reducing_risk__allowed_below_initial_margin(cm, books, maker, taker, admin):
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, taker, perp, "-100", "3000")  # maker short 100 ETH on 100k
     cm.oracle.push(admin, "ETH/USD", "3350")  # maker lost 35k: below IM, above MM
     m = cm.engine.margin(maker)
@@ -213,7 +215,7 @@ def test_trade__only_reducing_risk__allowed_below_initial_margin(cm, books, make
 
 
 def test_trade__paused__adding_risk_reverts_reducing_allowed(cm, vault, books, maker, taker, guardian):
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, taker, perp, "1", "3000")
     vault.pause(sender=guardian)
     with ape.reverts("clearing: paused"):
@@ -223,14 +225,14 @@ def test_trade__paused__adding_risk_reverts_reducing_allowed(cm, vault, books, m
 
 
 def test_trade__paused_below_a_lowered_position_cap__closing_allowed(
-    cm, vault, clearing, books, maker, taker, list_option, admin, guardian
+    markets, cm, vault, clearing, books, maker, taker, list_option, admin, guardian
 ):
     """The risk-reducing check values the account as it was, its closed position put back:
     the position cap (lowered below what the account holds) does not stop that."""
     near, far = list_option(strike="3000"), list_option(strike="3200")
     cm.trade(maker, taker, near, "1", "200")
     cm.trade(maker, taker, far, "1", "130")
-    clearing.set_max_options(1, sender=admin)
+    markets.set_max_options(1, sender=admin)
     vault.pause(sender=guardian)  # every trade takes the risk-reducing path
     cm.trade(maker, taker, near, "-1", "200")  # both sides close one of two calls
     assert cm.clearing.option_size(maker, near) == 0 and cm.clearing.option_size(taker, near) == 0
@@ -238,7 +240,7 @@ def test_trade__paused_below_a_lowered_position_cap__closing_allowed(
 
 
 def test_trade__settlement_asset_depegged__only_reducing_risk(cm, books, maker, taker, admin):
-    perp = cm.clearing.perp("ETH")
+    perp = cm.markets.perp("ETH")
     cm.trade(maker, taker, perp, "1", "3000")
     cm.oracle.push(admin, "USDC/USD", "0.90")
     with ape.reverts("oracle: price out of bounds"):
@@ -251,56 +253,59 @@ def test_trade__settlement_asset_depegged__only_reducing_risk(cm, books, maker, 
 
 
 def test_settle__expired_call__pays_intrinsic_both_sides(
-    cm, vault, clearing, books, maker, taker, list_option, admin, chain, keeper
+    markets, cm, vault, clearing, books, maker, taker, list_option, admin, chain, keeper
 ):
     call = list_option("ETH", True, "3000", 1)
     cm.trade(maker, taker, call, "2", "100")
-    expiry = clearing.instrument(call).expiry
+    expiry = markets.instrument(call).expiry
     chain.mine(timestamp=expiry + 10)
     receipt = cm.oracle.push(admin, "ETH/USD", "3250")
     feed = cm.oracle.aggregator("ETH/USD")
     round_id = feed.latestRoundData()[0]
     maker_cash, taker_cash = cash(vault, maker), cash(vault, taker)
-    cm.clearing.settle(keeper, maker, call, round_id)
-    cm.clearing.settle(keeper, taker, call, 0)  # the price is stored: any hint will do
+    first = cm.clearing.settle(keeper, maker, call, round_id)
+    second = cm.clearing.settle(keeper, taker, call, 0)  # the price is stored: any hint will do
+    assert [(e.instrument, e.price) for e in first.decode_logs(markets.SettlementPriceStored)] == [(call, to_wad(3250))]
+    assert second.decode_logs(markets.SettlementPriceStored) == []
+    assert markets.settlement_price(call) == to_wad(3250)
     assert cash(vault, maker) - maker_cash == to_wad(500)
     assert taker_cash - cash(vault, taker) == to_wad(500)
-    assert clearing.instrument(call).settlement_price == to_wad(3250)
-    assert clearing.instrument(call).open_interest == 0
+    assert markets.instrument(call).settlement_price == to_wad(3250)
+    assert markets.instrument(call).open_interest == 0
     assert receipt.txn_hash  # the push happened after expiry
 
 
 def test_settle__before_expiry_or_without_position__reverts(cm, books, maker, taker, list_option, keeper):
     call = list_option(days=1)
     cm.trade(maker, taker, call, "1", "100")
-    with ape.reverts("clearing: not expired"):
+    with ape.reverts("markets: not expired"):
         cm.clearing.settle(keeper, maker, call, 1)
-    with ape.reverts("clearing: not an option"):
-        cm.clearing.settle(keeper, maker, cm.clearing.perp("ETH"), 1)
+    with ape.reverts("markets: not an option"):
+        cm.clearing.settle(keeper, maker, cm.markets.perp("ETH"), 1)
 
 
 # ------------------------------------------------------------------ admin
 
 
-def test_clearing_admin__not_owner_and_bounds__revert(clearing, stranger, admin):
+def test_clearing_admin__not_owner_and_bounds__revert(markets, clearing, stranger, admin):
     with ape.reverts(NOT_OWNER):
-        clearing.list_option(1, True, WAD, 10**12, 1, sender=stranger)
+        markets.list_option(1, True, WAD, 10**12, 1, sender=stranger)
     with ape.reverts(NOT_OWNER):
-        clearing.set_funding_params(3600, 0, 3600, sender=stranger)
-    with ape.reverts("clearing: position cap out of bounds"):
-        clearing.set_max_options(129, sender=admin)
-    with ape.reverts("clearing: funding cap out of bounds"):
-        clearing.set_funding_params(3600, 10**17, 3600, sender=admin)
-    with ape.reverts("clearing: interval out of bounds"):
-        clearing.set_funding_params(60, 0, 3600, sender=admin)
-    with ape.reverts("clearing: unknown underlying"):
-        clearing.list_option(9, True, WAD, 10**12, 1, sender=admin)
-    with ape.reverts("clearing: bad expiry"):
-        clearing.list_option(1, True, WAD, 1, 1, sender=admin)
-    with ape.reverts("clearing: zero strike"):
-        clearing.list_option(1, True, 0, 10**12, 1, sender=admin)
-    with ape.reverts("clearing: perp listed"):
-        clearing.list_perp(1, 1, sender=admin)
+        markets.set_funding_params(3600, 0, 3600, sender=stranger)
+    with ape.reverts("markets: position cap out of bounds"):
+        markets.set_max_options(129, sender=admin)
+    with ape.reverts("markets: funding cap out of bounds"):
+        markets.set_funding_params(3600, 10**17, 3600, sender=admin)
+    with ape.reverts("markets: interval out of bounds"):
+        markets.set_funding_params(60, 0, 3600, sender=admin)
+    with ape.reverts("markets: unknown underlying"):
+        markets.list_option(9, True, WAD, 10**12, 1, sender=admin)
+    with ape.reverts("markets: bad expiry"):
+        markets.list_option(1, True, WAD, 1, 1, sender=admin)
+    with ape.reverts("markets: zero strike"):
+        markets.list_option(1, True, 0, 10**12, 1, sender=admin)
+    with ape.reverts("markets: perp listed"):
+        markets.list_perp(1, 1, sender=admin)
 
 
 def test_withdraw__cash_won_beyond_net_deposits__total_floors_at_zero(

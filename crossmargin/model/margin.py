@@ -883,7 +883,7 @@ def snapshot(
     options = []
     for word in _pair_words(positions.options):
         instrument_id = word & (2**32 - 1)
-        listing = clearing.instrument(instrument_id, **at)
+        listing = cm.markets.contract.instrument(instrument_id, **at)
         epoch, shift, stored_lanes, unsettled = engine.risk_array(instrument_id, **at)
         options.append(
             OptionPosition(
