@@ -520,10 +520,13 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
     """
     @notice Per underlying the account touches: the unweighted PnL of every scenario, the
             worst weighted scenario and its loss L_u (WAD).
-    @dev One valuation per underlying (a view: the repeated reads cost no one).
+    @dev One valuation per underlying, each summing only that underlying's options (DETAIL
+         values no other underlying's), after one that sums none (focus 0) and only finds
+         the underlyings touched: every stale array is priced once in all, so a 128-option
+         book with every array stale fits an `eth_call` as `margin` does.
     """
     result: DynArray[UnderlyingRisk, MAX_UNDERLYINGS] = []
-    touched: uint256 = self._value(account, 0, PLAIN, 0, 0).touched
+    touched: uint256 = self._value(account, 0, DETAIL, 0, 0).touched
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if touched & (1 << u) != 0:
             v: Valuation = self._value(account, 0, DETAIL, u, 0)
@@ -846,7 +849,9 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         stale: uint256 = 0
         only: uint256 = (hint >> (8 * u)) & 255
         assert only < c.scenarios, "engine: bad hint"
-        if optioned & (1 << u) != 0:
+        # DETAIL (the `risk` view) reads the focus underlying's options alone: its margin
+        # fields are partial and never used
+        if optioned & (1 << u) != 0 and (mode != DETAIL or u == focus):
             acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
