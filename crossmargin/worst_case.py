@@ -1,0 +1,159 @@
+"""The largest account the protocol lets exist, liquidated with every array stale: the bound
+behind "no account can become unliquidatable" (SPECIFICATION.md, limits).
+
+A venue deployment lists 16 underlyings (ETH, BTC and 14 more on mock feeds), each with a
+perpetual, a tracking collateral token (as many as the vault lists: 16 assets with the
+settlement asset) and a custom 32-scenario grid (3 array words per option, the most). The
+account holds the position cap's bound of options (128, each on its own expiry, so no two
+share a Black-Scholes intermediate), a perp on every underlying and every collateral. A new
+round of every feed comes before the start and again before the bid, so both price and store
+every array inside the transaction, and the bid goes into a fresh bidder account (every
+position slot new). ``ape run gas`` prints its rows; ``tests/test_worst_case.py`` asserts them
+against ``BLOCK_GAS_LIMIT``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from ape import chain
+
+from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
+from crossmargin.deploy import deploy
+from crossmargin.gas import GasRow, measure
+from crossmargin.protocol import Protocol
+from crossmargin.units import account_id, to_wad
+
+# The smallest block gas limit among L1 and the major L2s: every liquidation step of any
+# account must fit in it (with the keeper's `refresh` batches it needs far less).
+BLOCK_GAS_LIMIT = 30_000_000
+UNDERLYINGS = 16
+OPTIONS = 128
+ASSETS = 16  # the vault's MAX_ASSETS, the settlement asset included
+EXTRA_PRICE = 100  # USD, spot of every added underlying
+
+
+def extra_names(base: NetworkConfig) -> list[str]:
+    return [f"X{n}" for n in range(len(base.underlyings) + 1, UNDERLYINGS + 1)]
+
+
+def venue_config(base: NetworkConfig) -> NetworkConfig:
+    """``base`` with underlyings up to 16 (mock spot and vol feeds, a perp each) and collateral
+    tokens tracking them up to the vault's 16 assets."""
+    names = extra_names(base)
+    feeds = list(base.feeds)
+    assets = list(base.assets)
+    underlyings = list(base.underlyings)
+    for name in names:
+        feeds.append(FeedConfig(f"{name}/USD", 3600, Decimal(1), Decimal(10**6), mock_answer=Decimal(EXTRA_PRICE)))
+        feeds.append(FeedConfig(f"{name}/IV", 3600, Decimal("0.05"), Decimal(5), mock_answer=Decimal("0.6")))
+        underlyings.append(UnderlyingConfig(name, f"{name}/USD", f"{name}/IV", perp_oi_cap=Decimal(10**6)))
+        if len(assets) + 1 < ASSETS:
+            assets.append(
+                TokenConfig(
+                    f"W{name}",
+                    18,
+                    Decimal(10**9),
+                    feed=f"{name}/USD",
+                    underlying=name,
+                    mm_haircut=Decimal("0.1"),
+                    im_haircut=Decimal("0.15"),
+                )
+            )
+    return replace(base, name=f"{base.name}-venue", feeds=feeds, assets=assets, underlyings=underlyings)
+
+
+def widest_grid() -> tuple[list[int], list[int], list[int]]:
+    """32 scenarios (the most a grid holds): the base, then spot shocks from -30% to +30% in
+    2% steps under vol down, unchanged and up in turn; every weight 1e6."""
+    shocks, moves = [0], [1]
+    for k in range(31):
+        shocks.append((k - 15) * 20_000)
+        moves.append(k % 3)
+    return shocks, moves, [10**6] * 32
+
+
+def build_worst_case(cm: Protocol, admin, owner, counterparty) -> tuple[int, list[int]]:
+    """The account of ``owner``: every collateral, a short perp on every underlying and 128
+    options (8 per underlying, each on its own expiry, calls and puts, long and short in
+    turn). Returns its id and the option ids."""
+    engine = cm.engine.contract
+    shocks, moves, weights = widest_grid()
+    names = list(cm.manifest.underlyings)
+    for name in names:
+        engine.set_grid(cm.manifest.underlyings[name], shocks, moves, weights, sender=admin)
+    cm.markets.contract.set_max_options(OPTIONS, sender=admin)
+    cm.token("USDC").mint(admin, counterparty, "20000000")
+    cm.vault.deposit(counterparty, "USDC", "20000000")
+    cm.token("USDC").mint(admin, owner, "2000")
+    cm.vault.deposit(owner, "USDC", "2000")
+    for symbol in cm.tokens:
+        if symbol != cm.manifest.settlement:
+            cm.token(symbol).mint(admin, owner, "1")
+            cm.vault.deposit(owner, symbol, "1")
+    spots = {name: int(cm.oracle.price(f"{name}/USD")) for name in names}
+    for name in names:
+        units = Decimal(3000) / spots[name]  # 3,000 USD of notional each
+        cm.trade(owner, counterparty, cm.markets.perp(name), str(-units.quantize(Decimal("0.0001"))), str(spots[name]))
+    options = []
+    day = 86_400
+    start = chain.pending_timestamp
+    for k in range(OPTIONS):
+        name = names[k % len(names)]
+        spot = spots[name]
+        strike = spot * (90 + k % 20) // 100 or 1
+        expiry = start + (7 + k) * day
+        instrument = cm.markets.list_option(admin, name, k % 2 == 0, strike, expiry)
+        options.append(instrument)
+        units = Decimal(300) / spot  # 300 USD of notional each
+        size = units.quantize(Decimal("0.0001")) * (1 if (k // 2) % 2 == 0 else -1)
+        cm.trade(owner, counterparty, instrument, str(size), str(max(spot // 20, 1)))
+    return account_id(str(owner), 0), options
+
+
+def new_round_everywhere(cm: Protocol, admin):
+    """A new round of every feed at its last answer: every array of every underlying is stale."""
+    for feed in cm.manifest.feeds:
+        aggregator = cm.oracle.aggregator(feed)
+        aggregator.push(aggregator.latestRoundData()[1], sender=admin)
+
+
+def worst_case_benchmark(base: NetworkConfig, admin, owner, counterparty, bidder) -> list[GasRow]:
+    """Deploys the venue stack, builds the account, lowers BTC (its WBTC is most of the
+    collateral) until it is liquidatable and measures the start and a 10% bid into a fresh
+    account, each after a new round of every feed."""
+    cm = Protocol(deploy(venue_config(base), admin).manifest)
+    account, _ = build_worst_case(cm, admin, owner, counterparty)
+    cm.token("USDC").mint(admin, bidder, "10000000")
+    cm.vault.deposit(bidder, "USDC", "10000000", 7)
+    engine = cm.engine.contract
+    price = int(cm.oracle.price("BTC/USD"))
+    while True:
+        price -= price // 20
+        cm.oracle.push(admin, "BTC/USD", str(price))
+        m = engine.margin(account)
+        if m.equity < m.maintenance:
+            break
+    new_round_everywhere(cm, admin)
+    liquidator = cm.liquidator.contract
+    # sent with the block's gas, measured from the receipt (no access-list preflight)
+    receipt = liquidator.start(account, 0, sender=bidder, gas_limit=BLOCK_GAS_LIMIT)
+    rows = [
+        measure(
+            f"worst case: start, {OPTIONS} options / {UNDERLYINGS} underlyings / 32 scenarios, every array stale",
+            receipt,
+            note=f"block limit {BLOCK_GAS_LIMIT:,}",
+        )
+    ]
+    chain.mine(timestamp=chain.pending_timestamp + 60)
+    new_round_everywhere(cm, admin)
+    receipt = liquidator.bid(account, to_wad("0.1"), to_wad(10**8), 7, sender=bidder, gas_limit=BLOCK_GAS_LIMIT)
+    rows.append(
+        measure(
+            "worst case: bid 10% into a fresh account, every array stale again",
+            receipt,
+            note=f"block limit {BLOCK_GAS_LIMIT:,}",
+        )
+    )
+    return rows
