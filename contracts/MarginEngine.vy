@@ -52,6 +52,7 @@ from interfaces import IRiskEngine
 from interfaces import IRiskModel
 from interfaces import IVault
 from lib import fixed
+from lib import risk_layout
 
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
@@ -77,7 +78,6 @@ IWAD: constant(int256) = 10**18
 MAX_ASSETS: constant(uint256) = 16
 # @dev Underlying ids are 1..MAX_UNDERLYINGS (one bit each in masks; 0 means "none").
 MAX_UNDERLYINGS: constant(uint256) = 4
-MAX_SCENARIOS: constant(uint256) = 32
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 32
 # @dev Batch bounds for keeper views and refreshes.
@@ -86,20 +86,14 @@ MAX_BATCH: constant(uint256) = 64
 # @dev Grid shocks and weights are in millionths (1e6 = 100%) at the interface.
 MILLION: constant(uint256) = 10**6
 IMILLION: constant(int256) = 10**6
-# @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15) | vol move (16-17) |
-#      weight uint14 (18-31); shock and weight in units of GRID_UNIT millionths (0.01%).
-GRID_UNIT: constant(uint256) = 100
-IGRID_UNIT: constant(int256) = 100
-GRID_LANES: constant(uint256) = 8
-GRID_BITS: constant(uint256) = 32
-GRID_WORDS: constant(uint256) = 4
+# @dev Grid and risk-array layout (grid words, lanes, UNSETTLED, MAX_SHIFT): `lib/risk_layout.vy`.
 # @dev The default grid of SPECIFICATION.md §6 (the one `list_underlying` sets), packed: it
 #      is read from here, and only a custom grid from storage (3 cold slots saved per
 #      underlying and valuation). `crossmargin.model.margin.pack_grid(default_grid())`.
 #      Order: base; ±15% × vol up/none/down; ±30% vol up (weight 0.35); 0% vol up, down;
 #      then ±10%, ±5% × up/none/down. The first 11 fill a risk array's first word: the
 #      scenarios that usually bind, so a hinted check (`refresh_bound`) reads one word.
-DEFAULT_GRID: constant(uint256[GRID_WORDS]) = [
+DEFAULT_GRID: constant(uint256[risk_layout.GRID_WORDS]) = [
     24741078584706769307931531229709221677864637544095000675477828136660172341248,
     70677402821747872943581686096478072097284944682020734653762841524705598507960,
     16455051854145131903760194006137042247593585207280598951419189460492,
@@ -112,33 +106,12 @@ GRID_FIELDS: constant(uint256) = 511 << 192
 CUSTOM_GRID: constant(uint256) = 1 << 200
 # @dev Oracle keys of an underlying are at most 16 bytes (both share one word).
 LOW128: constant(uint256) = 2**128 - 1
-VOL_DOWN: constant(uint256) = 0
-VOL_NONE: constant(uint256) = 1
-VOL_UP: constant(uint256) = 2
-# @dev Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's `shift`
-#      (32-39) and the lanes of scenarios 0..10 (from bit 40); each further word the lanes
-#      of 13 more scenarios (from bit 0). A lane is in units of `quantum << shift`.
-#      23 scenarios take 2 words, 32 take 3.
-LANE_BITS: constant(uint256) = 19
-# @dev Flag bit of a risk array's word 0 (above the first 11 lanes): the option had expired
-#      without a settlement price when the array was computed. Every lane then holds its
-#      worst intrinsic value over the grid's spot shocks; longs count for nothing.
-UNSETTLED: constant(uint256) = 1 << 255
-LANE_MASK: constant(uint256) = 2**19 - 1
-FIRST_LANES: constant(uint256) = 11
-LANES: constant(uint256) = 13
-ARRAY_WORDS: constant(uint256) = 3
-HEADER_BITS: constant(uint256) = 40
 M32: constant(uint256) = 2**32 - 1
 M24: constant(uint256) = 2**24 - 1
 M40: constant(uint256) = 2**40 - 1
-# @dev Largest `shift` (the risk model refuses a larger one): keeps |size| · 2**shift <=
-#      2**127 · 2**103 = 2**230 (see `_value`). It covers values per unit up to 2**122
-#      quanta (5e24 USD at the smallest quantum).
-MAX_SHIFT: constant(uint256) = 103
 # @dev Option sums of one underlying (see `_sum_options`): one per lane of every array
 #      word, then the shorts' Σ z, Σ |z|, net calls and net puts.
-SHORTS: constant(uint256) = FIRST_LANES + 2 * LANES
+SHORTS: constant(uint256) = risk_layout.FIRST_LANES + 2 * risk_layout.LANES
 UNITS: constant(uint256) = SHORTS + 1
 CALLS: constant(uint256) = SHORTS + 2
 PUTS: constant(uint256) = SHORTS + 3
@@ -232,7 +205,7 @@ struct Context:
     risk: uint256
     scenarios: uint256
     quantum: uint256
-    grid: uint256[GRID_WORDS]
+    grid: uint256[risk_layout.GRID_WORDS]
 
 
 struct UnderlyingRisk:
@@ -240,7 +213,7 @@ struct UnderlyingRisk:
     # scenario with the worst weighted PnL, that loss (WAD) and the unweighted PnL vector
     worst_scenario: uint256
     loss: uint256
-    pnl: DynArray[int256, MAX_SCENARIOS]
+    pnl: DynArray[int256, risk_layout.MAX_SCENARIOS]
 
 
 struct Valuation:
@@ -253,7 +226,7 @@ struct Valuation:
     # the unweighted PnL of every scenario
     worst_scenario: uint256
     loss: uint256
-    pnl: DynArray[int256, MAX_SCENARIOS]
+    pnl: DynArray[int256, risk_layout.MAX_SCENARIOS]
 
 
 # @dev The vault holding collateral and cash.
@@ -277,14 +250,14 @@ listings: HashMap[uint256, Listing]
 underlying_ids: public(HashMap[bytes32, uint256])
 underlying_count: public(uint256)
 # @dev Packed custom grid of an underlying (see GRID_LANES), unused for the default grid.
-grid_words: HashMap[uint256, uint256[GRID_WORDS]]
+grid_words: HashMap[uint256, uint256[risk_layout.GRID_WORDS]]
 # @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | horizon
 #      (24) | opened (40). The epoch is over `horizon` seconds after it opened: the earliest
 #      expiry of an option it stored an array of with time left (2**24 - 1 for none), so no
 #      array with time value outlives its option's expiry.
 epochs: HashMap[uint256, uint256]
 # @dev Risk arrays by instrument (see LANES); only the words in use are read.
-arrays: HashMap[uint256, uint256[ARRAY_WORDS]]
+arrays: HashMap[uint256, uint256[risk_layout.ARRAY_WORDS]]
 
 
 event EpochOpened:
@@ -308,9 +281,9 @@ event UnderlyingListed:
 
 event GridSet:
     underlying: indexed(uint256)
-    shocks: DynArray[int256, MAX_SCENARIOS]
-    vol_moves: DynArray[uint256, MAX_SCENARIOS]
-    weights: DynArray[uint256, MAX_SCENARIOS]
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS]
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS]
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS]
 
 
 event RiskParamsSet:
@@ -382,7 +355,7 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
             loaded |= 1 << u
         w0: uint256 = self.arrays[instrument_id][0]
         # an UNSETTLED array is computed again once the settlement price is known
-        if w0 & M32 != contexts[u].epoch or (w0 >= UNSETTLED and instrument.settlement_price != 0):
+        if w0 & M32 != contexts[u].epoch or (w0 >= risk_layout.UNSETTLED and instrument.settlement_price != 0):
             self._store_array(instrument_id, instrument, contexts[u])
             stored += 1
     return stored
@@ -529,7 +502,7 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
 
 @external
 @view
-def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS], bool):
+def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, risk_layout.MAX_SCENARIOS], bool):
     """
     @notice The stored risk array of an option: its epoch, its `shift`, its lanes (value
             per unit under each scenario, in units of the underlying's `quantum << shift`,
@@ -537,14 +510,14 @@ def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, M
             yet (longs at nothing, shorts at the lanes: their worst intrinsic value).
     """
     instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
-    words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
-    lanes: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
+    words: uint256[risk_layout.ARRAY_WORDS] = self.arrays[instrument_id]
+    lanes: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=risk_layout.MAX_SCENARIOS):
         i: uint256 = 0
         bit: uint256 = 0
-        i, bit = self._lane_at(s)
-        lanes.append((words[i] >> bit) & LANE_MASK)
-    return words[0] & M32, (words[0] >> 32) & 255, lanes, words[0] >= UNSETTLED
+        i, bit = risk_layout._lane_at(s)
+        lanes.append((words[i] >> bit) & risk_layout.LANE_MASK)
+    return words[0] & M32, (words[0] >> 32) & 255, lanes, words[0] >= risk_layout.UNSETTLED
 
 
 @external
@@ -567,7 +540,7 @@ def epoch(underlying: uint256) -> (uint80, uint80, uint256, uint256, uint256):
 
 @external
 @view
-def grid(underlying: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS]):
+def grid(underlying: uint256) -> (DynArray[int256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS]):
     """
     @notice The scenario grid: spot shocks and weights in millionths, vol moves (0 down,
             1 unchanged, 2 up).
@@ -655,9 +628,9 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
     # the default grid, from code
     self.listings[u].risk |= DEFAULT_SCENARIOS << 192
-    shocks: DynArray[int256, MAX_SCENARIOS] = []
-    moves: DynArray[uint256, MAX_SCENARIOS] = []
-    weights: DynArray[uint256, MAX_SCENARIOS] = []
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
+    moves: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
     shocks, moves, weights = self._decode_grid(DEFAULT_GRID, DEFAULT_SCENARIOS)
     log GridSet(underlying=u, shocks=shocks, vol_moves=moves, weights=weights)
     return u
@@ -666,9 +639,9 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
 @external
 def set_grid(
     underlying: uint256,
-    shocks: DynArray[int256, MAX_SCENARIOS],
-    vol_moves: DynArray[uint256, MAX_SCENARIOS],
-    weights: DynArray[uint256, MAX_SCENARIOS],
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
 ):
     """
     @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6);
@@ -833,7 +806,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
         worst: int256 = 0
         worst_scenario: uint256 = 0
-        pnl: DynArray[int256, MAX_SCENARIOS] = []
+        pnl: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
         worst, worst_scenario, pnl = self._worst(c, acc, exposure[u], mode == DETAIL, only)
         loss: uint256 = convert(-worst, uint256)
         if u == focus:
@@ -923,7 +896,7 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
             stale |= 1 << i
         else:
             if not current:
-                words: uint256[ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+                words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
                 w0 = words[0]
                 w1 = words[1]
                 w2 = words[2]
@@ -935,7 +908,7 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
             size: int256 = fixed._word_size(word)
             # an expired option without a settlement price: longs count for nothing (no
             # value, no risk), shorts at their worst intrinsic value (flat lanes)
-            if w0 < UNSETTLED or size < 0:
+            if w0 < risk_layout.UNSETTLED or size < 0:
                 scale: uint256 = (w0 >> 32) & 255
                 # z = size << shift in two's complement: |size| <= 2**127 (int128 in the position
                 # word) and shift <= MAX_SHIFT (103), so |z| <= 2**230; lanes < 2**19, so every
@@ -943,45 +916,45 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
                 # unsafe arithmetic here is exact, and so is A(s) − A(0) as an int256
                 z: uint256 = convert(convert(size, bytes32), uint256) << scale
                 # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
-                acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
-                acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
-                acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
-                acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
-                acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
-                acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
-                acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
-                acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
-                acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
-                acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
-                acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
+                acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & risk_layout.LANE_MASK))
+                acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & risk_layout.LANE_MASK))
+                acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & risk_layout.LANE_MASK))
+                acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & risk_layout.LANE_MASK))
+                acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & risk_layout.LANE_MASK))
+                acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & risk_layout.LANE_MASK))
+                acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & risk_layout.LANE_MASK))
+                acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & risk_layout.LANE_MASK))
+                acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & risk_layout.LANE_MASK))
+                acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & risk_layout.LANE_MASK))
+                acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & risk_layout.LANE_MASK))
                 if w1 != 0:
-                    acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
-                    acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
-                    acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
-                    acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
-                    acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
-                    acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
-                    acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
-                    acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
-                    acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
-                    acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
-                    acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
-                    acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
-                    acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
+                    acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & risk_layout.LANE_MASK))
+                    acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & risk_layout.LANE_MASK))
+                    acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & risk_layout.LANE_MASK))
+                    acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & risk_layout.LANE_MASK))
+                    acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & risk_layout.LANE_MASK))
+                    acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & risk_layout.LANE_MASK))
+                    acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & risk_layout.LANE_MASK))
+                    acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & risk_layout.LANE_MASK))
+                    acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & risk_layout.LANE_MASK))
+                    acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & risk_layout.LANE_MASK))
+                    acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & risk_layout.LANE_MASK))
+                    acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & risk_layout.LANE_MASK))
+                    acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & risk_layout.LANE_MASK))
                 if w2 != 0:
-                    acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
-                    acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
-                    acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
-                    acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
-                    acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
-                    acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
-                    acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
-                    acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
-                    acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
-                    acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
-                    acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
-                    acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
-                    acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
+                    acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & risk_layout.LANE_MASK))
+                    acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & risk_layout.LANE_MASK))
+                    acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & risk_layout.LANE_MASK))
+                    acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & risk_layout.LANE_MASK))
+                    acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & risk_layout.LANE_MASK))
+                    acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & risk_layout.LANE_MASK))
+                    acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & risk_layout.LANE_MASK))
+                    acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & risk_layout.LANE_MASK))
+                    acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & risk_layout.LANE_MASK))
+                    acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & risk_layout.LANE_MASK))
+                    acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & risk_layout.LANE_MASK))
+                    acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & risk_layout.LANE_MASK))
+                    acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & risk_layout.LANE_MASK))
                 # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
                 # Σ |z|, net call and net put units (|size| <= 2**127, at most 32 of them)
                 if size < 0:
@@ -996,7 +969,7 @@ def _sum_options(c: Context, u: uint256, options: DynArray[uint256, MAX_OPTIONS]
 
 @internal
 @pure
-def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
+def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256) -> (int256, uint256, DynArray[int256, risk_layout.MAX_SCENARIOS]):
     """
     @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
          `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
@@ -1005,7 +978,7 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, o
          floor(W / 1e6), the least of the floored W(s) since a floor never reorders.
          With `only` (a hinted scenario, else 0) that scenario alone is evaluated.
     """
-    pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+    pnl_vector: DynArray[int256, risk_layout.MAX_SCENARIOS] = [0]
     # |E| < 2**230 and |shock| <= 3e6 < 2**22, so every E·shock is below 2**252; |A(s) − A(0)|
     # <= Σ|z|·(2**19 − 1) < 2**200 with Σ|z| (UNITS) < 2**181, and quantum < 2**54: then the
     # floors are below 2**233 and 2**200, their sum below 2**234, and times a weight
@@ -1022,14 +995,14 @@ def _worst(c: Context, acc: uint256[ACC_SIZE], exposure: int256, detail: bool, o
         first = only
         last = only + 1
     # the grid word holding scenario s, shifted so that s is in its low 32 bits
-    lanes: uint256 = c.grid[first // GRID_LANES] >> (first % GRID_LANES * GRID_BITS)
-    for s: uint256 in range(first, last, bound=MAX_SCENARIOS):
-        if s % GRID_LANES == 0:
-            lanes = c.grid[s // GRID_LANES]
+    lanes: uint256 = c.grid[first // risk_layout.GRID_LANES] >> (first % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+    for s: uint256 in range(first, last, bound=risk_layout.MAX_SCENARIOS):
+        if s % risk_layout.GRID_LANES == 0:
+            lanes = c.grid[s // risk_layout.GRID_LANES]
         # the grid's int16 shock and uint14 weight, in 0.01% units
-        shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, IGRID_UNIT)
-        weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), GRID_UNIT), int256)
-        lanes >>= GRID_BITS
+        shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, risk_layout.IGRID_UNIT)
+        weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), risk_layout.GRID_UNIT), int256)
+        lanes >>= risk_layout.GRID_BITS
         options: int256 = convert(convert(unsafe_sub(acc[s], acc[0]), bytes32), int256)
         pnl: int256 = 0
         weighted: int256 = 0
@@ -1098,7 +1071,7 @@ def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
 
 @internal
 @view
-def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[ARRAY_WORDS]:
+def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[risk_layout.ARRAY_WORDS]:
     """
     @dev The option's risk array in the epoch of `ctx`, priced by the risk model
          (`RiskModel.compute_array`: every input it depends on is passed). Only stale
@@ -1133,7 +1106,7 @@ def _store_array(instrument_id: uint256, instrument: IClearinghouse.Instrument, 
          time value (expiry still ahead) ends the epoch at that expiry: the horizon shrinks
          to it (a warm write, only when it shrinks).
     """
-    words: uint256[ARRAY_WORDS] = self._compute_array(instrument, ctx)
+    words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(instrument, ctx)
     self.arrays[instrument_id] = words
     log RiskArrayStored(instrument=instrument_id, epoch=words[0] & M32)
     if instrument.expiry > block.timestamp:
@@ -1232,15 +1205,15 @@ def _new_risk_open() -> bool:
 
 @internal
 @pure
-def _decode_grid(words: uint256[GRID_WORDS], n: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS]):
-    shocks: DynArray[int256, MAX_SCENARIOS] = []
-    moves: DynArray[uint256, MAX_SCENARIOS] = []
-    weights: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range(n, bound=MAX_SCENARIOS):
-        lane: uint256 = words[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        shocks.append(self._shock(lane))
+def _decode_grid(words: uint256[risk_layout.GRID_WORDS], n: uint256) -> (DynArray[int256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS]):
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
+    moves: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
+        lane: uint256 = words[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+        shocks.append(risk_layout._shock(lane))
         moves.append((lane >> 16) & 3)
-        weights.append(self._weight(lane))
+        weights.append(risk_layout._weight(lane))
     return shocks, moves, weights
 
 
@@ -1258,15 +1231,15 @@ def _vol_key(keys: uint256) -> bytes32:
 
 @internal
 @view
-def _grid(u: uint256, risk: uint256) -> uint256[GRID_WORDS]:
+def _grid(u: uint256, risk: uint256) -> uint256[risk_layout.GRID_WORDS]:
     """
     @dev The packed grid of `u` (`risk` its risk word): the default grid from code, a custom
          one from storage (only the words its scenarios use, 8 each).
     """
     if risk & CUSTOM_GRID == 0:
         return DEFAULT_GRID
-    words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
-    for i: uint256 in range((((risk >> 192) & 255) + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
+    words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
+    for i: uint256 in range((((risk >> 192) & 255) + risk_layout.GRID_LANES - 1) // risk_layout.GRID_LANES, bound=risk_layout.GRID_WORDS):
         words[i] = self.grid_words[u][i]
     return words
 
@@ -1329,23 +1302,13 @@ def _reads(scenarios: uint256, only: uint256) -> uint256:
          the word of its lane.
     """
     if only != 0:
-        return (1 << self._lane_at(only)[0]) & 6
-    if scenarios > FIRST_LANES + LANES:
+        return (1 << risk_layout._lane_at(only)[0]) & 6
+    if scenarios > risk_layout.FIRST_LANES + risk_layout.LANES:
         return 6
-    if scenarios > FIRST_LANES:
+    if scenarios > risk_layout.FIRST_LANES:
         return 2
     return 0
 
-
-@internal
-@pure
-def _lane_at(s: uint256) -> (uint256, uint256):
-    """
-    @dev Word and bit of scenario `s`'s lane in a risk array (see LANE_BITS).
-    """
-    if s < FIRST_LANES:
-        return 0, HEADER_BITS + s * LANE_BITS
-    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
 
 
 @internal
@@ -1357,22 +1320,6 @@ def _param(i: uint256) -> uint256:
     return (self.params >> (64 * i)) & M64
 
 
-@internal
-@pure
-def _shock(lane: uint256) -> int256:
-    """
-    @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
-    """
-    return (convert(convert(lane << 240, bytes32), int256) >> 240) * IGRID_UNIT
-
-
-@internal
-@pure
-def _weight(lane: uint256) -> uint256:
-    """
-    @dev The weight (millionths) of a grid lane: uint14 from bit 18, 0.01% units.
-    """
-    return ((lane >> 18) & (2**14 - 1)) * GRID_UNIT
 
 
 # ---------------------------------------------------------------- admin internals
@@ -1397,26 +1344,26 @@ def _check_underlying(u: uint256):
 @internal
 def _set_grid(
     u: uint256,
-    shocks: DynArray[int256, MAX_SCENARIOS],
-    vol_moves: DynArray[uint256, MAX_SCENARIOS],
-    weights: DynArray[uint256, MAX_SCENARIOS],
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
 ):
     n: uint256 = len(shocks)
     self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid")
-    self._require(shocks[0] == 0 and vol_moves[0] == VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
-    words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
-    for s: uint256 in range(n, bound=MAX_SCENARIOS):
+    self._require(shocks[0] == 0 and vol_moves[0] == risk_layout.VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
+    words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
+    for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
         self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds")
-        self._require(vol_moves[s] <= VOL_UP, "engine: bad vol move")
+        self._require(vol_moves[s] <= risk_layout.VOL_UP, "engine: bad vol move")
         self._require(weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds")
         # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
-        self._require(shocks[s] % IGRID_UNIT == 0 and weights[s] % GRID_UNIT == 0, "engine: grid not in 0.01% steps")
+        self._require(shocks[s] % risk_layout.IGRID_UNIT == 0 and weights[s] % risk_layout.GRID_UNIT == 0, "engine: grid not in 0.01% steps")
         lane: uint256 = (
-            (convert(convert(shocks[s] // IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
+            (convert(convert(shocks[s] // risk_layout.IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
             | (vol_moves[s] << 16)
-            | (weights[s] // GRID_UNIT << 18)
+            | (weights[s] // risk_layout.GRID_UNIT << 18)
         )
-        words[s // GRID_LANES] |= lane << (s % GRID_LANES * GRID_BITS)
+        words[s // risk_layout.GRID_LANES] |= lane << (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
     fields: uint256 = n << 192
     # (23 scenarios fill three words: the fourth is 0 in both)
     if n != DEFAULT_SCENARIOS or words[0] != DEFAULT_GRID[0] or words[1] != DEFAULT_GRID[1] or words[2] != DEFAULT_GRID[2]:

@@ -23,6 +23,7 @@ from interfaces import IRiskModel
 from interfaces import IVault
 from lib import bs_math
 from lib import fixed
+from lib import risk_layout
 
 implements: IRiskModel
 
@@ -44,31 +45,10 @@ interface IEngine:
 WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 IMILLION: constant(int256) = 10**6
-# @dev The engine's bounds (MarginEngine.vy): underlyings 1..MAX_UNDERLYINGS, grids of up
-#      to MAX_SCENARIOS, at most MAX_ASSETS collateral lines.
+# @dev The engine's bounds (MarginEngine.vy): underlyings 1..MAX_UNDERLYINGS, at most
+#      MAX_ASSETS collateral lines. Grid and risk-array layout: `lib/risk_layout.vy`.
 MAX_UNDERLYINGS: constant(uint256) = 4
-MAX_SCENARIOS: constant(uint256) = 32
 MAX_ASSETS: constant(uint256) = 16
-# @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15, 0.01% units) |
-#      vol move (16-17) | weight (18-31).
-IGRID_UNIT: constant(int256) = 100
-GRID_LANES: constant(uint256) = 8
-GRID_BITS: constant(uint256) = 32
-VOL_DOWN: constant(uint256) = 0
-VOL_UP: constant(uint256) = 2
-# @dev Risk arrays (as in MarginEngine.vy): 19-bit lanes; word 0 = epoch (bits 0-31) |
-#      shift (32-39) | lanes of scenarios 0..10 (from bit 40) | UNSETTLED (bit 255); each
-#      further word 13 more lanes from bit 0.
-LANE_MASK: constant(uint256) = 2**19 - 1
-LANE_BITS: constant(uint256) = 19
-FIRST_LANES: constant(uint256) = 11
-LANES: constant(uint256) = 13
-ARRAY_WORDS: constant(uint256) = 3
-HEADER_BITS: constant(uint256) = 40
-# @dev Flag of word 0: the option had expired without a settlement price (see `compute_array`).
-UNSETTLED: constant(uint256) = 1 << 255
-# @dev Largest shift: keeps the engine's unchecked sums exact (|size| << shift <= 2**230).
-MAX_SHIFT: constant(uint256) = 103
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
 CALL: constant(uint256) = 2
@@ -119,7 +99,7 @@ def __init__(engine: IEngine):
 
 @external
 @pure
-def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint256[ARRAY_WORDS]:
+def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint256[risk_layout.ARRAY_WORDS]:
     """
     @notice The option's value per unit under every scenario, at the epoch's spot, vol and
             opening time, in lanes of `quantum << shift` (rounded down), `shift` the
@@ -145,20 +125,20 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
     down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
     vol_down: uint256 = ctx.vol * down // WAD
     is_call: bool = terms.kind == CALL
-    quanta: uint256[MAX_SCENARIOS] = empty(uint256[MAX_SCENARIOS])
+    quanta: uint256[risk_layout.MAX_SCENARIOS] = empty(uint256[risk_layout.MAX_SCENARIOS])
     # the OR of all values has the bit length of the largest; `most` is the largest
     top: uint256 = 0
     most: uint256 = 0
-    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        lane: uint256 = ctx.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + self._shock(lane)) // IMILLION, uint256)
+    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        lane: uint256 = ctx.grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
         if expired and terms.settlement_price != 0:
             spot = terms.settlement_price
         move: uint256 = (lane >> 16) & 3
         vol: uint256 = ctx.vol
-        if move == VOL_UP:
+        if move == risk_layout.VOL_UP:
             vol = vol_up
-        elif move == VOL_DOWN:
+        elif move == risk_layout.VOL_DOWN:
             vol = vol_down
         value: uint256 = bs_math._bs_price(spot, terms.strike, vol, tau, ctx.rate, is_call) // ctx.quantum
         quanta[s] = value
@@ -166,18 +146,18 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
         most = max(most, value)
     scale: uint256 = 0
     for i: uint256 in range(256):
-        if top >> scale <= LANE_MASK:
+        if top >> scale <= risk_layout.LANE_MASK:
             break
         scale += 1
-    assert scale <= MAX_SHIFT, "risk: value out of range"
-    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
+    assert scale <= risk_layout.MAX_SHIFT, "risk: value out of range"
+    words: uint256[risk_layout.ARRAY_WORDS] = empty(uint256[risk_layout.ARRAY_WORDS])
     words[0] = (ctx.epoch & M32) | (scale << 32)
     if expired and terms.settlement_price == 0:
-        words[0] |= UNSETTLED
-    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
+        words[0] |= risk_layout.UNSETTLED
+    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
         i: uint256 = 0
         bit: uint256 = 0
-        i, bit = self._lane_at(s)
+        i, bit = risk_layout._lane_at(s)
         q: uint256 = quanta[s]
         if expired:
             q = most
@@ -303,24 +283,6 @@ def _lines(account: uint256) -> DynArray[IVault.Collateral, MAX_ASSETS]:
     return lines
 
 
-@internal
-@pure
-def _lane_at(s: uint256) -> (uint256, uint256):
-    """
-    @dev Word and bit of scenario `s`'s lane in a risk array (see LANE_BITS).
-    """
-    if s < FIRST_LANES:
-        return 0, HEADER_BITS + s * LANE_BITS
-    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
-
-
-@internal
-@pure
-def _shock(lane: uint256) -> int256:
-    """
-    @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
-    """
-    return (convert(convert(lane << 240, bytes32), int256) >> 240) * IGRID_UNIT
 
 
 @internal
