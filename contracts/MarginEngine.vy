@@ -267,9 +267,11 @@ event EpochOpened:
     vol_round: uint80
 
 
-event RiskArrayStored:
-    instrument: indexed(uint256)
+event RiskArraysStored:
+    underlying: indexed(uint256)
     epoch: uint256
+    # the options whose arrays were stored, in the order priced
+    instruments: DynArray[uint256, MAX_BATCH]
 
 
 event UnderlyingListed:
@@ -339,12 +341,17 @@ def __init__(vault: IVault, oracle: IOracleRouter, clearing: IClearinghouse, set
 def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
     """
     @notice Keeper entry: stores the current-epoch risk array of every listed option in
-            `instrument_ids` whose array is stale. Perps and unknown ids are skipped.
-    @return How many arrays were computed and stored.
+            `instrument_ids` whose array is stale. Perps and unknown ids are skipped. The
+            stale options of each underlying are priced in one risk-model call, which
+            shares what they have in common: sorted by underlying, expiry and strike, with
+            a strike's call and put adjacent, they cost the least.
+    @return How many arrays were computed and stored (an id given twice counts twice).
     """
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
-    stored: uint256 = 0
+    # the stale options in the order given: id | underlying << 128, and their terms
+    stale: DynArray[uint256, MAX_BATCH] = []
+    terms: DynArray[IRiskModel.Terms, MAX_BATCH] = []
     for instrument_id: uint256 in instrument_ids:
         instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
         if instrument.kind != CALL and instrument.kind != PUT:
@@ -356,9 +363,19 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
         w0: uint256 = self.arrays[instrument_id][0]
         # an UNSETTLED array is computed again once the settlement price is known
         if w0 & M32 != contexts[u].epoch or (w0 >= risk_layout.UNSETTLED and instrument.settlement_price != 0):
-            self._store_array(instrument_id, instrument, contexts[u])
-            stored += 1
-    return stored
+            stale.append(instrument_id | (u << 128))
+            terms.append(self._terms(instrument))
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if loaded & (1 << u) == 0:
+            continue
+        ids: DynArray[uint256, MAX_BATCH] = []
+        batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
+        for i: uint256 in range(len(stale), bound=MAX_BATCH):
+            if stale[i] >> 128 == u:
+                ids.append(stale[i] & LOW128)
+                batch.append(terms[i])
+        self._store_arrays(u, contexts[u], ids, batch)
+    return len(stale)
 
 
 @external
@@ -845,25 +862,34 @@ def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
 @internal
 def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
     """
-    @dev Values the account; if some arrays were stale, stores them in position order
-         (opening each underlying's epoch before its first array, as needed) and values
-         it again, from storage. `hint`: see `refresh_bound`.
+    @dev Values the account; if some arrays were stale, stores them, one risk-model call
+         per underlying (opening its epoch first, as needed), and values it again, from
+         storage. `hint`: see `refresh_bound`.
     """
     v: Valuation = self._value(account, 0, COLLECT, 0, hint)
     if v.stale == 0:
         return v.margin
     options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
-    contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
-    loaded: uint256 = 0
-    for i: uint256 in range(len(options), bound=MAX_OPTIONS):
-        if v.stale & (1 << i) == 0:
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if v.touched & (1 << u) == 0:
             continue
-        u: uint256 = (options[i] >> 32) & 255
-        if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u, hint)
-            loaded |= 1 << u
-        instrument_id: uint256 = options[i] & M32
-        self._store_array(instrument_id, self._instrument(instrument_id), contexts[u])
+        ctx: Context = empty(Context)
+        ids: DynArray[uint256, MAX_BATCH] = []
+        batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
+        for i: uint256 in range(len(options), bound=MAX_OPTIONS):
+            if v.stale & (1 << i) == 0 or (options[i] >> 32) & 255 != u:
+                continue
+            if not ctx.stored:
+                ctx = self._current_context(u, hint)
+            elif len(ids) == MAX_BATCH:
+                # more stale options than one call prices (when MAX_OPTIONS > MAX_BATCH)
+                self._store_arrays(u, ctx, ids, batch)
+                ids = []
+                batch = []
+            instrument_id: uint256 = options[i] & M32
+            ids.append(instrument_id)
+            batch.append(self._terms(self._instrument(instrument_id)))
+        self._store_arrays(u, ctx, ids, batch)
     return self._value(account, 0, PLAIN, 0, hint).margin
 
 
@@ -1077,45 +1103,72 @@ def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint2
          (`RiskModel.compute_array`: every input it depends on is passed). Only stale
          arrays are computed, so a check with every array current never calls it.
     """
-    return staticcall self.risk_model.compute_array(
-        IRiskModel.ArrayContext(
-            spot=ctx.spot,
-            vol=ctx.vol,
-            epoch=ctx.epoch,
-            opened_at=ctx.opened_at,
-            now=block.timestamp,
-            scenarios=ctx.scenarios,
-            grid=ctx.grid,
-            quantum=ctx.quantum,
-            shocks=self.listings[instrument.underlying].shocks,
-            rate=self._param(2),
-        ),
-        IRiskModel.Terms(
-            kind=instrument.kind,
-            strike=instrument.strike,
-            expiry=instrument.expiry,
-            settlement_price=instrument.settlement_price,
-        ),
+    return staticcall self.risk_model.compute_array(self._array_context(instrument.underlying, ctx), self._terms(instrument))
+
+
+@internal
+@view
+def _array_context(u: uint256, ctx: Context) -> IRiskModel.ArrayContext:
+    """
+    @dev What the risk model prices the arrays of underlying `u` in the epoch of `ctx` from.
+    """
+    return IRiskModel.ArrayContext(
+        spot=ctx.spot,
+        vol=ctx.vol,
+        epoch=ctx.epoch,
+        opened_at=ctx.opened_at,
+        now=block.timestamp,
+        scenarios=ctx.scenarios,
+        grid=ctx.grid,
+        quantum=ctx.quantum,
+        shocks=self.listings[u].shocks,
+        rate=self._param(2),
     )
 
 
 @internal
-def _store_array(instrument_id: uint256, instrument: IClearinghouse.Instrument, ctx: Context):
+@pure
+def _terms(instrument: IClearinghouse.Instrument) -> IRiskModel.Terms:
+    return IRiskModel.Terms(
+        kind=instrument.kind,
+        strike=instrument.strike,
+        expiry=instrument.expiry,
+        settlement_price=instrument.settlement_price,
+    )
+
+
+@internal
+def _store_arrays(u: uint256, ctx: Context, ids: DynArray[uint256, MAX_BATCH], terms: DynArray[IRiskModel.Terms, MAX_BATCH]):
     """
-    @dev Computes and stores the option's array in the current epoch `ctx`. An array with
-         time value (expiry still ahead) ends the epoch at that expiry: the horizon shrinks
-         to it (a warm write, only when it shrinks).
+    @dev Computes the arrays of options `ids` (terms `terms`) of underlying `u` in its current
+         epoch `ctx` in one risk-model call and stores them: only the words the grid uses
+         (a word past them is never read while the array is current, see `_reads`). An
+         array with time value (expiry still ahead) ends the epoch at that expiry: the
+         horizon shrinks to the earliest of them (one warm write, only when it shrinks).
     """
-    words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(instrument, ctx)
-    self.arrays[instrument_id] = words
-    log RiskArrayStored(instrument=instrument_id, epoch=words[0] & M32)
-    if instrument.expiry > block.timestamp:
-        u: uint256 = instrument.underlying
-        record: uint256 = self.epochs[u]
-        # opened_at <= now < expiry
-        horizon: uint256 = instrument.expiry - ctx.opened_at
-        if horizon < (record >> 40) & M24:
-            self.epochs[u] = (record & ~(M24 << 40)) | (horizon << 40)
+    if len(ids) == 0:
+        return
+    arrays: DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH] = staticcall self.risk_model.compute_arrays(
+        self._array_context(u, ctx), terms
+    )
+    used: uint256 = 1
+    if ctx.scenarios > risk_layout.FIRST_LANES + risk_layout.LANES:
+        used = 3
+    elif ctx.scenarios > risk_layout.FIRST_LANES:
+        used = 2
+    record: uint256 = self.epochs[u]
+    horizon: uint256 = (record >> 40) & M24
+    shrunk: bool = False
+    for i: uint256 in range(len(ids), bound=MAX_BATCH):
+        for w: uint256 in range(used, bound=risk_layout.ARRAY_WORDS):
+            self.arrays[ids[i]][w] = arrays[i][w]
+        if terms[i].expiry > block.timestamp and terms[i].expiry - ctx.opened_at < horizon:
+            # opened_at <= now < expiry
+            horizon = terms[i].expiry - ctx.opened_at
+            shrunk = True
+    if shrunk:
+        self.epochs[u] = (record & ~(M24 << 40)) | (horizon << 40)
+    log RiskArraysStored(underlying=u, epoch=ctx.epoch & M32, instruments=ids)
 
 
 @internal

@@ -51,7 +51,10 @@ MAX_UNDERLYINGS: constant(uint256) = 4
 MAX_ASSETS: constant(uint256) = 16
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
+M128: constant(uint256) = 2**128 - 1
 CALL: constant(uint256) = 2
+# @dev Most options one `compute_arrays` call prices (the engine's MAX_BATCH).
+MAX_BATCH: constant(uint256) = 64
 # @dev Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent.
 TERM_BASE: constant(uint256) = 30 * 86_400
 TERM_FLOOR: constant(uint256) = 86_400
@@ -71,6 +74,42 @@ struct Underlying:
     short_option_rate: uint256
     perp_rate: uint256
     scenarios: uint256
+
+
+struct Grid:
+    # a batch's grid (`_decode`): scenarios, the distinct shocked spots (WAD), and per
+    # scenario the index of its spot (bits 0-7) and its vol move (bits 8-9)
+    scenarios: uint256
+    distinct: uint256
+    spots: uint256[risk_layout.MAX_SCENARIOS]
+    scen: uint256[risk_layout.MAX_SCENARIOS]
+    # bit m set iff some scenario has vol move m; whether some shocked spot is 0 (which
+    # `_bs_price` refuses wherever it is priced)
+    moves: uint256
+    zero_spot: bool
+
+
+struct Expiry:
+    # what the options of one expiry share (`_expiry`): tau (s), r T and D = exp(-r T)
+    # (WAD), the vol of each move (WAD) and its `vol sqrt T` (27 decimals); bit m of `live`
+    # set iff move m is priced with time value (tau and its vol both > 0, else at intrinsic
+    # value as in `_bs_price`)
+    expiry: uint256
+    expired: bool
+    tau: uint256
+    rt: uint256
+    df: uint256
+    live: uint256
+    vols: uint256[3]
+    vts: uint256[3]
+
+
+struct Strike:
+    # what a call and a put of one strike and expiry share (`_strike`): K D (36 decimals)
+    # and per scenario N(d1) | N(d2) << 128 (WAD, both <= 1e18)
+    strike: uint256
+    kd: uint256
+    legs: uint256[risk_layout.MAX_SCENARIOS]
 
 
 struct Greeks:
@@ -111,58 +150,28 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
             value at the settlement price once the clearinghouse has stored it, else its
             worst intrinsic value over the grid's spot shocks, flagged UNSETTLED (longs then
             count for nothing).
+    @dev `compute_arrays` of one option.
     @return Word 0 (epoch | shift | lanes 0..10 | UNSETTLED), words 1 and 2 (0 if unused).
     """
-    shocks: uint256 = ctx.shocks
-    expired: bool = terms.expiry <= ctx.now
-    # opened_at <= now < expiry when not expired
-    tau: uint256 = 0
-    if not expired:
-        tau = terms.expiry - ctx.opened_at
-    # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
-    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), shocks >> 192)
-    vol_up: uint256 = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
-    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
-    vol_down: uint256 = ctx.vol * down // WAD
-    is_call: bool = terms.kind == CALL
-    quanta: uint256[risk_layout.MAX_SCENARIOS] = empty(uint256[risk_layout.MAX_SCENARIOS])
-    # the OR of all values has the bit length of the largest; `most` is the largest
-    top: uint256 = 0
-    most: uint256 = 0
-    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
-        lane: uint256 = ctx.grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
-        if expired and terms.settlement_price != 0:
-            spot = terms.settlement_price
-        move: uint256 = (lane >> 16) & 3
-        vol: uint256 = ctx.vol
-        if move == risk_layout.VOL_UP:
-            vol = vol_up
-        elif move == risk_layout.VOL_DOWN:
-            vol = vol_down
-        value: uint256 = bs_math._bs_price(spot, terms.strike, vol, tau, ctx.rate, is_call) // ctx.quantum
-        quanta[s] = value
-        top |= value
-        most = max(most, value)
-    scale: uint256 = 0
-    for i: uint256 in range(256):
-        if top >> scale <= risk_layout.LANE_MASK:
-            break
-        scale += 1
-    assert scale <= risk_layout.MAX_SHIFT, "risk: value out of range"
-    words: uint256[risk_layout.ARRAY_WORDS] = empty(uint256[risk_layout.ARRAY_WORDS])
-    words[0] = (ctx.epoch & M32) | (scale << 32)
-    if expired and terms.settlement_price == 0:
-        words[0] |= risk_layout.UNSETTLED
-    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
-        i: uint256 = 0
-        bit: uint256 = 0
-        i, bit = risk_layout._lane_at(s)
-        q: uint256 = quanta[s]
-        if expired:
-            q = most
-        words[i] |= (q >> scale) << bit
-    return words
+    return self._compute_arrays(ctx, [terms])[0]
+
+
+@external
+@pure
+def compute_arrays(
+    ctx: IRiskModel.ArrayContext, terms: DynArray[IRiskModel.Terms, MAX_BATCH]
+) -> DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH]:
+    """
+    @notice The risk arrays of several options of one underlying in the same epoch: element
+            i is `compute_array(ctx, terms[i])`, the same integers, in any order and batch.
+    @dev Each intermediate is computed once per batch for the inputs it depends on: the
+         shocked spots once per batch, `ln(S_s / (K D))` once per distinct scenario spot and
+         strike, `vol_s sqrt T` and `D` once per expiry and vol level, `N(d1)` and `N(d2)`
+         once per strike and expiry (a call and a put share them). The caches are keyed by
+         the previous option's terms, so a batch sorted by expiry, then strike, with a
+         strike's call and put adjacent, computes the least.
+    """
+    return self._compute_arrays(ctx, terms)
 
 
 @external
@@ -265,6 +274,172 @@ def _option_greeks(prices: uint256[2], word: uint256, rate: uint256) -> int256[3
         fixed._floor_div(size * convert(g, int256), IWAD),
         fixed._floor_div(size * convert(v, int256), IWAD),
     ]
+
+
+@internal
+@pure
+def _compute_arrays(
+    ctx: IRiskModel.ArrayContext, terms: DynArray[IRiskModel.Terms, MAX_BATCH]
+) -> DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH]:
+    """
+    @dev The batch pricer of `compute_arrays`. Every value is the one `bs_math._bs_price`
+         gives for the scenario's spot, vol, tau and rate: it is composed of the same
+         pieces (`_rt`, `_discount_factor`, `_vol_time`, `_log_moneyness`, `_n12`,
+         `_intrinsic`, `_legs_value`), each evaluated once where its inputs repeat. The
+         expiry and strike caches hold the previous option's.
+    """
+    grid: Grid = self._decode(ctx)
+    ex: Expiry = empty(Expiry)
+    st: Strike = empty(Strike)
+    result: DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH] = []
+    for t: IRiskModel.Terms in terms:
+        if len(result) == 0 or t.expiry != ex.expiry:
+            ex = self._expiry(ctx, grid, t.expiry)
+            st = self._strike(grid, ex, t.strike)
+        elif t.strike != st.strike or ex.expired:
+            st = self._strike(grid, ex, t.strike)
+        result.append(self._array(ctx, t, grid, ex, st))
+    return result
+
+
+@internal
+@pure
+def _decode(ctx: IRiskModel.ArrayContext) -> Grid:
+    """
+    @dev The grid of `ctx` with its shocked spots, each distinct value once.
+    """
+    g: Grid = empty(Grid)
+    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        lane: uint256 = ctx.grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
+        d: uint256 = 0
+        for i: uint256 in range(g.distinct, bound=risk_layout.MAX_SCENARIOS):
+            if g.spots[i] == spot:
+                break
+            d = i + 1
+        if d == g.distinct:
+            g.spots[d] = spot
+            g.distinct = d + 1
+        move: uint256 = (lane >> 16) & 3
+        g.scen[s] = d | (move << 8)
+        g.moves |= 1 << move
+        if spot == 0:
+            g.zero_spot = True
+    g.scenarios = ctx.scenarios
+    return g
+
+
+@internal
+@pure
+def _expiry(ctx: IRiskModel.ArrayContext, g: Grid, expiry: uint256) -> Expiry:
+    """
+    @dev What every option of one expiry shares (see `Expiry`), as `compute_array` and
+         `_bs_price` compute it.
+    """
+    e: Expiry = empty(Expiry)
+    e.expiry = expiry
+    e.expired = expiry <= ctx.now
+    if not e.expired:
+        # opened_at <= now < expiry
+        e.tau = expiry - ctx.opened_at
+    shocks: uint256 = ctx.shocks
+    # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
+    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(e.tau, TERM_FLOOR), shocks >> 192)
+    e.vols[risk_layout.VOL_UP] = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
+    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
+    e.vols[risk_layout.VOL_DOWN] = ctx.vol * down // WAD
+    e.vols[risk_layout.VOL_NONE] = ctx.vol
+    e.rt = bs_math._rt(ctx.rate, e.tau)
+    e.df = bs_math._discount_factor(e.rt)
+    if e.tau != 0:
+        for m: uint256 in range(3):
+            if g.moves & (1 << m) != 0 and e.vols[m] != 0:
+                e.live |= 1 << m
+                e.vts[m] = bs_math._vol_time(e.vols[m], e.tau)
+    return e
+
+
+@internal
+@pure
+def _strike(g: Grid, e: Expiry, strike: uint256) -> Strike:
+    """
+    @dev What a call and a put of one strike and expiry share (see `Strike`): `ln(S_s / (K D))`
+         once per distinct spot, N(d1) and N(d2) per scenario priced with time value.
+    """
+    k: Strike = empty(Strike)
+    k.strike = strike
+    k.kd = strike * e.df
+    if e.live == 0:
+        return k
+    # ln(spots[d] / (K D)) where bit d of `have` is set
+    lnm: int256[risk_layout.MAX_SCENARIOS] = empty(int256[risk_layout.MAX_SCENARIOS])
+    have: uint256 = 0
+    for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        move: uint256 = g.scen[s] >> 8
+        if e.live & (1 << move) == 0:
+            continue
+        d: uint256 = g.scen[s] & 255
+        if have & (1 << d) == 0:
+            bs_math._check_prices(g.spots[d], strike)
+            lnm[d] = bs_math._log_moneyness(g.spots[d], strike, e.rt)
+            have |= 1 << d
+        n1: uint256 = 0
+        n2: uint256 = 0
+        n1, n2 = bs_math._n12(lnm[d], e.vts[move])
+        k.legs[s] = n1 | (n2 << 128)
+    return k
+
+
+@internal
+@pure
+def _array(ctx: IRiskModel.ArrayContext, t: IRiskModel.Terms, g: Grid, e: Expiry, k: Strike) -> uint256[risk_layout.ARRAY_WORDS]:
+    """
+    @dev One option's array (see `compute_array`) from the batch's caches: per scenario its
+         value is `_legs_value` of the cached N(d1), N(d2) where its vol move is live, else
+         `_intrinsic` (the branch `_bs_price` takes for tau or vol 0, so for every expired
+         option).
+    """
+    is_call: bool = t.kind == CALL
+    settled: bool = e.expired and t.settlement_price != 0
+    if not settled:
+        assert not g.zero_spot, "bs_math: zero price"
+    quanta: uint256[risk_layout.MAX_SCENARIOS] = empty(uint256[risk_layout.MAX_SCENARIOS])
+    # the OR of all values has the bit length of the largest; `most` is the largest
+    top: uint256 = 0
+    most: uint256 = 0
+    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        spot: uint256 = g.spots[g.scen[s] & 255]
+        if settled:
+            spot = t.settlement_price
+        bs_math._check_prices(spot, t.strike)
+        value: uint256 = 0
+        if e.live & (1 << (g.scen[s] >> 8)) == 0:
+            value = bs_math._intrinsic(spot, k.kd, is_call)
+        else:
+            value = bs_math._legs_value(spot, k.kd, k.legs[s] & M128, k.legs[s] >> 128, is_call)
+        value //= ctx.quantum
+        quanta[s] = value
+        top |= value
+        most = max(most, value)
+    scale: uint256 = 0
+    for i: uint256 in range(256):
+        if top >> scale <= risk_layout.LANE_MASK:
+            break
+        scale += 1
+    assert scale <= risk_layout.MAX_SHIFT, "risk: value out of range"
+    words: uint256[risk_layout.ARRAY_WORDS] = empty(uint256[risk_layout.ARRAY_WORDS])
+    words[0] = (ctx.epoch & M32) | (scale << 32)
+    if e.expired and t.settlement_price == 0:
+        words[0] |= risk_layout.UNSETTLED
+    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        i: uint256 = 0
+        bit: uint256 = 0
+        i, bit = risk_layout._lane_at(s)
+        q: uint256 = quanta[s]
+        if e.expired:
+            q = most
+        words[i] |= (q >> scale) << bit
+    return words
 
 
 @internal

@@ -325,15 +325,15 @@ def test_model__state_changing_check__stores_arrays_of_new_epoch(stack, admin, b
         touched = [book_maker, book_taker]
     block = receipt.block_number
     if path == "withdraw":
-        # the epoch opens first, then the stale arrays are stored in position order
+        # the epoch opens first, then the stale arrays are stored in position order, in one
+        # batch (one event) per underlying
         engine = cm.engine.contract
-        logs = receipt.decode_logs([engine.EpochOpened, engine.RiskArrayStored])
+        logs = receipt.decode_logs([engine.EpochOpened, engine.RiskArraysStored])
         account = account_id(str(book_maker))
         held = [i for i in cm.clearing.contract.option_ids(account) if options.get(i) == "ETH"]
-        assert [log.event_name for log in logs] == ["EpochOpened"] + ["RiskArrayStored"] * len(held)
+        assert [log.event_name for log in logs] == ["EpochOpened", "RiskArraysStored"]
         assert (logs[0].underlying, logs[0].epoch) == (eth, epoch + 1)
-        assert [log.instrument for log in logs[1:]] == held
-        assert {log.epoch for log in logs[1:]} == {epoch + 1}
+        assert (logs[1].underlying, logs[1].epoch, list(logs[1].instruments)) == (eth, epoch + 1, held)
     spot_round, vol_round, opened, opened_at, _ = cm.engine.contract.epoch(eth, block_id=block)
     assert opened == epoch + 1
     assert opened_at == chain.blocks[block].timestamp
