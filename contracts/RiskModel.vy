@@ -77,10 +77,10 @@ struct Underlying:
 
 
 struct Grid:
-    # a batch's grid (`_decode`): scenarios, the distinct shocked spots (WAD), and per
-    # scenario the index of its spot (bits 0-7) and its vol move (bits 8-9)
+    # a batch's grid (`_decode`): scenarios; per scenario its shocked spot (WAD) and the
+    # earlier (or same) scenario with the same spot whose `ln` it shares (bits 0-7), its vol move (8-9), its lane's word
+    # (16-23) and bit (from 24) in the array
     scenarios: uint256
-    distinct: uint256
     spots: uint256[risk_layout.MAX_SCENARIOS]
     scen: uint256[risk_layout.MAX_SCENARIOS]
     # bit m set iff some scenario has vol move m; whether some shocked spot is 0 (which
@@ -153,7 +153,9 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
     @dev `compute_arrays` of one option.
     @return Word 0 (epoch | shift | lanes 0..10 | UNSETTLED), words 1 and 2 (0 if unused).
     """
-    return self._compute_arrays(ctx, [terms])[0]
+    grid: Grid = self._decode(ctx)
+    ex: Expiry = self._expiry(ctx, grid, terms.expiry)
+    return self._array(ctx, terms, grid, ex, self._strike(grid, ex, terms.strike))
 
 
 @external
@@ -171,123 +173,6 @@ def compute_arrays(
          the previous option's terms, so a batch sorted by expiry, then strike, with a
          strike's call and put adjacent, computes the least.
     """
-    return self._compute_arrays(ctx, terms)
-
-
-@external
-@view
-def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
-    """
-    @notice Delta, gamma and vega of the account per underlying it touches, at the live
-            spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
-    @dev Values the account through the engine first, so it reads and reverts exactly as
-         the engine's `margin` does. An underlying is touched by collateral tracking it, a
-         perp or an option on it (as in the engine's valuation).
-    """
-    unused: IRiskEngine.Margin = staticcall ENGINE.margin(account)
-    positions: IClearinghouse.Positions = self._positions(account)
-    lines: DynArray[IVault.Collateral, MAX_ASSETS] = self._lines(account)
-    optioned: uint256 = 0
-    for word: uint256 in positions.options:
-        optioned |= 1 << ((word >> 32) & 255)
-    touched: uint256 = optioned
-    for line: IClearinghouse.PerpLine in positions.perps:
-        touched |= 1 << line.underlying
-    # per line, the underlying it tracks (0 for none)
-    tracks: DynArray[uint256, MAX_ASSETS] = []
-    for line: IVault.Collateral in lines:
-        u: uint256 = 0
-        if line.underlying != empty(bytes32):
-            u = staticcall ENGINE.underlying_ids(line.underlying)
-        tracks.append(u)
-        if u != 0:
-            touched |= 1 << u
-    rate: uint256 = staticcall ENGINE.rate()
-    result: DynArray[Greeks, MAX_UNDERLYINGS] = []
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if touched & (1 << u) == 0:
-            continue
-        result.append(self._greeks_of(u, optioned, rate, positions, lines, tracks))
-    return result
-
-
-@internal
-@view
-def _greeks_of(
-    u: uint256,
-    optioned: uint256,
-    rate: uint256,
-    positions: IClearinghouse.Positions,
-    lines: DynArray[IVault.Collateral, MAX_ASSETS],
-    tracks: DynArray[uint256, MAX_ASSETS],
-) -> Greeks:
-    """
-    @dev The greeks of underlying `u` (see `greeks`); `tracks[i]` is the underlying line i
-         tracks (0 for none).
-    """
-    listing: Underlying = staticcall ENGINE.underlyings(u)
-    # the spot, and the vol only where the account holds an option on u (as the engine)
-    vol_key: bytes32 = empty(bytes32)
-    if optioned & (1 << u) != 0:
-        vol_key = listing.vol_key
-    # spot and vol (WAD), in memory: the stack is full here
-    prices: uint256[2] = empty(uint256[2])
-    spot_round: uint80 = 0
-    vol_round: uint80 = 0
-    prices[0], spot_round, prices[1], vol_round = staticcall ORACLE.price_rounds(listing.spot_key, vol_key, False)
-    delta: int256 = 0
-    for line: IClearinghouse.PerpLine in positions.perps:
-        if line.underlying == u:
-            delta = line.size
-    for i: uint256 in range(len(lines), bound=MAX_ASSETS):
-        if tracks[i] == u:
-            delta += convert(lines[i].balance, int256)
-    # delta, gamma, vega of the options (in memory: the stack is full here)
-    sums: int256[3] = [delta, 0, 0]
-    for word: uint256 in positions.options:
-        if (word >> 32) & 255 != u:
-            continue
-        terms: int256[3] = self._option_greeks(prices, word, rate)
-        sums[0] += terms[0]
-        sums[1] += terms[1]
-        sums[2] += terms[2]
-    return Greeks(underlying=u, delta=sums[0], gamma=sums[1], vega=sums[2])
-
-
-@internal
-@view
-def _option_greeks(prices: uint256[2], word: uint256, rate: uint256) -> int256[3]:
-    """
-    @dev Delta, gamma and vega of the option position `word` at spot and vol `prices`:
-         size times the per-unit Black-Scholes greeks, each floored.
-    """
-    size: int256 = fixed._word_size(word)
-    instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(word & M32)
-    d: int256 = 0
-    g: uint256 = 0
-    v: uint256 = 0
-    d, g, v = bs_math._bs_greeks(
-        prices[0], instrument.strike, prices[1], self._tau(instrument.expiry, block.timestamp), rate, instrument.kind == CALL
-    )
-    return [
-        fixed._floor_div(size * d, IWAD),
-        fixed._floor_div(size * convert(g, int256), IWAD),
-        fixed._floor_div(size * convert(v, int256), IWAD),
-    ]
-
-
-@internal
-@pure
-def _compute_arrays(
-    ctx: IRiskModel.ArrayContext, terms: DynArray[IRiskModel.Terms, MAX_BATCH]
-) -> DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH]:
-    """
-    @dev The batch pricer of `compute_arrays`. Every value is the one `bs_math._bs_price`
-         gives for the scenario's spot, vol, tau and rate: it is composed of the same
-         pieces (`_rt`, `_discount_factor`, `_vol_time`, `_log_moneyness`, `_n12`,
-         `_intrinsic`, `_legs_value`), each evaluated once where its inputs repeat. The
-         expiry and strike caches hold the previous option's.
-    """
     grid: Grid = self._decode(ctx)
     ex: Expiry = empty(Expiry)
     st: Strike = empty(Strike)
@@ -296,7 +181,7 @@ def _compute_arrays(
         if len(result) == 0 or t.expiry != ex.expiry:
             ex = self._expiry(ctx, grid, t.expiry)
             st = self._strike(grid, ex, t.strike)
-        elif t.strike != st.strike or ex.expired:
+        elif t.strike != st.strike:
             st = self._strike(grid, ex, t.strike)
         result.append(self._array(ctx, t, grid, ex, st))
     return result
@@ -306,26 +191,33 @@ def _compute_arrays(
 @pure
 def _decode(ctx: IRiskModel.ArrayContext) -> Grid:
     """
-    @dev The grid of `ctx` with its shocked spots, each distinct value once.
+    @dev The grid of `ctx`: each scenario's shocked spot, its vol move, the scenario whose
+         `ln(S / (K D))` it shares and its lane's place in the array.
     """
     g: Grid = empty(Grid)
+    g.scenarios = ctx.scenarios
     for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
         lane: uint256 = ctx.grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
         spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
-        d: uint256 = 0
-        for i: uint256 in range(g.distinct, bound=risk_layout.MAX_SCENARIOS):
-            if g.spots[i] == spot:
-                break
-            d = i + 1
-        if d == g.distinct:
-            g.spots[d] = spot
-            g.distinct = d + 1
+        g.spots[s] = spot
+        # the scenario whose `ln` this one shares: the previous one's if the spot is the
+        # same, else the base's if the spot is the base's, else its own. The default grid
+        # lists equal shocks together (and 0% after the base): 9 distinct spots, 9 `ln` per
+        # strike. A custom grid's other repeats are priced again (the same integers).
+        same: uint256 = s
+        if s != 0:
+            if g.spots[s - 1] == spot:
+                same = g.scen[s - 1] & 255
+            elif g.spots[0] == spot:
+                same = 0
         move: uint256 = (lane >> 16) & 3
-        g.scen[s] = d | (move << 8)
+        word: uint256 = 0
+        bit: uint256 = 0
+        word, bit = risk_layout._lane_at(s)
+        g.scen[s] = same | (move << 8) | (word << 16) | (bit << 24)
         g.moves |= 1 << move
         if spot == 0:
             g.zero_spot = True
-    g.scenarios = ctx.scenarios
     return g
 
 
@@ -371,11 +263,11 @@ def _strike(g: Grid, e: Expiry, strike: uint256) -> Strike:
     k.kd = strike * e.df
     if e.live == 0:
         return k
-    # ln(spots[d] / (K D)) where bit d of `have` is set
+    # ln(spots[d] / (K D)) where bit d of `have` is set (d: the first scenario of a spot)
     lnm: int256[risk_layout.MAX_SCENARIOS] = empty(int256[risk_layout.MAX_SCENARIOS])
     have: uint256 = 0
     for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
-        move: uint256 = g.scen[s] >> 8
+        move: uint256 = (g.scen[s] >> 8) & 3
         if e.live & (1 << move) == 0:
             continue
         d: uint256 = g.scen[s] & 255
@@ -401,45 +293,61 @@ def _array(ctx: IRiskModel.ArrayContext, t: IRiskModel.Terms, g: Grid, e: Expiry
     """
     is_call: bool = t.kind == CALL
     settled: bool = e.expired and t.settlement_price != 0
-    if not settled:
-        assert not g.zero_spot, "bs_math: zero price"
+    if g.scenarios != 0:
+        # `_bs_price` refuses a zero spot or strike in every scenario: the settlement price
+        # is not 0, the shocked spots were checked once
+        assert t.strike != 0 and (settled or not g.zero_spot), "bs_math: zero price"
     quanta: uint256[risk_layout.MAX_SCENARIOS] = empty(uint256[risk_layout.MAX_SCENARIOS])
     # the OR of all values has the bit length of the largest; `most` is the largest
     top: uint256 = 0
     most: uint256 = 0
-    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
-        spot: uint256 = g.spots[g.scen[s] & 255]
+    for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        spot: uint256 = g.spots[s]
         if settled:
             spot = t.settlement_price
-        bs_math._check_prices(spot, t.strike)
         value: uint256 = 0
-        if e.live & (1 << (g.scen[s] >> 8)) == 0:
+        if e.live & (1 << ((g.scen[s] >> 8) & 3)) == 0:
             value = bs_math._intrinsic(spot, k.kd, is_call)
         else:
-            value = bs_math._legs_value(spot, k.kd, k.legs[s] & M128, k.legs[s] >> 128, is_call)
+            legs: uint256 = k.legs[s]
+            value = bs_math._legs_value(spot, k.kd, legs & M128, legs >> 128, is_call)
         value //= ctx.quantum
         quanta[s] = value
         top |= value
         most = max(most, value)
-    scale: uint256 = 0
-    for i: uint256 in range(256):
-        if top >> scale <= risk_layout.LANE_MASK:
-            break
-        scale += 1
+    # the smallest shift that makes `top` fit LANE_BITS: its bit length beyond them
+    scale: uint256 = self._bit_length(top)
+    scale = scale - risk_layout.LANE_BITS if scale > risk_layout.LANE_BITS else 0
     assert scale <= risk_layout.MAX_SHIFT, "risk: value out of range"
     words: uint256[risk_layout.ARRAY_WORDS] = empty(uint256[risk_layout.ARRAY_WORDS])
     words[0] = (ctx.epoch & M32) | (scale << 32)
     if e.expired and t.settlement_price == 0:
         words[0] |= risk_layout.UNSETTLED
-    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
-        i: uint256 = 0
-        bit: uint256 = 0
-        i, bit = risk_layout._lane_at(s)
+    for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
         q: uint256 = quanta[s]
         if e.expired:
             q = most
-        words[i] |= (q >> scale) << bit
+        c: uint256 = g.scen[s]
+        # the lane's word (bits 16-23 of `c`) and bit (from bit 24), see `_decode`
+        words[(c >> 16) & 255] |= (q >> scale) << (c >> 24)
     return words
+
+
+@internal
+@pure
+def _bit_length(x: uint256) -> uint256:
+    """
+    @dev The number of bits of `x` (0 for 0), by halving.
+    """
+    n: uint256 = 0
+    y: uint256 = x
+    for half: uint256 in [128, 64, 32, 16, 8, 4, 2, 1]:
+        if y >> half != 0:
+            y >>= half
+            n += half
+    if y != 0:
+        n += 1
+    return n
 
 
 @internal

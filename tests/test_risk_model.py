@@ -123,6 +123,19 @@ batch_options = st.lists(
 )
 
 
+# grids whose spots repeat, adjacent or not (the batch shares `ln` between some of them)
+repeating_grids = st.lists(
+    st.builds(
+        model.Scenario,
+        st.sampled_from([-9_500, -1_500, 0, 500, 1_500]).map(lambda x: x * 100),
+        st.integers(0, 2),
+        st.just(10_000 * 100),
+    ),
+    min_size=1,
+    max_size=31,
+).map(lambda rest: (model.default_grid()[0], *rest))
+
+
 @DIFF
 @given(
     options=batch_options,
@@ -130,7 +143,7 @@ batch_options = st.lists(
     vol=log_uniform(5 * 10**16, 2 * WAD),
     rate=st.one_of(st.just(0), st.integers(0, 2 * 10**17)),
     quantum=log_uniform(10**6, 10**16),
-    grid=grids,
+    grid=st.one_of(grids, repeating_grids),
     order=st.randoms(use_true_random=False),
 )
 def test_compute_arrays__any_batch_and_order__equals_model_per_option(
