@@ -342,40 +342,39 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
     """
     @notice Keeper entry: stores the current-epoch risk array of every listed option in
             `instrument_ids` whose array is stale. Perps and unknown ids are skipped. The
-            stale options of each underlying are priced in one risk-model call, which
-            shares what they have in common: sorted by underlying, expiry and strike, with
-            a strike's call and put adjacent, they cost the least.
-    @return How many arrays were computed and stored (an id given twice counts twice).
+            stale options of one underlying that follow each other are priced in one
+            risk-model call, which shares what they have in common: sorted by underlying,
+            expiry and strike, with a strike's call and put adjacent, they cost the least.
+    @return How many arrays were computed and stored.
     """
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
-    # the stale options in the order given: id | underlying << 128, and their terms
-    stale: DynArray[uint256, MAX_BATCH] = []
-    terms: DynArray[IRiskModel.Terms, MAX_BATCH] = []
+    stored: uint256 = 0
+    # the stale options of underlying `u` since the last one of another underlying
+    u: uint256 = 0
+    ids: DynArray[uint256, MAX_BATCH] = []
+    batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
     for instrument_id: uint256 in instrument_ids:
         instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
         if instrument.kind != CALL and instrument.kind != PUT:
             continue
-        u: uint256 = instrument.underlying
-        if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u, 0)
-            loaded |= 1 << u
+        v: uint256 = instrument.underlying
+        if loaded & (1 << v) == 0:
+            contexts[v] = self._current_context(v, 0)
+            loaded |= 1 << v
         w0: uint256 = self.arrays[instrument_id][0]
         # an UNSETTLED array is computed again once the settlement price is known
-        if w0 & M32 != contexts[u].epoch or (w0 >= risk_layout.UNSETTLED and instrument.settlement_price != 0):
-            stale.append(instrument_id | (u << 128))
-            terms.append(self._terms(instrument))
-    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if loaded & (1 << u) == 0:
-            continue
-        ids: DynArray[uint256, MAX_BATCH] = []
-        batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
-        for i: uint256 in range(len(stale), bound=MAX_BATCH):
-            if stale[i] >> 128 == u:
-                ids.append(stale[i] & LOW128)
-                batch.append(terms[i])
-        self._store_arrays(u, contexts[u], ids, batch)
-    return len(stale)
+        if w0 & M32 != contexts[v].epoch or (w0 >= risk_layout.UNSETTLED and instrument.settlement_price != 0):
+            if v != u:
+                self._store_arrays(u, contexts[u], ids, batch)
+                stored += len(ids)
+                u = v
+                ids = []
+                batch = []
+            ids.append(instrument_id)
+            batch.append(self._terms(instrument))
+    self._store_arrays(u, contexts[u], ids, batch)
+    return stored + len(ids)
 
 
 @external
@@ -862,22 +861,32 @@ def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
 @internal
 def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
     """
-    @dev Values the account; if some arrays were stale, stores them, one risk-model call
-         per underlying (opening its epoch first, as needed), and values it again, from
-         storage. `hint`: see `refresh_bound`.
+    @dev Values the account; if some arrays were stale, stores them (`_store_stale`) and
+         values it again, from storage. `hint`: see `refresh_bound`.
     """
     v: Valuation = self._value(account, 0, COLLECT, 0, hint)
     if v.stale == 0:
         return v.margin
+    self._store_stale(account, v.touched, v.stale, hint)
+    return self._value(account, 0, PLAIN, 0, hint).margin
+
+
+@internal
+def _store_stale(account: uint256, touched: uint256, stale: uint256, hint: uint256):
+    """
+    @dev Stores the account's stale arrays (bit i of `stale`: option position i), one
+         risk-model call per underlying (`touched`), in position order, opening the
+         underlying's epoch first. Its own frame: the valuation's memory stays small.
+    """
     options: DynArray[uint256, MAX_OPTIONS] = self._positions(account).options
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
-        if v.touched & (1 << u) == 0:
+        if touched & (1 << u) == 0:
             continue
         ctx: Context = empty(Context)
         ids: DynArray[uint256, MAX_BATCH] = []
         batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
         for i: uint256 in range(len(options), bound=MAX_OPTIONS):
-            if v.stale & (1 << i) == 0 or (options[i] >> 32) & 255 != u:
+            if stale & (1 << i) == 0 or (options[i] >> 32) & 255 != u:
                 continue
             if not ctx.stored:
                 ctx = self._current_context(u, hint)
@@ -890,7 +899,6 @@ def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             ids.append(instrument_id)
             batch.append(self._terms(self._instrument(instrument_id)))
         self._store_arrays(u, ctx, ids, batch)
-    return self._value(account, 0, PLAIN, 0, hint).margin
 
 
 @internal
