@@ -353,7 +353,6 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
     # the stale options of underlying `u` since the last one of another underlying
     u: uint256 = 0
     ids: DynArray[uint256, MAX_BATCH] = []
-    batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
     for instrument_id: uint256 in instrument_ids:
         instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
         if instrument.kind != CALL and instrument.kind != PUT:
@@ -366,14 +365,12 @@ def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
         # an UNSETTLED array is computed again once the settlement price is known
         if w0 & M32 != contexts[v].epoch or (w0 >= risk_layout.UNSETTLED and instrument.settlement_price != 0):
             if v != u:
-                self._store_arrays(u, contexts[u], ids, batch)
+                self._store_arrays(u, contexts[u], ids)
                 stored += len(ids)
                 u = v
                 ids = []
-                batch = []
             ids.append(instrument_id)
-            batch.append(self._terms(instrument))
-    self._store_arrays(u, contexts[u], ids, batch)
+    self._store_arrays(u, contexts[u], ids)
     return stored + len(ids)
 
 
@@ -884,7 +881,6 @@ def _store_stale(account: uint256, touched: uint256, stale: uint256, hint: uint2
             continue
         ctx: Context = empty(Context)
         ids: DynArray[uint256, MAX_BATCH] = []
-        batch: DynArray[IRiskModel.Terms, MAX_BATCH] = []
         for i: uint256 in range(len(options), bound=MAX_OPTIONS):
             if stale & (1 << i) == 0 or (options[i] >> 32) & 255 != u:
                 continue
@@ -892,13 +888,10 @@ def _store_stale(account: uint256, touched: uint256, stale: uint256, hint: uint2
                 ctx = self._current_context(u, hint)
             elif len(ids) == MAX_BATCH:
                 # more stale options than one call prices (when MAX_OPTIONS > MAX_BATCH)
-                self._store_arrays(u, ctx, ids, batch)
+                self._store_arrays(u, ctx, ids)
                 ids = []
-                batch = []
-            instrument_id: uint256 = options[i] & M32
-            ids.append(instrument_id)
-            batch.append(self._terms(self._instrument(instrument_id)))
-        self._store_arrays(u, ctx, ids, batch)
+            ids.append(options[i] & M32)
+        self._store_arrays(u, ctx, ids)
 
 
 @internal
@@ -1146,24 +1139,25 @@ def _terms(instrument: IClearinghouse.Instrument) -> IRiskModel.Terms:
 
 
 @internal
-def _store_arrays(u: uint256, ctx: Context, ids: DynArray[uint256, MAX_BATCH], terms: DynArray[IRiskModel.Terms, MAX_BATCH]):
+def _store_arrays(u: uint256, ctx: Context, ids: DynArray[uint256, MAX_BATCH]):
     """
-    @dev Computes the arrays of options `ids` (terms `terms`) of underlying `u` in its current
-         epoch `ctx` in one risk-model call and stores them: only the words the grid uses
-         (a word past them is never read while the array is current, see `_reads`). An
-         array with time value (expiry still ahead) ends the epoch at that expiry: the
-         horizon shrinks to the earliest of them (one warm write, only when it shrinks).
+    @dev Computes the arrays of options `ids` of underlying `u` in its current epoch `ctx`
+         in one risk-model call and stores them: only the words the grid uses (a word past
+         them is never read while the array is current, see `_reads`). An array with time
+         value (expiry still ahead) ends the epoch at that expiry: the horizon shrinks to
+         the earliest of them (one warm write, only when it shrinks). The terms are read
+         here (again, for `refresh`: a warm read), so that the callers' frames, below a
+         margin check's, stay small.
     """
     if len(ids) == 0:
         return
+    terms: DynArray[IRiskModel.Terms, MAX_BATCH] = []
+    for instrument_id: uint256 in ids:
+        terms.append(self._terms(self._instrument(instrument_id)))
     arrays: DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH] = staticcall self.risk_model.compute_arrays(
         self._array_context(u, ctx), terms
     )
-    used: uint256 = 1
-    if ctx.scenarios > risk_layout.FIRST_LANES + risk_layout.LANES:
-        used = 3
-    elif ctx.scenarios > risk_layout.FIRST_LANES:
-        used = 2
+    used: uint256 = risk_layout._words(ctx.scenarios)
     record: uint256 = self.epochs[u]
     horizon: uint256 = (record >> 40) & M24
     shrunk: bool = False

@@ -187,6 +187,108 @@ def compute_arrays(
     return result
 
 
+@external
+@view
+def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
+    """
+    @notice Delta, gamma and vega of the account per underlying it touches, at the live
+            spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
+    @dev Values the account through the engine first, so it reads and reverts exactly as
+         the engine's `margin` does. An underlying is touched by collateral tracking it, a
+         perp or an option on it (as in the engine's valuation).
+    """
+    unused: IRiskEngine.Margin = staticcall ENGINE.margin(account)
+    positions: IClearinghouse.Positions = self._positions(account)
+    lines: DynArray[IVault.Collateral, MAX_ASSETS] = self._lines(account)
+    optioned: uint256 = 0
+    for word: uint256 in positions.options:
+        optioned |= 1 << ((word >> 32) & 255)
+    touched: uint256 = optioned
+    for line: IClearinghouse.PerpLine in positions.perps:
+        touched |= 1 << line.underlying
+    # per line, the underlying it tracks (0 for none)
+    tracks: DynArray[uint256, MAX_ASSETS] = []
+    for line: IVault.Collateral in lines:
+        u: uint256 = 0
+        if line.underlying != empty(bytes32):
+            u = staticcall ENGINE.underlying_ids(line.underlying)
+        tracks.append(u)
+        if u != 0:
+            touched |= 1 << u
+    rate: uint256 = staticcall ENGINE.rate()
+    result: DynArray[Greeks, MAX_UNDERLYINGS] = []
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if touched & (1 << u) == 0:
+            continue
+        result.append(self._greeks_of(u, optioned, rate, positions, lines, tracks))
+    return result
+
+
+@internal
+@view
+def _greeks_of(
+    u: uint256,
+    optioned: uint256,
+    rate: uint256,
+    positions: IClearinghouse.Positions,
+    lines: DynArray[IVault.Collateral, MAX_ASSETS],
+    tracks: DynArray[uint256, MAX_ASSETS],
+) -> Greeks:
+    """
+    @dev The greeks of underlying `u` (see `greeks`); `tracks[i]` is the underlying line i
+         tracks (0 for none).
+    """
+    listing: Underlying = staticcall ENGINE.underlyings(u)
+    # the spot, and the vol only where the account holds an option on u (as the engine)
+    vol_key: bytes32 = empty(bytes32)
+    if optioned & (1 << u) != 0:
+        vol_key = listing.vol_key
+    # spot and vol (WAD), in memory: the stack is full here
+    prices: uint256[2] = empty(uint256[2])
+    spot_round: uint80 = 0
+    vol_round: uint80 = 0
+    prices[0], spot_round, prices[1], vol_round = staticcall ORACLE.price_rounds(listing.spot_key, vol_key, False)
+    delta: int256 = 0
+    for line: IClearinghouse.PerpLine in positions.perps:
+        if line.underlying == u:
+            delta = line.size
+    for i: uint256 in range(len(lines), bound=MAX_ASSETS):
+        if tracks[i] == u:
+            delta += convert(lines[i].balance, int256)
+    # delta, gamma, vega of the options (in memory: the stack is full here)
+    sums: int256[3] = [delta, 0, 0]
+    for word: uint256 in positions.options:
+        if (word >> 32) & 255 != u:
+            continue
+        terms: int256[3] = self._option_greeks(prices, word, rate)
+        sums[0] += terms[0]
+        sums[1] += terms[1]
+        sums[2] += terms[2]
+    return Greeks(underlying=u, delta=sums[0], gamma=sums[1], vega=sums[2])
+
+
+@internal
+@view
+def _option_greeks(prices: uint256[2], word: uint256, rate: uint256) -> int256[3]:
+    """
+    @dev Delta, gamma and vega of the option position `word` at spot and vol `prices`:
+         size times the per-unit Black-Scholes greeks, each floored.
+    """
+    size: int256 = fixed._word_size(word)
+    instrument: IClearinghouse.Instrument = staticcall CLEARING.instrument(word & M32)
+    d: int256 = 0
+    g: uint256 = 0
+    v: uint256 = 0
+    d, g, v = bs_math._bs_greeks(
+        prices[0], instrument.strike, prices[1], self._tau(instrument.expiry, block.timestamp), rate, instrument.kind == CALL
+    )
+    return [
+        fixed._floor_div(size * d, IWAD),
+        fixed._floor_div(size * convert(g, int256), IWAD),
+        fixed._floor_div(size * convert(v, int256), IWAD),
+    ]
+
+
 @internal
 @pure
 def _decode(ctx: IRiskModel.ArrayContext) -> Grid:

@@ -63,6 +63,19 @@ def _lane_at(s: uint256) -> (uint256, uint256):
 
 @internal
 @pure
+def _words(scenarios: uint256) -> uint256:
+    """
+    @dev How many words an array of `scenarios` lanes uses (1 to ARRAY_WORDS).
+    """
+    if scenarios > FIRST_LANES + LANES:
+        return ARRAY_WORDS
+    if scenarios > FIRST_LANES:
+        return 2
+    return 1
+
+
+@internal
+@pure
 def _shock(lane: uint256) -> int256:
     """
     @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
