@@ -52,6 +52,8 @@ MAX_ASSETS: constant(uint256) = 16
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
 M128: constant(uint256) = 2**128 - 1
+# @dev The shock bits of a grid lane (an int16, see risk_layout).
+SHOCK_MASK: constant(uint256) = 2**16 - 1
 CALL: constant(uint256) = 2
 # @dev Most options one `compute_arrays` call prices (the engine's MAX_BATCH).
 MAX_BATCH: constant(uint256) = 64
@@ -298,28 +300,32 @@ def _decode(ctx: IRiskModel.ArrayContext) -> Grid:
     """
     g: Grid = empty(Grid)
     g.scenarios = ctx.scenarios
+    # the previous scenario's shock bits (2**16: none), spot and the scenario whose `ln` it
+    # shares
+    shock: uint256 = SHOCK_MASK + 1
+    spot: uint256 = 0
+    same: uint256 = 0
     for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
         lane: uint256 = ctx.grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
-        g.spots[s] = spot
-        # the scenario whose `ln` this one shares: the previous one's if the spot is the
+        # the scenario whose `ln` this one shares: the previous one's if the shock is the
         # same, else the base's if the spot is the base's, else its own. The default grid
         # lists equal shocks together (and 0% after the base): 9 distinct spots, 9 `ln` per
         # strike. A custom grid's other repeats are priced again (the same integers).
-        same: uint256 = s
-        if s != 0:
-            if g.spots[s - 1] == spot:
-                same = g.scen[s - 1] & 255
-            elif g.spots[0] == spot:
+        if lane & SHOCK_MASK != shock:
+            shock = lane & SHOCK_MASK
+            spot = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
+            same = s
+            if s != 0 and g.spots[0] == spot:
                 same = 0
+            if spot == 0:
+                g.zero_spot = True
+        g.spots[s] = spot
         move: uint256 = (lane >> 16) & 3
         word: uint256 = 0
         bit: uint256 = 0
         word, bit = risk_layout._lane_at(s)
         g.scen[s] = same | (move << 8) | (word << 16) | (bit << 24)
         g.moves |= 1 << move
-        if spot == 0:
-            g.zero_spot = True
     return g
 
 
