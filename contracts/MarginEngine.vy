@@ -53,6 +53,7 @@ from interfaces import IRiskEngine
 from interfaces import IRiskModel
 from interfaces import IVault
 from lib import fixed
+from lib import risk_layout
 
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
@@ -78,7 +79,6 @@ IWAD: constant(int256) = 10**18
 MAX_ASSETS: constant(uint256) = 16
 # @dev Underlying ids are 1..MAX_UNDERLYINGS (one bit each in masks; 0 means "none").
 MAX_UNDERLYINGS: constant(uint256) = 16
-MAX_SCENARIOS: constant(uint256) = 32
 # @dev Hard bound on option positions per account (the margin loop's bound).
 MAX_OPTIONS: constant(uint256) = 128
 # @dev Words of one byte per option position (the chains of `_value`).
@@ -89,20 +89,14 @@ MAX_BATCH: constant(uint256) = 64
 # @dev Grid shocks and weights are in millionths (1e6 = 100%) at the interface.
 MILLION: constant(uint256) = 10**6
 IMILLION: constant(int256) = 10**6
-# @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15) | vol move (16-17) |
-#      weight uint14 (18-31); shock and weight in units of GRID_UNIT millionths (0.01%).
-GRID_UNIT: constant(uint256) = 100
-IGRID_UNIT: constant(int256) = 100
-GRID_LANES: constant(uint256) = 8
-GRID_BITS: constant(uint256) = 32
-GRID_WORDS: constant(uint256) = 4
+# @dev Grid and risk-array layout (grid words, lanes, UNSETTLED, MAX_SHIFT): `lib/risk_layout.vy`.
 # @dev The default grid of SPECIFICATION.md §6 (the one `list_underlying` sets), packed: it
 #      is read from here, and only a custom grid from storage (3 cold slots saved per
 #      underlying and valuation). `crossmargin.model.margin.pack_grid(default_grid())`.
 #      Order: base; ±15% × vol up/none/down; ±30% vol up (weight 0.35); 0% vol up, down;
 #      then ±10%, ±5% × up/none/down. The first 11 fill a risk array's first word: the
 #      scenarios that usually bind, so a hinted check (`refresh_bound`) reads one word.
-DEFAULT_GRID: constant(uint256[GRID_WORDS]) = [
+DEFAULT_GRID: constant(uint256[risk_layout.GRID_WORDS]) = [
     24741078584706769307931531229709221677864637544095000675477828136660172341248,
     70677402821747872943581686096478072097284944682020734653762841524705598507960,
     16455051854145131903760194006137042247593585207280598951419189460492,
@@ -115,33 +109,12 @@ GRID_FIELDS: constant(uint256) = 511 << 192
 CUSTOM_GRID: constant(uint256) = 1 << 200
 # @dev Oracle keys of an underlying are at most 16 bytes (both share one word).
 LOW128: constant(uint256) = 2**128 - 1
-VOL_DOWN: constant(uint256) = 0
-VOL_NONE: constant(uint256) = 1
-VOL_UP: constant(uint256) = 2
-# @dev Risk arrays: 19-bit lanes. Word 0 holds the epoch (bits 0-31), the array's `shift`
-#      (32-39) and the lanes of scenarios 0..10 (from bit 40); each further word the lanes
-#      of 13 more scenarios (from bit 0). A lane is in units of `quantum << shift`.
-#      23 scenarios take 2 words, 32 take 3.
-LANE_BITS: constant(uint256) = 19
-# @dev Flag bit of a risk array's word 0 (above the first 11 lanes): the option had expired
-#      without a settlement price when the array was computed. Every lane then holds its
-#      worst intrinsic value over the grid's spot shocks; longs count for nothing.
-UNSETTLED: constant(uint256) = 1 << 255
-LANE_MASK: constant(uint256) = 2**19 - 1
-FIRST_LANES: constant(uint256) = 11
-LANES: constant(uint256) = 13
-ARRAY_WORDS: constant(uint256) = 3
-HEADER_BITS: constant(uint256) = 40
 M32: constant(uint256) = 2**32 - 1
 M24: constant(uint256) = 2**24 - 1
 M40: constant(uint256) = 2**40 - 1
-# @dev Largest `shift` (the risk model refuses a larger one): keeps |size| · 2**shift <=
-#      2**127 · 2**103 = 2**230 (see `_value`). It covers values per unit up to 2**122
-#      quanta (5e24 USD at the smallest quantum).
-MAX_SHIFT: constant(uint256) = 103
 # @dev Option sums of one underlying (see `_sum_options`): one per lane of every array
 #      word, then the shorts' Σ z, Σ |z|, net calls and net puts.
-SHORTS: constant(uint256) = FIRST_LANES + 2 * LANES
+SHORTS: constant(uint256) = risk_layout.FIRST_LANES + 2 * risk_layout.LANES
 UNITS: constant(uint256) = SHORTS + 1
 CALLS: constant(uint256) = SHORTS + 2
 PUTS: constant(uint256) = SHORTS + 3
@@ -242,7 +215,7 @@ struct UnderlyingRisk:
     # scenario with the worst weighted PnL, that loss (WAD) and the unweighted PnL vector
     worst_scenario: uint256
     loss: uint256
-    pnl: DynArray[int256, MAX_SCENARIOS]
+    pnl: DynArray[int256, risk_layout.MAX_SCENARIOS]
 
 
 struct Valuation:
@@ -255,7 +228,7 @@ struct Valuation:
     # the unweighted PnL of every scenario
     worst_scenario: uint256
     loss: uint256
-    pnl: DynArray[int256, MAX_SCENARIOS]
+    pnl: DynArray[int256, risk_layout.MAX_SCENARIOS]
 
 
 # @dev The vault holding collateral and cash.
@@ -280,14 +253,14 @@ listings: HashMap[uint256, Listing]
 underlying_ids: public(HashMap[bytes32, uint256])
 underlying_count: public(uint256)
 # @dev Packed custom grid of an underlying (see GRID_LANES), unused for the default grid.
-grid_words: HashMap[uint256, uint256[GRID_WORDS]]
+grid_words: HashMap[uint256, uint256[risk_layout.GRID_WORDS]]
 # @dev Epoch record per underlying: spot round (80) | vol round (80) | epoch (32) | horizon
 #      (24) | opened (40). The epoch is over `horizon` seconds after it opened: the earliest
 #      expiry of an option it stored an array of with time left (2**24 - 1 for none), so no
 #      array with time value outlives its option's expiry.
 epochs: HashMap[uint256, uint256]
 # @dev Risk arrays by instrument (see LANES); only the words in use are read.
-arrays: HashMap[uint256, uint256[ARRAY_WORDS]]
+arrays: HashMap[uint256, uint256[risk_layout.ARRAY_WORDS]]
 
 
 event EpochOpened:
@@ -297,9 +270,11 @@ event EpochOpened:
     vol_round: uint80
 
 
-event RiskArrayStored:
-    instrument: indexed(uint256)
+event RiskArraysStored:
+    underlying: indexed(uint256)
     epoch: uint256
+    # the options whose arrays were stored, in the order priced
+    instruments: DynArray[uint256, MAX_BATCH]
 
 
 event UnderlyingListed:
@@ -311,9 +286,9 @@ event UnderlyingListed:
 
 event GridSet:
     underlying: indexed(uint256)
-    shocks: DynArray[int256, MAX_SCENARIOS]
-    vol_moves: DynArray[uint256, MAX_SCENARIOS]
-    weights: DynArray[uint256, MAX_SCENARIOS]
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS]
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS]
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS]
 
 
 event RiskParamsSet:
@@ -370,26 +345,37 @@ def __init__(vault: IVault, oracle: IOracleRouter, clearing: IClearinghouse, mar
 def refresh(instrument_ids: DynArray[uint256, MAX_BATCH]) -> uint256:
     """
     @notice Keeper entry: stores the current-epoch risk array of every listed option in
-            `instrument_ids` whose array is stale. Perps and unknown ids are skipped.
+            `instrument_ids` whose array is stale. Perps and unknown ids are skipped. The
+            stale options of one underlying that follow each other are priced in one
+            risk-model call, which shares what they have in common: sorted by underlying,
+            expiry and strike, with a strike's call and put adjacent, they cost the least.
     @return How many arrays were computed and stored.
     """
     contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
     loaded: uint256 = 0
     stored: uint256 = 0
+    # the stale options of underlying `u` since the last one of another underlying
+    u: uint256 = 0
+    ids: DynArray[uint256, MAX_BATCH] = []
     for instrument_id: uint256 in instrument_ids:
         instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
         if instrument.kind != CALL and instrument.kind != PUT:
             continue
-        u: uint256 = instrument.underlying
-        if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u, 0)
-            loaded |= 1 << u
+        v: uint256 = instrument.underlying
+        if loaded & (1 << v) == 0:
+            contexts[v] = self._current_context(v, 0)
+            loaded |= 1 << v
         w0: uint256 = self.arrays[instrument_id][0]
         # an UNSETTLED array is computed again once the settlement price is known
-        if w0 & M32 != contexts[u].epoch or (w0 >= UNSETTLED and instrument.settlement_price != 0):
-            self._store_array(instrument_id, instrument, contexts[u])
-            stored += 1
-    return stored
+        if w0 & M32 != contexts[v].epoch or (w0 >= risk_layout.UNSETTLED and instrument.settlement_price != 0):
+            if v != u:
+                self._store_arrays(u, contexts[u], ids)
+                stored += len(ids)
+                u = v
+                ids = []
+            ids.append(instrument_id)
+    self._store_arrays(u, contexts[u], ids)
+    return stored + len(ids)
 
 
 @external
@@ -536,7 +522,7 @@ def risk(account: uint256) -> DynArray[UnderlyingRisk, MAX_UNDERLYINGS]:
 
 @external
 @view
-def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, MAX_SCENARIOS], bool):
+def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, risk_layout.MAX_SCENARIOS], bool):
     """
     @notice The stored risk array of an option: its epoch, its `shift`, its lanes (value
             per unit under each scenario, in units of the underlying's `quantum << shift`,
@@ -544,14 +530,14 @@ def risk_array(instrument_id: uint256) -> (uint256, uint256, DynArray[uint256, M
             yet (longs at nothing, shorts at the lanes: their worst intrinsic value).
     """
     instrument: IClearinghouse.Instrument = self._instrument(instrument_id)
-    words: uint256[ARRAY_WORDS] = self.arrays[instrument_id]
-    lanes: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=MAX_SCENARIOS):
+    words: uint256[risk_layout.ARRAY_WORDS] = self.arrays[instrument_id]
+    lanes: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    for s: uint256 in range((self.listings[instrument.underlying].risk >> 192) & 255, bound=risk_layout.MAX_SCENARIOS):
         i: uint256 = 0
         bit: uint256 = 0
-        i, bit = self._lane_at(s)
-        lanes.append((words[i] >> bit) & LANE_MASK)
-    return words[0] & M32, (words[0] >> 32) & 255, lanes, words[0] >= UNSETTLED
+        i, bit = risk_layout._lane_at(s)
+        lanes.append((words[i] >> bit) & risk_layout.LANE_MASK)
+    return words[0] & M32, (words[0] >> 32) & 255, lanes, words[0] >= risk_layout.UNSETTLED
 
 
 @external
@@ -574,7 +560,7 @@ def epoch(underlying: uint256) -> (uint80, uint80, uint256, uint256, uint256):
 
 @external
 @view
-def grid(underlying: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS]):
+def grid(underlying: uint256) -> (DynArray[int256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS]):
     """
     @notice The scenario grid: spot shocks and weights in millionths, vol moves (0 down,
             1 unchanged, 2 up).
@@ -662,9 +648,9 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
     # the default grid, from code
     self.listings[u].risk |= DEFAULT_SCENARIOS << 192
-    shocks: DynArray[int256, MAX_SCENARIOS] = []
-    moves: DynArray[uint256, MAX_SCENARIOS] = []
-    weights: DynArray[uint256, MAX_SCENARIOS] = []
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
+    moves: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
     shocks, moves, weights = self._decode_grid(DEFAULT_GRID, DEFAULT_SCENARIOS)
     log GridSet(underlying=u, shocks=shocks, vol_moves=moves, weights=weights)
     return u
@@ -673,9 +659,9 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
 @external
 def set_grid(
     underlying: uint256,
-    shocks: DynArray[int256, MAX_SCENARIOS],
-    vol_moves: DynArray[uint256, MAX_SCENARIOS],
-    weights: DynArray[uint256, MAX_SCENARIOS],
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
 ):
     """
     @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6);
@@ -858,7 +844,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
         worst: int256 = 0
         worst_scenario: uint256 = 0
-        pnl: DynArray[int256, MAX_SCENARIOS] = []
+        pnl: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
         worst, worst_scenario, pnl = self._worst(c, self._grid(u, c.risk), acc, exposure[u], mode == DETAIL, only)
         loss: uint256 = convert(-worst, uint256)
         if u == focus:
@@ -897,36 +883,43 @@ def _view_margin(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin:
 @internal
 def _refresh_margin(account: uint256, hint: uint256) -> IRiskEngine.Margin:
     """
-    @dev Values the account; if some arrays were stale, stores them in position order
-         (opening each underlying's epoch before its first array, as needed) and values
-         it again, from storage. `hint`: see `refresh_bound`.
+    @dev Values the account; if some arrays were stale, stores them (`_store_stale`) and
+         values it again, from storage. `hint`: see `refresh_bound`.
     """
     v: Valuation = self._value(account, 0, COLLECT, 0, hint)
     if v.stale == 0:
         return v.margin
-    self._store_stale(account, v.stale, hint)
+    self._store_stale(account, v.touched, v.stale, hint)
     return self._value(account, 0, PLAIN, 0, hint).margin
 
 
 @internal
-def _store_stale(account: uint256, stale: uint256, hint: uint256):
+def _store_stale(account: uint256, touched: uint256, stale: uint256, hint: uint256):
     """
-    @dev Stores the arrays of the positions in the `stale` bitmask, in position order. Its
-         own function: its memory is not allocated under every valuation's.
+    @dev Stores the account's stale arrays (bit i of `stale`: option position i), one
+         risk-model call per underlying (`touched`), in position order, opening the
+         underlying's epoch first. Its own frame: the valuation's memory stays small.
     """
     pairs: DynArray[uint256, MAX_OPTIONS // 2] = self._positions(account).options
-    contexts: Context[MAX_UNDERLYINGS + 1] = empty(Context[MAX_UNDERLYINGS + 1])
-    loaded: uint256 = 0
-    for i: uint256 in range(2 * len(pairs), bound=MAX_OPTIONS):
-        if stale & (1 << i) == 0:
+    for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
+        if touched & (1 << u) == 0:
             continue
-        word: uint256 = fixed._pair_word(pairs[i // 2], i % 2)
-        u: uint256 = (word >> 32) & 255
-        if loaded & (1 << u) == 0:
-            contexts[u] = self._current_context(u, hint)
-            loaded |= 1 << u
-        instrument_id: uint256 = word & M32
-        self._store_array(instrument_id, self._instrument(instrument_id), contexts[u])
+        ctx: Context = empty(Context)
+        ids: DynArray[uint256, MAX_BATCH] = []
+        for i: uint256 in range(2 * len(pairs), bound=MAX_OPTIONS):
+            if stale & (1 << i) == 0:
+                continue
+            word: uint256 = fixed._pair_word(pairs[i // 2], i % 2)
+            if (word >> 32) & 255 != u:
+                continue
+            if not ctx.stored:
+                ctx = self._current_context(u, hint)
+            elif len(ids) == MAX_BATCH:
+                # more stale options than one call prices (MAX_OPTIONS > MAX_BATCH)
+                self._store_arrays(u, ctx, ids)
+                ids = []
+            ids.append(word & M32)
+        self._store_arrays(u, ctx, ids)
 
 
 @internal
@@ -966,7 +959,7 @@ def _sum_options(
             stale |= 1 << i
         else:
             if not current:
-                words: uint256[ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+                words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
                 w0 = words[0]
                 w1 = words[1]
                 w2 = words[2]
@@ -978,7 +971,7 @@ def _sum_options(
             size: int256 = convert(convert(half << 128, bytes32), int256) >> 176
             # an expired option without a settlement price: longs count for nothing (no
             # value, no risk), shorts at their worst intrinsic value (flat lanes)
-            if w0 < UNSETTLED or size < 0:
+            if w0 < risk_layout.UNSETTLED or size < 0:
                 scale: uint256 = (w0 >> 32) & 255
                 # z = size << shift in two's complement: |size| < 2**79 (int80 in the
                 # clearinghouse's position halves) and shift <= MAX_SHIFT (103), so
@@ -987,45 +980,45 @@ def _sum_options(
                 # is exact, and so is A(s) − A(0) as an int256
                 z: uint256 = convert(convert(size, bytes32), uint256) << scale
                 # lanes of word 0 (after the header), then of words 1 and 2 when the grid uses them
-                acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & LANE_MASK))
-                acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & LANE_MASK))
-                acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & LANE_MASK))
-                acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & LANE_MASK))
-                acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & LANE_MASK))
-                acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & LANE_MASK))
-                acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & LANE_MASK))
-                acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & LANE_MASK))
-                acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & LANE_MASK))
-                acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & LANE_MASK))
-                acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & LANE_MASK))
+                acc[0] = unsafe_add(acc[0], unsafe_mul(z, (w0 >> 40) & risk_layout.LANE_MASK))
+                acc[1] = unsafe_add(acc[1], unsafe_mul(z, (w0 >> 59) & risk_layout.LANE_MASK))
+                acc[2] = unsafe_add(acc[2], unsafe_mul(z, (w0 >> 78) & risk_layout.LANE_MASK))
+                acc[3] = unsafe_add(acc[3], unsafe_mul(z, (w0 >> 97) & risk_layout.LANE_MASK))
+                acc[4] = unsafe_add(acc[4], unsafe_mul(z, (w0 >> 116) & risk_layout.LANE_MASK))
+                acc[5] = unsafe_add(acc[5], unsafe_mul(z, (w0 >> 135) & risk_layout.LANE_MASK))
+                acc[6] = unsafe_add(acc[6], unsafe_mul(z, (w0 >> 154) & risk_layout.LANE_MASK))
+                acc[7] = unsafe_add(acc[7], unsafe_mul(z, (w0 >> 173) & risk_layout.LANE_MASK))
+                acc[8] = unsafe_add(acc[8], unsafe_mul(z, (w0 >> 192) & risk_layout.LANE_MASK))
+                acc[9] = unsafe_add(acc[9], unsafe_mul(z, (w0 >> 211) & risk_layout.LANE_MASK))
+                acc[10] = unsafe_add(acc[10], unsafe_mul(z, (w0 >> 230) & risk_layout.LANE_MASK))
                 if w1 != 0:
-                    acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & LANE_MASK))
-                    acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & LANE_MASK))
-                    acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & LANE_MASK))
-                    acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & LANE_MASK))
-                    acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & LANE_MASK))
-                    acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & LANE_MASK))
-                    acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & LANE_MASK))
-                    acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & LANE_MASK))
-                    acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & LANE_MASK))
-                    acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & LANE_MASK))
-                    acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & LANE_MASK))
-                    acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & LANE_MASK))
-                    acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & LANE_MASK))
+                    acc[11] = unsafe_add(acc[11], unsafe_mul(z, w1 & risk_layout.LANE_MASK))
+                    acc[12] = unsafe_add(acc[12], unsafe_mul(z, (w1 >> 19) & risk_layout.LANE_MASK))
+                    acc[13] = unsafe_add(acc[13], unsafe_mul(z, (w1 >> 38) & risk_layout.LANE_MASK))
+                    acc[14] = unsafe_add(acc[14], unsafe_mul(z, (w1 >> 57) & risk_layout.LANE_MASK))
+                    acc[15] = unsafe_add(acc[15], unsafe_mul(z, (w1 >> 76) & risk_layout.LANE_MASK))
+                    acc[16] = unsafe_add(acc[16], unsafe_mul(z, (w1 >> 95) & risk_layout.LANE_MASK))
+                    acc[17] = unsafe_add(acc[17], unsafe_mul(z, (w1 >> 114) & risk_layout.LANE_MASK))
+                    acc[18] = unsafe_add(acc[18], unsafe_mul(z, (w1 >> 133) & risk_layout.LANE_MASK))
+                    acc[19] = unsafe_add(acc[19], unsafe_mul(z, (w1 >> 152) & risk_layout.LANE_MASK))
+                    acc[20] = unsafe_add(acc[20], unsafe_mul(z, (w1 >> 171) & risk_layout.LANE_MASK))
+                    acc[21] = unsafe_add(acc[21], unsafe_mul(z, (w1 >> 190) & risk_layout.LANE_MASK))
+                    acc[22] = unsafe_add(acc[22], unsafe_mul(z, (w1 >> 209) & risk_layout.LANE_MASK))
+                    acc[23] = unsafe_add(acc[23], unsafe_mul(z, (w1 >> 228) & risk_layout.LANE_MASK))
                 if w2 != 0:
-                    acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & LANE_MASK))
-                    acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & LANE_MASK))
-                    acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & LANE_MASK))
-                    acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & LANE_MASK))
-                    acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & LANE_MASK))
-                    acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & LANE_MASK))
-                    acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & LANE_MASK))
-                    acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & LANE_MASK))
-                    acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & LANE_MASK))
-                    acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & LANE_MASK))
-                    acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & LANE_MASK))
-                    acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & LANE_MASK))
-                    acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & LANE_MASK))
+                    acc[24] = unsafe_add(acc[24], unsafe_mul(z, w2 & risk_layout.LANE_MASK))
+                    acc[25] = unsafe_add(acc[25], unsafe_mul(z, (w2 >> 19) & risk_layout.LANE_MASK))
+                    acc[26] = unsafe_add(acc[26], unsafe_mul(z, (w2 >> 38) & risk_layout.LANE_MASK))
+                    acc[27] = unsafe_add(acc[27], unsafe_mul(z, (w2 >> 57) & risk_layout.LANE_MASK))
+                    acc[28] = unsafe_add(acc[28], unsafe_mul(z, (w2 >> 76) & risk_layout.LANE_MASK))
+                    acc[29] = unsafe_add(acc[29], unsafe_mul(z, (w2 >> 95) & risk_layout.LANE_MASK))
+                    acc[30] = unsafe_add(acc[30], unsafe_mul(z, (w2 >> 114) & risk_layout.LANE_MASK))
+                    acc[31] = unsafe_add(acc[31], unsafe_mul(z, (w2 >> 133) & risk_layout.LANE_MASK))
+                    acc[32] = unsafe_add(acc[32], unsafe_mul(z, (w2 >> 152) & risk_layout.LANE_MASK))
+                    acc[33] = unsafe_add(acc[33], unsafe_mul(z, (w2 >> 171) & risk_layout.LANE_MASK))
+                    acc[34] = unsafe_add(acc[34], unsafe_mul(z, (w2 >> 190) & risk_layout.LANE_MASK))
+                    acc[35] = unsafe_add(acc[35], unsafe_mul(z, (w2 >> 209) & risk_layout.LANE_MASK))
+                    acc[36] = unsafe_add(acc[36], unsafe_mul(z, (w2 >> 228) & risk_layout.LANE_MASK))
                 # tail of `acc`: Σ z of the shorts (valued one lane up: Σ z·(q_0 + 1) = A(0) + Σ z),
                 # Σ |z|, net call and net put units (|size| < 2**79, at most MAX_OPTIONS of them)
                 if size < 0:
@@ -1041,8 +1034,8 @@ def _sum_options(
 @internal
 @pure
 def _worst(
-    c: Context, grid: uint256[GRID_WORDS], acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256
-) -> (int256, uint256, DynArray[int256, MAX_SCENARIOS]):
+    c: Context, grid: uint256[risk_layout.GRID_WORDS], acc: uint256[ACC_SIZE], exposure: int256, detail: bool, only: uint256
+) -> (int256, uint256, DynArray[int256, risk_layout.MAX_SCENARIOS]):
     """
     @dev The worst weighted scenario PnL of an underlying (<= 0), its scenario and, with
          `detail`, the unweighted PnL vector: PnL(s) = floor(E·shock_s / 1e6) +
@@ -1051,7 +1044,7 @@ def _worst(
          floor(W / 1e6), the least of the floored W(s) since a floor never reorders.
          With `only` (a hinted scenario, else 0) that scenario alone is evaluated.
     """
-    pnl_vector: DynArray[int256, MAX_SCENARIOS] = [0]
+    pnl_vector: DynArray[int256, risk_layout.MAX_SCENARIOS] = [0]
     # |E| < 2**230 and |shock| <= 3e6 < 2**22, so every E·shock is below 2**252; |A(s) − A(0)|
     # <= Σ|z|·(2**19 − 1) < 2**200 with Σ|z| (UNITS) < 2**181, and quantum < 2**54: then the
     # floors are below 2**233 and 2**200, their sum below 2**234, and times a weight
@@ -1068,14 +1061,14 @@ def _worst(
         first = only
         last = only + 1
     # the grid word holding scenario s, shifted so that s is in its low 32 bits
-    lanes: uint256 = grid[first // GRID_LANES] >> (first % GRID_LANES * GRID_BITS)
-    for s: uint256 in range(first, last, bound=MAX_SCENARIOS):
-        if s % GRID_LANES == 0:
-            lanes = grid[s // GRID_LANES]
+    lanes: uint256 = grid[first // risk_layout.GRID_LANES] >> (first % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+    for s: uint256 in range(first, last, bound=risk_layout.MAX_SCENARIOS):
+        if s % risk_layout.GRID_LANES == 0:
+            lanes = grid[s // risk_layout.GRID_LANES]
         # the grid's int16 shock and uint14 weight, in 0.01% units
-        shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, IGRID_UNIT)
-        weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), GRID_UNIT), int256)
-        lanes >>= GRID_BITS
+        shock: int256 = unsafe_mul(convert(convert(lanes << 240, bytes32), int256) >> 240, risk_layout.IGRID_UNIT)
+        weight: int256 = convert(unsafe_mul((lanes >> 18) & (2**14 - 1), risk_layout.GRID_UNIT), int256)
+        lanes >>= risk_layout.GRID_BITS
         options: int256 = convert(convert(unsafe_sub(acc[s], acc[0]), bytes32), int256)
         pnl: int256 = 0
         weighted: int256 = 0
@@ -1143,51 +1136,79 @@ def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
 
 @internal
 @view
-def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[ARRAY_WORDS]:
+def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[risk_layout.ARRAY_WORDS]:
     """
     @dev The option's risk array in the epoch of `ctx`, priced by the risk model
          (`RiskModel.compute_array`: every input it depends on is passed). Only stale
          arrays are computed, so a check with every array current never calls it.
     """
-    return staticcall self.risk_model.compute_array(
-        IRiskModel.ArrayContext(
-            spot=ctx.spot,
-            vol=ctx.vol,
-            epoch=ctx.epoch,
-            opened_at=ctx.opened_at,
-            now=block.timestamp,
-            scenarios=ctx.scenarios,
-            grid=self._grid(instrument.underlying, ctx.risk),
-            quantum=ctx.quantum,
-            shocks=self.listings[instrument.underlying].shocks,
-            rate=self._param(2),
-        ),
-        IRiskModel.Terms(
-            kind=instrument.kind,
-            strike=instrument.strike,
-            expiry=instrument.expiry,
-            settlement_price=instrument.settlement_price,
-        ),
+    return staticcall self.risk_model.compute_array(self._array_context(instrument.underlying, ctx), self._terms(instrument))
+
+
+@internal
+@view
+def _array_context(u: uint256, ctx: Context) -> IRiskModel.ArrayContext:
+    """
+    @dev What the risk model prices the arrays of underlying `u` in the epoch of `ctx` from.
+    """
+    return IRiskModel.ArrayContext(
+        spot=ctx.spot,
+        vol=ctx.vol,
+        epoch=ctx.epoch,
+        opened_at=ctx.opened_at,
+        now=block.timestamp,
+        scenarios=ctx.scenarios,
+        grid=self._grid(u, ctx.risk),
+        quantum=ctx.quantum,
+        shocks=self.listings[u].shocks,
+        rate=self._param(2),
     )
 
 
 @internal
-def _store_array(instrument_id: uint256, instrument: IClearinghouse.Instrument, ctx: Context):
+@pure
+def _terms(instrument: IClearinghouse.Instrument) -> IRiskModel.Terms:
+    return IRiskModel.Terms(
+        kind=instrument.kind,
+        strike=instrument.strike,
+        expiry=instrument.expiry,
+        settlement_price=instrument.settlement_price,
+    )
+
+
+@internal
+def _store_arrays(u: uint256, ctx: Context, ids: DynArray[uint256, MAX_BATCH]):
     """
-    @dev Computes and stores the option's array in the current epoch `ctx`. An array with
-         time value (expiry still ahead) ends the epoch at that expiry: the horizon shrinks
-         to it (a warm write, only when it shrinks).
+    @dev Computes the arrays of options `ids` of underlying `u` in its current epoch `ctx`
+         in one risk-model call and stores them: only the words the grid uses (a word past
+         them is never read while the array is current, see `_reads`). An array with time
+         value (expiry still ahead) ends the epoch at that expiry: the horizon shrinks to
+         the earliest of them (one warm write, only when it shrinks). The terms are read
+         here (again, for `refresh`: a warm read), so that the callers' frames, below a
+         margin check's, stay small.
     """
-    words: uint256[ARRAY_WORDS] = self._compute_array(instrument, ctx)
-    self.arrays[instrument_id] = words
-    log RiskArrayStored(instrument=instrument_id, epoch=words[0] & M32)
-    if instrument.expiry > block.timestamp:
-        u: uint256 = instrument.underlying
-        record: uint256 = self.epochs[u]
-        # opened_at <= now < expiry
-        horizon: uint256 = instrument.expiry - ctx.opened_at
-        if horizon < (record >> 40) & M24:
-            self.epochs[u] = (record & ~(M24 << 40)) | (horizon << 40)
+    if len(ids) == 0:
+        return
+    terms: DynArray[IRiskModel.Terms, MAX_BATCH] = []
+    for instrument_id: uint256 in ids:
+        terms.append(self._terms(self._instrument(instrument_id)))
+    arrays: DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH] = staticcall self.risk_model.compute_arrays(
+        self._array_context(u, ctx), terms
+    )
+    used: uint256 = risk_layout._words(ctx.scenarios)
+    record: uint256 = self.epochs[u]
+    horizon: uint256 = (record >> 40) & M24
+    shrunk: bool = False
+    for i: uint256 in range(len(ids), bound=MAX_BATCH):
+        for w: uint256 in range(used, bound=risk_layout.ARRAY_WORDS):
+            self.arrays[ids[i]][w] = arrays[i][w]
+        if terms[i].expiry > block.timestamp and terms[i].expiry - ctx.opened_at < horizon:
+            # opened_at <= now < expiry
+            horizon = terms[i].expiry - ctx.opened_at
+            shrunk = True
+    if shrunk:
+        self.epochs[u] = (record & ~(M24 << 40)) | (horizon << 40)
+    log RiskArraysStored(underlying=u, epoch=ctx.epoch & M32, instruments=ids)
 
 
 @internal
@@ -1277,15 +1298,15 @@ def _new_risk_open() -> bool:
 
 @internal
 @pure
-def _decode_grid(words: uint256[GRID_WORDS], n: uint256) -> (DynArray[int256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS], DynArray[uint256, MAX_SCENARIOS]):
-    shocks: DynArray[int256, MAX_SCENARIOS] = []
-    moves: DynArray[uint256, MAX_SCENARIOS] = []
-    weights: DynArray[uint256, MAX_SCENARIOS] = []
-    for s: uint256 in range(n, bound=MAX_SCENARIOS):
-        lane: uint256 = words[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        shocks.append(self._shock(lane))
+def _decode_grid(words: uint256[risk_layout.GRID_WORDS], n: uint256) -> (DynArray[int256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS]):
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
+    moves: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
+        lane: uint256 = words[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+        shocks.append(risk_layout._shock(lane))
         moves.append((lane >> 16) & 3)
-        weights.append(self._weight(lane))
+        weights.append(risk_layout._weight(lane))
     return shocks, moves, weights
 
 
@@ -1303,15 +1324,15 @@ def _vol_key(keys: uint256) -> bytes32:
 
 @internal
 @view
-def _grid(u: uint256, risk: uint256) -> uint256[GRID_WORDS]:
+def _grid(u: uint256, risk: uint256) -> uint256[risk_layout.GRID_WORDS]:
     """
     @dev The packed grid of `u` (`risk` its risk word): the default grid from code, a custom
          one from storage (only the words its scenarios use, 8 each).
     """
     if risk & CUSTOM_GRID == 0:
         return DEFAULT_GRID
-    words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
-    for i: uint256 in range((((risk >> 192) & 255) + GRID_LANES - 1) // GRID_LANES, bound=GRID_WORDS):
+    words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
+    for i: uint256 in range((((risk >> 192) & 255) + risk_layout.GRID_LANES - 1) // risk_layout.GRID_LANES, bound=risk_layout.GRID_WORDS):
         words[i] = self.grid_words[u][i]
     return words
 
@@ -1374,23 +1395,13 @@ def _reads(scenarios: uint256, only: uint256) -> uint256:
          the word of its lane.
     """
     if only != 0:
-        return (1 << self._lane_at(only)[0]) & 6
-    if scenarios > FIRST_LANES + LANES:
+        return (1 << risk_layout._lane_at(only)[0]) & 6
+    if scenarios > risk_layout.FIRST_LANES + risk_layout.LANES:
         return 6
-    if scenarios > FIRST_LANES:
+    if scenarios > risk_layout.FIRST_LANES:
         return 2
     return 0
 
-
-@internal
-@pure
-def _lane_at(s: uint256) -> (uint256, uint256):
-    """
-    @dev Word and bit of scenario `s`'s lane in a risk array (see LANE_BITS).
-    """
-    if s < FIRST_LANES:
-        return 0, HEADER_BITS + s * LANE_BITS
-    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
 
 
 @internal
@@ -1402,22 +1413,6 @@ def _param(i: uint256) -> uint256:
     return (self.params >> (64 * i)) & M64
 
 
-@internal
-@pure
-def _shock(lane: uint256) -> int256:
-    """
-    @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
-    """
-    return (convert(convert(lane << 240, bytes32), int256) >> 240) * IGRID_UNIT
-
-
-@internal
-@pure
-def _weight(lane: uint256) -> uint256:
-    """
-    @dev The weight (millionths) of a grid lane: uint14 from bit 18, 0.01% units.
-    """
-    return ((lane >> 18) & (2**14 - 1)) * GRID_UNIT
 
 
 # ---------------------------------------------------------------- admin internals
@@ -1442,26 +1437,26 @@ def _check_underlying(u: uint256):
 @internal
 def _set_grid(
     u: uint256,
-    shocks: DynArray[int256, MAX_SCENARIOS],
-    vol_moves: DynArray[uint256, MAX_SCENARIOS],
-    weights: DynArray[uint256, MAX_SCENARIOS],
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
 ):
     n: uint256 = len(shocks)
     self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid")
-    self._require(shocks[0] == 0 and vol_moves[0] == VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
-    words: uint256[GRID_WORDS] = empty(uint256[GRID_WORDS])
-    for s: uint256 in range(n, bound=MAX_SCENARIOS):
+    self._require(shocks[0] == 0 and vol_moves[0] == risk_layout.VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
+    words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
+    for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
         self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds")
-        self._require(vol_moves[s] <= VOL_UP, "engine: bad vol move")
+        self._require(vol_moves[s] <= risk_layout.VOL_UP, "engine: bad vol move")
         self._require(weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds")
         # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
-        self._require(shocks[s] % IGRID_UNIT == 0 and weights[s] % GRID_UNIT == 0, "engine: grid not in 0.01% steps")
+        self._require(shocks[s] % risk_layout.IGRID_UNIT == 0 and weights[s] % risk_layout.GRID_UNIT == 0, "engine: grid not in 0.01% steps")
         lane: uint256 = (
-            (convert(convert(shocks[s] // IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
+            (convert(convert(shocks[s] // risk_layout.IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
             | (vol_moves[s] << 16)
-            | (weights[s] // GRID_UNIT << 18)
+            | (weights[s] // risk_layout.GRID_UNIT << 18)
         )
-        words[s // GRID_LANES] |= lane << (s % GRID_LANES * GRID_BITS)
+        words[s // risk_layout.GRID_LANES] |= lane << (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
     fields: uint256 = n << 192
     # (23 scenarios fill three words: the fourth is 0 in both)
     if n != DEFAULT_SCENARIOS or words[0] != DEFAULT_GRID[0] or words[1] != DEFAULT_GRID[1] or words[2] != DEFAULT_GRID[2]:

@@ -24,6 +24,7 @@ from interfaces import IRiskModel
 from interfaces import IVault
 from lib import bs_math
 from lib import fixed
+from lib import risk_layout
 
 implements: IRiskModel
 
@@ -46,36 +47,20 @@ interface IEngine:
 WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 IMILLION: constant(int256) = 10**6
-# @dev The engine's bounds (MarginEngine.vy): underlyings 1..MAX_UNDERLYINGS, grids of up
-#      to MAX_SCENARIOS, at most MAX_ASSETS collateral lines.
+# @dev The engine's bounds (MarginEngine.vy): underlyings 1..MAX_UNDERLYINGS, at most
+#      MAX_ASSETS collateral lines. Grid and risk-array layout: `lib/risk_layout.vy`.
 MAX_UNDERLYINGS: constant(uint256) = 16
-MAX_SCENARIOS: constant(uint256) = 32
 MAX_ASSETS: constant(uint256) = 16
 # @dev Words of the clearinghouse's `positions().options` (two positions each).
 MAX_PAIRS: constant(uint256) = 64
-# @dev Grid words pack 8 scenarios of 32 bits: shock int16 (bits 0-15, 0.01% units) |
-#      vol move (16-17) | weight (18-31).
-IGRID_UNIT: constant(int256) = 100
-GRID_LANES: constant(uint256) = 8
-GRID_BITS: constant(uint256) = 32
-VOL_DOWN: constant(uint256) = 0
-VOL_UP: constant(uint256) = 2
-# @dev Risk arrays (as in MarginEngine.vy): 19-bit lanes; word 0 = epoch (bits 0-31) |
-#      shift (32-39) | lanes of scenarios 0..10 (from bit 40) | UNSETTLED (bit 255); each
-#      further word 13 more lanes from bit 0.
-LANE_MASK: constant(uint256) = 2**19 - 1
-LANE_BITS: constant(uint256) = 19
-FIRST_LANES: constant(uint256) = 11
-LANES: constant(uint256) = 13
-ARRAY_WORDS: constant(uint256) = 3
-HEADER_BITS: constant(uint256) = 40
-# @dev Flag of word 0: the option had expired without a settlement price (see `compute_array`).
-UNSETTLED: constant(uint256) = 1 << 255
-# @dev Largest shift: keeps the engine's unchecked sums exact (|size| << shift <= 2**230).
-MAX_SHIFT: constant(uint256) = 103
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
+M128: constant(uint256) = 2**128 - 1
+# @dev The shock bits of a grid lane (an int16, see risk_layout).
+SHOCK_MASK: constant(uint256) = 2**16 - 1
 CALL: constant(uint256) = 2
+# @dev Most options one `compute_arrays` call prices (the engine's MAX_BATCH).
+MAX_BATCH: constant(uint256) = 64
 # @dev Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent.
 TERM_BASE: constant(uint256) = 30 * 86_400
 TERM_FLOOR: constant(uint256) = 86_400
@@ -95,6 +80,42 @@ struct Underlying:
     short_option_rate: uint256
     perp_rate: uint256
     scenarios: uint256
+
+
+struct Grid:
+    # a batch's grid (`_decode`): scenarios; per scenario its shocked spot (WAD) and the
+    # earlier (or same) scenario with the same spot whose `ln` it shares (bits 0-7), its vol move (8-9), its lane's word
+    # (16-23) and bit (from 24) in the array
+    scenarios: uint256
+    spots: uint256[risk_layout.MAX_SCENARIOS]
+    scen: uint256[risk_layout.MAX_SCENARIOS]
+    # bit m set iff some scenario has vol move m; whether some shocked spot is 0 (which
+    # `_bs_price` refuses wherever it is priced)
+    moves: uint256
+    zero_spot: bool
+
+
+struct Expiry:
+    # what the options of one expiry share (`_expiry`): tau (s), r T and D = exp(-r T)
+    # (WAD), the vol of each move (WAD) and its `vol sqrt T` (27 decimals); bit m of `live`
+    # set iff move m is priced with time value (tau and its vol both > 0, else at intrinsic
+    # value as in `_bs_price`)
+    expiry: uint256
+    expired: bool
+    tau: uint256
+    rt: uint256
+    df: uint256
+    live: uint256
+    vols: uint256[3]
+    vts: uint256[3]
+
+
+struct Strike:
+    # what a call and a put of one strike and expiry share (`_strike`): K D (36 decimals)
+    # and per scenario N(d1) | N(d2) << 128 (WAD, both <= 1e18)
+    strike: uint256
+    kd: uint256
+    legs: uint256[risk_layout.MAX_SCENARIOS]
 
 
 struct Greeks:
@@ -125,7 +146,7 @@ def __init__(engine: IEngine):
 
 @external
 @pure
-def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint256[ARRAY_WORDS]:
+def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint256[risk_layout.ARRAY_WORDS]:
     """
     @notice The option's value per unit under every scenario, at the epoch's spot, vol and
             opening time, in lanes of `quantum << shift` (rounded down), `shift` the
@@ -137,58 +158,41 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
             value at the settlement price once the markets contract has stored it, else its
             worst intrinsic value over the grid's spot shocks, flagged UNSETTLED (longs then
             count for nothing).
+    @dev `compute_arrays` of one option.
     @return Word 0 (epoch | shift | lanes 0..10 | UNSETTLED), words 1 and 2 (0 if unused).
     """
-    shocks: uint256 = ctx.shocks
-    expired: bool = terms.expiry <= ctx.now
-    # opened_at <= now < expiry when not expired
-    tau: uint256 = 0
-    if not expired:
-        tau = terms.expiry - ctx.opened_at
-    # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
-    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), shocks >> 192)
-    vol_up: uint256 = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
-    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
-    vol_down: uint256 = ctx.vol * down // WAD
-    is_call: bool = terms.kind == CALL
-    quanta: uint256[MAX_SCENARIOS] = empty(uint256[MAX_SCENARIOS])
-    # the OR of all values has the bit length of the largest; `most` is the largest
-    top: uint256 = 0
-    most: uint256 = 0
-    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        lane: uint256 = ctx.grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS)
-        spot: uint256 = convert(convert(ctx.spot, int256) * (IMILLION + self._shock(lane)) // IMILLION, uint256)
-        if expired and terms.settlement_price != 0:
-            spot = terms.settlement_price
-        move: uint256 = (lane >> 16) & 3
-        vol: uint256 = ctx.vol
-        if move == VOL_UP:
-            vol = vol_up
-        elif move == VOL_DOWN:
-            vol = vol_down
-        value: uint256 = bs_math._bs_price(spot, terms.strike, vol, tau, ctx.rate, is_call) // ctx.quantum
-        quanta[s] = value
-        top |= value
-        most = max(most, value)
-    scale: uint256 = 0
-    for i: uint256 in range(256):
-        if top >> scale <= LANE_MASK:
-            break
-        scale += 1
-    assert scale <= MAX_SHIFT, "risk: value out of range"
-    words: uint256[ARRAY_WORDS] = empty(uint256[ARRAY_WORDS])
-    words[0] = (ctx.epoch & M32) | (scale << 32)
-    if expired and terms.settlement_price == 0:
-        words[0] |= UNSETTLED
-    for s: uint256 in range(ctx.scenarios, bound=MAX_SCENARIOS):
-        i: uint256 = 0
-        bit: uint256 = 0
-        i, bit = self._lane_at(s)
-        q: uint256 = quanta[s]
-        if expired:
-            q = most
-        words[i] |= (q >> scale) << bit
-    return words
+    grid: Grid = self._decode(ctx)
+    ex: Expiry = self._expiry(ctx, grid, terms.expiry)
+    return self._array(ctx, terms, grid, ex, self._strike(grid, ex, terms.strike))
+
+
+@external
+@pure
+def compute_arrays(
+    ctx: IRiskModel.ArrayContext, terms: DynArray[IRiskModel.Terms, MAX_BATCH]
+) -> DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH]:
+    """
+    @notice The risk arrays of several options of one underlying in the same epoch: element
+            i is `compute_array(ctx, terms[i])`, the same integers, in any order and batch.
+    @dev Each intermediate is computed once per batch for the inputs it depends on: the
+         shocked spots once per batch, `ln(S_s / (K D))` once per distinct scenario spot and
+         strike, `vol_s sqrt T` and `D` once per expiry and vol level, `N(d1)` and `N(d2)`
+         once per strike and expiry (a call and a put share them). The caches are keyed by
+         the previous option's terms, so a batch sorted by expiry, then strike, with a
+         strike's call and put adjacent, computes the least.
+    """
+    grid: Grid = self._decode(ctx)
+    ex: Expiry = empty(Expiry)
+    st: Strike = empty(Strike)
+    result: DynArray[uint256[risk_layout.ARRAY_WORDS], MAX_BATCH] = []
+    for t: IRiskModel.Terms in terms:
+        if len(result) == 0 or t.expiry != ex.expiry:
+            ex = self._expiry(ctx, grid, t.expiry)
+            st = self._strike(grid, ex, t.strike)
+        elif t.strike != st.strike:
+            st = self._strike(grid, ex, t.strike)
+        result.append(self._array(ctx, t, grid, ex, st))
+    return result
 
 
 @external
@@ -297,6 +301,173 @@ def _option_greeks(prices: uint256[2], word: uint256, rate: uint256) -> int256[3
 
 
 @internal
+@pure
+def _decode(ctx: IRiskModel.ArrayContext) -> Grid:
+    """
+    @dev The grid of `ctx`: each scenario's shocked spot, its vol move, the scenario whose
+         `ln(S / (K D))` it shares and its lane's place in the array.
+    """
+    g: Grid = empty(Grid)
+    g.scenarios = ctx.scenarios
+    # the previous scenario's shock bits (2**16: none), spot and the scenario whose `ln` it
+    # shares
+    shock: uint256 = SHOCK_MASK + 1
+    spot: uint256 = 0
+    same: uint256 = 0
+    for s: uint256 in range(ctx.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        lane: uint256 = ctx.grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+        # the scenario whose `ln` this one shares: the previous one's if the shock is the
+        # same, else the base's if the spot is the base's, else its own. The default grid
+        # lists equal shocks together (and 0% after the base): 9 distinct spots, 9 `ln` per
+        # strike. A custom grid's other repeats are priced again (the same integers).
+        if lane & SHOCK_MASK != shock:
+            shock = lane & SHOCK_MASK
+            spot = convert(convert(ctx.spot, int256) * (IMILLION + risk_layout._shock(lane)) // IMILLION, uint256)
+            same = s
+            if s != 0 and g.spots[0] == spot:
+                same = 0
+            if spot == 0:
+                g.zero_spot = True
+        g.spots[s] = spot
+        move: uint256 = (lane >> 16) & 3
+        word: uint256 = 0
+        bit: uint256 = 0
+        word, bit = risk_layout._lane_at(s)
+        g.scen[s] = same | (move << 8) | (word << 16) | (bit << 24)
+        g.moves |= 1 << move
+    return g
+
+
+@internal
+@pure
+def _expiry(ctx: IRiskModel.ArrayContext, g: Grid, expiry: uint256) -> Expiry:
+    """
+    @dev What every option of one expiry shares (see `Expiry`), as `compute_array` and
+         `_bs_price` compute it.
+    """
+    e: Expiry = empty(Expiry)
+    e.expiry = expiry
+    e.expired = expiry <= ctx.now
+    if not e.expired:
+        # opened_at <= now < expiry
+        e.tau = expiry - ctx.opened_at
+    shocks: uint256 = ctx.shocks
+    # term scaling of the vol shocks: p = (30d / max(T, 1d))^exponent
+    p: uint256 = bs_math._pow(TERM_BASE * WAD // max(e.tau, TERM_FLOOR), shocks >> 192)
+    e.vols[risk_layout.VOL_UP] = ctx.vol * (WAD + (shocks & M64) * p // WAD) // WAD
+    down: uint256 = max((shocks >> 128) & M64, WAD - min(((shocks >> 64) & M64) * p // WAD, WAD))
+    e.vols[risk_layout.VOL_DOWN] = ctx.vol * down // WAD
+    e.vols[risk_layout.VOL_NONE] = ctx.vol
+    e.rt = bs_math._rt(ctx.rate, e.tau)
+    e.df = bs_math._discount_factor(e.rt)
+    if e.tau != 0:
+        for m: uint256 in range(3):
+            if g.moves & (1 << m) != 0 and e.vols[m] != 0:
+                e.live |= 1 << m
+                e.vts[m] = bs_math._vol_time(e.vols[m], e.tau)
+    return e
+
+
+@internal
+@pure
+def _strike(g: Grid, e: Expiry, strike: uint256) -> Strike:
+    """
+    @dev What a call and a put of one strike and expiry share (see `Strike`): `ln(S_s / (K D))`
+         once per distinct spot, N(d1) and N(d2) per scenario priced with time value.
+    """
+    k: Strike = empty(Strike)
+    k.strike = strike
+    k.kd = strike * e.df
+    if e.live == 0:
+        return k
+    # ln(spots[d] / (K D)) where bit d of `have` is set (d: the first scenario of a spot)
+    lnm: int256[risk_layout.MAX_SCENARIOS] = empty(int256[risk_layout.MAX_SCENARIOS])
+    have: uint256 = 0
+    for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        move: uint256 = (g.scen[s] >> 8) & 3
+        if e.live & (1 << move) == 0:
+            continue
+        d: uint256 = g.scen[s] & 255
+        if have & (1 << d) == 0:
+            bs_math._check_prices(g.spots[d], strike)
+            lnm[d] = bs_math._log_moneyness(g.spots[d], strike, e.rt)
+            have |= 1 << d
+        n1: uint256 = 0
+        n2: uint256 = 0
+        n1, n2 = bs_math._n12(lnm[d], e.vts[move])
+        k.legs[s] = n1 | (n2 << 128)
+    return k
+
+
+@internal
+@pure
+def _array(ctx: IRiskModel.ArrayContext, t: IRiskModel.Terms, g: Grid, e: Expiry, k: Strike) -> uint256[risk_layout.ARRAY_WORDS]:
+    """
+    @dev One option's array (see `compute_array`) from the batch's caches: per scenario its
+         value is `_legs_value` of the cached N(d1), N(d2) where its vol move is live, else
+         `_intrinsic` (the branch `_bs_price` takes for tau or vol 0, so for every expired
+         option).
+    """
+    is_call: bool = t.kind == CALL
+    settled: bool = e.expired and t.settlement_price != 0
+    if g.scenarios != 0:
+        # `_bs_price` refuses a zero spot or strike in every scenario: the settlement price
+        # is not 0, the shocked spots were checked once
+        assert t.strike != 0 and (settled or not g.zero_spot), "bs_math: zero price"
+    quanta: uint256[risk_layout.MAX_SCENARIOS] = empty(uint256[risk_layout.MAX_SCENARIOS])
+    # the OR of all values has the bit length of the largest; `most` is the largest
+    top: uint256 = 0
+    most: uint256 = 0
+    for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        spot: uint256 = g.spots[s]
+        if settled:
+            spot = t.settlement_price
+        value: uint256 = 0
+        if e.live & (1 << ((g.scen[s] >> 8) & 3)) == 0:
+            value = bs_math._intrinsic(spot, k.kd, is_call)
+        else:
+            legs: uint256 = k.legs[s]
+            value = bs_math._legs_value(spot, k.kd, legs & M128, legs >> 128, is_call)
+        value //= ctx.quantum
+        quanta[s] = value
+        top |= value
+        most = max(most, value)
+    # the smallest shift that makes `top` fit LANE_BITS: its bit length beyond them
+    scale: uint256 = self._bit_length(top)
+    scale = scale - risk_layout.LANE_BITS if scale > risk_layout.LANE_BITS else 0
+    assert scale <= risk_layout.MAX_SHIFT, "risk: value out of range"
+    words: uint256[risk_layout.ARRAY_WORDS] = empty(uint256[risk_layout.ARRAY_WORDS])
+    words[0] = (ctx.epoch & M32) | (scale << 32)
+    if e.expired and t.settlement_price == 0:
+        words[0] |= risk_layout.UNSETTLED
+    for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
+        q: uint256 = quanta[s]
+        if e.expired:
+            q = most
+        c: uint256 = g.scen[s]
+        # the lane's word (bits 16-23 of `c`) and bit (from bit 24), see `_decode`
+        words[(c >> 16) & 255] |= (q >> scale) << (c >> 24)
+    return words
+
+
+@internal
+@pure
+def _bit_length(x: uint256) -> uint256:
+    """
+    @dev The number of bits of `x` (0 for 0), by halving.
+    """
+    n: uint256 = 0
+    y: uint256 = x
+    for half: uint256 in [128, 64, 32, 16, 8, 4, 2, 1]:
+        if y >> half != 0:
+            y >>= half
+            n += half
+    if y != 0:
+        n += 1
+    return n
+
+
+@internal
 @view
 def _positions(account: uint256) -> IClearinghouse.Positions:
     # one call site: the decoder of this struct is large
@@ -312,24 +483,6 @@ def _lines(account: uint256) -> DynArray[IVault.Collateral, MAX_ASSETS]:
     return lines
 
 
-@internal
-@pure
-def _lane_at(s: uint256) -> (uint256, uint256):
-    """
-    @dev Word and bit of scenario `s`'s lane in a risk array (see LANE_BITS).
-    """
-    if s < FIRST_LANES:
-        return 0, HEADER_BITS + s * LANE_BITS
-    return 1 + (s - FIRST_LANES) // LANES, (s - FIRST_LANES) % LANES * LANE_BITS
-
-
-@internal
-@pure
-def _shock(lane: uint256) -> int256:
-    """
-    @dev The spot shock (millionths) of a grid lane: int16 in its low bits, 0.01% units.
-    """
-    return (convert(convert(lane << 240, bytes32), int256) >> 240) * IGRID_UNIT
 
 
 @internal

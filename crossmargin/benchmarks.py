@@ -80,11 +80,43 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         extra = (per_size[high] - per_size[low]) // (high - low)
         rows.append(GasRow(f"per extra option held ({low} -> {high}, arrays current)", extra, extra, "target <= 8,000"))
 
-    # refresh: one instrument, then sixteen, after a new round
+    # refresh after a new round, as the keeper sends it (by expiry, strike, kind): one
+    # instrument (it opens the epoch), a call and put of one strike and expiry, then 16 more
+    # of another expiry (8 strikes, a call and a put each); every array was stored before
+    later = chain.pending_timestamp + 60 * 86_400
+    more = []
+    for i in range(8):
+        strike = 3000 * (80 + 5 * i) // 100
+        more.append(cm.markets.list_option(admin, "ETH", True, strike, later))
+        more.append(cm.markets.list_option(admin, "ETH", False, strike, later))
+    engine.refresh(more, sender=counterparty)  # stored once: a round overwrites existing arrays
     cm.oracle.push(admin, "ETH/USD", "3000")
     eth_ids = [i for u, _, i in options if u == "ETH"][:16]
     rows.append(measure_call("risk-array refresh, 1 instrument", counterparty, engine.refresh, eth_ids[:1]))
-    rows.append(measure_call("risk-array refresh, 15 more instruments", counterparty, engine.refresh, eth_ids[1:]))
+    pair = measure_call(
+        "risk-array refresh, call+put pair (one strike and expiry)", counterparty, engine.refresh, eth_ids[2:4]
+    )
+    rows.append(pair)
+    rows.append(
+        GasRow(
+            "risk-array refresh, per instrument of a pair",
+            pair.execution // 2,
+            pair.execution // 2,
+            "target <= 100,000",
+        )
+    )
+    batch = measure_call(
+        "risk-array refresh, 16 more instruments (8 pairs, one expiry)", counterparty, engine.refresh, more
+    )
+    rows.append(batch)
+    rows.append(
+        GasRow(
+            "risk-array refresh, per instrument of the 16",
+            batch.execution // 16,
+            batch.execution // 16,
+            "target <= 100,000",
+        )
+    )
 
     # a fill between two accounts holding 8 positions each, arrays current
     maker, taker = accounts.test_accounts[5], accounts.test_accounts[6]

@@ -588,25 +588,35 @@ def test_settle__someone_else_settled_first__skipped(
 # ------------------------------------------------------------------ risk arrays
 
 
-def test_refresh__stores_stale_arrays_once(cm, books, make_keeper, admin, keeper, list_option, maker, trader):
+def test_refresh__stores_stale_arrays_once(cm, books, make_keeper, admin, keeper, list_option, maker, trader, taker):
     engine = cm.engine.contract
-    held = [list_option("ETH", True, "3200"), list_option("ETH", False, "2800")]
+    expiry = ape.chain.pending_timestamp + 30 * 86_400
+    call, put = (
+        cm.clearing.list_option(admin, "ETH", c, k, expiry, 10**6) for c, k in ((True, "3200"), (False, "2800"))
+    )
+    # listed later: a put of the call's strike and expiry, a call of an earlier expiry
+    pair = cm.clearing.list_option(admin, "ETH", False, "3200", expiry, 10**6)
+    earlier = list_option("ETH", True, "3400", days=7)
+    held = [call, put, pair, earlier]
     unheld = list_option("ETH", True, "4000")
-    for instrument in held:
+    for instrument in held[:2]:
         cm.trade(maker, trader, instrument, "1", "100")
+    for instrument in held[2:]:
+        cm.trade(maker, taker, instrument, "1", "100")
     k = make_keeper()
     k.discover()
     fresh = k.refresh()
-    assert fresh.ok and fresh.checked == 2 and fresh.stale == [] and fresh.actions == []
+    assert fresh.ok and fresh.checked == 4 and fresh.stale == [] and fresh.actions == []
     set_eth(cm, admin, "3100")  # a new round: every array is stale
     u = cm.manifest.underlyings["ETH"]
     before = engine.epoch(u)[2]
     report = k.refresh()
-    assert report.ok and report.stale == held and report.stored == 2
+    # one batch, by expiry, then strike, a strike's call and put adjacent
+    assert report.ok and report.stale == [earlier, put, call, pair] and report.stored == 4
     assert report.count("sent", "refresh") == 1
     epoch = engine.epoch(u)[2]
     assert epoch == before + 1
-    assert [engine.risk_array(i)[0] for i in held] == [epoch, epoch]
+    assert [engine.risk_array(i)[0] for i in held] == [epoch] * 4
     assert engine.risk_array(unheld)[0] != epoch  # nobody holds it: no gas spent on it
     nonce = keeper.nonce
     assert k.refresh().stale == [] and keeper.nonce == nonce

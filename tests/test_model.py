@@ -246,6 +246,58 @@ def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, 
         chain.restore(snapshot)
 
 
+# arrays stored by the first example of the refresh property, by instrument id
+REFRESHED: dict[int, tuple[int, ...]] = {}
+
+
+@given(order=st.permutations(range(len(LISTINGS))), cuts=st.sets(st.integers(1, len(LISTINGS) - 1), max_size=4))
+@settings(
+    max_examples=examples(12),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_model__refresh__alone_batched_any_order__same_arrays(stack, admin, keeper, options, order, cuts):
+    """After a new round, refreshing the listed options alone, in batches or in any order (ETH
+    and BTC mixed) stores the same arrays, bit for bit, and they are the model's."""
+    cm = stack
+    ids = list(options)
+    snapshot = chain.snapshot()
+    try:
+        start = chain.blocks.head.timestamp
+        push_all(cm, admin)  # every array stale
+        # both epochs open in one block at the same time in every example (arrays depend on
+        # it), with the first option of each underlying in `order`; the rest follow in batches
+        first = [next(ids[i] for i in order if options[ids[i]] == name) for name in SPOT_FEEDS]
+        chain.pending_timestamp = start + 120
+        cm.engine.contract.refresh(first, sender=keeper)
+        rest = [ids[i] for i in order if ids[i] not in first]
+        bounds = [0, *sorted(c for c in cuts if c < len(rest)), len(rest)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            cm.engine.contract.refresh(rest[lo:hi], sender=keeper)
+        block = head()
+        state = {n: model.load_underlying(cm, underlying_id(cm, n), block) for n in SPOT_FEEDS}
+        params = model.EngineParams(rate=cm.engine.contract.rate(block_id=block))
+        for instrument, name in options.items():
+            ctx = model.context(state[name], params, chain.blocks[block].timestamp)
+            assert ctx.stored and ctx.opened_at == start + 120
+            listing = cm.clearing.contract.instrument(instrument, block_id=block)
+            option = model.OptionPosition(
+                instrument=instrument,
+                underlying=listing.underlying,
+                kind=listing.kind,
+                strike=listing.strike,
+                expiry=listing.expiry,
+                size=WAD,
+                settlement_price=listing.settlement_price,
+            )
+            epoch, shift, lanes, unsettled = cm.engine.contract.risk_array(instrument, block_id=block)
+            stored = model.pack_array(epoch, list(lanes), shift, unsettled)
+            assert stored == model.compute_array(option, ctx, params)
+            assert REFRESHED.setdefault(instrument, stored) == stored
+    finally:
+        chain.restore(snapshot)
+
+
 # ---------------------------------------------------------------- deterministic
 
 
@@ -325,15 +377,15 @@ def test_model__state_changing_check__stores_arrays_of_new_epoch(stack, admin, b
         touched = [book_maker, book_taker]
     block = receipt.block_number
     if path == "withdraw":
-        # the epoch opens first, then the stale arrays are stored in position order
+        # the epoch opens first, then the stale arrays are stored in position order, in one
+        # batch (one event) per underlying
         engine = cm.engine.contract
-        logs = receipt.decode_logs([engine.EpochOpened, engine.RiskArrayStored])
+        logs = receipt.decode_logs([engine.EpochOpened, engine.RiskArraysStored])
         account = account_id(str(book_maker))
         held = [i for i in cm.clearing.contract.option_ids(account) if options.get(i) == "ETH"]
-        assert [log.event_name for log in logs] == ["EpochOpened"] + ["RiskArrayStored"] * len(held)
+        assert [log.event_name for log in logs] == ["EpochOpened", "RiskArraysStored"]
         assert (logs[0].underlying, logs[0].epoch) == (eth, epoch + 1)
-        assert [log.instrument for log in logs[1:]] == held
-        assert {log.epoch for log in logs[1:]} == {epoch + 1}
+        assert (logs[1].underlying, logs[1].epoch, list(logs[1].instruments)) == (eth, epoch + 1, held)
     spot_round, vol_round, opened, opened_at, _ = cm.engine.contract.epoch(eth, block_id=block)
     assert opened == epoch + 1
     assert opened_at == chain.blocks[block].timestamp

@@ -107,3 +107,95 @@ def test_compute_array__any_option_and_grid__equals_model(
         (kind, strike, expiry, settlement),
     )
     assert tuple(words) == tuple(expected)
+
+
+# a batch: a few expiries (some past) and strikes, drawn so that expiries, strikes and
+# call/put pairs repeat (the caches of `compute_arrays` are keyed by them)
+batch_options = st.lists(
+    st.tuples(
+        st.sampled_from([-DAY, 0, 3_600, 7 * DAY, 30 * DAY]),
+        st.sampled_from([2_000, 2_900, 3_000, 3_100, 4_500]),
+        st.sampled_from([model.CALL, model.PUT]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+# grids whose spots repeat, adjacent or not (the batch shares `ln` between some of them)
+repeating_grids = st.lists(
+    st.builds(
+        model.Scenario,
+        st.sampled_from([-9_500, -1_500, 0, 500, 1_500]).map(lambda x: x * 100),
+        st.integers(0, 2),
+        st.just(10_000 * 100),
+    ),
+    min_size=1,
+    max_size=31,
+).map(lambda rest: (model.default_grid()[0], *rest))
+
+
+@DIFF
+@given(
+    options=batch_options,
+    spot=log_uniform(10**20, 10**22),
+    vol=log_uniform(5 * 10**16, 2 * WAD),
+    rate=st.one_of(st.just(0), st.integers(0, 2 * 10**17)),
+    quantum=log_uniform(10**6, 10**16),
+    grid=st.one_of(grids, repeating_grids),
+    order=st.randoms(use_true_random=False),
+)
+def test_compute_arrays__any_batch_and_order__equals_model_per_option(
+    risk_model, options, spot, vol, rate, quantum, grid, order
+):
+    """Each array of a batch is the model's ``compute_array`` of its option alone, whatever
+    else the batch holds and in whatever order (calls and puts of a strike adjacent or not)."""
+    age, epoch = 600, 77
+    opened_at = NOW - age
+    underlying = model.UnderlyingState(
+        id=1,
+        spot=spot,
+        vol=vol,
+        spot_round=0,
+        vol_round=0,
+        quantum=quantum,
+        vol_up=5 * 10**17,
+        vol_down=3 * 10**17,
+        vol_floor=5 * 10**17,
+        term_exponent=2 * 10**17,
+        short_option_rate=0,
+        perp_rate=0,
+        grid=grid,
+        epoch=model.EpochRecord(0, 0, epoch, opened_at),
+    )
+    ctx = model.Context(
+        underlying=underlying, spot=spot, vol=vol, epoch=epoch, opened_at=opened_at, stored=True, now=NOW
+    )
+    shocks = underlying.vol_up | (underlying.vol_down << 64) | (underlying.vol_floor << 128)
+    shocks |= underlying.term_exponent << 192
+    args = (spot, vol, epoch, opened_at, NOW, len(grid), model.pack_grid(grid), quantum, shocks, rate)
+    terms = []
+    for expiry_in, strike, kind, settled in options:
+        expiry = NOW + expiry_in
+        settlement = strike * WAD * 21 // 20 if settled and expiry <= NOW else 0
+        terms.append((kind, strike * WAD, expiry, settlement))
+    expected = [
+        model.compute_array(
+            model.OptionPosition(
+                instrument=1, underlying=1, kind=kind, strike=strike, expiry=expiry, size=WAD, settlement_price=price
+            ),
+            ctx,
+            model.EngineParams(rate=rate),
+        )
+        for kind, strike, expiry, price in terms
+    ]
+    assert [tuple(w) for w in risk_model.compute_arrays(args, terms)] == expected
+    # any order, and sorted as the keeper sends them (expiry, strike, kind)
+    shuffled = list(range(len(terms)))
+    order.shuffle(shuffled)
+    for permutation in (shuffled, sorted(shuffled, key=lambda i: (terms[i][2], terms[i][1], terms[i][0]))):
+        words = risk_model.compute_arrays(args, [terms[i] for i in permutation])
+        assert [tuple(w) for w in words] == [expected[i] for i in permutation]
+    # and alone
+    assert tuple(risk_model.compute_array(args, terms[0])) == expected[0]

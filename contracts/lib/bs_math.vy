@@ -202,6 +202,42 @@ def _npdf(x: int256) -> uint256:
 
 @internal
 @pure
+def _check_prices(spot: uint256, strike: uint256):
+    """
+    @dev Black-Scholes needs a positive spot and strike.
+    """
+    assert spot != 0 and strike != 0, "bs_math: zero price"
+
+
+@internal
+@pure
+def _rt(rate: uint256, tau: uint256) -> uint256:
+    """
+    @dev `r T = rate * tau / YEAR` (WAD), rounded down; `rate * tau` is checked, and below
+         1.6e27 in the supported domain.
+    """
+    return rate * tau // YEAR
+
+
+@internal
+@pure
+def _discount_factor(rt: uint256) -> uint256:
+    """
+    @dev `D = exp(-r T)` (WAD); the discounted strike is `K * D * 10**18` at 36 decimals
+         (`strike * D`, exact, so one `D` serves every strike of an expiry).
+    @param rt `rate * tau / YEAR` (WAD), rounded down (`_rt`).
+    @return uint256 `exp(-rt)` (WAD), exactly `WAD` for `rt == 0`.
+    """
+    if rt == 0:
+        # `exp(0) = 1`: skips `_wad_exp` (same result, ~800 gas less) when `rate == 0`.
+        return WAD
+    # Checked conversion: `rt < 2**255` as `rate * tau` did not overflow. Beyond
+    # `rt > 41.4` (WAD) `_wad_exp` returns 0 and so does the discounted strike.
+    return convert(math._wad_exp(-convert(rt, int256)), uint256)
+
+
+@internal
+@pure
 def _discount(strike: uint256, rt: uint256) -> uint256:
     """
     @dev `K * exp(-r T)` at 36 decimals (WAD * WAD), the discounted strike.
@@ -209,12 +245,33 @@ def _discount(strike: uint256, rt: uint256) -> uint256:
     @param rt `rate * tau / YEAR` (WAD), rounded down.
     @return uint256 `K * D * 10**36`.
     """
-    if rt == 0:
-        # `exp(0) = 1`: skips `_wad_exp` (same result, ~800 gas less) when `rate == 0`.
-        return strike * WAD
-    # Checked conversion: `rt < 2**255` as `rate * tau` did not overflow. Beyond
-    # `rt > 41.4` (WAD) `_wad_exp` returns 0 and so does the discounted strike.
-    return strike * convert(math._wad_exp(-convert(rt, int256)), uint256)
+    return strike * self._discount_factor(rt)
+
+
+@internal
+@pure
+def _vol_time(vol: uint256, tau: uint256) -> uint256:
+    """
+    @dev `v = vol sqrt T` at 27 decimals, rounded down: `isqrt` of `(vol sqrt T)**2` at 54
+         decimals. In the supported domain `vol**2 * tau * 10**18 < 1.6e64`; it is
+         >= `10**18 // YEAR` (3.2e10) for `vol, tau >= 1`, so `v > 178_000`.
+    @param vol The volatility (WAD per year).
+    @param tau Seconds to expiry.
+    """
+    return isqrt(vol * vol * tau * WAD // YEAR)
+
+
+@internal
+@pure
+def _log_moneyness(spot: uint256, strike: uint256, rt: uint256) -> int256:
+    """
+    @dev `ln(S / (K D)) = ln(S / K) + r T` (WAD), with `ln(S/K)` taken as
+         `ln(S * 10**36 / K) - ln(10**18)` so that `S / K` keeps 18 more digits; it reverts
+         ("bs_math: ln out of domain") only for `K > S * 10**36`, far outside the supported
+         domain. `|result| < 1.7e20` there.
+    @param rt `rate * tau / YEAR` (WAD), rounded down: the same `r T` as in `D`.
+    """
+    return self._ln(spot * 10**36 // strike) - LN_1E18 + convert(rt, int256)
 
 
 @internal
@@ -225,10 +282,7 @@ def _d(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rt: uint256) 
          decimals, with `ln(S / (K D)) = ln(S / K) + r T`. Then `d1 = m + h` and
          `d2 = m - h`. Requires `spot`, `strike`, `vol`, `tau` > 0.
     @custom:security `vol sqrt T` is kept at 27 decimals: with `vol = 0.01` and `tau = 1 s`
-            it is ~1.8e-6, and a WAD would carry only 7 significant digits. `ln(S/K)` is
-            taken as `ln(S * 10**36 / K) - ln(10**18)` so that `S / K` keeps 18 more digits;
-            it reverts ("bs_math: ln out of domain") only for `K > S * 10**36`, far outside the
-            supported domain.
+            it is ~1.8e-6, and a WAD would carry only 7 significant digits.
     @param spot The spot price (WAD USD).
     @param strike The strike (WAD USD).
     @param vol The volatility (WAD per year).
@@ -238,52 +292,58 @@ def _d(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rt: uint256) 
     @return int256 `h = vol sqrt T / 2` (WAD).
     @return uint256 `v = vol sqrt T` (27 decimals), `v > 0`.
     """
-    # `vol**2 * tau * 10**18 / YEAR` is `(vol sqrt T)**2` at 54 decimals; in the
-    # supported domain `vol**2 * tau * 10**18 < 1.6e64`. It is >= `10**18 // YEAR`
-    # (3.2e10) for `vol, tau >= 1`, so `v > 178_000`.
-    v: uint256 = isqrt(vol * vol * tau * WAD // YEAR)
-    log_m: int256 = self._ln(spot * 10**36 // strike) - LN_1E18 + convert(rt, int256)
-    # `|log_m| < 1.7e20` (WAD) in the supported domain, so `log_m * 10**27 < 1.7e47`.
-    m: int256 = log_m * 10**27 // convert(v, int256)
-    return m, convert(v // (2 * 10**9), int256), v
+    v: uint256 = self._vol_time(vol, tau)
+    log_m: int256 = self._log_moneyness(spot, strike, rt)
+    return self._m(log_m, v), convert(v // (2 * 10**9), int256), v
 
 
 @internal
 @pure
-def _bs_price(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rate: uint256, is_call: bool) -> uint256:
+def _m(log_m: int256, v: uint256) -> int256:
     """
-    @dev The Black-Scholes price of a European option (no dividend yield).
-    @notice `tau == 0` or `vol == 0` give the discounted intrinsic value. The result is
-            clamped at 0 (rounding may otherwise make a worthless option slightly
-            negative). The two legs are subtracted at 54 decimals and floored once.
-    @param spot The spot price (WAD USD), > 0.
-    @param strike The strike (WAD USD), > 0.
-    @param vol The annualised volatility (WAD).
-    @param tau Seconds to expiry.
-    @param rate The continuously compounded interest rate (WAD per year).
-    @param is_call True for a call, False for a put.
-    @return uint256 The option price (WAD USD per unit).
+    @dev `m = ln(S / (K D)) / (vol sqrt T)` (WAD), from `_log_moneyness` and `_vol_time`.
     """
-    assert spot != 0 and strike != 0, "bs_math: zero price"
-    # `r T` (WAD); `rate * tau` is checked, and below 1.6e27 in the supported domain.
-    rt: uint256 = rate * tau // YEAR
-    # `K * D` at 36 decimals.
-    kd: uint256 = self._discount(strike, rt)
+    # `|log_m| < 1.7e20` (WAD) in the supported domain, so `log_m * 10**27 < 1.7e47`.
+    return log_m * 10**27 // convert(v, int256)
 
-    if tau == 0 or vol == 0:
-        s: uint256 = spot * WAD
-        if is_call:
-            return (s - kd) // WAD if s > kd else 0
-        return (kd - s) // WAD if kd > s else 0
 
-    m: int256 = 0
-    h: int256 = 0
-    v: uint256 = 0
-    m, h, v = self._d(spot, strike, vol, tau, rt)
-    n1: uint256 = self._ncdf(m + h)
-    n2: uint256 = self._ncdf(m - h)
+@internal
+@pure
+def _n12(log_m: int256, v: uint256) -> (uint256, uint256):
+    """
+    @dev `N(d1)` and `N(d2)` (WAD) from `ln(S / (K D))` (`_log_moneyness`) and `v = vol sqrt T`
+         (`_vol_time`, `v > 0`): `d1 = m + h`, `d2 = m - h` as in `_d`. A call and a put of
+         the same strike and expiry share them (`_legs_value`).
+    """
+    m: int256 = self._m(log_m, v)
+    h: int256 = convert(v // (2 * 10**9), int256)
+    return self._ncdf(m + h), self._ncdf(m - h)
 
-    # Both legs at 54 decimals, so the difference is floored once.
+
+@internal
+@pure
+def _intrinsic(spot: uint256, kd: uint256, is_call: bool) -> uint256:
+    """
+    @dev The discounted intrinsic value `max(S - K D, 0)` (call) or `max(K D - S, 0)` (put),
+         the price at `tau == 0` or `vol == 0`, floored.
+    @param kd `K * D` at 36 decimals (`_discount`).
+    """
+    s: uint256 = spot * WAD
+    if is_call:
+        return (s - kd) // WAD if s > kd else 0
+    return (kd - s) // WAD if kd > s else 0
+
+
+@internal
+@pure
+def _legs_value(spot: uint256, kd: uint256, n1: uint256, n2: uint256, is_call: bool) -> uint256:
+    """
+    @dev The Black-Scholes price from `N(d1)`, `N(d2)` (`_n12`): call `S N(d1) - K D N(d2)`,
+         put `K D (1 - N(d2)) - S (1 - N(d1))`. Both legs at 54 decimals, so the difference
+         is floored once; clamped at 0 (rounding may otherwise make a worthless option
+         slightly negative).
+    @param kd `K * D` at 36 decimals (`_discount`).
+    """
     long: uint256 = 0
     short: uint256 = 0
     if is_call:
@@ -296,6 +356,37 @@ def _bs_price(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rate: 
     if long <= short:
         return 0
     return unsafe_sub(long, short) // 10**36
+
+
+@internal
+@pure
+def _bs_price(spot: uint256, strike: uint256, vol: uint256, tau: uint256, rate: uint256, is_call: bool) -> uint256:
+    """
+    @dev The Black-Scholes price of a European option (no dividend yield).
+    @notice `tau == 0` or `vol == 0` give the discounted intrinsic value. The result is
+            clamped at 0 (rounding may otherwise make a worthless option slightly
+            negative). The two legs are subtracted at 54 decimals and floored once.
+            Composed of `_rt`, `_discount`, `_intrinsic`, `_vol_time`, `_log_moneyness`,
+            `_n12` and `_legs_value`, which the risk model's batch pricer shares.
+    @param spot The spot price (WAD USD), > 0.
+    @param strike The strike (WAD USD), > 0.
+    @param vol The annualised volatility (WAD).
+    @param tau Seconds to expiry.
+    @param rate The continuously compounded interest rate (WAD per year).
+    @param is_call True for a call, False for a put.
+    @return uint256 The option price (WAD USD per unit).
+    """
+    self._check_prices(spot, strike)
+    rt: uint256 = self._rt(rate, tau)
+    # `K * D` at 36 decimals.
+    kd: uint256 = self._discount(strike, rt)
+    if tau == 0 or vol == 0:
+        return self._intrinsic(spot, kd, is_call)
+    v: uint256 = self._vol_time(vol, tau)
+    n1: uint256 = 0
+    n2: uint256 = 0
+    n1, n2 = self._n12(self._log_moneyness(spot, strike, rt), v)
+    return self._legs_value(spot, kd, n1, n2, is_call)
 
 
 @internal
@@ -319,9 +410,9 @@ def _bs_greeks(
     @return uint256 gamma: `phi(d1) / (S vol sqrt T)`, WAD per 1 USD of spot.
     @return uint256 vega: `S phi(d1) sqrt T`, WAD USD per 1.00 of vol.
     """
-    assert spot != 0 and strike != 0, "bs_math: zero price"
+    self._check_prices(spot, strike)
     # `r T` (WAD), as in `_bs_price`.
-    rt: uint256 = rate * tau // YEAR
+    rt: uint256 = self._rt(rate, tau)
 
     if tau == 0 or vol == 0:
         kd: uint256 = self._discount(strike, rt)
