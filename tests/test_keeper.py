@@ -592,10 +592,10 @@ def test_refresh__stores_stale_arrays_once(cm, books, make_keeper, admin, keeper
     engine = cm.engine.contract
     expiry = ape.chain.pending_timestamp + 30 * 86_400
     call, put = (
-        cm.clearing.list_option(admin, "ETH", c, k, expiry, 10**6) for c, k in ((True, "3200"), (False, "2800"))
+        cm.markets.list_option(admin, "ETH", c, k, expiry, 10**6) for c, k in ((True, "3200"), (False, "2800"))
     )
     # listed later: a put of the call's strike and expiry, a call of an earlier expiry
-    pair = cm.clearing.list_option(admin, "ETH", False, "3200", expiry, 10**6)
+    pair = cm.markets.list_option(admin, "ETH", False, "3200", expiry, 10**6)
     earlier = list_option("ETH", True, "3400", days=7)
     held = [call, put, pair, earlier]
     unheld = list_option("ETH", True, "4000")

@@ -280,7 +280,7 @@ def test_model__refresh__alone_batched_any_order__same_arrays(stack, admin, keep
         for instrument, name in options.items():
             ctx = model.context(state[name], params, chain.blocks[block].timestamp)
             assert ctx.stored and ctx.opened_at == start + 120
-            listing = cm.clearing.contract.instrument(instrument, block_id=block)
+            listing = cm.markets.contract.instrument(instrument, block_id=block)
             option = model.OptionPosition(
                 instrument=instrument,
                 underlying=listing.underlying,
