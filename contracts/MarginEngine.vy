@@ -147,6 +147,10 @@ MAX_VOL_SHOCK: constant(uint256) = 5 * 10**18
 MIN_VOL_FLOOR: constant(uint256) = 10**16
 MAX_TERM_EXPONENT: constant(uint256) = 10**18
 MAX_SPOT_SHOCK: constant(int256) = 3 * 10**6
+# @dev Most spot levels of a grid (runs of scenarios with one nonzero shock; the default grid
+#      has 8): it bounds the logarithms a stale array costs, hence the worst liquidation's
+#      gas (SPECIFICATION.md, limits); a spot-by-vol grid lists a level's scenarios together.
+MAX_SPOT_LEVELS: constant(uint256) = 12
 MIN_SPOT_SHOCK: constant(int256) = -95 * 10**4
 MIN_FUNDING_INTERVAL: constant(uint256) = 3_600
 MAX_FUNDING_INTERVAL: constant(uint256) = 86_400
@@ -1445,8 +1449,13 @@ def _set_grid(
     self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid")
     self._require(shocks[0] == 0 and vol_moves[0] == risk_layout.VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
     words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
+    # spot levels: scenarios whose nonzero shock differs from the one before (the risk model
+    # prices one logarithm per level and strike, see MAX_SPOT_LEVELS)
+    levels: uint256 = 0
     for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
         self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds")
+        if s != 0 and shocks[s] != 0 and shocks[s] != shocks[s - 1]:
+            levels += 1
         self._require(vol_moves[s] <= risk_layout.VOL_UP, "engine: bad vol move")
         self._require(weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds")
         # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
@@ -1457,6 +1466,7 @@ def _set_grid(
             | (weights[s] // risk_layout.GRID_UNIT << 18)
         )
         words[s // risk_layout.GRID_LANES] |= lane << (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+    self._require(levels <= MAX_SPOT_LEVELS, "engine: too many spot levels")
     fields: uint256 = n << 192
     # (23 scenarios fill three words: the fourth is 0 in both)
     if n != DEFAULT_SCENARIOS or words[0] != DEFAULT_GRID[0] or words[1] != DEFAULT_GRID[1] or words[2] != DEFAULT_GRID[2]:

@@ -37,8 +37,8 @@ def build_book(cm: Protocol, admin, owner, counterparty, options, subaccount: in
     makes it liquidatable."""
     cm.token("USDC").mint(admin, owner, "500000")
     cm.vault.deposit(owner, "USDC", "500000", subaccount)
-    cm.token("USDC").mint(admin, counterparty, "50000000")
-    cm.vault.deposit(counterparty, "USDC", "50000000", subaccount)
+    cm.token("USDC").mint(admin, counterparty, "10000000")
+    cm.vault.deposit(counterparty, "USDC", "10000000", subaccount)
     sides = {"maker_subaccount": subaccount, "taker_subaccount": subaccount}
     cm.trade(owner, counterparty, cm.markets.perp("ETH"), "-10", "3000", **sides)
     cm.trade(owner, counterparty, cm.markets.perp("BTC"), "0.1", "60000", **sides)

@@ -8,6 +8,7 @@ import pytest
 from crossmargin.gas import storage_slots
 from crossmargin.model import margin as model
 from crossmargin.units import WAD, account_id, key
+from crossmargin.worst_case import widest_grid
 
 NOT_OWNER = "ownable: caller is not the owner"
 # the default risk parameters of `list_underlying` (quantum, vol up, vol down, vol floor,
@@ -153,6 +154,21 @@ def test_set_grid__bad_grids__revert(engine, admin, stranger, eth):
     engine.set_grid(eth, *bad(1, shock=-950_000, weight=100), sender=admin)
     engine.set_grid(eth, *bad(1, shock=3_000_000), sender=admin)
     assert grid_of(engine, eth)[1] == model.Scenario(3_000_000, moves[1], weights[1])
+
+
+def test_set_grid__spot_levels__twelve_accepted_thirteen_revert(engine, admin, eth):
+    """A grid lists at most MAX_SPOT_LEVELS (12) runs of one nonzero shock: the logarithms
+    a stale array costs, and so the worst liquidation's gas, stay bounded (test_worst_case)."""
+    shocks, moves, weights = widest_grid()
+    engine.set_grid(eth, shocks, moves, weights, sender=admin)
+    assert grid_of(engine, eth) == tuple(model.Scenario(*lane) for lane in zip(shocks, moves, weights, strict=True))
+    # a thirteenth level: the last scenario's shock differs from the one before it
+    shocks[-1] = 350_000
+    with ape.reverts("engine: too many spot levels"):
+        engine.set_grid(eth, shocks, moves, weights, sender=admin)
+    # a zero shock is the base spot and no level; a run after it is one again (3 levels)
+    engine.set_grid(eth, [0, -50_000, 0, -50_000, 50_000], [1, 0, 0, 2, 1], [10**6] * 5, sender=admin)
+    assert engine.underlyings(eth).scenarios == 5
 
 
 def test_set_grid__custom_from_storage__default_again_from_code(engine, admin, keeper, eth, weth_book):
