@@ -156,7 +156,7 @@ def test_batch_views__equal_single_views(cm, maker, trader, mixed_book, small_bo
         reads = (row.spot, row.spot_round, row.vol, row.vol_round)
         epoch = row.epoch
         record = (epoch.spot_round, epoch.vol_round, epoch.epoch, epoch.opened_at, epoch.horizon)
-        state = model._underlying_state(u, row.listing, reads, (row.shocks, row.moves, row.weights), record)
+        state = model.underlying_state(u, row.listing, reads, (row.shocks, row.moves, row.weights), record)
         assert state == model.load_underlying(cm, u, block)
 
 

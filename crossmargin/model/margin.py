@@ -75,6 +75,7 @@ __all__ = [
     "scenario_pnl",
     "snapshot",
     "snapshot_calls",
+    "underlying_state",
     "weighted",
     "with_epoch",
 ]
@@ -896,7 +897,7 @@ def from_lens(snap: Any, positions: Any) -> tuple[AccountState, dict[int, Underl
         lambda i: (held[i].instrument, held[i].array),
     )
     underlyings = {
-        u.id: _underlying_state(
+        u.id: underlying_state(
             u.id,
             u.listing,
             (u.spot, u.spot_round, u.vol, u.vol_round),
@@ -995,10 +996,10 @@ def load_underlying(cm: Any, u: int, block_id: int, liquidation: bool = False) -
     engine, router = cm.engine.contract, cm.oracle.contract
     listing = engine.underlyings(u, **at)
     reads = router.price_rounds(listing.spot_key, listing.vol_key, liquidation, **at)
-    return _underlying_state(u, listing, reads, engine.grid(u, **at), engine.epoch(u, **at))
+    return underlying_state(u, listing, reads, engine.grid(u, **at), engine.epoch(u, **at))
 
 
-def _underlying_state(u: int, listing: Any, reads: Any, grid: Any, epoch: Any) -> UnderlyingState:
+def underlying_state(u: int, listing: Any, reads: Any, grid: Any, epoch: Any) -> UnderlyingState:
     """An :class:`UnderlyingState` from the engine's ``underlyings(u)``, the router's
     ``price_rounds`` of its spot and vol keys, the engine's ``grid(u)`` and ``epoch(u)``."""
     spot, spot_round, vol, vol_round = reads
