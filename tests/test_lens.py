@@ -9,8 +9,10 @@ perps, and WETH collateral that tracks ETH.
 from __future__ import annotations
 
 import copy
+import importlib.util
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import ape
 import pytest
@@ -18,6 +20,7 @@ from ape import chain, project
 from test_model import assert_model_matches, push
 
 from crossmargin.deploy import deploy_lens
+from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.model import margin as model
 from crossmargin.protocol import Protocol
 from crossmargin.scale_bench import build_book, list_book, refresh_all
@@ -218,3 +221,35 @@ def test_protocol__manifest_without_lens__per_call_snapshot(cm, deployment, make
     assert old.lens is None
     block = head()
     assert model.snapshot(old, maker, block_id=block) == model.snapshot(cm, maker, block_id=block)
+
+
+# ---------------------------------------------------------------- keeper and status
+
+
+def test_keeper__batch_reads__equal_per_id_reads(cm, maker, listed, mixed_book, small_book, tmp_path):
+    k = Keeper(cm, None, KeeperConfig(dry_run=True, state_file=tmp_path / "k.json"))
+    k.discover()
+    ids = [i for _, i in listed]
+    without = Keeper(copy.copy(cm), None, KeeperConfig(dry_run=True, state_file=tmp_path / "w.json"))
+    without.cm.lens = None
+    without.discover()
+    assert [tuple(r) for r in k._instruments(ids)] == [tuple(r) for r in without._instruments(ids)]
+    assert k._array_epochs(ids) == without._array_epochs(ids)
+    accounts = sorted(k.state.accounts)
+    assert k._holders_sizes(ids[0], accounts) == without._holders_sizes(ids[0], accounts)
+    assert k.current_epochs() == without.current_epochs()
+    assert k.snapshots([mixed_book]) == without.snapshots([mixed_book])
+
+
+def test_status__big_book__listed_with_its_book(cm, maker, mixed_book, small_book, monkeypatch, tmp_path, capsys):
+    """`ape run status` (its command run in-process on the test chain) lists the 32-option
+    account with its book, one Lens call for its snapshot."""
+    spec = importlib.util.spec_from_file_location("status_script", Path(__file__).parents[1] / "scripts" / "status.py")
+    status = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(status)
+    monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
+    monkeypatch.setattr(status.console, "width", 200)
+    status.cli.callback(top=10, state_file=tmp_path / "none.json", no_model=True)
+    out = capsys.readouterr().out
+    assert f"{OPTIONS} opt · 2 perp · ETH BTC" in out
+    assert "2 opt · 1 perp · ETH" in out
