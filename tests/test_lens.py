@@ -24,7 +24,7 @@ from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.model import margin as model
 from crossmargin.protocol import Protocol
 from crossmargin.scale_bench import build_book, list_book, refresh_all
-from crossmargin.units import account_id, key
+from crossmargin.units import account_id, key, to_wad
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +54,23 @@ def small_book(cm, admin, trader, taker, listed, mixed_book):
     for _, instrument in listed[:2]:
         cm.trade(trader, taker, instrument, "0.5", "100")
     return account_id(trader.address)
+
+
+@pytest.fixture(scope="module")
+def wide_book(cm, admin, maker, taker, mixed_book):
+    """Every underlying the engine can list (16): 14 more, each with mock spot (100) and vol
+    (60%) feeds and a call, and `maker` long half a unit of each call on top of its book."""
+    engine, router, markets = cm.engine.contract, cm.oracle.contract, cm.markets.contract
+    expiry = chain.pending_timestamp + 30 * 86_400
+    for n in range(engine.underlying_count() + 1, 17):
+        name = f"U{n}"
+        for feed, answer, low, high in ((f"{name}/USD", 100 * 10**8, 1, 10**6), (f"{name}/IV", 6 * 10**7, 0.05, 5)):
+            aggregator = admin.deploy(project.MockAggregator, 8, feed, answer)
+            router.set_feed(key(feed), aggregator, 3_600, to_wad(low), to_wad(high), sender=admin)
+        engine.list_underlying(key(name), key(f"{name}/USD"), key(f"{name}/IV"), sender=admin)
+        markets.list_option(engine.underlying_ids(key(name)), True, to_wad(100), expiry, to_wad(10**6), sender=admin)
+        cm.trade(maker, taker, markets.instrument_count(), "0.5", "5")
+    return mixed_book
 
 
 def head() -> int:
@@ -103,6 +120,16 @@ def test_snapshot__stale_arrays_and_liquidation_reads__equal_per_call_path(cm, a
     assert_same_snapshot(cm, maker)
     chain.mine(timestamp=chain.pending_timestamp + 2 * 86_400)  # every feed stale
     assert_same_snapshot(cm, maker, liquidation=True)
+
+
+def test_snapshot__16_underlyings__equals_per_call_path_and_engine(cm, maker, wide_book):
+    state, underlyings, _params, _now = assert_same_snapshot(cm, maker)
+    assert sorted(underlyings) == list(range(1, 17))
+    assert len(state.options) == OPTIONS + 14
+    assert_model_matches(cm, maker, with_greeks=False)
+    block = head()
+    rows = cm.lens.underlyings(list(range(1, 17)), block_id=block)
+    assert {r.id: model.underlying_state(r.id, r.listing, r[2:6], r[6:9], r.epoch) for r in rows} == underlyings
 
 
 def test_snapshot__empty_account__no_positions(cm, stranger):
