@@ -20,6 +20,7 @@ from ape import chain, project
 from test_model import assert_model_matches, push
 
 from crossmargin.deploy import deploy_lens
+from crossmargin.gas import EIP170_LIMIT, code_sizes
 from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.model import margin as model
 from crossmargin.protocol import Protocol
@@ -280,3 +281,8 @@ def test_status__big_book__listed_with_its_book(cm, maker, mixed_book, small_boo
     out = capsys.readouterr().out
     assert f"{OPTIONS} opt · 2 perp · ETH BTC" in out
     assert "2 opt · 1 perp · ETH" in out
+
+
+def test_lens__code_size__within_85_percent_of_eip170():
+    [(_, size)] = code_sizes(("Lens",))
+    assert size <= EIP170_LIMIT * 85 // 100
