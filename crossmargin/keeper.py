@@ -578,12 +578,7 @@ class Keeper:
         if getattr(self.cm, "lens", None) is None:
             return {u: self._read(lambda u=u: model.load_underlying(self.cm, u, block_id)) for u in ids}
         rows = self._read(lambda: self.cm.lens.underlyings(ids, block_id=block_id))
-        return {
-            r.id: model.underlying_state(
-                r.id, r.listing, (r.spot, r.spot_round, r.vol, r.vol_round), (r.shocks, r.moves, r.weights), r.epoch
-            )
-            for r in rows
-        }
+        return {r.id: model.lens_underlying(r) for r in rows}
 
     # ------------------------------------------------------------------ state file
 

@@ -133,6 +133,18 @@ def test_snapshot__16_underlyings__equals_per_call_path_and_engine(cm, maker, wi
     assert {r.id: model.underlying_state(r.id, r.listing, r[2:6], r[6:9], r.epoch) for r in rows} == underlyings
 
 
+def test_snapshot__underlying_not_loaded__read_in_one_more_call(cm, maker, mixed_book, monkeypatch):
+    """A touched underlying the Lens did not load (a position kind it does not know of) is
+    read with `underlyings`: the result is the same."""
+    full = cm.lens.snapshot
+    monkeypatch.setattr(cm.lens, "snapshot", lambda *a, **k: full(*a, **k)._replace(underlyings=[]))
+    block = head()
+    with rpc_counter() as calls:
+        through_lens = model.snapshot(cm, maker, block_id=block)
+    assert calls["eth_call"] == 2
+    assert through_lens == model.snapshot_calls(cm, account_id(maker.address), block)
+
+
 def test_snapshot__empty_account__no_positions(cm, stranger):
     state, underlyings, _params, _now = assert_same_snapshot(cm, stranger)
     assert (state.cash, state.collateral, state.options, state.perps, underlyings) == (0, (), (), (), {})

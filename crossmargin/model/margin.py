@@ -62,6 +62,7 @@ __all__ = [
     "funding_now",
     "greeks",
     "lane",
+    "lens_underlying",
     "lane_at",
     "lanes",
     "load_underlying",
@@ -873,7 +874,14 @@ def snapshot(
     if lens is None:
         return snapshot_calls(cm, account, block_id, liquidation)
     snap = lens.snapshot(account, liquidation, block_id=block_id)
-    return from_lens(snap, lens.positions(snap.positions))
+    state, underlyings, params, now = from_lens(snap, lens.positions(snap.positions))
+    # an underlying the positions touch that the Lens did not load (a position kind it does
+    # not know of): one more call for those
+    missing = sorted(_touched(state) - set(underlyings))
+    if missing:
+        for row in lens.underlyings(missing, liquidation, block_id=block_id):
+            underlyings[row.id] = lens_underlying(row)
+    return state, dict(sorted(underlyings.items())), params, now
 
 
 def from_lens(snap: Any, positions: Any) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
@@ -896,18 +904,26 @@ def from_lens(snap: Any, positions: Any) -> tuple[AccountState, dict[int, Underl
         positions,
         lambda i: (held[i].instrument, held[i].array),
     )
-    underlyings = {
-        u.id: underlying_state(
-            u.id,
-            u.listing,
-            (u.spot, u.spot_round, u.vol, u.vol_round),
-            (u.shocks, u.moves, u.weights),
-            u.epoch,
-        )
-        for u in snap.underlyings
-    }
+    underlyings = {u.id: lens_underlying(u) for u in snap.underlyings}
     params = EngineParams(im_factor=snap.im_factor, max_array_age=snap.max_array_age, rate=snap.rate)
     return state, underlyings, params, snap.timestamp
+
+
+def lens_underlying(row: Any) -> UnderlyingState:
+    """An :class:`UnderlyingState` from a Lens ``Underlying`` row."""
+    return underlying_state(
+        row.id,
+        row.listing,
+        (row.spot, row.spot_round, row.vol, row.vol_round),
+        (row.shocks, row.moves, row.weights),
+        row.epoch,
+    )
+
+
+def _touched(state: AccountState) -> set[int]:
+    """The underlyings an account's valuation reads: of its collateral, perps and options."""
+    touched = {line.underlying for line in state.collateral if line.underlying}
+    return touched | {p.underlying for p in state.perps} | {o.underlying for o in state.options}
 
 
 def snapshot_calls(
@@ -939,9 +955,7 @@ def snapshot_calls(
         clearing.positions(account, **at),
         lambda i: (cm.markets.contract.instrument(i, **at), engine.risk_array(i, **at)),
     )
-    touched = {line.underlying for line in collateral if line.underlying}
-    touched |= {p.underlying for p in state.perps} | {o.underlying for o in state.options}
-    underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(touched)}
+    underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(_touched(state))}
     params = EngineParams(
         im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
     )
