@@ -2,7 +2,7 @@
 
 Names available in the console:
     cm        the Protocol of the connected network (None if no manifest exists for it)
-    vault, oracle, engine, clearing, markets, exchange, liquidator, fund, tokens  its clients (cm.vault...)
+    vault, oracle, engine, clearing, markets, exchange, liquidator, fund, lens, tokens  its clients (cm.vault...)
     crossmargin, to_wad, from_wad, account_id   the SDK
 """
 
@@ -36,6 +36,7 @@ def ape_init_extras(networks):
         "exchange": cm and cm.exchange,
         "liquidator": cm and cm.liquidator,
         "fund": cm and cm.fund,
+        "lens": cm and cm.lens,
         "tokens": cm and cm.tokens,
         "crossmargin": crossmargin,
         "to_wad": to_wad,

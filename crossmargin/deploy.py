@@ -40,7 +40,7 @@ def _build_hash(container) -> str:
 class Deployment:
     """Deploys or finds each contract of ``config`` and records it in ``manifest``."""
 
-    def __init__(self, config: NetworkConfig, sender: Any, manifest: Manifest, log: Log | None = None):
+    def __init__(self, config: NetworkConfig | None, sender: Any, manifest: Manifest, log: Log | None = None):
         self.config = config
         self.sender = sender
         self.manifest = manifest
@@ -241,6 +241,7 @@ class Deployment:
             self._send("clearinghouse markets", clearing.set_markets, markets.address)
         if vault.margin_engine() != engine.address:
             self._send("vault margin engine", vault.set_margin_engine, engine.address)
+        self._lens(vault.address, router.address, clearing.address, markets.address, engine.address)
         if not vault.clearing(clearing.address):
             self._send("vault clearing", vault.set_clearing, clearing.address, True)
         if config.guardian and vault.guardian().lower() != config.guardian.lower():
@@ -329,6 +330,19 @@ class Deployment:
             payload = timelock.update_delay.encode_input(settings.delay)
             self._through_timelock(timelock, f"timelock delay {settings.delay} s", timelock.address, payload)
 
+    def _lens(self, *sources: str, fresh: bool = False):
+        """The view-only Lens over ``sources`` (vault, router, clearinghouse, markets, engine):
+        found when one of the same build reads the same contracts, else (or with ``fresh``)
+        deployed. Nothing is wired to it: replacing it changes no other contract."""
+        if fresh:
+            self.manifest.contracts.pop("Lens", None)
+        return self._contract(
+            "Lens",
+            project.Lens,
+            *sources,
+            matches=lambda c: (c.VAULT(), c.ORACLE(), c.CLEARING(), c.MARKETS(), c.ENGINE()) == sources,
+        )
+
     def _underlying(self, engine, markets, underlying: UnderlyingConfig) -> None:
         name = key(underlying.name)
         u = engine.underlying_ids(name)
@@ -367,4 +381,14 @@ def deploy(config: NetworkConfig, sender: Any, manifest: Manifest | None = None,
     manifest.chain_id = chain.chain_id
     run = Deployment(config, sender, manifest, log)
     run.run()
+    return run
+
+
+def deploy_lens(manifest: Manifest, sender: Any, log: Log | None = None) -> Deployment:
+    """Deploys a new Lens over the contracts of ``manifest`` and records it there (the rest
+    of the stack untouched, e.g. after the Lens's source changed); returns the run."""
+    run = Deployment(None, sender, manifest, log)
+    contracts = manifest.contracts
+    names = ("Vault", "OracleRouter", "Clearinghouse", "Markets", "MarginEngine")
+    run._lens(*(contracts[name] for name in names), fresh=True)
     return run

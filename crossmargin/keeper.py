@@ -553,6 +553,35 @@ class Keeper:
 
         return abi_decode([types], self._read(call))[0]
 
+    # batch reads: the Lens's views, 64 ids a call (per-id views when the deployment has no
+    # Lens, e.g. a manifest written before it existed)
+
+    def _instruments(self, ids: list[int]) -> list[Any]:
+        """``Markets.instrument`` of each id (kind, underlying, ..., open_interest, settlement_price)."""
+        if getattr(self.cm, "lens", None) is not None:
+            return self._read(lambda: self.cm.lens.instruments(ids))
+        return [self._read(lambda i=i: self.cm.markets.contract.instrument(i)) for i in ids]
+
+    def _array_epochs(self, ids: list[int]) -> list[int]:
+        """The epoch of each id's stored risk array (0 for none)."""
+        if getattr(self.cm, "lens", None) is not None:
+            return self._read(lambda: self.cm.lens.array_epochs(ids))
+        return [self._read(lambda i=i: self.cm.engine.contract.risk_array(i))[0] for i in ids]
+
+    def _holders_sizes(self, instrument: int, accounts: list[int]) -> list[int]:
+        """The size of ``instrument`` each account holds."""
+        if getattr(self.cm, "lens", None) is not None:
+            return self._read(lambda: self.cm.lens.holders_sizes(instrument, accounts))
+        clearing = self.cm.clearing.contract
+        return [self._read(lambda a=a: clearing.option_size(a, instrument)) for a in accounts]
+
+    def _underlying_states(self, ids: list[int], block_id: int) -> dict[int, model.UnderlyingState]:
+        """Each underlying's model state at ``block_id`` (listing, reads, grid, epoch)."""
+        if getattr(self.cm, "lens", None) is None:
+            return {u: self._read(lambda u=u: model.load_underlying(self.cm, u, block_id)) for u in ids}
+        rows = self._read(lambda: self.cm.lens.underlyings(ids, block_id=block_id))
+        return {r.id: model.lens_underlying(r) for r in rows}
+
     # ------------------------------------------------------------------ state file
 
     def _load_state(self) -> KeeperState:
@@ -1124,19 +1153,30 @@ class Keeper:
             )
         return out
 
-    def liquidation_distance(self, accounts: Iterable[int], bound: float = 0.5) -> list[Distance]:
+    def snapshots(self, accounts: Iterable[int], block_id: int | None = None) -> dict[int, tuple]:
+        """The model's snapshot (:func:`crossmargin.model.margin.snapshot`) of each account
+        at one block (default: the head): one Lens call per account, whatever its book."""
+        head = chain.blocks.head.number if block_id is None else block_id
+        out = {}
+        for account in accounts:
+            owner = to_checksum_address((account >> SUB_BITS).to_bytes(20, "big"))
+            out[account] = self._read(lambda o=owner, a=account: model.snapshot(self.cm, o, a & MASK96, head))
+        return out
+
+    def liquidation_distance(
+        self, accounts: Iterable[int], bound: float = 0.5, snapshots: dict[int, tuple] | None = None
+    ) -> list[Distance]:
         """What-if from the reference model: per account and underlying it touches, the
         smallest spot move (within ±``bound``) that takes ``equity − MM`` below zero, others
-        fixed. One snapshot per account, then only model arithmetic: the move is bracketed
-        on a grid of moves and refined by bisection to 0.1%."""
-        head = chain.blocks.head.number
+        fixed. One snapshot per account (``snapshots`` when given, else :meth:`snapshots`),
+        then only model arithmetic: the move is bracketed on a grid of moves and refined by
+        bisection to 0.1%."""
+        accounts = list(accounts)
+        snaps = snapshots if snapshots is not None else self.snapshots(accounts)
         names = {u: n for n, u in self.cm.manifest.underlyings.items()}
         out = []
         for account in accounts:
-            owner = to_checksum_address((account >> SUB_BITS).to_bytes(20, "big"))
-            state, underlyings, params, now = self._read(
-                lambda o=owner, a=account: model.snapshot(self.cm, o, a & MASK96, head)
-            )
+            state, underlyings, params, now = snaps[account]
             for u in underlyings:
 
                 def health(move: float, u=u, state=state, underlyings=underlyings, params=params, now=now) -> int:
@@ -1189,21 +1229,28 @@ class Keeper:
         return self._run_task(SettlementReport("settle"), self._settle)
 
     def _settle(self, report: SettlementReport) -> None:
-        clearing, markets = self.cm.clearing.contract, self.cm.markets.contract
+        clearing = self.cm.clearing.contract
         now = self._read(lambda: chain.pending_timestamp)
         calls, targets = [], []
-        for instrument, listing in sorted(self.state.options.items()):
-            holders = self.state.holders.get(instrument)
-            if listing.expiry > now or not holders:
-                continue
+        expired = [
+            i
+            for i, listing in sorted(self.state.options.items())
+            if listing.expiry <= now and self.state.holders.get(i)
+        ]
+        # one batch read for the stored prices, one per 64 candidate holders for the sizes
+        prices = {i: row.settlement_price for i, row in zip(expired, self._instruments(expired), strict=True)}
+        for instrument in expired:
+            listing, holders = self.state.options[instrument], self.state.holders[instrument]
             report.expired += 1
-            held = [a for a in sorted(holders) if self._read(lambda a=a, i=instrument: clearing.option_size(a, i)) != 0]
+            candidates = sorted(holders)
+            sizes = self._holders_sizes(instrument, candidates)
+            held = [a for a, size in zip(candidates, sizes, strict=True) if size != 0]
             for a in set(holders) - set(held):
                 holders.discard(a)  # settled, or moved away
             if not held:
                 continue
             hint = 0  # once the price is stored, any hint will do
-            if self._read(lambda i=instrument: markets.settlement_price(i)) == 0:
+            if prices[instrument] == 0:
                 try:
                     hint = self.round_hint(listing.underlying, listing.expiry)
                 except SettlementBlocked as blocked:
@@ -1326,11 +1373,8 @@ class Keeper:
         params = model.EngineParams(
             im_factor=engine.im_factor(), max_array_age=engine.max_array_age(), rate=engine.rate()
         )
-        out = {}
-        for u in sorted({o.underlying for o in self.state.options.values()}):
-            state = self._read(lambda u=u: model.load_underlying(self.cm, u, head))
-            out[u] = model.context(state, params, now).epoch & model.LANE_MASK
-        return out
+        states = self._underlying_states(sorted({o.underlying for o in self.state.options.values()}), head)
+        return {u: model.context(state, params, now).epoch & model.LANE_MASK for u, state in states.items()}
 
     def _refresh_order(self, instrument: int) -> tuple[int, int, int, int, int]:
         """Sort key of ``engine.refresh`` batches: by underlying (one risk-model call each),
@@ -1340,18 +1384,18 @@ class Keeper:
         return (o.underlying, o.expiry, o.strike, o.kind, instrument)
 
     def _refresh(self, report: RefreshReport) -> None:
-        engine, markets = self.cm.engine.contract, self.cm.markets.contract
+        engine = self.cm.engine.contract
         now = self._read(lambda: chain.pending_timestamp)
         live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now]
         if not live:
             return
         epochs = self.current_epochs()
-        held = [i for i in live if self._read(lambda i=i: markets.instrument(i)).open_interest > 0]
+        held = [i for i, row in zip(live, self._instruments(live), strict=True) if row.open_interest > 0]
         report.checked = len(held)
         stale = [
             i
-            for i in held
-            if self._read(lambda i=i: engine.risk_array(i))[0] != epochs[self.state.options[i].underlying]
+            for i, epoch in zip(held, self._array_epochs(held), strict=True)
+            if epoch != epochs[self.state.options[i].underlying]
         ]
         report.stale = sorted(stale, key=self._refresh_order)
         size = max(1, min(self.config.refresh_batch, 64))
@@ -1363,8 +1407,8 @@ class Keeper:
             epochs = self.current_epochs()
             report.stored = sum(
                 1
-                for i in report.stale
-                if self._read(lambda i=i: engine.risk_array(i))[0] == epochs[self.state.options[i].underlying]
+                for i, epoch in zip(report.stale, self._array_epochs(report.stale), strict=True)
+                if epoch == epochs[self.state.options[i].underlying]
             )
 
     # ------------------------------------------------------------------ devnet price mover

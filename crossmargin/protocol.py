@@ -10,11 +10,13 @@ Scripts, keepers, the console and the tests all go through these classes.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from ape import networks, project
+from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.fund import FundClient
@@ -317,6 +319,105 @@ class LiquidatorClient:
         return from_wad(self.contract.multiplier(elapsed))
 
 
+class LensClient:
+    """Batch reads through the view-only Lens (``contracts/Lens.vy``): an account's whole
+    valuation input, or many instruments, arrays, holders or underlyings, in one ``eth_call``
+    each. The batch methods take any number of ids and make one call per 64 of them.
+
+    Results are decoded here with ``eth_abi`` into named tuples at every level (ape names
+    only the outer struct), named as the contract's struct fields. Every method takes
+    ``block_id`` (default: the head) and passes it to the call.
+    """
+
+    BATCH = 64  # ids per call (the Lens's MAX_BATCH)
+
+    def __init__(self, contract: Any, clearing: Any):
+        self.contract = contract
+        self._positions_abi = clearing.positions.abis[0]
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    def _call(self, name: str, *args: Any, block_id: int | None = None) -> Any:
+        handler = getattr(self.contract, name)
+        abi = next(a for a in handler.abis if len(a.inputs) == len(args))
+        raw = handler(*args, decode=False, **_at(block_id))
+        return decode_output(abi, raw)
+
+    def snapshot(self, account: int, liquidation: bool = False, block_id: int | None = None) -> Any:
+        """``Lens.snapshot``: cash, collateral lines with prices, positions (raw ABI),
+        options with listings and arrays, touched underlyings, engine parameters."""
+        return self._call("snapshot", account, liquidation, block_id=block_id)
+
+    def positions(self, raw: bytes) -> Any:
+        """A snapshot's ``positions`` bytes decoded with the clearinghouse's own ABI: the
+        value ``Clearinghouse.positions(account)`` returns, whatever its fields."""
+        return decode_output(self._positions_abi, bytes(raw))
+
+    def _batched(self, name: str, ids: list[int], *args: Any, size: int = BATCH, block_id: int | None = None) -> list:
+        ids = list(ids)
+        out: list = []
+        for i in range(0, len(ids), size):
+            out.extend(self._call(name, *args, ids[i : i + size], block_id=block_id))
+        return out
+
+    def instruments(self, ids: list[int], block_id: int | None = None) -> list:
+        """``Markets.instrument`` of each id, in order."""
+        return self._batched("instruments", ids, block_id=block_id)
+
+    def risk_arrays(self, ids: list[int], block_id: int | None = None) -> list:
+        """``MarginEngine.risk_array`` of each id: (epoch, shift, lanes, unsettled)."""
+        return self._batched("risk_arrays", ids, block_id=block_id)
+
+    def array_epochs(self, ids: list[int], block_id: int | None = None) -> list[int]:
+        """The epoch of each id's stored risk array (0 for none)."""
+        return self._batched("array_epochs", ids, block_id=block_id)
+
+    def holders_sizes(self, instrument_id: int, accounts: list[int], block_id: int | None = None) -> list[int]:
+        """The signed size (WAD) of ``instrument_id`` each account holds."""
+        return self._batched("holders_sizes", accounts, instrument_id, block_id=block_id)
+
+    def underlyings(self, ids: list[int], liquidation: bool = False, block_id: int | None = None) -> list:
+        """Each underlying's listing, oracle reads, grid and epoch record (16 a call)."""
+        ids = list(ids)
+        out: list = []
+        for i in range(0, len(ids), 16):
+            out.extend(self._call("underlyings", ids[i : i + 16], liquidation, block_id=block_id))
+        return out
+
+
+def _at(block_id: int | None) -> dict[str, int]:
+    return {} if block_id is None else {"block_id": block_id}
+
+
+def decode_output(abi: Any, raw: bytes) -> Any:
+    """A method's return data decoded with ``eth_abi``, structs as named tuples at every
+    level (field names from the ABI's components); one output is returned as itself."""
+    outputs = abi.outputs
+    values = abi_decode([o.canonical_type for o in outputs], bytes(raw))
+    named = [_named(o, v) for o, v in zip(outputs, values, strict=True)]
+    return named[0] if len(named) == 1 else tuple(named)
+
+
+_STRUCTS: dict[tuple[str, ...], type] = {}
+
+
+def _named(t: Any, value: Any) -> Any:
+    kind = t.type
+    if not kind.startswith("tuple"):
+        return list(value) if kind.endswith("]") else value
+    fields = tuple(c.name for c in t.components)
+    struct = _STRUCTS.get(fields)
+    if struct is None:
+        struct = _STRUCTS[fields] = namedtuple("Struct", fields)  # noqa: PYI024 - fields known at run time
+
+    def one(v: Any) -> Any:
+        return struct(*(_named(c, x) for c, x in zip(t.components, v, strict=True)))
+
+    return [one(v) for v in value] if kind.endswith("]") else one(value)
+
+
 class Protocol:
     """The deployed stack of one network."""
 
@@ -344,6 +445,10 @@ class Protocol:
         self.fund = FundClient(
             project.InsuranceFund.at(manifest.contracts["InsuranceFund"]), tokens[manifest.settlement]
         )
+        # view only, so optional: a manifest written before the Lens existed loads without it
+        # (`ape run deploy --lens-only` adds one); readers then fall back to per-call reads
+        lens = manifest.contracts.get("Lens")
+        self.lens = LensClient(project.Lens.at(lens), self.clearing.contract) if lens else None
 
     def trade(
         self,

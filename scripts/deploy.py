@@ -1,4 +1,7 @@
-"""``ape run deploy --network ...``: deploy (or find) the stack and write the manifest."""
+"""``ape run deploy --network ...``: deploy (or find) the stack and write the manifest.
+
+``--lens-only`` deploys a new Lens (view only) over the manifest's contracts and records it.
+"""
 
 import click
 from ape import networks
@@ -6,13 +9,14 @@ from ape.cli import ConnectedProviderCommand
 
 from crossmargin.cli import console, contracts_table, resolve_sender, sender_option
 from crossmargin.config import load_config
-from crossmargin.deploy import deploy
+from crossmargin.deploy import deploy, deploy_lens
 from crossmargin.manifest import Manifest, find_manifest, manifest_path
 
 
 @click.command(cls=ConnectedProviderCommand, help=__doc__)
 @sender_option()
-def cli(account):
+@click.option("--lens-only", is_flag=True, help="Deploy a new Lens over the existing manifest, nothing else.")
+def cli(account, lens_only):
     network = networks.provider.network.name
     sender = resolve_sender(account)
     config = load_config(network)
@@ -21,7 +25,13 @@ def cli(account):
     if manifest is not None:
         manifest.network = network
     console.print(f"[bold]crossmargin deploy[/] on [cyan]{network}[/] from {sender.address}")
-    run = deploy(config, sender, manifest, log=lambda line: console.print(f"  {line}"))
+    log = lambda line: console.print(f"  {line}")  # noqa: E731
+    if lens_only:
+        if manifest is None:
+            raise click.ClickException(f"no manifest for {network!r}: deploy the stack first")
+        run = deploy_lens(manifest, sender, log=log)
+    else:
+        run = deploy(config, sender, manifest, log=log)
     out = manifest_path(network)
     run.manifest.save(out)
 

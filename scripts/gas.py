@@ -37,6 +37,7 @@ DEPLOYABLES = (
     "Liquidator",
     "InsuranceFund",
     "Timelock",
+    "Lens",
 )
 
 

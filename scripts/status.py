@@ -3,7 +3,9 @@
 Reads the keeper's state file (``--state-file``, default ``.keeper/<network>.json``) when
 there is one and discovers from its cursor, so it is quick on a long chain; it never writes
 the file. The "liquidatable at" column is the reference model's what-if: the smallest spot
-move of one underlying that takes the account below maintenance.
+move of one underlying that takes the account below maintenance. Each listed account is read
+in one call (the Lens's snapshot), whatever the size of its book or the underlyings it
+touches; the "book" column sums it up.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ def usd(value: Decimal) -> str:
     return f"{value:,.2f}"
 
 
+def book(snapshot: tuple, names: dict[int, str], shown: int = 4) -> str:
+    """An account's book in a few words: options, perps and the underlyings it touches (the
+    first ``shown`` by name, then how many more), e.g. ``128 opt · 2 perp · ETH BTC``."""
+    state, underlyings, _params, _now = snapshot
+    held = [names.get(u, str(u)) for u in underlyings]
+    more = f" +{len(held) - shown}" if len(held) > shown else ""
+    return f"{len(state.options)} opt · {len(state.perps)} perp · {' '.join(held[:shown])}{more}"
+
+
 @click.command(cls=ConnectedProviderCommand, help=__doc__)
 @click.option("--top", type=int, default=10, show_default=True, help="Accounts listed.")
 @click.option(
@@ -49,9 +60,12 @@ def cli(top, state_file, no_model):
 
     healths = [h for h in keeper.screen() if h.maintenance > 0]
     nearest = sorted(healths, key=lambda h: h.ratio)[:top]
+    # one snapshot per listed account (a Lens call each, whatever its book's size)
+    snapshots = keeper.snapshots([h.account for h in nearest], head.number) if nearest else {}
+    names = {u: n for n, u in cm.manifest.underlyings.items()}
     distances: dict[int, str] = {}
     if not no_model and nearest:
-        for d in keeper.liquidation_distance([h.account for h in nearest]):
+        for d in keeper.liquidation_distance([h.account for h in nearest], snapshots=snapshots):
             if d.move is None:
                 continue
             text = f"{d.underlying} {float(d.move) * 100:+.1f}%"
@@ -61,12 +75,14 @@ def cli(top, state_file, no_model):
     table = Table(
         title=f"accounts nearest to liquidation ({len(healths)} with positions, {len(keeper.state.accounts)} known)"
     )
-    for column in ("account", "equity", "MM", "equity − MM", "equity / MM", "in auction", "liquidatable at"):
-        table.add_column(column, justify="left" if column in ("account", "in auction", "liquidatable at") else "right")
+    left = ("account", "book", "in auction", "liquidatable at")
+    for column in ("account", "book", "equity", "MM", "equity − MM", "equity / MM", "in auction", "liquidatable at"):
+        table.add_column(column, justify="left" if column in left else "right")
     for h in nearest:
         style = "red" if h.liquidatable else ("yellow" if h.ratio < 1.15 else "")
         table.add_row(
             describe_account(h.account),
+            book(snapshots[h.account], names),
             usd(from_wad(h.equity)),
             usd(from_wad(h.maintenance)),
             f"[{style}]{usd(from_wad(h.health))}[/]" if style else usd(from_wad(h.health)),

@@ -57,10 +57,12 @@ __all__ = [
     "context",
     "current_context",
     "default_grid",
+    "from_lens",
     "floor_div",
     "funding_now",
     "greeks",
     "lane",
+    "lens_underlying",
     "lane_at",
     "lanes",
     "load_underlying",
@@ -73,6 +75,8 @@ __all__ = [
     "scenario_hint",
     "scenario_pnl",
     "snapshot",
+    "snapshot_calls",
+    "underlying_state",
     "weighted",
     "with_epoch",
 ]
@@ -840,6 +844,9 @@ def snapshot(
 ) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
     """Reads one account's model inputs from the deployed contracts at one block.
 
+    One ``eth_call`` of the Lens (``Lens.snapshot``) when the deployment has one, whatever
+    the account holds; else :func:`snapshot_calls`, a few calls per position.
+
     Args:
         cm: A :class:`crossmargin.protocol.Protocol`.
         owner: The account's owner (address or ape account).
@@ -862,11 +869,74 @@ def snapshot(
 
     if block_id is None:
         block_id = chain.blocks.head.number
+    account = account_id(str(owner), subaccount)
+    lens = getattr(cm, "lens", None)
+    if lens is None:
+        return snapshot_calls(cm, account, block_id, liquidation)
+    snap = lens.snapshot(account, liquidation, block_id=block_id)
+    state, underlyings, params, now = from_lens(snap, lens.positions(snap.positions))
+    # an underlying the positions touch that the Lens did not load (a position kind it does
+    # not know of): one more call for those
+    missing = sorted(_touched(state) - set(underlyings))
+    if missing:
+        for row in lens.underlyings(missing, liquidation, block_id=block_id):
+            underlyings[row.id] = lens_underlying(row)
+    return state, dict(sorted(underlyings.items())), params, now
+
+
+def from_lens(snap: Any, positions: Any) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
+    """The model inputs of a ``Lens.snapshot`` result, with its ``positions`` decoded
+    (``LensClient.positions``): what :func:`snapshot` returns."""
+    collateral = tuple(
+        Collateral(
+            balance=line.balance,
+            price=line.price,
+            mm_haircut=line.mm_haircut,
+            im_haircut=line.im_haircut,
+            underlying=line.underlying,
+        )
+        for line in snap.collateral
+    )
+    held = {o.id: o for o in snap.options}
+    state = _account_state(
+        snap.cash,
+        collateral,
+        positions,
+        lambda i: (held[i].instrument, held[i].array),
+    )
+    underlyings = {u.id: lens_underlying(u) for u in snap.underlyings}
+    params = EngineParams(im_factor=snap.im_factor, max_array_age=snap.max_array_age, rate=snap.rate)
+    return state, underlyings, params, snap.timestamp
+
+
+def lens_underlying(row: Any) -> UnderlyingState:
+    """An :class:`UnderlyingState` from a Lens ``Underlying`` row."""
+    return underlying_state(
+        row.id,
+        row.listing,
+        (row.spot, row.spot_round, row.vol, row.vol_round),
+        (row.shocks, row.moves, row.weights),
+        row.epoch,
+    )
+
+
+def _touched(state: AccountState) -> set[int]:
+    """The underlyings an account's valuation reads: of its collateral, perps and options."""
+    touched = {line.underlying for line in state.collateral if line.underlying}
+    return touched | {p.underlying for p in state.perps} | {o.underlying for o in state.options}
+
+
+def snapshot_calls(
+    cm: Any, account: int, block_id: int, liquidation: bool = False
+) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
+    """:func:`snapshot` without the Lens: the same result from the contracts' own views, two
+    calls per option, two per collateral line and four per underlying."""
+    from ape import chain
+
     now = chain.blocks[block_id].timestamp
     at = {"block_id": block_id}
     vault, router = cm.vault.contract, cm.oracle.contract
     engine, clearing = cm.engine.contract, cm.clearing.contract
-    account = account_id(str(owner), subaccount)
 
     cash, lines = vault.account_state(account, **at)
     collateral = tuple(
@@ -879,12 +949,26 @@ def snapshot(
         )
         for line in lines
     )
-    positions = clearing.positions(account, **at)
+    state = _account_state(
+        cash,
+        collateral,
+        clearing.positions(account, **at),
+        lambda i: (cm.markets.contract.instrument(i, **at), engine.risk_array(i, **at)),
+    )
+    underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(_touched(state))}
+    params = EngineParams(
+        im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
+    )
+    return state, underlyings, params, now
+
+
+def _account_state(cash: int, collateral: tuple[Collateral, ...], positions: Any, option: Any) -> AccountState:
+    """The account from its cash, collateral and ``Clearinghouse.positions`` value, with
+    ``option(id)`` giving an option's listing and ``(epoch, shift, lanes, unsettled)``."""
     options = []
     for word in _pair_words(positions.options):
         instrument_id = word & (2**32 - 1)
-        listing = cm.markets.contract.instrument(instrument_id, **at)
-        epoch, shift, stored_lanes, unsettled = engine.risk_array(instrument_id, **at)
+        listing, (epoch, shift, stored_lanes, unsettled) = option(instrument_id)
         options.append(
             OptionPosition(
                 instrument=instrument_id,
@@ -909,7 +993,7 @@ def snapshot(
         )
         for line in positions.perps
     )
-    state = AccountState(
+    return AccountState(
         cash=cash,
         collateral=collateral,
         options=tuple(options),
@@ -917,13 +1001,6 @@ def snapshot(
         funding_cap=positions.funding_cap,
         funding_interval=positions.funding_interval,
     )
-    touched = {line.underlying for line in collateral if line.underlying}
-    touched |= {p.underlying for p in perps} | {o.underlying for o in options}
-    underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(touched)}
-    params = EngineParams(
-        im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
-    )
-    return state, underlyings, params, now
 
 
 def load_underlying(cm: Any, u: int, block_id: int, liquidation: bool = False) -> UnderlyingState:
@@ -932,8 +1009,15 @@ def load_underlying(cm: Any, u: int, block_id: int, liquidation: bool = False) -
     at = {"block_id": block_id}
     engine, router = cm.engine.contract, cm.oracle.contract
     listing = engine.underlyings(u, **at)
-    spot, spot_round, vol, vol_round = router.price_rounds(listing.spot_key, listing.vol_key, liquidation, **at)
-    shocks, moves, weights = engine.grid(u, **at)
+    reads = router.price_rounds(listing.spot_key, listing.vol_key, liquidation, **at)
+    return underlying_state(u, listing, reads, engine.grid(u, **at), engine.epoch(u, **at))
+
+
+def underlying_state(u: int, listing: Any, reads: Any, grid: Any, epoch: Any) -> UnderlyingState:
+    """An :class:`UnderlyingState` from the engine's ``underlyings(u)``, the router's
+    ``price_rounds`` of its spot and vol keys, the engine's ``grid(u)`` and ``epoch(u)``."""
+    spot, spot_round, vol, vol_round = reads
+    shocks, moves, weights = grid
     return UnderlyingState(
         id=u,
         spot=spot,
@@ -948,7 +1032,7 @@ def load_underlying(cm: Any, u: int, block_id: int, liquidation: bool = False) -
         short_option_rate=listing.short_option_rate,
         perp_rate=listing.perp_rate,
         grid=tuple(Scenario(*row) for row in zip(shocks, moves, weights, strict=True)),
-        epoch=EpochRecord(*engine.epoch(u, **at)),
+        epoch=EpochRecord(*epoch),
         name=bytes(listing.name).rstrip(b"\0"),
     )
 
