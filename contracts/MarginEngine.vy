@@ -71,7 +71,7 @@ implements: IRiskEngine
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
     def price_rounds(key_a: bytes32, key_b: bytes32, liquidation: bool) -> (uint256, uint80, uint256, uint80): view
-    def check_sequencer() -> bool: view
+    def check_new_risk(stable_key: bytes32) -> bool: view
 
 
 WAD: constant(uint256) = 10**18
@@ -1267,11 +1267,9 @@ def _price(key: bytes32, hint: uint256) -> uint256:
 @internal
 @view
 def _check_new_risk():
-    # both calls revert with the oracle's reason when the check fails
-    ok: bool = staticcall ORACLE.check_sequencer()
-    key: bytes32 = self.settlement_key
-    if key != empty(bytes32):
-        stable: uint256 = staticcall ORACLE.price(key)
+    # the sequencer and the settlement asset's feed in one call (it reverts with the
+    # oracle's reason when the check fails)
+    ok: bool = staticcall ORACLE.check_new_risk(self.settlement_key)
 
 
 @internal
@@ -1283,16 +1281,8 @@ def _new_risk_open() -> bool:
     ok: bool = False
     response: Bytes[32] = b""
     ok, response = raw_call(
-        ORACLE.address, method_id("check_sequencer()"), max_outsize=32, is_static_call=True, revert_on_failure=False
-    )
-    if not ok:
-        return False
-    key: bytes32 = self.settlement_key
-    if key == empty(bytes32):
-        return True
-    ok, response = raw_call(
         ORACLE.address,
-        abi_encode(key, method_id=method_id("price(bytes32)")),
+        abi_encode(self.settlement_key, method_id=method_id("check_new_risk(bytes32)")),
         max_outsize=32,
         is_static_call=True,
         revert_on_failure=False,

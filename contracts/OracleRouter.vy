@@ -325,10 +325,35 @@ def check_sequencer() -> bool:
     @notice Reverts while the L2 sequencer is down or within its grace period after a
             restart; returns True otherwise (always, where no sequencer feed is set).
     """
+    self._check_sequencer()
+    return True
+
+
+@external
+@view
+def check_new_risk(stable_key: bytes32) -> bool:
+    """
+    @notice Whether new risk may be taken, in one call (the margin engine's check before
+            every state-changing margin check): reverts as `check_sequencer` does, then,
+            unless `stable_key` is empty, as `price(stable_key)` does (the settlement
+            asset's depeg breaker: an answer outside the feed's bounds); returns True
+            otherwise.
+    """
+    self._check_sequencer()
+    if stable_key != empty(bytes32):
+        answer: uint256 = 0
+        round_id: uint80 = 0
+        answer, round_id = self._latest(stable_key, False)
+    return True
+
+
+@internal
+@view
+def _check_sequencer():
     settings: uint256 = self.settings
     feed: address = convert((settings >> 64) & M160, address)
     if feed == empty(address):
-        return True
+        return
     ok: bool = False
     response: Bytes[ROUND_DATA_SIZE] = b""
     ok, response = raw_call(
@@ -343,7 +368,6 @@ def check_sequencer() -> bool:
     _rid, status, started_at, _updated, _answered = abi_decode(response, (uint80, int256, uint256, uint256, uint80))
     assert status == 0, "oracle: sequencer down"
     assert block.timestamp > started_at + ((settings >> 32) & M32), "oracle: sequencer grace period"
-    return True
 
 
 @external

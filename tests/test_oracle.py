@@ -187,6 +187,21 @@ def test_sequencer__down_grace_up(router, admin, deploy_feed, chain):
         router.check_sequencer()
 
 
+def test_check_new_risk__sequencer_then_stable_feed(router, admin, deploy_feed, chain, test_feed):
+    """The engine's one call before a state-changing check: the sequencer, then the stable
+    asset's feed under its key (none with an empty key)."""
+    empty = b"\x00" * 32
+    assert router.check_new_risk(empty) and router.check_new_risk(K)
+    test_feed.push(10**8 - 1, sender=admin)  # the stable feed below its bounds: a depeg
+    with ape.reverts("oracle: price out of bounds"):
+        router.check_new_risk(K)
+    assert router.check_new_risk(empty)
+    sequencer = deploy_feed(0, 1, "sequencer")  # down
+    router.set_sequencer(sequencer, 600, sender=admin)
+    with ape.reverts("oracle: sequencer down"):
+        router.check_new_risk(empty)
+
+
 def test_sequencer_down__maintenance_health_still_reads(cm, router, engine, admin, trader, create_account, deploy_feed):
     """Liquidation reads are never gated on the sequencer."""
     create_account(trader, {"WETH": "1"})
