@@ -70,6 +70,7 @@ long profile, at least 20,000 executed, is
 
 import os
 import time
+from dataclasses import astuple
 
 import pytest
 from eth_abi import decode as abi_decode
@@ -78,6 +79,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from crossmargin.model import margin as model
 from crossmargin.sender import Call, TxSender
 from crossmargin.units import WAD, account_id, to_units, to_wad
 
@@ -91,7 +93,7 @@ DUST_PER_STEP = 10**3
 # settlement, each positive balance at a socialization), generously bounded
 DUST_PER_BLOCK = 64
 # the output of `Clearinghouse.positions`
-POSITIONS_ABI = "(uint256[],(uint256,int256,int256,int256,int256,int256,uint256)[],uint256,uint256)"
+POSITIONS_ABI = "(uint256[],(uint256,uint256,int256,uint256)[],uint256,uint256)"
 # Reasons a user action may be refused with; anything else fails the test.
 REFUSALS = (
     "clearing: insufficient margin",
@@ -197,7 +199,13 @@ class Protocol(RuleBasedStateMachine):
         total = abi_decode(["(uint256,uint256,uint256,uint256,bytes32,bytes32,uint256,uint256)"], asset)[0][3]
         positive = abi_decode(["uint256"], positive)[0]
         cash = [abi_decode(["int256"], bytes(r))[0] for r in raws[3 : 3 + n]]
-        positions = [abi_decode([POSITIONS_ABI], bytes(r))[0] for r in raws[3 + n : 3 + 2 * n]]
+        # as stored: option pairs and packed perp lines, decoded as the model decodes them
+        positions = [
+            (model.option_words(options), [astuple(model.perp_position(*line)) for line in perps])
+            for options, perps, _cap, _interval in (
+                abi_decode([POSITIONS_ABI], bytes(r))[0] for r in raws[3 + n : 3 + 2 * n]
+            )
+        ]
         fund_held, index = (abi_decode(["uint256"], bytes(r))[0] for r in raws[3 + 2 * n :])
         # what the adversary's invariants read, from the same batch
         ids = self._accounts()
@@ -211,7 +219,7 @@ class Protocol(RuleBasedStateMachine):
         assert positive >= sum(max(c, 0) for c in cash), "positive_cash below the positive balances"
         claims = sum(cash)
         sizes: dict[int, int] = {}
-        for options, perps, _cap, _interval in positions:
+        for options, perps in positions:
             for underlying, size, cost, funding, cumulative, _ema, _updated in perps:
                 sizes[underlying] = sizes.get(underlying, 0) + size
                 # the funding it would settle now (floored, as `_settle_funding`), less its cost

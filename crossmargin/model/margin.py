@@ -820,7 +820,7 @@ def _signed(value: int, bits: int) -> int:
     return value - 2**bits if value >= 2 ** (bits - 1) else value
 
 
-def _pair_words(pairs) -> list[int]:
+def option_words(pairs) -> list[int]:
     """``fixed._pair_word`` over the clearinghouse's ``positions().options``: the option words
     of the stored pairs (low half first; a zero half is no position)."""
     words = []
@@ -831,6 +831,21 @@ def _pair_words(pairs) -> list[int]:
             size = _signed((half >> 48) & (2**80 - 1), 80)
             words.append((half & (2**48 - 1)) | ((size % 2**128) << 128))
     return words
+
+
+def perp_position(underlying: int, line: int, funding: int, state: int) -> PerpPosition:
+    """A perp line of the clearinghouse's ``positions()`` (the words as stored: size and cost
+    int128 each, the funding index, the perp's funding state; ``fixed._perp_line`` and
+    ``fixed._funding_state``) as a ``PerpPosition``."""
+    return PerpPosition(
+        underlying=underlying,
+        size=_signed(line & (2**128 - 1), 128),
+        cost=_signed(line >> 128, 128),
+        funding=funding,
+        cumulative=_signed(state & (2**128 - 1), 128),
+        premium_ema=_signed((state >> 128) & (2**80 - 1), 80),
+        updated_at=state >> 208,
+    )
 
 
 def _word_size(word: int) -> int:
@@ -966,7 +981,7 @@ def _account_state(cash: int, collateral: tuple[Collateral, ...], positions: Any
     """The account from its cash, collateral and ``Clearinghouse.positions`` value, with
     ``option(id)`` giving an option's listing and ``(epoch, shift, lanes, unsettled)``."""
     options = []
-    for word in _pair_words(positions.options):
+    for word in option_words(positions.options):
         instrument_id = word & (2**32 - 1)
         listing, (epoch, shift, stored_lanes, unsettled) = option(instrument_id)
         options.append(
@@ -981,18 +996,7 @@ def _account_state(cash: int, collateral: tuple[Collateral, ...], positions: Any
                 settlement_price=listing.settlement_price,
             )
         )
-    perps = tuple(
-        PerpPosition(
-            underlying=line.underlying,
-            size=_signed(line.line & (2**128 - 1), 128),
-            cost=_signed(line.line >> 128, 128),
-            funding=line.funding,
-            cumulative=_signed(line.state & (2**128 - 1), 128),
-            premium_ema=_signed((line.state >> 128) & (2**80 - 1), 80),
-            updated_at=line.state >> 208,
-        )
-        for line in positions.perps
-    )
+    perps = tuple(perp_position(*line) for line in positions.perps)
     return AccountState(
         cash=cash,
         collateral=collateral,
