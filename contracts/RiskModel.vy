@@ -298,7 +298,9 @@ def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint2
     """
     ownable._check_owner()
     self._require(name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "risk: zero key")
-    self._require(convert(spot_key, uint256) & LOW128 == 0 and convert(vol_key, uint256) & LOW128 == 0, "risk: key over 16 bytes")
+    self._require(
+        convert(spot_key, uint256) & LOW128 == 0 and convert(vol_key, uint256) & LOW128 == 0, "risk: key over 16 bytes"
+    )
     self._require(staticcall ENGINE.underlying_ids(name) == 0, "risk: already listed")
     self._require(staticcall ENGINE.underlying_count() < MAX_UNDERLYINGS, "risk: too many underlyings")
     u: uint256 = extcall ENGINE.configure_underlying(name, convert(spot_key, uint256) | (convert(vol_key, uint256) >> 128))
