@@ -33,7 +33,8 @@
         Values round down and requirements up, so rounding favours the protocol.
 @custom:security All state-changing entry points hold the lock (`pragma nonreentrancy on`).
         The engine only reads: the vault (`account_state`), the clearinghouse (`positions`),
-        the markets contract (`instrument`) and the oracle router; it writes nothing but epochs and arrays. Risk
+        the markets contract (`instrument`) and the oracle router; it writes nothing but epochs and arrays,
+        and the configuration the risk model (alone) sets through `configure_*`. Risk
         arrays are priced by the risk model (`RiskModel.vy`, pure), called only for a
         stale array: a check whose arrays are all current makes no call to it. A
         margin check never values an option from an array of an older epoch: views compute
@@ -133,25 +134,11 @@ PUT: constant(uint256) = 3
 
 YEAR: constant(uint256) = 365 * 86_400
 
-# @dev Parameter bounds (WAD unless stated). Every bound fits the 64-bit fields it is
-#      packed in (see `Listing` and `params`).
-MIN_IM_FACTOR: constant(uint256) = 10**18
-MAX_IM_FACTOR: constant(uint256) = 3 * 10**18
-MIN_ARRAY_AGE: constant(uint256) = 60
-MAX_ARRAY_AGE: constant(uint256) = 86_400
-MAX_RATE: constant(uint256) = 2 * 10**17
-MAX_ADDON_RATE: constant(uint256) = 2 * 10**17
-MIN_QUANTUM: constant(uint256) = 10**6
-MAX_QUANTUM: constant(uint256) = 10**16
-MAX_VOL_SHOCK: constant(uint256) = 5 * 10**18
-MIN_VOL_FLOOR: constant(uint256) = 10**16
-MAX_TERM_EXPONENT: constant(uint256) = 10**18
-MAX_SPOT_SHOCK: constant(int256) = 3 * 10**6
-# @dev Most spot levels of a grid (runs of scenarios with one nonzero shock; the default grid
-#      has 8): it bounds the logarithms a stale array costs, hence the worst liquidation's
-#      gas (SPECIFICATION.md, limits); a spot-by-vol grid lists a level's scenarios together.
-MAX_SPOT_LEVELS: constant(uint256) = 12
-MIN_SPOT_SHOCK: constant(int256) = -95 * 10**4
+# @dev The parameters the engine starts with (SPECIFICATION.md): IM factor 1.3, arrays at
+#      most 1 hour old, rate 0, packed as `params`. Bounds and validation of every parameter
+#      are the risk model's (`RiskModel.vy`), which sets them through `configure_*`.
+DEFAULT_IM_FACTOR: constant(uint256) = 13 * 10**17
+DEFAULT_ARRAY_AGE: constant(uint256) = 3_600
 MIN_FUNDING_INTERVAL: constant(uint256) = 3_600
 MAX_FUNDING_INTERVAL: constant(uint256) = 86_400
 MAX_FUNDING_CAP: constant(uint256) = 5 * 10**16
@@ -246,7 +233,8 @@ MARKETS: public(immutable(IMarkets))
 # @dev Oracle key of the settlement asset's USD feed (depeg circuit breaker), or empty.
 settlement_key: public(bytes32)
 # @dev The risk model pricing stale risk arrays (set by the owner once both are deployed;
-#      read only where an array is stale, never by a check whose arrays are current).
+#      read only where an array is stale, never by a check whose arrays are current); the
+#      only caller of the `configure_*` setters, which it validates for its owner.
 risk_model: public(IRiskModel)
 # @dev Engine parameters, one word: im_factor (bits 0-63, WAD, IM = ceil(risk · im_factor)
 #      + IM haircuts) | max_array_age (64-127, s: an older risk array is never used) |
@@ -281,36 +269,12 @@ event RiskArraysStored:
     instruments: DynArray[uint256, MAX_BATCH]
 
 
-event UnderlyingListed:
-    underlying: indexed(uint256)
-    name: bytes32
-    spot_key: bytes32
-    vol_key: bytes32
-
-
-event GridSet:
-    underlying: indexed(uint256)
-    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS]
-    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS]
-    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS]
-
-
-event RiskParamsSet:
-    underlying: indexed(uint256)
-    quantum: uint256
-    vol_up: uint256
-    vol_down: uint256
-    vol_floor: uint256
-    term_exponent: uint256
-    short_option_rate: uint256
-    perp_rate: uint256
-
-
 event OiCapSet:
     instrument: indexed(uint256)
     oi_cap: uint256
 
 
+# @dev Logged once, by the constructor (the defaults); the risk model logs every later change.
 event ParamsSet:
     im_factor: uint256
     max_array_age: uint256
@@ -338,7 +302,8 @@ def __init__(vault: IVault, oracle: IOracleRouter, clearing: IClearinghouse, mar
     CLEARING = clearing
     MARKETS = markets
     self.settlement_key = settlement_key
-    self._set_params(13 * 10**17, 3_600, 0)
+    self.params = DEFAULT_IM_FACTOR | (DEFAULT_ARRAY_AGE << 64)
+    log ParamsSet(im_factor=DEFAULT_IM_FACTOR, max_array_age=DEFAULT_ARRAY_AGE, rate=0)
     log SettlementKeySet(key=settlement_key)
 
 
@@ -627,86 +592,67 @@ def rate() -> uint256:
 
 
 @external
-def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint256:
+def configure_underlying(name: bytes32, keys: uint256) -> uint256:
     """
-    @notice Lists an underlying with the default grid and risk parameters of the spec:
-            spot ±5/10/15% × vol up/unchanged/down, ±30% with vol up at weight 0.35, vol
-            shocks +50% / −30% (floor 0.3) scaled by (30d / T)^0.3, add-ons 1% of spot per
-            net short option and 1% of perp notional, lanes of 1e-6 USD (grid order: see
-            `DEFAULT_GRID`).
-    @return The underlying id.
+    @notice Risk model only (`risk_model`, after validating): lists an underlying under the
+            next id with the default grid (`DEFAULT_GRID`, from code); its risk parameters
+            follow in `configure_risk`.
+    @param name The underlying's name (e.g. "ETH"), not listed yet.
+    @param keys The spot oracle key in the high 128 bits, the vol key in the low 128.
+    @return The underlying id (1..MAX_UNDERLYINGS).
     """
-    ownable._check_owner()
-    self._require(name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "engine: zero key")
-    self._require(
-        convert(spot_key, uint256) & LOW128 == 0 and convert(vol_key, uint256) & LOW128 == 0, "engine: key over 16 bytes"
-    )
-    self._require(self.underlying_ids[name] == 0, "engine: already listed")
+    self._check_risk_model()
     u: uint256 = self.underlying_count + 1
-    self._require(u <= MAX_UNDERLYINGS, "engine: too many underlyings")
     self.underlying_count = u
     self.underlying_ids[name] = u
     self.listings[u].name = name
-    self.listings[u].keys = convert(spot_key, uint256) | (convert(vol_key, uint256) >> 128)
-    log UnderlyingListed(underlying=u, name=name, spot_key=spot_key, vol_key=vol_key)
-    self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
-    # the default grid, from code
-    self.listings[u].risk |= DEFAULT_SCENARIOS << 192
-    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
-    moves: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
-    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
-    shocks, moves, weights = self._decode_grid(DEFAULT_GRID, DEFAULT_SCENARIOS)
-    log GridSet(underlying=u, shocks=shocks, vol_moves=moves, weights=weights)
+    self.listings[u].keys = keys
+    self.listings[u].risk = DEFAULT_SCENARIOS << 192
     return u
 
 
 @external
-def set_grid(
-    underlying: uint256,
-    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
-    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
-    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
-):
+def configure_risk(underlying: uint256, risk: uint256, shocks: uint256):
     """
-    @notice Replaces an underlying's grid. Scenario 0 must be the base (0, unchanged, 1e6);
-            shocks and weights (millionths) must be multiples of 100 (0.01%). Opens a new
-            epoch, so every array is recomputed.
+    @notice Risk model only: sets a listed underlying's risk parameters and opens a new epoch.
+    @param risk quantum (wei per lane unit) | perp rate << 64 | short option rate << 128 (WAD),
+           each below 2**64; the grid fields of the stored word are kept.
+    @param shocks vol_up | vol_down << 64 | vol_floor << 128 | term_exponent << 192 (WAD).
     """
-    ownable._check_owner()
-    self._check_underlying(underlying)
-    self._set_grid(underlying, shocks, vol_moves, weights)
+    self._check_risk_model()
+    self.listings[underlying].risk = (self.listings[underlying].risk & GRID_FIELDS) | risk
+    self.listings[underlying].shocks = shocks
+    self._invalidate(underlying)
 
 
 @external
-def set_risk_params(
-    underlying: uint256,
-    quantum: uint256,
-    vol_up: uint256,
-    vol_down: uint256,
-    vol_floor: uint256,
-    term_exponent: uint256,
-    short_option_rate: uint256,
-    perp_rate: uint256,
-):
+def configure_grid(underlying: uint256, scenarios: uint256, words: uint256[risk_layout.GRID_WORDS]):
     """
-    @notice Sets an underlying's risk parameters (see `Underlying`). Opens a new epoch.
+    @notice Risk model only: sets a listed underlying's grid of `scenarios` (2..32) packed
+            scenarios (`words`, see `risk_layout`) and opens a new epoch. The default grid
+            is read from code again: only another grid is stored (and flagged custom).
     """
-    ownable._check_owner()
-    self._check_underlying(underlying)
-    self._set_risk_params(underlying, quantum, vol_up, vol_down, vol_floor, term_exponent, short_option_rate, perp_rate)
+    self._check_risk_model()
+    fields: uint256 = scenarios << 192
+    # (23 scenarios fill three words: the fourth is 0 in both)
+    if scenarios != DEFAULT_SCENARIOS or words[0] != DEFAULT_GRID[0] or words[1] != DEFAULT_GRID[1] or words[2] != DEFAULT_GRID[2]:
+        self.grid_words[underlying] = words
+        fields |= CUSTOM_GRID
+    self.listings[underlying].risk = (self.listings[underlying].risk & ~GRID_FIELDS) | fields
+    self._invalidate(underlying)
 
 
 @external
-def set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
+def configure_params(params: uint256):
     """
-    @notice Sets the IM factor (WAD, 1..3), the array age limit (s, 60..86400) and the
-            Black-Scholes rate (WAD/year, <= 0.2). A new rate opens a new epoch everywhere.
+    @notice Risk model only: sets the engine parameters, packed as `params` (im_factor |
+            max_array_age << 64 | rate << 128). A new rate opens a new epoch everywhere.
     """
-    ownable._check_owner()
-    if rate != self._param(2):
+    self._check_risk_model()
+    if (params ^ self.params) >> 128 != 0:
         for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
             self._invalidate(u)
-    self._set_params(im_factor, max_array_age, rate)
+    self.params = params
 
 
 @external
@@ -722,8 +668,11 @@ def set_settlement_key(key: bytes32):
 @external
 def set_risk_model(risk_model: IRiskModel):
     """
-    @notice Sets the risk model that prices stale risk arrays. Opens a new epoch
-            everywhere, so no array of the previous model is used again.
+    @notice Sets the risk model that prices stale risk arrays and configures the engine
+            (listings, grids, risk and engine parameters, through `configure_*`): from
+            now on only the new model may, the old one's calls revert. The new model
+            reads the configuration from the engine's views (it keeps none of its own).
+            Opens a new epoch everywhere, so no array of the previous model is used again.
     """
     ownable._check_owner()
     self._require(risk_model.address.is_contract, "engine: risk model not a contract")
@@ -1424,86 +1373,9 @@ def _require(ok: bool, reason: String[40]):
 
 @internal
 @view
-def _check_underlying(u: uint256):
-    self._require(u != 0 and u <= self.underlying_count, "engine: unknown underlying")
-
-
-@internal
-def _set_grid(
-    u: uint256,
-    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
-    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
-    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
-):
-    n: uint256 = len(shocks)
-    self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "engine: bad grid")
-    self._require(shocks[0] == 0 and vol_moves[0] == risk_layout.VOL_NONE and weights[0] == MILLION, "engine: bad base scenario")
-    words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
-    # spot levels: scenarios whose nonzero shock differs from the one before (the risk model
-    # prices one logarithm per level and strike, see MAX_SPOT_LEVELS)
-    levels: uint256 = 0
-    for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
-        self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "engine: shock out of bounds")
-        if s != 0 and shocks[s] != 0 and shocks[s] != shocks[s - 1]:
-            levels += 1
-        self._require(vol_moves[s] <= risk_layout.VOL_UP, "engine: bad vol move")
-        self._require(weights[s] != 0 and weights[s] <= MILLION, "engine: weight out of bounds")
-        # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
-        self._require(shocks[s] % risk_layout.IGRID_UNIT == 0 and weights[s] % risk_layout.GRID_UNIT == 0, "engine: grid not in 0.01% steps")
-        lane: uint256 = (
-            (convert(convert(shocks[s] // risk_layout.IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
-            | (vol_moves[s] << 16)
-            | (weights[s] // risk_layout.GRID_UNIT << 18)
-        )
-        words[s // risk_layout.GRID_LANES] |= lane << (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
-    self._require(levels <= MAX_SPOT_LEVELS, "engine: too many spot levels")
-    fields: uint256 = n << 192
-    # (23 scenarios fill three words: the fourth is 0 in both)
-    if n != DEFAULT_SCENARIOS or words[0] != DEFAULT_GRID[0] or words[1] != DEFAULT_GRID[1] or words[2] != DEFAULT_GRID[2]:
-        self.grid_words[u] = words
-        fields |= CUSTOM_GRID
-    self.listings[u].risk = (self.listings[u].risk & ~GRID_FIELDS) | fields
-    self._invalidate(u)
-    log GridSet(underlying=u, shocks=shocks, vol_moves=vol_moves, weights=weights)
-
-
-@internal
-def _set_risk_params(
-    u: uint256,
-    quantum: uint256,
-    vol_up: uint256,
-    vol_down: uint256,
-    vol_floor: uint256,
-    term_exponent: uint256,
-    short_option_rate: uint256,
-    perp_rate: uint256,
-):
-    self._require(quantum >= MIN_QUANTUM and quantum <= MAX_QUANTUM, "engine: quantum out of bounds")
-    self._require(vol_up <= MAX_VOL_SHOCK and vol_down <= WAD, "engine: vol shock out of bounds")
-    self._require(vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "engine: vol floor out of bounds")
-    self._require(term_exponent <= MAX_TERM_EXPONENT, "engine: exponent out of bounds")
-    self._require(short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "engine: add-on out of bounds")
-    # every field is below 2**64 by the bounds above
-    self.listings[u].risk = (self.listings[u].risk & GRID_FIELDS) | quantum | (perp_rate << 64) | (short_option_rate << 128)
-    self.listings[u].shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
-    self._invalidate(u)
-    log RiskParamsSet(
-        underlying=u,
-        quantum=quantum,
-        vol_up=vol_up,
-        vol_down=vol_down,
-        vol_floor=vol_floor,
-        term_exponent=term_exponent,
-        short_option_rate=short_option_rate,
-        perp_rate=perp_rate,
-    )
-
-
-@internal
-def _set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
-    self._require(im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "engine: im factor out of bounds")
-    self._require(max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "engine: array age out of bounds")
-    self._require(rate <= MAX_RATE, "engine: rate out of bounds")
-    # every field is below 2**64 by the bounds above
-    self.params = im_factor | (max_array_age << 64) | (rate << 128)
-    log ParamsSet(im_factor=im_factor, max_array_age=max_array_age, rate=rate)
+def _check_risk_model():
+    """
+    @dev The configuration setters trust whatever `risk_model` is now: the owner's
+         `set_risk_model` hands the configuration to a new model and takes it from the old.
+    """
+    self._require(msg.sender == self.risk_model.address, "engine: not risk model")

@@ -1,12 +1,16 @@
 # pragma version ~=0.4.3
+# pragma nonreentrancy on
 # pragma experimental-codegen
 """
 @title crossmargin risk model
-@notice The pricing half of the margin engine (SPECIFICATION.md §6): the Black-Scholes risk
-        array of an option under every scenario of its underlying's grid, and the greeks
-        view. Stateless: the engine passes everything an array depends on, so the engine
-        keeps the arrays, epochs and listings that every margin check reads (no call here
-        on that path), and calls `compute_array` only where an array is stale.
+@notice The pricing and configuration half of the margin engine (SPECIFICATION.md §6): the
+        Black-Scholes risk array of an option under every scenario of its underlying's grid,
+        the greeks view, and the owner's risk configuration (`list_underlying`, `set_grid`,
+        `set_risk_params`, `set_params`), validated here and written into the engine
+        through its risk-model-only `configure_*` setters. Stateless apart from its owner:
+        the engine passes everything an array depends on and keeps the arrays, epochs,
+        listings and parameters that every margin check reads (no call here on that path),
+        and calls `compute_array` only where an array is stale.
 
         Glossary (WAD = 1e18): see MarginEngine. A risk array is the option's value per
         unit under each scenario s, floor(value_s / quantum) shifted right by `shift`, the
@@ -14,8 +18,12 @@
 @custom:security `compute_array` is pure: its result depends only on its arguments, so the
         engine's arrays are the same numbers as when it priced them itself (and as the
         model's `compute_array`). Compiled with the venom code generator, as the engine was
-        when the math lived there.
+        when the math lived there. The owner paths call only the engine, which holds its
+        own lock; every external function but the pure ones holds this contract's.
 """
+
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
 
 from interfaces import IClearinghouse
 from interfaces import IMarkets
@@ -25,6 +33,16 @@ from interfaces import IVault
 from lib import bs_math
 from lib import fixed
 from lib import risk_layout
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+)
 
 implements: IRiskModel
 
@@ -42,6 +60,12 @@ interface IEngine:
     def ORACLE() -> IOracleRouter: view
     def CLEARING() -> IClearinghouse: view
     def MARKETS() -> IMarkets: view
+    def underlying_count() -> uint256: view
+    def grid(underlying: uint256) -> (DynArray[int256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS], DynArray[uint256, risk_layout.MAX_SCENARIOS]): view
+    def configure_underlying(name: bytes32, keys: uint256) -> uint256: nonpayable
+    def configure_risk(underlying: uint256, risk: uint256, shocks: uint256): nonpayable
+    def configure_grid(underlying: uint256, scenarios: uint256, words: uint256[risk_layout.GRID_WORDS]): nonpayable
+    def configure_params(params: uint256): nonpayable
 
 
 WAD: constant(uint256) = 10**18
@@ -64,6 +88,30 @@ MAX_BATCH: constant(uint256) = 64
 # @dev Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent.
 TERM_BASE: constant(uint256) = 30 * 86_400
 TERM_FLOOR: constant(uint256) = 86_400
+
+# @dev Grid shocks and weights are in millionths (1e6 = 100%) at the interface.
+MILLION: constant(uint256) = 10**6
+# @dev Oracle keys of an underlying are at most 16 bytes (the engine keeps both in one word).
+LOW128: constant(uint256) = 2**128 - 1
+# @dev Configuration bounds (WAD unless stated). Every bound fits the 64-bit field the
+#      engine packs it in (its `Listing` and `params`).
+MIN_IM_FACTOR: constant(uint256) = 10**18
+MAX_IM_FACTOR: constant(uint256) = 3 * 10**18
+MIN_ARRAY_AGE: constant(uint256) = 60
+MAX_ARRAY_AGE: constant(uint256) = 86_400
+MAX_RATE: constant(uint256) = 2 * 10**17
+MAX_ADDON_RATE: constant(uint256) = 2 * 10**17
+MIN_QUANTUM: constant(uint256) = 10**6
+MAX_QUANTUM: constant(uint256) = 10**16
+MAX_VOL_SHOCK: constant(uint256) = 5 * 10**18
+MIN_VOL_FLOOR: constant(uint256) = 10**16
+MAX_TERM_EXPONENT: constant(uint256) = 10**18
+MAX_SPOT_SHOCK: constant(int256) = 3 * 10**6
+MIN_SPOT_SHOCK: constant(int256) = -95 * 10**4
+# @dev Most spot levels of a grid (runs of scenarios with one nonzero shock; the default grid
+#      has 8): it bounds the logarithms a stale array costs, hence the worst liquidation's
+#      gas (SPECIFICATION.md, limits); a spot-by-vol grid lists a level's scenarios together.
+MAX_SPOT_LEVELS: constant(uint256) = 12
 
 
 struct Underlying:
@@ -135,8 +183,45 @@ VAULT: public(immutable(IVault))
 ORACLE: public(immutable(IOracleRouter))
 
 
+event UnderlyingListed:
+    underlying: indexed(uint256)
+    name: bytes32
+    spot_key: bytes32
+    vol_key: bytes32
+
+
+event GridSet:
+    underlying: indexed(uint256)
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS]
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS]
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS]
+
+
+event RiskParamsSet:
+    underlying: indexed(uint256)
+    quantum: uint256
+    vol_up: uint256
+    vol_down: uint256
+    vol_floor: uint256
+    term_exponent: uint256
+    short_option_rate: uint256
+    perp_rate: uint256
+
+
+event ParamsSet:
+    im_factor: uint256
+    max_array_age: uint256
+    rate: uint256
+
+
 @deploy
 def __init__(engine: IEngine):
+    """
+    @dev The deployer owns it until deploy hands it to the timelock. It configures the
+         engine once the engine's owner has set it as `risk_model`.
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
     ENGINE = engine
     CLEARING = staticcall engine.CLEARING()
     MARKETS = staticcall engine.MARKETS()
@@ -193,6 +278,130 @@ def compute_arrays(
             st = self._strike(grid, ex, t.strike)
         result.append(self._array(ctx, t, grid, ex, st))
     return result
+
+
+# ---------------------------------------------------------------- owner: the engine's configuration
+
+
+@external
+def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint256:
+    """
+    @notice Lists an underlying in the engine with the default grid and risk parameters of
+            the spec: spot ±5/10/15% × vol up/unchanged/down, ±30% with vol up at weight
+            0.35, vol shocks +50% / −30% (floor 0.3) scaled by (30d / T)^0.3, add-ons 1% of
+            spot per net short option and 1% of perp notional, lanes of 1e-6 USD (grid
+            order: the engine's `DEFAULT_GRID`).
+    @param name The underlying's name (e.g. "ETH"); collateral tracking it uses this name.
+    @param spot_key Oracle key of its spot price (WAD USD), at most 16 bytes.
+    @param vol_key Oracle key of its implied volatility (WAD), at most 16 bytes.
+    @return The underlying id (1..16).
+    """
+    ownable._check_owner()
+    self._require(name != empty(bytes32) and spot_key != empty(bytes32) and vol_key != empty(bytes32), "risk: zero key")
+    self._require(
+        convert(spot_key, uint256) & LOW128 == 0 and convert(vol_key, uint256) & LOW128 == 0, "risk: key over 16 bytes"
+    )
+    self._require(staticcall ENGINE.underlying_ids(name) == 0, "risk: already listed")
+    self._require(staticcall ENGINE.underlying_count() < MAX_UNDERLYINGS, "risk: too many underlyings")
+    u: uint256 = extcall ENGINE.configure_underlying(name, convert(spot_key, uint256) | (convert(vol_key, uint256) >> 128))
+    log UnderlyingListed(underlying=u, name=name, spot_key=spot_key, vol_key=vol_key)
+    self._set_risk_params(u, 10**12, 5 * 10**17, 3 * 10**17, 3 * 10**17, 3 * 10**17, 10**16, 10**16)
+    # the default grid, which the engine reads from its code
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS] = []
+    moves: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS] = []
+    shocks, moves, weights = staticcall ENGINE.grid(u)
+    log GridSet(underlying=u, shocks=shocks, vol_moves=moves, weights=weights)
+    return u
+
+
+@external
+def set_grid(
+    underlying: uint256,
+    shocks: DynArray[int256, risk_layout.MAX_SCENARIOS],
+    vol_moves: DynArray[uint256, risk_layout.MAX_SCENARIOS],
+    weights: DynArray[uint256, risk_layout.MAX_SCENARIOS],
+):
+    """
+    @notice Replaces an underlying's grid in the engine. Scenario 0 must be the base (0,
+            unchanged, 1e6); shocks and weights (millionths) must be multiples of 100
+            (0.01%); at most MAX_SPOT_LEVELS spot levels. Opens a new epoch, so every array
+            is recomputed.
+    @param shocks Spot shock per scenario (millionths, -95% .. +300%).
+    @param vol_moves Vol move per scenario (0 down, 1 unchanged, 2 up).
+    @param weights Weight per scenario (millionths, 0.01% .. 100%).
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    n: uint256 = len(shocks)
+    self._require(n >= 2 and len(vol_moves) == n and len(weights) == n, "risk: bad grid")
+    self._require(shocks[0] == 0 and vol_moves[0] == risk_layout.VOL_NONE and weights[0] == MILLION, "risk: bad base scenario")
+    words: uint256[risk_layout.GRID_WORDS] = empty(uint256[risk_layout.GRID_WORDS])
+    # spot levels: scenarios whose nonzero shock differs from the one before (the risk model
+    # prices one logarithm per level and strike, see MAX_SPOT_LEVELS)
+    levels: uint256 = 0
+    for s: uint256 in range(n, bound=risk_layout.MAX_SCENARIOS):
+        self._require(shocks[s] >= MIN_SPOT_SHOCK and shocks[s] <= MAX_SPOT_SHOCK, "risk: shock out of bounds")
+        if s != 0 and shocks[s] != 0 and shocks[s] != shocks[s - 1]:
+            levels += 1
+        self._require(vol_moves[s] <= risk_layout.VOL_UP, "risk: bad vol move")
+        self._require(weights[s] != 0 and weights[s] <= MILLION, "risk: weight out of bounds")
+        # stored in 0.01% units: shocks in [-9500, 30000] fit int16, weights <= 10000 uint14
+        self._require(shocks[s] % risk_layout.IGRID_UNIT == 0 and weights[s] % risk_layout.GRID_UNIT == 0, "risk: grid not in 0.01% steps")
+        lane: uint256 = (
+            (convert(convert(shocks[s] // risk_layout.IGRID_UNIT, bytes32), uint256) & (2**16 - 1))
+            | (vol_moves[s] << 16)
+            | (weights[s] // risk_layout.GRID_UNIT << 18)
+        )
+        words[s // risk_layout.GRID_LANES] |= lane << (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS)
+    self._require(levels <= MAX_SPOT_LEVELS, "risk: too many spot levels")
+    extcall ENGINE.configure_grid(underlying, n, words)
+    log GridSet(underlying=underlying, shocks=shocks, vol_moves=vol_moves, weights=weights)
+
+
+@external
+def set_risk_params(
+    underlying: uint256,
+    quantum: uint256,
+    vol_up: uint256,
+    vol_down: uint256,
+    vol_floor: uint256,
+    term_exponent: uint256,
+    short_option_rate: uint256,
+    perp_rate: uint256,
+):
+    """
+    @notice Sets an underlying's risk parameters in the engine (see the engine's
+            `underlyings`). Opens a new epoch.
+    @param quantum Wei of value per risk-array lane unit before the array's shift (1e6..1e16).
+    @param vol_up Vol up shock at 30 days (WAD, <= 5).
+    @param vol_down Vol down shock at 30 days (WAD, <= 1).
+    @param vol_floor Least vol multiplier of the down move (WAD, 0.01..1).
+    @param term_exponent Exponent of the term scaling (30d / T)^e (WAD, <= 1).
+    @param short_option_rate Add-on per net short option unit, of spot (WAD, <= 0.2).
+    @param perp_rate Add-on per perp unit, of notional (WAD, <= 0.2).
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    self._set_risk_params(underlying, quantum, vol_up, vol_down, vol_floor, term_exponent, short_option_rate, perp_rate)
+
+
+@external
+def set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
+    """
+    @notice Sets the engine's IM factor (WAD, 1..3), array age limit (s, 60..86400) and
+            Black-Scholes rate (WAD/year, <= 0.2). A new rate opens a new epoch everywhere.
+    """
+    ownable._check_owner()
+    self._require(im_factor >= MIN_IM_FACTOR and im_factor <= MAX_IM_FACTOR, "risk: im factor out of bounds")
+    self._require(max_array_age >= MIN_ARRAY_AGE and max_array_age <= MAX_ARRAY_AGE, "risk: array age out of bounds")
+    self._require(rate <= MAX_RATE, "risk: rate out of bounds")
+    # every field is below 2**64 by the bounds above
+    extcall ENGINE.configure_params(im_factor | (max_array_age << 64) | (rate << 128))
+    log ParamsSet(im_factor=im_factor, max_array_age=max_array_age, rate=rate)
+
+
+# ---------------------------------------------------------------- views
 
 
 @external
@@ -491,3 +700,55 @@ def _tau(expiry: uint256, at: uint256) -> uint256:
     if expiry <= at:
         return 0
     return expiry - at
+
+
+# ---------------------------------------------------------------- owner internals
+
+
+@internal
+@pure
+def _require(ok: bool, reason: String[40]):
+    """
+    @dev `assert ok, reason` in one place: owner paths only, where it saves code size.
+    """
+    if not ok:
+        raise reason
+
+@internal
+@view
+def _check_underlying(u: uint256):
+    self._require(u != 0 and u <= staticcall ENGINE.underlying_count(), "risk: unknown underlying")
+
+
+@internal
+def _set_risk_params(
+    u: uint256,
+    quantum: uint256,
+    vol_up: uint256,
+    vol_down: uint256,
+    vol_floor: uint256,
+    term_exponent: uint256,
+    short_option_rate: uint256,
+    perp_rate: uint256,
+):
+    self._require(quantum >= MIN_QUANTUM and quantum <= MAX_QUANTUM, "risk: quantum out of bounds")
+    self._require(vol_up <= MAX_VOL_SHOCK and vol_down <= WAD, "risk: vol shock out of bounds")
+    self._require(vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "risk: vol floor out of bounds")
+    self._require(term_exponent <= MAX_TERM_EXPONENT, "risk: exponent out of bounds")
+    self._require(short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "risk: add-on out of bounds")
+    # every field is below 2**64 by the bounds above
+    extcall ENGINE.configure_risk(
+        u,
+        quantum | (perp_rate << 64) | (short_option_rate << 128),
+        vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192),
+    )
+    log RiskParamsSet(
+        underlying=u,
+        quantum=quantum,
+        vol_up=vol_up,
+        vol_down=vol_down,
+        vol_floor=vol_floor,
+        term_exponent=term_exponent,
+        short_option_rate=short_option_rate,
+        perp_rate=perp_rate,
+    )

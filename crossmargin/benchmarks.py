@@ -166,7 +166,7 @@ def listing_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         )
     ]
     for n in range(listed, 16):
-        engine.list_underlying(f"X{n}".encode(), f"X{n}/USD".encode(), f"X{n}/IV".encode(), sender=admin)
+        cm.engine.list_underlying(admin, f"X{n}", f"X{n}/USD", f"X{n}/IV")
     wide = measure_call("IM check, 1 underlying held, 16 listed", owner, engine.check_initial, account)
     change = 100 * (wide.execution - rows[0].execution) / rows[0].execution
     rows.append(replace(wide, note=f"{change:+.1f}% vs {listed} listed (target within 5%)"))

@@ -29,7 +29,17 @@ Log = Callable[[str], None]
 ZERO = "0x0000000000000000000000000000000000000000"
 ZERO32 = b"\0" * 32
 # The protocol contracts an owner governs, by manifest name.
-OWNED = ("OracleRouter", "Vault", "Clearinghouse", "Markets", "MarginEngine", "InsuranceFund", "Liquidator", "Exchange")
+OWNED = (
+    "OracleRouter",
+    "Vault",
+    "Clearinghouse",
+    "Markets",
+    "MarginEngine",
+    "RiskModel",
+    "InsuranceFund",
+    "Liquidator",
+    "Exchange",
+)
 
 
 def _build_hash(container) -> str:
@@ -247,7 +257,7 @@ class Deployment:
         if config.guardian and vault.guardian().lower() != config.guardian.lower():
             self._send("guardian", vault.set_guardian, config.guardian)
         for underlying in config.underlyings:
-            self._underlying(engine, markets, underlying)
+            self._underlying(engine, risk_model, markets, underlying)
 
         fund = self._contract(
             "InsuranceFund",
@@ -343,13 +353,20 @@ class Deployment:
             matches=lambda c: (c.VAULT(), c.ORACLE(), c.CLEARING(), c.MARKETS(), c.ENGINE()) == sources,
         )
 
-    def _underlying(self, engine, markets, underlying: UnderlyingConfig) -> None:
+    def _underlying(self, engine, risk_model, markets, underlying: UnderlyingConfig) -> None:
         name = key(underlying.name)
         u = engine.underlying_ids(name)
         if u == 0:
+            # listed through the risk model, which configures the engine once the engine's
+            # owner has set it (a timelocked `set_risk_model` may still be waiting)
+            if engine.risk_model() != risk_model.address:
+                self.log(f"waiting  underlying {underlying.name}: the engine's risk model is not set yet")
+                return
             keys = (name, key(underlying.spot), key(underlying.vol))
-            self._send(f"underlying {underlying.name}", engine.list_underlying, *keys)
+            self._send(f"underlying {underlying.name}", risk_model.list_underlying, *keys)
             u = engine.underlying_ids(name)
+            if u == 0:  # scheduled on the timelock
+                return
         self.manifest.underlyings[underlying.name] = u
         if underlying.perp_oi_cap is None:
             return

@@ -168,11 +168,14 @@ class GreeksView:
 
 
 class EngineClient:
-    """Account valuation: equity, margin requirements, risk and greeks, in settlement units."""
+    """Account valuation: equity, margin requirements, risk and greeks, in settlement units.
+    The risk configuration (underlyings, grids, risk and engine parameters) is set through
+    the risk model, whose owner calls it and which writes it into the engine."""
 
     def __init__(self, contract: Any, risk_model: Any):
         self.contract = contract
-        self.risk_model = risk_model  # prices stale risk arrays; serves `greeks`
+        # prices stale risk arrays, serves `greeks` and configures the engine (owner calls)
+        self.risk_model = risk_model
 
     @property
     def address(self) -> str:
@@ -203,6 +206,13 @@ class EngineClient:
     def refresh(self, sender: Any, instruments: list[int]):
         """Keeper: stores the current-epoch risk arrays of ``instruments``."""
         return self.contract.refresh(instruments, sender=sender)
+
+    def list_underlying(self, sender: Any, name: str, spot_key: str, vol_key: str) -> int:
+        """Owner of the risk model: lists an underlying with the default grid and risk
+        parameters (oracle keys of at most 16 bytes); returns its id."""
+        receipt = self.risk_model.list_underlying(key(name), key(spot_key), key(vol_key), sender=sender)
+        [event] = receipt.decode_logs(self.risk_model.UnderlyingListed)
+        return event.underlying
 
 
 class MarketsClient:

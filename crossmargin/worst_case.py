@@ -87,11 +87,11 @@ def build_worst_case(cm: Protocol, admin, owner, counterparty, count: int) -> tu
     ``count`` options (spread over the underlyings, each on its own expiry, calls and puts,
     long and short in turn), the position cap set to ``count``. Returns its id and the
     option ids."""
-    engine = cm.engine.contract
+    risk_model = cm.engine.risk_model
     shocks, moves, weights = widest_grid()
     names = list(cm.manifest.underlyings)
     for name in names:
-        engine.set_grid(cm.manifest.underlyings[name], shocks, moves, weights, sender=admin)
+        risk_model.set_grid(cm.manifest.underlyings[name], shocks, moves, weights, sender=admin)
     cm.markets.contract.set_max_options(count, sender=admin)
     cm.token("USDC").mint(admin, counterparty, "20000000")
     cm.vault.deposit(counterparty, "USDC", "20000000")

@@ -1,6 +1,8 @@
-"""Margin engine owner paths: listing an underlying, its grid (the default read from code, a
-custom one from storage), its risk parameters and the engine parameters. Every bound has
-its exact reason, every setter its event, and what is set reads back."""
+"""Margin engine configuration: listing an underlying, its grid (the default read from code, a
+custom one from storage), its risk parameters and the engine parameters. The risk model's
+owner sets them; the risk model validates them and writes them into the engine, which takes
+them from its current risk model only. Every bound has its exact reason, every setter its
+event, and what is set reads back from the engine."""
 
 import ape
 import pytest
@@ -54,28 +56,28 @@ def weth_book(create_account, trader) -> int:
 # ------------------------------------------------------------------ list_underlying
 
 
-def test_list_underlying__bad_input__reverts(engine, admin, stranger):
+def test_list_underlying__bad_input__reverts(engine, risk_model, admin, stranger):
     sol = (key("SOL"), key("SOL/USD"), key("SOL/IV"))
     with ape.reverts(NOT_OWNER):
-        engine.list_underlying(*sol, sender=stranger)
-    with ape.reverts("engine: zero key"):
-        engine.list_underlying(b"", key("SOL/USD"), key("SOL/IV"), sender=admin)
-    with ape.reverts("engine: zero key"):
-        engine.list_underlying(key("SOL"), key("SOL/USD"), b"", sender=admin)
+        risk_model.list_underlying(*sol, sender=stranger)
+    with ape.reverts("risk: zero key"):
+        risk_model.list_underlying(b"", key("SOL/USD"), key("SOL/IV"), sender=admin)
+    with ape.reverts("risk: zero key"):
+        risk_model.list_underlying(key("SOL"), key("SOL/USD"), b"", sender=admin)
     # both oracle keys share one storage word: 17 bytes do not fit
-    with ape.reverts("engine: key over 16 bytes"):
-        engine.list_underlying(key("SOL"), key("SOL/USD:chainlink"), key("SOL/IV"), sender=admin)
-    with ape.reverts("engine: key over 16 bytes"):
-        engine.list_underlying(key("SOL"), key("SOL/USD"), key("SOL/IV:deribit-dvol"), sender=admin)
-    with ape.reverts("engine: already listed"):
-        engine.list_underlying(key("ETH"), key("ETH/USD"), key("ETH/IV"), sender=admin)
+    with ape.reverts("risk: key over 16 bytes"):
+        risk_model.list_underlying(key("SOL"), key("SOL/USD:chainlink"), key("SOL/IV"), sender=admin)
+    with ape.reverts("risk: key over 16 bytes"):
+        risk_model.list_underlying(key("SOL"), key("SOL/USD"), key("SOL/IV:deribit-dvol"), sender=admin)
+    with ape.reverts("risk: already listed"):
+        risk_model.list_underlying(key("ETH"), key("ETH/USD"), key("ETH/IV"), sender=admin)
 
 
-def test_list_underlying__sixteen_byte_keys__read_back_with_the_default_grid(engine, admin):
+def test_list_underlying__sixteen_byte_keys__read_back_with_the_default_grid(engine, risk_model, admin):
     count = engine.underlying_count()
     spot16, vol = key("SOL/USD:chainlnk"), key("SOL/IV:deribit!")
     assert len(spot16.rstrip(b"\0")) == 16
-    receipt = engine.list_underlying(key("SOL"), spot16, vol, sender=admin)
+    receipt = risk_model.list_underlying(key("SOL"), spot16, vol, sender=admin)
     u = engine.underlying_ids(key("SOL"))
     assert u == count + 1 == engine.underlying_count()
     listing = engine.underlyings(u)
@@ -84,16 +86,21 @@ def test_list_underlying__sixteen_byte_keys__read_back_with_the_default_grid(eng
     assert risk_params(listing) == DEFAULT_RISK
     assert listing.scenarios == 23
     assert grid_of(engine, u) == model.default_grid()
-    [event] = receipt.decode_logs(engine.GridSet)
+    [event] = receipt.decode_logs(risk_model.GridSet)
     assert (event.underlying, list(event.shocks), list(event.vol_moves), list(event.weights)) == (u, *default_lists())
+    # the risk model logs the listing and its default parameters
+    [listed] = receipt.decode_logs(risk_model.UnderlyingListed)
+    assert (listed.underlying, listed.name, listed.spot_key, listed.vol_key) == (u, key("SOL"), spot16, vol)
+    [params] = receipt.decode_logs(risk_model.RiskParamsSet)
+    assert params.underlying == u and risk_params(params) == DEFAULT_RISK
 
 
-def test_list_underlying__past_sixteen__reverts(engine, admin):
+def test_list_underlying__past_sixteen__reverts(engine, risk_model, admin):
     for n in range(engine.underlying_count(), 16):
-        engine.list_underlying(key(f"U{n}"), key(f"U{n}/USD"), key(f"U{n}/IV"), sender=admin)
+        risk_model.list_underlying(key(f"U{n}"), key(f"U{n}/USD"), key(f"U{n}/IV"), sender=admin)
     assert engine.underlying_count() == 16
-    with ape.reverts("engine: too many underlyings"):
-        engine.list_underlying(key("U99"), key("U99/USD"), key("U99/IV"), sender=admin)
+    with ape.reverts("risk: too many underlyings"):
+        risk_model.list_underlying(key("U99"), key("U99/USD"), key("U99/IV"), sender=admin)
 
 
 # ------------------------------------------------------------------ grid
@@ -117,17 +124,17 @@ def test_default_grid__extremes_fill_the_first_array_word():
     assert all(s.weight == (350_000 if abs(s.shock) == 300_000 else 10**6) for s in grid)
 
 
-def test_set_grid__bad_grids__revert(engine, admin, stranger, eth):
+def test_set_grid__bad_grids__revert(engine, risk_model, admin, stranger, eth):
     shocks, moves, weights = default_lists()
     with ape.reverts(NOT_OWNER):
-        engine.set_grid(eth, shocks, moves, weights, sender=stranger)
+        risk_model.set_grid(eth, shocks, moves, weights, sender=stranger)
     for u in (0, engine.underlying_count() + 1):
-        with ape.reverts("engine: unknown underlying"):
-            engine.set_grid(u, shocks, moves, weights, sender=admin)
-    with ape.reverts("engine: bad grid"):
-        engine.set_grid(eth, [0], [1], [10**6], sender=admin)
-    with ape.reverts("engine: bad grid"):
-        engine.set_grid(eth, shocks, moves[:-1], weights, sender=admin)
+        with ape.reverts("risk: unknown underlying"):
+            risk_model.set_grid(u, shocks, moves, weights, sender=admin)
+    with ape.reverts("risk: bad grid"):
+        risk_model.set_grid(eth, [0], [1], [10**6], sender=admin)
+    with ape.reverts("risk: bad grid"):
+        risk_model.set_grid(eth, shocks, moves[:-1], weights, sender=admin)
 
     def bad(index: int, shock=None, move=None, weight=None):
         s, m, w = list(shocks), list(moves), list(weights)
@@ -137,49 +144,49 @@ def test_set_grid__bad_grids__revert(engine, admin, stranger, eth):
         return s, m, w
 
     cases = [
-        (dict(index=0, shock=100), "engine: bad base scenario"),
-        (dict(index=0, move=2), "engine: bad base scenario"),
-        (dict(index=1, shock=-950_100), "engine: shock out of bounds"),
-        (dict(index=1, shock=3_000_100), "engine: shock out of bounds"),
-        (dict(index=1, move=3), "engine: bad vol move"),
-        (dict(index=1, weight=0), "engine: weight out of bounds"),
-        (dict(index=1, weight=1_000_100), "engine: weight out of bounds"),
-        (dict(index=1, shock=-150_001), "engine: grid not in 0.01% steps"),
-        (dict(index=1, weight=999_999), "engine: grid not in 0.01% steps"),
+        (dict(index=0, shock=100), "risk: bad base scenario"),
+        (dict(index=0, move=2), "risk: bad base scenario"),
+        (dict(index=1, shock=-950_100), "risk: shock out of bounds"),
+        (dict(index=1, shock=3_000_100), "risk: shock out of bounds"),
+        (dict(index=1, move=3), "risk: bad vol move"),
+        (dict(index=1, weight=0), "risk: weight out of bounds"),
+        (dict(index=1, weight=1_000_100), "risk: weight out of bounds"),
+        (dict(index=1, shock=-150_001), "risk: grid not in 0.01% steps"),
+        (dict(index=1, weight=999_999), "risk: grid not in 0.01% steps"),
     ]
     for change, reason in cases:
         with ape.reverts(reason):
-            engine.set_grid(eth, *bad(**change), sender=admin)
+            risk_model.set_grid(eth, *bad(**change), sender=admin)
     # the bounds themselves are accepted
-    engine.set_grid(eth, *bad(1, shock=-950_000, weight=100), sender=admin)
-    engine.set_grid(eth, *bad(1, shock=3_000_000), sender=admin)
+    risk_model.set_grid(eth, *bad(1, shock=-950_000, weight=100), sender=admin)
+    risk_model.set_grid(eth, *bad(1, shock=3_000_000), sender=admin)
     assert grid_of(engine, eth)[1] == model.Scenario(3_000_000, moves[1], weights[1])
 
 
-def test_set_grid__spot_levels__twelve_accepted_thirteen_revert(engine, admin, eth):
+def test_set_grid__spot_levels__twelve_accepted_thirteen_revert(engine, risk_model, admin, eth):
     """A grid lists at most MAX_SPOT_LEVELS (12) runs of one nonzero shock: the logarithms
     a stale array costs, and so the worst liquidation's gas, stay bounded (test_worst_case)."""
     shocks, moves, weights = widest_grid()
-    engine.set_grid(eth, shocks, moves, weights, sender=admin)
+    risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
     assert grid_of(engine, eth) == tuple(model.Scenario(*lane) for lane in zip(shocks, moves, weights, strict=True))
     # a thirteenth level: the last scenario's shock differs from the one before it
     shocks[-1] = 350_000
-    with ape.reverts("engine: too many spot levels"):
-        engine.set_grid(eth, shocks, moves, weights, sender=admin)
+    with ape.reverts("risk: too many spot levels"):
+        risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
     # a zero shock is the base spot and no level; a run after it is one again (3 levels)
-    engine.set_grid(eth, [0, -50_000, 0, -50_000, 50_000], [1, 0, 0, 2, 1], [10**6] * 5, sender=admin)
+    risk_model.set_grid(eth, [0, -50_000, 0, -50_000, 50_000], [1, 0, 0, 2, 1], [10**6] * 5, sender=admin)
     assert engine.underlyings(eth).scenarios == 5
 
 
-def test_set_grid__custom_from_storage__default_again_from_code(engine, admin, keeper, eth, weth_book):
+def test_set_grid__custom_from_storage__default_again_from_code(engine, risk_model, admin, keeper, eth, weth_book):
     """A custom grid costs a margin check one storage slot per 8 scenarios; set back to
     the default, the check reads none again. Risk parameters keep the grid as it is."""
     base = storage_slots(keeper, engine.margin, weth_book)
     shocks, moves, weights = default_lists()
     # the default grid's -30% at full weight: the WETH book's worst loss grows to 30%
     weights[7] = 10**6
-    receipt = engine.set_grid(eth, shocks, moves, weights, sender=admin)
-    [event] = receipt.decode_logs(engine.GridSet)
+    receipt = risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
+    [event] = receipt.decode_logs(risk_model.GridSet)
     assert (list(event.shocks), list(event.vol_moves), list(event.weights)) == (shocks, moves, weights)
     assert [tuple(s) for s in grid_of(engine, eth)] == list(zip(shocks, moves, weights, strict=True))
     assert storage_slots(keeper, engine.margin, weth_book) == base + 3
@@ -187,17 +194,17 @@ def test_set_grid__custom_from_storage__default_again_from_code(engine, admin, k
     assert risk.worst_scenario == 7
 
     # risk parameters leave the grid (and its storage flag) alone
-    engine.set_risk_params(eth, *DEFAULT_RISK, sender=admin)
+    risk_model.set_risk_params(eth, *DEFAULT_RISK, sender=admin)
     assert [tuple(s) for s in grid_of(engine, eth)] == list(zip(shocks, moves, weights, strict=True))
     assert storage_slots(keeper, engine.margin, weth_book) == base + 3
 
     # 32 scenarios: four words
     more = 32 - len(shocks)
-    engine.set_grid(eth, shocks + [-200_000] * more, moves + [1] * more, weights + [10**6] * more, sender=admin)
+    risk_model.set_grid(eth, shocks + [-200_000] * more, moves + [1] * more, weights + [10**6] * more, sender=admin)
     assert engine.underlyings(eth).scenarios == 32
     assert storage_slots(keeper, engine.margin, weth_book) == base + 4
 
-    engine.set_grid(eth, *default_lists(), sender=admin)
+    risk_model.set_grid(eth, *default_lists(), sender=admin)
     assert grid_of(engine, eth) == model.default_grid()
     assert engine.underlyings(eth).scenarios == 23
     assert storage_slots(keeper, engine.margin, weth_book) == base
@@ -207,54 +214,54 @@ def test_set_grid__custom_from_storage__default_again_from_code(engine, admin, k
 # ------------------------------------------------------------------ risk and engine parameters
 
 
-def test_set_risk_params__bounds__revert_and_read_back(engine, admin, stranger, eth):
+def test_set_risk_params__bounds__revert_and_read_back(engine, risk_model, admin, stranger, eth):
     def with_(i: int, value: int):
         params = list(DEFAULT_RISK)
         params[i] = value
         return params
 
     with ape.reverts(NOT_OWNER):
-        engine.set_risk_params(eth, *DEFAULT_RISK, sender=stranger)
-    with ape.reverts("engine: unknown underlying"):
-        engine.set_risk_params(0, *DEFAULT_RISK, sender=admin)
+        risk_model.set_risk_params(eth, *DEFAULT_RISK, sender=stranger)
+    with ape.reverts("risk: unknown underlying"):
+        risk_model.set_risk_params(0, *DEFAULT_RISK, sender=admin)
     cases = [
-        (0, 10**6 - 1, "engine: quantum out of bounds"),
-        (0, 10**16 + 1, "engine: quantum out of bounds"),
-        (1, 5 * WAD + 1, "engine: vol shock out of bounds"),
-        (2, WAD + 1, "engine: vol shock out of bounds"),
-        (3, 10**16 - 1, "engine: vol floor out of bounds"),
-        (3, WAD + 1, "engine: vol floor out of bounds"),
-        (4, WAD + 1, "engine: exponent out of bounds"),
-        (5, 2 * 10**17 + 1, "engine: add-on out of bounds"),
-        (6, 2 * 10**17 + 1, "engine: add-on out of bounds"),
+        (0, 10**6 - 1, "risk: quantum out of bounds"),
+        (0, 10**16 + 1, "risk: quantum out of bounds"),
+        (1, 5 * WAD + 1, "risk: vol shock out of bounds"),
+        (2, WAD + 1, "risk: vol shock out of bounds"),
+        (3, 10**16 - 1, "risk: vol floor out of bounds"),
+        (3, WAD + 1, "risk: vol floor out of bounds"),
+        (4, WAD + 1, "risk: exponent out of bounds"),
+        (5, 2 * 10**17 + 1, "risk: add-on out of bounds"),
+        (6, 2 * 10**17 + 1, "risk: add-on out of bounds"),
     ]
     for i, value, reason in cases:
         with ape.reverts(reason):
-            engine.set_risk_params(eth, *with_(i, value), sender=admin)
+            risk_model.set_risk_params(eth, *with_(i, value), sender=admin)
     top = (10**16, 5 * WAD, WAD, WAD, WAD, 2 * 10**17, 2 * 10**17)
-    receipt = engine.set_risk_params(eth, *top, sender=admin)
-    [event] = receipt.decode_logs(engine.RiskParamsSet)
+    receipt = risk_model.set_risk_params(eth, *top, sender=admin)
+    [event] = receipt.decode_logs(risk_model.RiskParamsSet)
     assert event.underlying == eth
     listing = engine.underlyings(eth)
     assert risk_params(listing) == top
     assert listing.scenarios == 23 and grid_of(engine, eth) == model.default_grid()
 
 
-def test_set_params__bounds__revert_and_read_back(engine, admin, stranger):
+def test_set_params__bounds__revert_and_read_back(engine, risk_model, admin, stranger):
     with ape.reverts(NOT_OWNER):
-        engine.set_params(13 * 10**17, 3_600, 0, sender=stranger)
+        risk_model.set_params(13 * 10**17, 3_600, 0, sender=stranger)
     cases = [
-        ((WAD - 1, 3_600, 0), "engine: im factor out of bounds"),
-        ((3 * WAD + 1, 3_600, 0), "engine: im factor out of bounds"),
-        ((WAD, 59, 0), "engine: array age out of bounds"),
-        ((WAD, 86_401, 0), "engine: array age out of bounds"),
-        ((WAD, 3_600, 2 * 10**17 + 1), "engine: rate out of bounds"),
+        ((WAD - 1, 3_600, 0), "risk: im factor out of bounds"),
+        ((3 * WAD + 1, 3_600, 0), "risk: im factor out of bounds"),
+        ((WAD, 59, 0), "risk: array age out of bounds"),
+        ((WAD, 86_401, 0), "risk: array age out of bounds"),
+        ((WAD, 3_600, 2 * 10**17 + 1), "risk: rate out of bounds"),
     ]
     for args, reason in cases:
         with ape.reverts(reason):
-            engine.set_params(*args, sender=admin)
-    receipt = engine.set_params(3 * WAD, 86_400, 2 * 10**17, sender=admin)
-    [event] = receipt.decode_logs(engine.ParamsSet)
+            risk_model.set_params(*args, sender=admin)
+    receipt = risk_model.set_params(3 * WAD, 86_400, 2 * 10**17, sender=admin)
+    [event] = receipt.decode_logs(risk_model.ParamsSet)
     assert (event.im_factor, event.max_array_age, event.rate) == (3 * WAD, 86_400, 2 * 10**17)
     assert (engine.im_factor(), engine.max_array_age(), engine.rate()) == (3 * WAD, 86_400, 2 * 10**17)
 
@@ -280,3 +287,64 @@ def test_set_risk_model__owner_and_contract_only__wired_and_epochs_reopen(
     [event] = receipt.decode_logs(engine.RiskModelSet)
     assert event.risk_model == risk_model.address
     assert tuple(engine.epoch(eth))[:3] == (0, 0, number)
+
+
+def test_configure__not_the_risk_model__reverts(engine, admin, stranger, eth):
+    """The engine takes its configuration from its current risk model only: neither from
+    its own owner nor from anyone else."""
+    for sender in (admin, stranger):
+        with ape.reverts("engine: not risk model"):
+            engine.configure_underlying(key("SOL"), 1 << 128, sender=sender)
+        with ape.reverts("engine: not risk model"):
+            engine.configure_risk(eth, 10**12, 0, sender=sender)
+        with ape.reverts("engine: not risk model"):
+            engine.configure_grid(eth, 23, [0, 0, 0, 0], sender=sender)
+        with ape.reverts("engine: not risk model"):
+            engine.configure_params(WAD | (3_600 << 64), sender=sender)
+
+
+@pytest.fixture
+def deployer(accounts):
+    """Deploys a replacement risk model: an account no test deploys from otherwise (ape
+    remembers a contract's type by address across snapshots)."""
+    return accounts[4]
+
+
+def test_set_risk_model__replacement_configures__old_one_reverts(
+    project, engine, risk_model, admin, deployer, keeper, eth, list_option
+):
+    """A new risk model keeps no configuration of its own: once the engine's owner sets it,
+    it validates against the engine's listings and configures the engine, and the old
+    model's calls revert."""
+    new = deployer.deploy(project.RiskModel, engine)
+    new.transfer_ownership(admin, sender=deployer)
+    new.accept_ownership(sender=admin)
+    assert new.owner() == admin.address
+    with ape.reverts("engine: not risk model"):
+        new.set_params(2 * WAD, 600, 10**17, sender=admin)
+
+    engine.set_risk_model(new, sender=admin)
+    with ape.reverts("engine: not risk model"):
+        risk_model.set_params(2 * WAD, 600, 10**17, sender=admin)
+    with ape.reverts("engine: not risk model"):
+        risk_model.set_risk_params(eth, *DEFAULT_RISK, sender=admin)
+    with ape.reverts("engine: not risk model"):
+        risk_model.set_grid(eth, *default_lists(), sender=admin)
+    with ape.reverts("engine: not risk model"):
+        risk_model.list_underlying(key("SOL"), key("SOL/USD"), key("SOL/IV"), sender=admin)
+
+    new.set_params(2 * WAD, 600, 10**17, sender=admin)
+    assert (engine.im_factor(), engine.max_array_age(), engine.rate()) == (2 * WAD, 600, 10**17)
+    top = (10**16, 5 * WAD, WAD, WAD, WAD, 2 * 10**17, 2 * 10**17)
+    new.set_risk_params(eth, *top, sender=admin)
+    assert risk_params(engine.underlyings(eth)) == top
+    shocks, moves, weights = default_lists()
+    weights[7] = 10**6
+    new.set_grid(eth, shocks, moves, weights, sender=admin)
+    assert [tuple(s) for s in grid_of(engine, eth)] == list(zip(shocks, moves, weights, strict=True))
+    with ape.reverts("risk: already listed"):
+        new.list_underlying(key("ETH"), key("ETH/USD"), key("ETH/IV"), sender=admin)
+    new.list_underlying(key("SOL"), key("SOL/USD"), key("SOL/IV"), sender=admin)
+    assert engine.underlying_ids(key("SOL")) == engine.underlying_count()
+    # and it prices the arrays: the new rate's epoch is stored by a refresh
+    assert engine.refresh([list_option()], sender=keeper).return_value == 1

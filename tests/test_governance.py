@@ -99,6 +99,11 @@ def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(gove
     assert timelock.get_minimum_delay() == DELAY
     for name in OWNED:
         assert getattr(ape.project, name).at(manifest.contracts[name]).owner() == timelock.address, name
+    # the risk model configures the engine for its owner: the timelock alone
+    risk_model = ape.project.RiskModel.at(manifest.contracts["RiskModel"])
+    assert "RiskModel" in OWNED and risk_model.owner() == timelock.address
+    with ape.reverts(NOT_OWNER):
+        risk_model.set_params(13 * 10**17, 3_600, 0, sender=governor)
     assert deploy(config, governor, manifest).sent == 0  # converged: nothing to send
     vault = ape.project.Vault.at(manifest.contracts["Vault"])
     usdc = manifest.tokens["USDC"]

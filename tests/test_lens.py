@@ -68,7 +68,7 @@ def wide_book(cm, admin, maker, taker, mixed_book):
         for feed, answer, low, high in ((f"{name}/USD", 100 * 10**8, 1, 10**6), (f"{name}/IV", 6 * 10**7, 0.05, 5)):
             aggregator = admin.deploy(project.MockAggregator, 8, feed, answer)
             router.set_feed(key(feed), aggregator, 3_600, to_wad(low), to_wad(high), sender=admin)
-        engine.list_underlying(key(name), key(f"{name}/USD"), key(f"{name}/IV"), sender=admin)
+        cm.engine.list_underlying(admin, name, f"{name}/USD", f"{name}/IV")
         markets.list_option(engine.underlying_ids(key(name)), True, to_wad(100), expiry, to_wad(10**6), sender=admin)
         cm.trade(maker, taker, markets.instrument_count(), "0.5", "5")
     return mixed_book
