@@ -835,6 +835,30 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         cash += notional - cost + owed
         exposure[u] += notional
         perp_units[u] += convert(abs(size), uint256)
+    # futures: marked to the index until expiry, as a perp without funding (exposure and
+    # the perp add-on); from expiry at the stored settlement price, or without one at the
+    # grid's least (longs) or greatest (shorts) spot, with no exposure
+    for line: IClearinghouse.FutureLine in positions.futures:
+        u: uint256 = (line.word >> 32) & 255
+        if mask & (1 << u) == 0:
+            ctx[u] = self._context(u, optioned, hint)
+            mask |= 1 << u
+        size: int256 = 0
+        cost: int256 = 0
+        size, cost = fixed._future_line(line.word)
+        spot: int256 = convert(ctx[u].spot, int256)
+        if block.timestamp < line.expiry:
+            notional: int256 = fixed._floor_div(size * spot, IWAD)
+            cash += notional - cost
+            exposure[u] += notional
+            perp_units[u] += convert(abs(size), uint256)
+        else:
+            price: uint256 = staticcall MARKETS.settlement_price(line.word & M32)
+            if price != 0:
+                cash += fixed._floor_div(size * convert(price, int256), IWAD) - cost
+            else:
+                # |size| < 2**87, spot < 2**128, 1e6 + shock <= 4e6 < 2**22: the product fits
+                cash += fixed._floor_div(size * spot * (IMILLION + self._shock_bound(u, ctx[u].risk, size > 0)), IWAD * IMILLION) - cost
     equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
@@ -1333,6 +1357,22 @@ def _account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX
 @view
 def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
     return staticcall MARKETS.instrument(instrument_id)
+
+
+@internal
+@view
+def _shock_bound(u: uint256, risk: uint256, least: bool) -> int256:
+    """
+    @dev The least (`least`) or greatest spot shock (millionths) of `u`'s grid; scenario 0
+         (no shock) is in it, so the least is <= 0 <= the greatest.
+    """
+    grid: uint256[GRID_WORDS] = self._grid(u, risk)
+    bound: int256 = 0
+    for s: uint256 in range((risk >> 192) & 255, bound=MAX_SCENARIOS):
+        shock: int256 = self._shock(grid[s // GRID_LANES] >> (s % GRID_LANES * GRID_BITS))
+        if (shock < bound) == least and shock != bound:
+            bound = shock
+    return bound
 
 
 @internal
