@@ -118,7 +118,7 @@ NOTHING_TO_DO = frozenset(
 MASK96 = 2**SUB_BITS - 1
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # Kinds of the markets contract's instruments.
-PERP, CALL, PUT = 1, 2, 3
+PERP, CALL, PUT, FUTURE = 1, 2, 3, 4
 # Chainlink round ids: phase (16 bits) << 64 | round of the phase's aggregator.
 PHASE_SHIFT = 64
 PHASE_MASK = 2**PHASE_SHIFT - 1
@@ -246,7 +246,7 @@ class KeeperConfig:
 
 @dataclass(frozen=True)
 class Listing:
-    """A listed option, from ``InstrumentListed``."""
+    """A listed option or dated future (``kind`` FUTURE, strike 0), from ``InstrumentListed``."""
 
     underlying: int
     kind: int
@@ -265,8 +265,8 @@ class KeeperState:
             chain (a reset node, a reorg) restarts discovery from ``start_block``.
         accounts: Known account ids.
         auctions: Accounts whose auction started and has not ended (from events).
-        options: Listed options by instrument id.
-        holders: Per option, accounts that may hold it (traded it or took a slice of a holder).
+        options: Listed options and dated futures by instrument id.
+        holders: Per option or future, accounts that may hold it (traded it or took a slice of a holder).
         sent: The journal of transactions, by call key: nonce, hash, status (``pending``
             from signing until the node resolves it, then ``done``/``reverted``, or
             ``consumed`` when another transaction used its nonce), block and time.
@@ -806,6 +806,7 @@ class Keeper:
             "InstrumentListed": self.cm.markets.contract.InstrumentListed,
             "PositionsTransferred": clearing.PositionsTransferred,
             "OptionSettled": clearing.OptionSettled,
+            "FutureSettled": clearing.FutureSettled,
             "AuctionStarted": liquidator.AuctionStarted,
             "AuctionEnded": liquidator.AuctionEnded,
         }
@@ -867,7 +868,7 @@ class Keeper:
         elif name == "InstrumentListed":
             instrument, underlying = _topic_id(topics[1]), _topic_id(topics[2])
             kind, strike, expiry, _cap = abi_decode(["uint256"] * 4, data)
-            if kind in (CALL, PUT):
+            if kind in (CALL, PUT, FUTURE):
                 state.options[instrument] = Listing(underlying, kind, strike, expiry)
         elif name == "PositionsTransferred":
             source, target = _topic_id(topics[1]), _topic_id(topics[2])
@@ -875,7 +876,7 @@ class Keeper:
             for holders in state.holders.values():
                 if source in holders:
                     holders.add(target)
-        elif name == "OptionSettled":
+        elif name in ("OptionSettled", "FutureSettled"):
             account, instrument = _topic_id(topics[1]), _topic_id(topics[2])
             state.holders.get(instrument, set()).discard(account)
         elif name == "AuctionStarted":
@@ -1183,7 +1184,7 @@ class Keeper:
     # ------------------------------------------------------------------ settlement
 
     def settle(self) -> SettlementReport:
-        """Settles the expired options of every known holder."""
+        """Settles the expired options and futures of every known holder."""
         return self._run_task(SettlementReport("settle"), self._settle)
 
     def _settle(self, report: SettlementReport) -> None:
@@ -1195,7 +1196,7 @@ class Keeper:
             if listing.expiry > now or not holders:
                 continue
             report.expired += 1
-            held = [a for a in sorted(holders) if self._read(lambda a=a, i=instrument: clearing.option_size(a, i)) != 0]
+            held = [a for a in sorted(holders) if self._size(a, instrument, listing.kind) != 0]
             for a in set(holders) - set(held):
                 holders.discard(a)  # settled, or moved away
             if not held:
@@ -1223,6 +1224,14 @@ class Keeper:
                 _, account, instrument = result.key.split(":")
                 self.state.holders.get(int(instrument), set()).discard(int(account, 16))
         self.save()
+
+    def _size(self, account: int, instrument: int, kind: int) -> int:
+        """The account's size (WAD units) of an option or a future, 0 if none."""
+        clearing = self.cm.clearing.contract
+        if kind != FUTURE:
+            return self._read(lambda: clearing.option_size(account, instrument))
+        lines = self._read(lambda: clearing.positions(account)).futures
+        return next((f.size for f in map(model.future_line, lines) if f.instrument == instrument), 0)
 
     def round_hint(self, underlying: int, expiry: int) -> int | None:
         """The round hint that settles ``expiry`` on ``underlying``'s spot feed (the
@@ -1332,7 +1341,8 @@ class Keeper:
     def _refresh(self, report: RefreshReport) -> None:
         engine, markets = self.cm.engine.contract, self.cm.markets.contract
         now = self._read(lambda: chain.pending_timestamp)
-        live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now]
+        # futures have no risk arrays
+        live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now and o.kind != FUTURE]
         if not live:
             return
         epochs = self.current_epochs()

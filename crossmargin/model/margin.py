@@ -39,6 +39,7 @@ __all__ = [
     "Context",
     "EngineParams",
     "EpochRecord",
+    "FuturePosition",
     "Greeks",
     "Margin",
     "OptionPosition",
@@ -58,6 +59,7 @@ __all__ = [
     "current_context",
     "default_grid",
     "floor_div",
+    "future_line",
     "funding_now",
     "greeks",
     "lane",
@@ -105,7 +107,7 @@ GRID_UNIT = 100
 # Vol moves of a scenario.
 VOL_DOWN, VOL_NONE, VOL_UP = 0, 1, 2
 # Instrument kinds.
-PERP, CALL, PUT = 1, 2, 3
+PERP, CALL, PUT, FUTURE = 1, 2, 3, 4
 # Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent, in seconds.
 TERM_BASE = 30 * 86_400
 TERM_FLOOR = 86_400
@@ -288,6 +290,28 @@ class PerpPosition:
 
 
 @dataclass(frozen=True)
+class FuturePosition:
+    """A future line of ``clearing.positions``: a stored word and its instrument's expiry.
+
+    Attributes:
+        instrument: Instrument id.
+        underlying: Underlying id.
+        size: Signed size (WAD units), never 0.
+        cost: Signed cost of the open position (WAD USD).
+        expiry: Expiry (unix s).
+        settlement_price: The instrument's stored settlement price (WAD USD), 0 until its
+            first ``settle``.
+    """
+
+    instrument: int
+    underlying: int
+    size: int
+    cost: int
+    expiry: int
+    settlement_price: int = 0
+
+
+@dataclass(frozen=True)
 class AccountState:
     """Everything the engine reads about one account.
 
@@ -296,6 +320,7 @@ class AccountState:
         collateral: Non-zero collateral lines, in the vault's order.
         options: Option positions, in the clearinghouse's order.
         perps: Perp lines, by ascending underlying.
+        futures: Future lines, in the clearinghouse's order.
         funding_cap: Funding cap per interval (WAD fraction).
         funding_interval: Funding interval (s).
     """
@@ -304,6 +329,7 @@ class AccountState:
     collateral: tuple[Collateral, ...] = ()
     options: tuple[OptionPosition, ...] = ()
     perps: tuple[PerpPosition, ...] = ()
+    futures: tuple[FuturePosition, ...] = ()
     funding_cap: int = 5 * 10**15
     funding_interval: int = 8 * 3_600
 
@@ -644,6 +670,21 @@ def book(
         c.exposure += notional
         c.perp_units += abs(perp.size)
         perp_size[perp.underlying] = perp.size
+    # futures: marked to the index until expiry (exposure, perp add-on); from expiry at the
+    # settlement price, or without one at the grid's least (longs) or greatest (shorts) spot
+    for future in state.futures:
+        c = touch(future.underlying)
+        if now < future.expiry:
+            notional = floor_div(future.size * c.spot, WAD)
+            cash += notional - future.cost
+            c.exposure += notional
+            c.perp_units += abs(future.size)
+        elif future.settlement_price != 0:
+            cash += floor_div(future.size * future.settlement_price, WAD) - future.cost
+        else:
+            shocks = [scenario.shock for scenario in c.underlying.grid]
+            shock = min(shocks) if future.size > 0 else max(shocks)
+            cash += floor_div(future.size * c.spot * (MILLION + shock), WAD * MILLION) - future.cost
     # options: one array per position, multiplied by the size in the array's scale
     for option in state.options:
         c = touch(option.underlying)
@@ -829,6 +870,21 @@ def _pair_words(pairs) -> list[int]:
     return words
 
 
+def future_line(line: Any, settlement_price: int = 0) -> FuturePosition:
+    """``fixed._future_line`` over one of the clearinghouse's ``positions().futures``: the
+    stored word (instrument 32 | underlying 8 | size int88 | cost int128) and its expiry."""
+    word = line.word if hasattr(line, "word") else line[0]
+    expiry = line.expiry if hasattr(line, "expiry") else line[1]
+    return FuturePosition(
+        instrument=word & (2**32 - 1),
+        underlying=(word >> 32) & 255,
+        size=_signed((word >> 40) & (2**88 - 1), 88),
+        cost=_signed(word >> 128, 128),
+        expiry=expiry,
+        settlement_price=settlement_price,
+    )
+
+
 def _word_size(word: int) -> int:
     """``fixed._word_size``: the signed size in the top 128 bits of an option word."""
     size = word >> 128
@@ -909,16 +965,22 @@ def snapshot(
         )
         for line in positions.perps
     )
+    futures = tuple(
+        future_line(line, cm.markets.contract.settlement_price(line.word & (2**32 - 1), **at))
+        for line in positions.futures
+    )
     state = AccountState(
         cash=cash,
         collateral=collateral,
         options=tuple(options),
         perps=perps,
+        futures=futures,
         funding_cap=positions.funding_cap,
         funding_interval=positions.funding_interval,
     )
     touched = {line.underlying for line in collateral if line.underlying}
     touched |= {p.underlying for p in perps} | {o.underlying for o in options}
+    touched |= {f.underlying for f in futures}
     underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(touched)}
     params = EngineParams(
         im_factor=engine.im_factor(**at), max_array_age=engine.max_array_age(**at), rate=engine.rate(**at)
