@@ -487,7 +487,7 @@ def positions(account: uint256) -> IClearinghouse.Positions:
     lines: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS] = []
     settings: uint256 = self.settings
     mask: uint256 = self.masks[account]
-    for p: uint256 in range(((mask >> 128) + 1) // 2, bound=MAX_OPTIONS // 2):
+    for p: uint256 in range((((mask >> 128) & 255) + 1) // 2, bound=MAX_OPTIONS // 2):
         pairs.append(self.option_pairs[account][p])
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
@@ -961,7 +961,7 @@ def _load_options(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
     """
     @dev The account's option positions as full words (lib/fixed.vy `_word`).
     """
-    return self._unpack_options(account, self.masks[account] >> 128)
+    return self._unpack_options(account, (self.masks[account] >> 128) & 255)
 
 
 @internal
