@@ -829,8 +829,14 @@ def greeks(
     """``greeks``: delta, gamma, vega per touched underlying at the live spot and vol
     (options by Black-Scholes to ``now``; perps and tracking collateral are delta)."""
     b = book(state, underlyings, params, now)
+    # as ``RiskModel.greeks``: futures are not in it yet (an underlying held through futures
+    # alone has no line)
+    touched = {o.underlying for o in state.options} | {p.underlying for p in state.perps}
+    touched |= {line.underlying for line in state.collateral if line.underlying}
     result = []
     for u, c in b.ctx.items():
+        if u not in touched:
+            continue
         delta = b.perp_size.get(u, 0)
         for line in state.collateral:
             if line.underlying == u:
