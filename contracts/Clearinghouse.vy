@@ -131,9 +131,10 @@ funding_words: HashMap[uint256, uint256]
 option_pairs: HashMap[uint256, uint256[MAX_OPTIONS // 2]]
 # @dev Perp positions by account and underlying, packed in two slots (`_get_perp`).
 perps: HashMap[uint256, HashMap[uint256, PackedPerp]]
-# @dev Future positions per account, one slot each, in no order (`_load_futures`); never a
-# zero size: instrument (bits 0..31) | underlying (32..39) | size (int88, 40..127) | cost
-# (int128, 128..255) (lib/fixed.vy `_future_line`); their count is in `masks`.
+# @dev Future positions per account, one slot each, in no order (`_find_future`); never a
+# zero size: instrument (bits 0..31) | underlying (32..39) | expiry (32 bits, s; < 2**32
+# until 2106) | size (int88, 72..159) | cost (int96, 160..255) (lib/fixed.vy
+# `_future_line`); their count is in `masks`. The margin check reads each word alone.
 futures: HashMap[uint256, uint256[MAX_FUTURES]]
 # @dev Per account, one word: bit u set iff its perp on underlying u has a size (bits
 # 1..MAX_UNDERLYINGS); the number of option positions in bits 128..135, of future positions
@@ -259,8 +260,10 @@ def trade(fill: IEngine.Fill):
     # reverts for an unknown or expired instrument
     terms: uint256 = extcall self.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
     if kind != 0:
-        maker_cash += self._trade_linear(fill.maker, fill.instrument, u, kind, maker_slot, maker_perp, fill.size, fill.price, cumulative)
-        taker_cash += self._trade_linear(fill.taker, fill.instrument, u, kind, taker_slot, taker_perp, -fill.size, fill.price, cumulative)
+        # a future's word head: instrument | underlying | expiry (see `futures`)
+        head: uint256 = fill.instrument | (u << 32) | ((linear >> 16) << 40)
+        maker_cash += self._trade_linear(fill.maker, head, u, kind, maker_slot, maker_perp, fill.size, fill.price, cumulative)
+        taker_cash += self._trade_linear(fill.taker, head, u, kind, taker_slot, taker_perp, -fill.size, fill.price, cumulative)
     else:
         kind = terms & 255
         u = (terms >> 8) & 255
@@ -338,7 +341,7 @@ def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
             paid = strike - price
     payoff: int256 = fixed._floor_div(size * convert(paid, int256), IWAD) - position.cost
     if future:
-        self._set_future(account, instrument_id, 0, slot, empty(PerpPosition))
+        self._set_future(account, 0, slot, empty(PerpPosition))
         log FutureSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
     else:
         self._store_options(account, words, self._with_size(words, instrument_id, (terms >> 8) & 255, kind, 0, True))
@@ -450,7 +453,7 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
         if moved == 0:
             continue
         instrument_id: uint256 = word & (2**32 - 1)
-        u: uint256 = (word >> 32) & 255
+        head: uint256 = word & (2**72 - 1)
         slot: uint256 = 0
         held: PerpPosition = empty(PerpPosition)
         slot, held = self._find_future(target, instrument_id)
@@ -460,8 +463,8 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
         realized: int256 = 0
         position, held, realized = self._split(position, held, moved)
         target_cash += realized
-        self._set_future(source, instrument_id, u, i + 1, position)
-        self._set_future(target, instrument_id, u, slot, held)
+        self._set_future(source, head, i + 1, position)
+        self._set_future(target, head, slot, held)
     if len(moves) != 0:
         extcall self.markets.move_open_interest(moves)
     log PositionsTransferred(source=source, target=target, fraction=fraction)
@@ -478,7 +481,7 @@ def positions(account: uint256) -> IClearinghouse.Positions:
     """
     @notice Everything the margin engine values: the option positions as stored, two to a
             word (see `_half`; a zero half is no position), perp lines with their perp's
-            funding state, and future positions as stored with their expiries.
+            funding state, and future positions as stored.
     @dev `@reentrant`: the engine reads it while this contract calls the engine. The stored
          pairs are returned as they are: half the words a full word per option would take
          in every caller's memory (MAX_OPTIONS = 128).
@@ -496,10 +499,9 @@ def positions(account: uint256) -> IClearinghouse.Positions:
         lines.append(
             IClearinghouse.PerpLine(underlying=u, line=packed.line, funding=packed.funding, state=self.funding_words[u])
         )
-    futures: DynArray[IClearinghouse.FutureLine, MAX_FUTURES] = []
+    futures: DynArray[uint256, MAX_FUTURES] = []
     for i: uint256 in range((mask >> 136) & 255, bound=MAX_FUTURES):
-        word: uint256 = self.futures[account][i]
-        futures.append(IClearinghouse.FutureLine(word=word, expiry=self.linear[word & (2**32 - 1)] >> 16))
+        futures.append(self.futures[account][i])
     return IClearinghouse.Positions(
         options=pairs,
         perps=lines,
@@ -661,12 +663,14 @@ def _check_trade(
     words: DynArray[uint256, MAX_OPTIONS] = []
     before_words: DynArray[uint256, MAX_OPTIONS] = []
     slot: uint256 = 0
+    # a future's word head: instrument | underlying | expiry (see `futures`)
+    head: uint256 = instrument_id | (u << 32) | ((self.linear[instrument_id] >> 16) << 40)
     if kind == PERP:
         new_perp = self._get_perp(account, u)
         self._put_perp(account, u, old_perp)
     elif kind == FUTURE:
         slot, new_perp = self._find_future(account, instrument_id)
-        self._set_future(account, instrument_id, u, slot, old_perp)
+        self._set_future(account, head, slot, old_perp)
     else:
         words = self._load_options(account)
         before_words = self._with_size(words, instrument_id, u, kind, old_size, False)
@@ -677,7 +681,7 @@ def _check_trade(
         self._put_perp(account, u, new_perp)
     elif kind == FUTURE:
         slot, old_perp = self._find_future(account, instrument_id)
-        self._set_future(account, instrument_id, u, slot, new_perp)
+        self._set_future(account, head, slot, new_perp)
     else:
         self._store_options(account, before_words, words)
     # the exception: MM falls, health (equity − MM) does not, equity stays >= 0, and equity
@@ -701,7 +705,7 @@ def _check_trade(
 @internal
 def _trade_linear(
     account: uint256,
-    instrument_id: uint256,
+    head: uint256,
     u: uint256,
     kind: uint256,
     slot: uint256,
@@ -712,7 +716,7 @@ def _trade_linear(
 ) -> int256:
     """
     @dev Adds a trade to a perp or future position `old` (a future's at `slot`, see
-         `_find_future`): a perp settles its funding to `cumulative` first; the cost
+         `_find_future`, its word starting with `head`): a perp settles its funding to `cumulative` first; the cost
          grows by ceil(size·price) and is realized into cash once flat.
     @return The cash change (WAD).
     """
@@ -729,7 +733,7 @@ def _trade_linear(
     if kind == PERP:
         self._put_perp(account, u, position)
     else:
-        self._set_future(account, instrument_id, u, slot, position)
+        self._set_future(account, head, slot, position)
     return cash
 
 
@@ -1048,9 +1052,10 @@ def _find_future(account: uint256, instrument_id: uint256) -> (uint256, PerpPosi
 
 
 @internal
-def _set_future(account: uint256, instrument_id: uint256, u: uint256, slot: uint256, position: PerpPosition):
+def _set_future(account: uint256, head: uint256, slot: uint256, position: PerpPosition):
     """
-    @dev Stores a future position found at `slot` (see `_find_future`): updated in place,
+    @dev Stores a future position found at `slot` (see `_find_future`), its word starting
+         with `head` (instrument | underlying | expiry, see `futures`): updated in place,
          appended, or removed when its size is 0 (the last word takes its place). Reverts
          "clearing: position cap" for a new position beyond MAX_FUTURES (a check putting
          back a position held before the trade always has the room its removal freed).
@@ -1063,7 +1068,7 @@ def _set_future(account: uint256, instrument_id: uint256, u: uint256, slot: uint
             self.futures[account][count - 1] = 0
             self.masks[account] = mask - (1 << 136)
         return
-    word: uint256 = self._future_word(instrument_id, u, position)
+    word: uint256 = self._future_word(head, position)
     if slot != 0:
         self.futures[account][slot - 1] = word
         return
@@ -1074,17 +1079,16 @@ def _set_future(account: uint256, instrument_id: uint256, u: uint256, slot: uint
 
 @internal
 @pure
-def _future_word(instrument_id: uint256, u: uint256, position: PerpPosition) -> uint256:
+def _future_word(head: uint256, position: PerpPosition) -> uint256:
     """
-    @dev A future position as stored (see `futures`). Reverts "clearing: position out of
-         range" for a size beyond int88 or a cost beyond int128.
+    @dev A future position as stored (see `futures`), after its `head`. Reverts "clearing:
+         position out of range" for a size beyond int88 or a cost beyond int96.
     """
     # the bounds hold iff the fields give the values back
     word: uint256 = (
-        instrument_id
-        | (u << 32)
-        | ((convert(convert(position.size, bytes32), uint256) & (2**88 - 1)) << 40)
-        | (convert(convert(position.cost, bytes32), uint256) << 128)
+        head
+        | ((convert(convert(position.size, bytes32), uint256) & (2**88 - 1)) << 72)
+        | (convert(convert(position.cost, bytes32), uint256) << 160)
     )
     size: int256 = 0
     cost: int256 = 0

@@ -838,22 +838,22 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     # futures: marked to the index until expiry, as a perp without funding (exposure and
     # the perp add-on); from expiry at the stored settlement price, or without one at the
     # grid's least (longs) or greatest (shorts) spot, with no exposure
-    for line: IClearinghouse.FutureLine in positions.futures:
-        u: uint256 = (line.word >> 32) & 255
+    for word: uint256 in positions.futures:
+        u: uint256 = (word >> 32) & 255
         if mask & (1 << u) == 0:
             ctx[u] = self._context(u, optioned, hint)
             mask |= 1 << u
         size: int256 = 0
         cost: int256 = 0
-        size, cost = fixed._future_line(line.word)
+        size, cost = fixed._future_line(word)
         spot: int256 = convert(ctx[u].spot, int256)
-        if block.timestamp < line.expiry:
+        if block.timestamp < (word >> 40) & M32:
             notional: int256 = fixed._floor_div(size * spot, IWAD)
             cash += notional - cost
             exposure[u] += notional
             perp_units[u] += convert(abs(size), uint256)
         else:
-            price: uint256 = staticcall MARKETS.settlement_price(line.word & M32)
+            price: uint256 = staticcall MARKETS.settlement_price(word & M32)
             if price != 0:
                 cash += fixed._floor_div(size * convert(price, int256), IWAD) - cost
             else:

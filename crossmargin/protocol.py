@@ -263,7 +263,7 @@ class ClearingClient:
         """The account's future positions (raw WAD size and cost, expiry; settlement price 0:
         see :func:`crossmargin.model.margin.snapshot` for the stored one)."""
         positions = self.contract.positions(account_id(str(owner), subaccount))
-        return [future_line(line) for line in positions.futures]
+        return [future_line(word) for word in positions.futures]
 
     def future_size(self, owner: Any, instrument: int, subaccount: int = 0) -> Decimal:
         """Signed size (units) of a future position, 0 if none."""

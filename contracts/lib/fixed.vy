@@ -104,9 +104,9 @@ def _word_size(word: uint256) -> int256:
 @pure
 def _future_line(word: uint256) -> (int256, int256):
     """
-    @dev A stored future position: instrument (bits 0..31) | underlying (32..39) | size
-         (int88, 40..127) | cost (int128, 128..255), two's complement; arithmetic shifts
-         restore the signs.
+    @dev A stored future position's size and cost: instrument (bits 0..31) | underlying
+         (32..39) | expiry (40..71, s) | size (int88, 72..159) | cost (int96, 160..255), two's
+         complement; arithmetic shifts restore the signs.
     """
     v: int256 = convert(convert(word, bytes32), int256)
-    return (v << 128) >> 168, v >> 128
+    return (v << 96) >> 168, v >> 160

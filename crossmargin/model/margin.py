@@ -291,7 +291,7 @@ class PerpPosition:
 
 @dataclass(frozen=True)
 class FuturePosition:
-    """A future line of ``clearing.positions``: a stored word and its instrument's expiry.
+    """A future line of ``clearing.positions`` (a stored word, see :func:`future_line`).
 
     Attributes:
         instrument: Instrument id.
@@ -876,17 +876,15 @@ def _pair_words(pairs) -> list[int]:
     return words
 
 
-def future_line(line: Any, settlement_price: int = 0) -> FuturePosition:
-    """``fixed._future_line`` over one of the clearinghouse's ``positions().futures``: the
-    stored word (instrument 32 | underlying 8 | size int88 | cost int128) and its expiry."""
-    word = line.word if hasattr(line, "word") else line[0]
-    expiry = line.expiry if hasattr(line, "expiry") else line[1]
+def future_line(word: int, settlement_price: int = 0) -> FuturePosition:
+    """``fixed._future_line`` over one of the clearinghouse's ``positions().futures``, a
+    stored word: instrument 32 | underlying 8 | expiry 32 | size int88 | cost int96."""
     return FuturePosition(
         instrument=word & (2**32 - 1),
         underlying=(word >> 32) & 255,
-        size=_signed((word >> 40) & (2**88 - 1), 88),
-        cost=_signed(word >> 128, 128),
-        expiry=expiry,
+        size=_signed((word >> 72) & (2**88 - 1), 88),
+        cost=_signed(word >> 160, 96),
+        expiry=(word >> 40) & (2**32 - 1),
         settlement_price=settlement_price,
     )
 
@@ -972,8 +970,7 @@ def snapshot(
         for line in positions.perps
     )
     futures = tuple(
-        future_line(line, cm.markets.contract.settlement_price(line.word & (2**32 - 1), **at))
-        for line in positions.futures
+        future_line(word, cm.markets.contract.settlement_price(word & (2**32 - 1), **at)) for word in positions.futures
     )
     state = AccountState(
         cash=cash,
