@@ -250,6 +250,35 @@ def test_margin__model_matches_with_futures_options_and_perps(
     assert_model_matches(cm, trader)
 
 
+@pytest.mark.parametrize("settled", [False, True])
+def test_margin__model_matches_across_expiry_on_two_underlyings(
+    cm, admin, markets, books, maker, list_future, list_option, create_account, trader, chain, keeper, settled
+):
+    """One book, futures live and expired (unsettled, then settled) on ETH and BTC beside an
+    option and a perp: the engine's margin equals the model's at each step."""
+    create_account(trader, {"USDC": "60000", "WETH": "1"})
+    short_expiring, live = list_future(days=1), list_future(days=60)
+    btc_expiring = list_future("BTC", days=1)
+    put = list_option("ETH", False, "2800", 30)
+    cm.trade(trader, maker, short_expiring, "-3", "3002")
+    cm.trade(trader, maker, live, "2", "3030")
+    cm.trade(trader, maker, btc_expiring, "0.2", "60100")
+    cm.trade(trader, maker, put, "1", "60")
+    cm.trade(trader, maker, cm.markets.perp("ETH"), "-1", "3000")
+    assert_model_matches(cm, trader)
+    chain.mine(timestamp=markets.instrument(short_expiring).expiry + 10)
+    set_eth(cm, admin, "3120")
+    cm.oracle.push(admin, "BTC/USD", "58000")
+    cm.oracle.push(admin, "BTC/IV", "0.5")
+    if settled:
+        eth_round = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+        btc_round = cm.oracle.aggregator("BTC/USD").latestRoundData()[0]
+        cm.clearing.settle(keeper, maker, short_expiring, eth_round)
+        cm.clearing.settle(keeper, maker, btc_expiring, btc_round)
+    m = assert_model_matches(cm, trader)
+    assert m.maintenance > 0  # the live future, the put and the perp
+
+
 def test_margin__expired_unsettled__grid_extremes_no_exposure(
     cm, admin, markets, books, maker, taker, list_future, create_account, trader, chain
 ):
