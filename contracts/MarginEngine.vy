@@ -23,9 +23,11 @@
         Valuation of an account (z = size << shift of the option's array, so z·q is in
         quanta):
           equity = cash + Σ floor(collateral value) + Σ perps (size·spot − cost − funding owed)
+                   + Σ futures (size·spot − cost; from expiry see `_value`)
                    + Σ options z·q0·quantum (longs at the floor lane, shorts at lane + 1)
           PnL_u(s) = floor(E_u·shock_s) + floor(Σ z·(q_s − q_0)·quantum)   E_u = linear
-                   exposure (perp notional + value of collateral tracking u)
+                   exposure (perp and unexpired future notional + value of collateral
+                   tracking u)
           L_u    = max(0, −min_s floor(w_s·PnL_u(s)))
           risk   = Σ_u L_u + perp add-on + short-option add-on + quantization add-on
           MM     = risk + Σ collateral value·mm_haircut
@@ -33,7 +35,8 @@
         Values round down and requirements up, so rounding favours the protocol.
 @custom:security All state-changing entry points hold the lock (`pragma nonreentrancy on`).
         The engine only reads: the vault (`account_state`), the clearinghouse (`positions`),
-        the markets contract (`instrument`) and the oracle router; it writes nothing but epochs and arrays. Risk
+        the markets contract (`instrument`, and `settlement_price` for an expired future)
+        and the oracle router; it writes nothing but epochs and arrays. Risk
         arrays are priced by the risk model (`RiskModel.vy`, pure), called only for a
         stale array: a check whose arrays are all current makes no call to it. A
         margin check never values an option from an array of an older epoch: views compute
