@@ -3,7 +3,7 @@
 """
 @title crossmargin clearinghouse
 @notice Holds every account's positions, applies the trades the exchange matched, accrues
-        and settles perp funding, and settles expired options into vault cash. The
+        and settles perp funding, and settles expired options and futures into vault cash. The
         instruments, their open interest and the market parameters live in the markets
         contract (`Markets.vy`), called once per fill, settlement and liquidation slice; the
         parameters read on every trade and valuation are copied here (`settings`). The margin
@@ -13,6 +13,7 @@
         Cash flows (WAD USD), each rounded against the account it touches:
           option premium  the buyer pays ceil(|size|·price), the seller gets floor
           perp cost       cost += ceil(size·price); realized into cash when flat
+          future cost     as a perp's (no funding); at expiry floor(size·P) − cost
           funding         owed = ceil(size·(F − F_position)), F the cumulative index
           expiry payoff   floor(size·intrinsic(settlement price))
           fees            as the exchange computed them, to the insurance and fee accounts
@@ -63,6 +64,9 @@ MAX_OPTIONS: constant(uint256) = 128
 PERP: constant(uint256) = 1
 CALL: constant(uint256) = 2
 PUT: constant(uint256) = 3
+FUTURE: constant(uint256) = 4
+# @dev Most future positions per account (one slot each).
+MAX_FUTURES: constant(uint256) = 16
 
 
 struct PerpPosition:
@@ -111,10 +115,12 @@ markets: public(IMarkets)
 # funding_notional (136..255).
 settings: uint256
 
-# @dev Perp instrument id of each underlying, and the underlying of each perp id (both
-# written once, when the markets contract lists the perp).
+# @dev Perp instrument id of each underlying (written once, when the markets contract lists
+# the perp), and the terms of each perp and future id, written once at its listing:
+# underlying (bits 0..7) | kind PERP or FUTURE (8..15) | expiry (16..55, s; 0 for a perp).
+# An option id has none: trades and settlements tell the kinds apart with one read.
 perp_of: HashMap[uint256, uint256]
-perp_underlying: HashMap[uint256, uint256]
+linear: HashMap[uint256, uint256]
 # @dev Funding state of each underlying's perpetual, one word (`_get_funding`).
 funding_words: HashMap[uint256, uint256]
 # @dev Option positions per account, two to a slot (`_load_options`); never a zero size.
@@ -125,8 +131,14 @@ funding_words: HashMap[uint256, uint256]
 option_pairs: HashMap[uint256, uint256[MAX_OPTIONS // 2]]
 # @dev Perp positions by account and underlying, packed in two slots (`_get_perp`).
 perps: HashMap[uint256, HashMap[uint256, PackedPerp]]
+# @dev Future positions per account, one slot each, in no order (`_find_future`); never a
+# zero size: instrument (bits 0..31) | underlying (32..39) | expiry (32 bits, s; < 2**32
+# until 2106) | size (int88, 72..159) | cost (int96, 160..255) (lib/fixed.vy
+# `_future_line`); their count is in `masks`. The margin check reads each word alone.
+futures: HashMap[uint256, uint256[MAX_FUTURES]]
 # @dev Per account, one word: bit u set iff its perp on underlying u has a size (bits
-# 1..MAX_UNDERLYINGS); the number of option positions in bits 128..135.
+# 1..MAX_UNDERLYINGS); the number of option positions in bits 128..135, of future positions
+# in bits 136..143.
 masks: HashMap[uint256, uint256]
 
 
@@ -139,6 +151,14 @@ event Traded:
 
 
 event OptionSettled:
+    account: indexed(uint256)
+    instrument: indexed(uint256)
+    size: int256
+    settlement_price: uint256
+    payoff: int256
+
+
+event FutureSettled:
     account: indexed(uint256)
     instrument: indexed(uint256)
     size: int256
@@ -209,31 +229,42 @@ def trade(fill: IEngine.Fill):
     operator_price: uint256 = 0
     if fill.operator_sides != 0:
         operator_price = fill.price
-    # a perp is known here by its underlying; any other id is an option or not listed
-    u: uint256 = self.perp_underlying[fill.instrument]
-    kind: uint256 = PERP
+    # a perp or a future is known here by its terms; any other id is an option or not listed
+    linear: uint256 = self.linear[fill.instrument]
+    u: uint256 = linear & 255
+    kind: uint256 = (linear >> 8) & 255
     maker_cash: int256 = -convert(fill.maker_fee, int256)
     taker_cash: int256 = -convert(fill.taker_fee, int256)
-    maker_old: int256 = 0
-    taker_old: int256 = 0
     maker_perp: PerpPosition = empty(PerpPosition)
     taker_perp: PerpPosition = empty(PerpPosition)
-    if u != 0:
-        cumulative: int256 = self._accrue_funding(u, fill.price, fill.size)
+    cumulative: int256 = 0
+    maker_slot: uint256 = 0
+    taker_slot: uint256 = 0
+    maker_words: DynArray[uint256, MAX_OPTIONS] = []
+    taker_words: DynArray[uint256, MAX_OPTIONS] = []
+    # the positions before the fill (an option's size only)
+    if kind == PERP:
+        cumulative = self._accrue_funding(u, fill.price, fill.size)
         maker_perp = self._get_perp(fill.maker, u)
         taker_perp = self._get_perp(fill.taker, u)
-        maker_old = maker_perp.size
-        taker_old = taker_perp.size
-        extcall self.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
-        maker_cash += self._trade_perp(fill.maker, u, fill.size, fill.price, cumulative)
-        taker_cash += self._trade_perp(fill.taker, u, -fill.size, fill.price, cumulative)
+    elif kind == FUTURE:
+        maker_slot, maker_perp = self._find_future(fill.maker, fill.instrument)
+        taker_slot, taker_perp = self._find_future(fill.taker, fill.instrument)
     else:
-        maker_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(fill.maker)
-        taker_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(fill.taker)
-        maker_old = self._size_in(maker_words, fill.instrument)
-        taker_old = self._size_in(taker_words, fill.instrument)
-        # reverts for an unknown or expired instrument
-        terms: uint256 = extcall self.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
+        maker_words = self._load_options(fill.maker)
+        taker_words = self._load_options(fill.taker)
+        maker_perp.size = self._size_in(maker_words, fill.instrument)
+        taker_perp.size = self._size_in(taker_words, fill.instrument)
+    maker_old: int256 = maker_perp.size
+    taker_old: int256 = taker_perp.size
+    # reverts for an unknown or expired instrument
+    terms: uint256 = extcall self.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
+    if kind != 0:
+        # a future's word head: instrument | underlying | expiry (see `futures`)
+        head: uint256 = fill.instrument | (u << 32) | ((linear >> 16) << 40)
+        maker_cash += self._trade_linear(fill.maker, head, u, kind, maker_slot, maker_perp, fill.size, fill.price, cumulative)
+        taker_cash += self._trade_linear(fill.taker, head, u, kind, taker_slot, taker_perp, -fill.size, fill.price, cumulative)
+    else:
         kind = terms & 255
         u = (terms >> 8) & 255
         self._store_options(
@@ -272,32 +303,50 @@ def trade(fill: IEngine.Fill):
 @external
 def settle(account: uint256, instrument_id: uint256, round_hint: uint80):
     """
-    @notice Settles `account`'s expired option into cash at the settlement price: the first
-            oracle round at or after expiry (`round_hint`, see the oracle router). Anyone
-            may call it; it is never paused.
+    @notice Settles `account`'s expired option or future into cash at the settlement price:
+            the first oracle round at or after expiry (`round_hint`, see the oracle router).
+            An option pays floor(size·intrinsic), a future floor(size·price) − cost (its
+            cost was rounded against the account at each trade). Anyone may call it; it is
+            never paused.
     @param round_hint Used only by the instrument's first settlement, which stores the price
            for every later one.
-    @dev The markets contract checks the option has expired, stores its price and lowers
+    @dev The markets contract checks the instrument has expired, stores its price and lowers
          the open interest by a long position (`Markets.settle`).
     """
-    words: DynArray[uint256, MAX_OPTIONS] = self._load_options(account)
-    size: int256 = self._size_in(words, instrument_id)
+    future: bool = (self.linear[instrument_id] >> 8) & 255 == FUTURE
+    slot: uint256 = 0
+    position: PerpPosition = empty(PerpPosition)
+    words: DynArray[uint256, MAX_OPTIONS] = []
+    if future:
+        slot, position = self._find_future(account, instrument_id)
+    else:
+        words = self._load_options(account)
+        position.size = self._size_in(words, instrument_id)
     terms: uint256 = 0
     price: uint256 = 0
-    terms, price = extcall self.markets.settle(instrument_id, round_hint, size)
+    terms, price = extcall self.markets.settle(instrument_id, round_hint, position.size)
+    size: int256 = position.size
     assert size != 0, "clearing: no position"
+    # a future pays floor(size·price) − cost (its cost was rounded against the account at
+    # each trade), an option floor(size·intrinsic): longs receive it rounded down, shorts
+    # pay it rounded up
     kind: uint256 = terms & 255
     strike: uint256 = terms >> 56
-    intrinsic: uint256 = 0
-    if kind == CALL and price > strike:
-        intrinsic = price - strike
-    elif kind == PUT and strike > price:
-        intrinsic = strike - price
-    # longs receive the payoff rounded down, shorts pay it rounded up
-    payoff: int256 = fixed._floor_div(size * convert(intrinsic, int256), IWAD)
-    self._store_options(account, words, self._with_size(words, instrument_id, (terms >> 8) & 255, kind, 0, True))
+    paid: uint256 = price
+    if not future:
+        paid = 0
+        if kind == CALL and price > strike:
+            paid = price - strike
+        elif kind == PUT and strike > price:
+            paid = strike - price
+    payoff: int256 = fixed._floor_div(size * convert(paid, int256), IWAD) - position.cost
+    if future:
+        self._set_future(account, 0, slot, empty(PerpPosition))
+        log FutureSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
+    else:
+        self._store_options(account, words, self._with_size(words, instrument_id, (terms >> 8) & 255, kind, 0, True))
+        log OptionSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
     extcall VAULT.settle_cash([IVault.CashDelta(account=account, delta=payoff)])
-    log OptionSettled(account=account, instrument=instrument_id, size=size, settlement_price=price, payoff=payoff)
 
 
 @external
@@ -306,8 +355,8 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
     @notice Moves `fraction` (WAD, <= 1) of every position of `source` to `target`: a
             bidder buying a slice of a liquidated account. Each size moved rounds toward
             zero (the source keeps the remainder); a perp's cost moves pro rata with it.
-            Funding of the perps touched is settled first, and a bidder's perp that nets
-            to zero realizes its cost.
+            Funding of the perps touched is settled first, and a bidder's perp or future
+            that nets to zero realizes its cost; a future's cost moves like a perp's.
     @return The cash this settles for the source and the target (WAD, signed): the
             liquidator adds it through the vault's `transfer_fraction`, before the slice
             of cash moves.
@@ -325,7 +374,7 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
     held_words: DynArray[uint256, MAX_OPTIONS] = self._load_options(target)
     left: DynArray[uint256, MAX_OPTIONS] = words
     bought: DynArray[uint256, MAX_OPTIONS] = held_words
-    moves: DynArray[uint256, MAX_OPTIONS + MAX_UNDERLYINGS] = []
+    moves: DynArray[uint256, MAX_OPTIONS + MAX_UNDERLYINGS + MAX_FUTURES] = []
     for i: uint256 in range(len(words), bound=MAX_OPTIONS):
         word: uint256 = words[i]
         size: int256 = fixed._word_size(word)
@@ -382,26 +431,40 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
         held: PerpPosition = self._get_perp(target, u)
         source_cash += self._settle_funding(source, u, position, cumulative)
         target_cash += self._settle_funding(target, u, held, cumulative)
-        # the cost moves pro rata, rounded toward zero; f = 1 moves all of it
-        cost: int256 = convert(math._mul_div(convert(abs(position.cost), uint256), convert(abs(moved), uint256), convert(abs(position.size), uint256), False), int256)
-        if position.cost < 0:
-            cost = -cost
-        old_size: int256 = position.size
-        old_held: int256 = held.size
-        position.size -= moved
-        position.cost -= cost
-        position.funding = cumulative
-        held.size += moved
-        held.cost += cost
-        held.funding = cumulative
-        if held.size == 0:
-            target_cash -= held.cost
-            held.cost = 0
-        self._put_perp(source, u, position)
-        self._put_perp(target, u, held)
-        move: uint256 = self._oi_move(self.perp_of[u], old_size, old_held, moved)
+        move: uint256 = self._oi_move(self.perp_of[u], position.size, held.size, moved)
         if move != 0:
             moves.append(move)
+        realized: int256 = 0
+        position, held, realized = self._split(position, held, moved)
+        target_cash += realized
+        position.funding = cumulative
+        held.funding = cumulative
+        self._put_perp(source, u, position)
+        self._put_perp(target, u, held)
+    # futures: the perps' rule without funding, last first: the source keeps each word in
+    # place (f < 1) or removes it, the last word, as every size moves (f = 1)
+    count: uint256 = (self.masks[source] >> 136) & 255
+    for k: uint256 in range(count, bound=MAX_FUTURES):
+        i: uint256 = count - 1 - k
+        word: uint256 = self.futures[source][i]
+        position: PerpPosition = empty(PerpPosition)
+        position.size, position.cost = fixed._future_line(word)
+        moved: int256 = position.size * f // IWAD
+        if moved == 0:
+            continue
+        instrument_id: uint256 = word & (2**32 - 1)
+        head: uint256 = word & (2**72 - 1)
+        slot: uint256 = 0
+        held: PerpPosition = empty(PerpPosition)
+        slot, held = self._find_future(target, instrument_id)
+        move: uint256 = self._oi_move(instrument_id, position.size, held.size, moved)
+        if move != 0:
+            moves.append(move)
+        realized: int256 = 0
+        position, held, realized = self._split(position, held, moved)
+        target_cash += realized
+        self._set_future(source, head, i + 1, position)
+        self._set_future(target, head, slot, held)
     if len(moves) != 0:
         extcall self.markets.move_open_interest(moves)
     log PositionsTransferred(source=source, target=target, fraction=fraction)
@@ -417,8 +480,8 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
 def positions(account: uint256) -> IClearinghouse.Positions:
     """
     @notice Everything the margin engine values: the option positions as stored, two to a
-            word (see `_half`; a zero half is no position), and perp lines with their perp's
-            funding state.
+            word (see `_half`; a zero half is no position), perp lines with their perp's
+            funding state, and future positions as stored.
     @dev `@reentrant`: the engine reads it while this contract calls the engine. The stored
          pairs are returned as they are: half the words a full word per option would take
          in every caller's memory (MAX_OPTIONS = 128).
@@ -427,7 +490,7 @@ def positions(account: uint256) -> IClearinghouse.Positions:
     lines: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS] = []
     settings: uint256 = self.settings
     mask: uint256 = self.masks[account]
-    for p: uint256 in range(((mask >> 128) + 1) // 2, bound=MAX_OPTIONS // 2):
+    for p: uint256 in range((((mask >> 128) & 255) + 1) // 2, bound=MAX_OPTIONS // 2):
         pairs.append(self.option_pairs[account][p])
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
@@ -436,9 +499,13 @@ def positions(account: uint256) -> IClearinghouse.Positions:
         lines.append(
             IClearinghouse.PerpLine(underlying=u, line=packed.line, funding=packed.funding, state=self.funding_words[u])
         )
+    futures: DynArray[uint256, MAX_FUTURES] = []
+    for i: uint256 in range((mask >> 136) & 255, bound=MAX_FUTURES):
+        futures.append(self.futures[account][i])
     return IClearinghouse.Positions(
         options=pairs,
         perps=lines,
+        futures=futures,
         funding_cap=(settings >> 64) & (2**64 - 1),
         funding_interval=settings & (2**32 - 1),
     )
@@ -539,16 +606,19 @@ def set_exchange(exchange: address):
 
 
 @external
-def open_perp(underlying: uint256, instrument_id: uint256):
+def open_linear(underlying: uint256, instrument_id: uint256, expiry: uint256):
     """
-    @notice The markets contract listed `underlying`'s perp as `instrument_id`: its funding
-            starts now.
+    @notice The markets contract listed `underlying`'s perp (`expiry` 0: its funding starts
+            now) or a future on it expiring at `expiry` (s), as `instrument_id`.
     @dev Only the markets contract.
     """
     assert msg.sender == self.markets.address, "clearing: not markets"
-    self.perp_of[underlying] = instrument_id
-    self.perp_underlying[instrument_id] = underlying
-    self._put_funding(underlying, Funding(cumulative=0, premium_ema=0, updated_at=block.timestamp))
+    if expiry == 0:
+        self.perp_of[underlying] = instrument_id
+        self.linear[instrument_id] = underlying | (PERP << 8)
+        self._put_funding(underlying, Funding(cumulative=0, premium_ema=0, updated_at=block.timestamp))
+    else:
+        self.linear[instrument_id] = underlying | (FUTURE << 8) | (expiry << 16)
 
 
 @external
@@ -589,12 +659,18 @@ def _check_trade(
     if not paused and after.equity >= convert(after.initial, int256) and staticcall self.engine.new_risk_open():
         return
     new_perp: PerpPosition = empty(PerpPosition)
-    # the option words after the trade, and as they were before it
+    # the option (or future) words after the trade, and as they were before it
     words: DynArray[uint256, MAX_OPTIONS] = []
     before_words: DynArray[uint256, MAX_OPTIONS] = []
+    slot: uint256 = 0
+    # a future's word head: instrument | underlying | expiry (see `futures`)
+    head: uint256 = instrument_id | (u << 32) | ((self.linear[instrument_id] >> 16) << 40)
     if kind == PERP:
         new_perp = self._get_perp(account, u)
         self._put_perp(account, u, old_perp)
+    elif kind == FUTURE:
+        slot, new_perp = self._find_future(account, instrument_id)
+        self._set_future(account, head, slot, old_perp)
     else:
         words = self._load_options(account)
         before_words = self._with_size(words, instrument_id, u, kind, old_size, False)
@@ -603,6 +679,9 @@ def _check_trade(
     before: IRiskEngine.Margin = staticcall self.engine.margin_adjusted(account, cash_delta)
     if kind == PERP:
         self._put_perp(account, u, new_perp)
+    elif kind == FUTURE:
+        slot, old_perp = self._find_future(account, instrument_id)
+        self._set_future(account, head, slot, new_perp)
     else:
         self._store_options(account, before_words, words)
     # the exception: MM falls, health (equity − MM) does not, equity stays >= 0, and equity
@@ -624,21 +703,63 @@ def _check_trade(
 
 
 @internal
-def _trade_perp(account: uint256, u: uint256, size: int256, price: uint256, cumulative: int256) -> int256:
+def _trade_linear(
+    account: uint256,
+    head: uint256,
+    u: uint256,
+    kind: uint256,
+    slot: uint256,
+    old: PerpPosition,
+    size: int256,
+    price: uint256,
+    cumulative: int256,
+) -> int256:
     """
-    @dev Settles the position's funding, adds the trade and realizes the cost once flat.
+    @dev Adds a trade to a perp or future position `old` (a future's at `slot`, see
+         `_find_future`, its word starting with `head`): a perp settles its funding to `cumulative` first; the cost
+         grows by ceil(size·price) and is realized into cash once flat.
     @return The cash change (WAD).
     """
-    position: PerpPosition = self._get_perp(account, u)
-    cash: int256 = self._settle_funding(account, u, position, cumulative)
-    position.funding = cumulative
+    position: PerpPosition = old
+    cash: int256 = 0
+    if kind == PERP:
+        cash = self._settle_funding(account, u, position, cumulative)
+        position.funding = cumulative
     position.size += size
     position.cost += fixed._ceil_div(size * convert(price, int256), IWAD)
     if position.size == 0:
         cash -= position.cost
         position.cost = 0
-    self._put_perp(account, u, position)
+    if kind == PERP:
+        self._put_perp(account, u, position)
+    else:
+        self._set_future(account, head, slot, position)
     return cash
+
+
+@internal
+@pure
+def _split(position: PerpPosition, held: PerpPosition, moved: int256) -> (PerpPosition, PerpPosition, int256):
+    """
+    @dev Moves `moved` units of a perp or future position to `held`, its cost pro rata
+         (rounded toward zero; all of it when all units move); a `held` that nets to zero
+         realizes its cost.
+    @return Both positions and the cash the target realizes (WAD).
+    """
+    cost: int256 = convert(math._mul_div(convert(abs(position.cost), uint256), convert(abs(moved), uint256), convert(abs(position.size), uint256), False), int256)
+    if position.cost < 0:
+        cost = -cost
+    source: PerpPosition = position
+    target: PerpPosition = held
+    source.size -= moved
+    source.cost -= cost
+    target.size += moved
+    target.cost += cost
+    cash: int256 = 0
+    if target.size == 0:
+        cash = -target.cost
+        target.cost = 0
+    return source, target, cash
 
 
 @internal
@@ -844,7 +965,7 @@ def _load_options(account: uint256) -> DynArray[uint256, MAX_OPTIONS]:
     """
     @dev The account's option positions as full words (lib/fixed.vy `_word`).
     """
-    return self._unpack_options(account, self.masks[account] >> 128)
+    return self._unpack_options(account, (self.masks[account] >> 128) & 255)
 
 
 @internal
@@ -905,7 +1026,7 @@ def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: D
         if changed:
             self.option_pairs[account][p] = self._half(low) | (self._half(high) << 128)
     if len(old) != len(new):
-        self.masks[account] = (self.masks[account] & (2**128 - 1)) | (len(new) << 128)
+        self.masks[account] = (self.masks[account] & ~(255 << 128)) | (len(new) << 128)
 
 
 @internal
@@ -913,3 +1034,64 @@ def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: D
 def _long(size: int256) -> uint256:
     return convert(max(size, 0), uint256)
 
+
+@internal
+@view
+def _find_future(account: uint256, instrument_id: uint256) -> (uint256, PerpPosition):
+    """
+    @dev The slot (1 + its index, 0 if none) and the size and cost of the account's future
+         position in `instrument_id`.
+    """
+    position: PerpPosition = empty(PerpPosition)
+    for i: uint256 in range((self.masks[account] >> 136) & 255, bound=MAX_FUTURES):
+        word: uint256 = self.futures[account][i]
+        if word & (2**32 - 1) == instrument_id:
+            position.size, position.cost = fixed._future_line(word)
+            return i + 1, position
+    return 0, position
+
+
+@internal
+def _set_future(account: uint256, head: uint256, slot: uint256, position: PerpPosition):
+    """
+    @dev Stores a future position found at `slot` (see `_find_future`), its word starting
+         with `head` (instrument | underlying | expiry, see `futures`): updated in place,
+         appended, or removed when its size is 0 (the last word takes its place). Reverts
+         "clearing: position cap" for a new position beyond MAX_FUTURES (a check putting
+         back a position held before the trade always has the room its removal freed).
+    """
+    mask: uint256 = self.masks[account]
+    count: uint256 = (mask >> 136) & 255
+    if position.size == 0:
+        if slot != 0:
+            self.futures[account][slot - 1] = self.futures[account][count - 1]
+            self.futures[account][count - 1] = 0
+            self.masks[account] = mask - (1 << 136)
+        return
+    word: uint256 = self._future_word(head, position)
+    if slot != 0:
+        self.futures[account][slot - 1] = word
+        return
+    assert count < MAX_FUTURES, "clearing: position cap"
+    self.futures[account][count] = word
+    self.masks[account] = mask + (1 << 136)
+
+
+@internal
+@pure
+def _future_word(head: uint256, position: PerpPosition) -> uint256:
+    """
+    @dev A future position as stored (see `futures`), after its `head`. Reverts "clearing:
+         position out of range" for a size beyond int88 or a cost beyond int96.
+    """
+    # the bounds hold iff the fields give the values back
+    word: uint256 = (
+        head
+        | ((convert(convert(position.size, bytes32), uint256) & (2**88 - 1)) << 72)
+        | (convert(convert(position.cost, bytes32), uint256) << 160)
+    )
+    size: int256 = 0
+    cost: int256 = 0
+    size, cost = fixed._future_line(word)
+    assert size == position.size and cost == position.cost, "clearing: position out of range"
+    return word

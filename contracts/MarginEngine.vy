@@ -23,9 +23,11 @@
         Valuation of an account (z = size << shift of the option's array, so z·q is in
         quanta):
           equity = cash + Σ floor(collateral value) + Σ perps (size·spot − cost − funding owed)
+                   + Σ futures (size·spot − cost; from expiry see `_value`)
                    + Σ options z·q0·quantum (longs at the floor lane, shorts at lane + 1)
           PnL_u(s) = floor(E_u·shock_s) + floor(Σ z·(q_s − q_0)·quantum)   E_u = linear
-                   exposure (perp notional + value of collateral tracking u)
+                   exposure (perp and unexpired future notional + value of collateral
+                   tracking u)
           L_u    = max(0, −min_s floor(w_s·PnL_u(s)))
           risk   = Σ_u L_u + perp add-on + short-option add-on + quantization add-on
           MM     = risk + Σ collateral value·mm_haircut
@@ -33,8 +35,9 @@
         Values round down and requirements up, so rounding favours the protocol.
 @custom:security All state-changing entry points hold the lock (`pragma nonreentrancy on`).
         The engine only reads: the vault (`account_state`), the clearinghouse (`positions`),
-        the markets contract (`instrument`) and the oracle router; it writes nothing but epochs and arrays,
-        and the configuration the risk model (alone) sets through `configure_*`. Risk
+        the markets contract (`instrument`, and `settlement_price` for an expired future)
+        and the oracle router; it writes nothing but epochs and arrays, and the
+        configuration the risk model (alone) sets through `configure_*`. Risk
         arrays are priced by the risk model (`RiskModel.vy`, pure), called only for a
         stale array: a check whose arrays are all current makes no call to it. A
         margin check never values an option from an array of an older epoch: views compute
@@ -774,6 +777,30 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         cash += notional - cost + owed
         exposure[u] += notional
         perp_units[u] += convert(abs(size), uint256)
+    # futures: marked to the index until expiry, as a perp without funding (exposure and
+    # the perp add-on); from expiry at the stored settlement price, or without one at the
+    # grid's least (longs) or greatest (shorts) spot, with no exposure
+    for word: uint256 in positions.futures:
+        u: uint256 = (word >> 32) & 255
+        if mask & (1 << u) == 0:
+            ctx[u] = self._context(u, optioned, hint)
+            mask |= 1 << u
+        size: int256 = 0
+        cost: int256 = 0
+        size, cost = fixed._future_line(word)
+        spot: int256 = convert(ctx[u].spot, int256)
+        if block.timestamp < (word >> 40) & M32:
+            notional: int256 = fixed._floor_div(size * spot, IWAD)
+            cash += notional - cost
+            exposure[u] += notional
+            perp_units[u] += convert(abs(size), uint256)
+        else:
+            price: uint256 = staticcall MARKETS.settlement_price(word & M32)
+            if price != 0:
+                cash += fixed._floor_div(size * convert(price, int256), IWAD) - cost
+            else:
+                # |size| < 2**87, spot < 2**128, 1e6 + shock <= 4e6 < 2**22: the product fits
+                cash += fixed._floor_div(size * spot * (IMILLION + self._shock_bound(u, ctx[u].risk, size > 0)), IWAD * IMILLION) - cost
     equity: int256 = cash + convert(totals[0], int256)
     risk: uint256 = 0
     for u: uint256 in range(1, MAX_UNDERLYINGS + 1):
@@ -1297,6 +1324,22 @@ def _account_state(account: uint256) -> (int256, DynArray[IVault.Collateral, MAX
 @view
 def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
     return staticcall MARKETS.instrument(instrument_id)
+
+
+@internal
+@view
+def _shock_bound(u: uint256, risk: uint256, least: bool) -> int256:
+    """
+    @dev The least (`least`) or greatest spot shock (millionths) of `u`'s grid; scenario 0
+         (no shock) is in it, so the least is <= 0 <= the greatest.
+    """
+    grid: uint256[risk_layout.GRID_WORDS] = self._grid(u, risk)
+    bound: int256 = 0
+    for s: uint256 in range((risk >> 192) & 255, bound=risk_layout.MAX_SCENARIOS):
+        shock: int256 = risk_layout._shock(grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS))
+        if (shock < bound) == least and shock != bound:
+            bound = shock
+    return bound
 
 
 @internal

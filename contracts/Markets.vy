@@ -3,7 +3,7 @@
 """
 @title crossmargin markets
 @notice The instrument registry and the market parameters: lists the instruments (one
-        perpetual per underlying, European calls and puts), keeps their open interest and
+        perpetual per underlying, European calls and puts, dated futures), keeps their open interest and
         settlement prices, and holds the trading parameters (position cap, funding, operator
         bands). The clearinghouse keeps the positions and cash; it calls this contract once
         per fill (`on_trade`), once per settlement (`settle`) and once per liquidation slice
@@ -12,9 +12,10 @@
 
         Layout of an instrument (two words and a price):
           terms  kind (bits 0..7) | underlying (8..15) | expiry (16..55, s) | strike (56..183,
-                 WAD USD); kind 0 = not listed, PERP (1), CALL (2), PUT (3)
+                 WAD USD, 0 for a future); kind 0 = not listed, PERP (1), CALL (2), PUT (3),
+                 FUTURE (4)
           oi     open interest (bits 0..127) | cap (128..255), both long WAD units
-          settlement_prices  the price options settle at (WAD USD), once stored
+          settlement_prices  the price options and futures settle at (WAD USD), once stored
 @custom:security All state-changing entry points hold the lock (`pragma nonreentrancy on`).
         The operator band reads the margin engine's mark (`refresh`, `risk_array`), and the
         engine reads `instrument` back while `on_trade` holds the lock: so `instrument` and
@@ -56,10 +57,10 @@ interface IMarks:
     def underlyings(underlying: uint256) -> Listed: view
 
 
-# @dev What this contract calls on the clearinghouse: a new perp's funding state, and the
-#      copy of the settings word.
+# @dev What this contract calls on the clearinghouse: a new perp's funding state, a new
+#      future's terms, and the copy of the settings word.
 interface IClearing:
-    def open_perp(underlying: uint256, instrument_id: uint256): nonpayable
+    def open_linear(underlying: uint256, instrument_id: uint256, expiry: uint256): nonpayable
     def set_settings(settings: uint256): nonpayable
 
 
@@ -84,13 +85,14 @@ WAD: constant(uint256) = 10**18
 #      every risk array is stale).
 MAX_OPTIONS: constant(uint256) = 128
 DEFAULT_MAX_OPTIONS: constant(uint256) = 64
-# @dev Bound of `move_open_interest`: an account's options and perps.
-MAX_MOVES: constant(uint256) = 144
+# @dev Bound of `move_open_interest`: an account's options, perps and futures.
+MAX_MOVES: constant(uint256) = 160
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
 CALL: constant(uint256) = 2
 PUT: constant(uint256) = 3
-# @dev Longest option listed (s).
+FUTURE: constant(uint256) = 4
+# @dev Longest option or future listed (s).
 MAX_EXPIRY: constant(uint256) = 5 * 365 * 86_400
 # @dev Funding parameter bounds.
 MIN_FUNDING_INTERVAL: constant(uint256) = 3_600
@@ -121,7 +123,7 @@ ORACLE: public(immutable(IOracleRouter))
 # @dev The margin engine (listed underlyings, spot keys, marks); set once.
 engine: public(IMarks)
 # @dev Instruments by id (1..instrument_count): the terms and open-interest words (see the
-#      title) and the settlement price of an option once stored (WAD USD, else 0).
+#      title) and the settlement price of an option or future once stored (WAD USD, else 0).
 terms: HashMap[uint256, uint256]
 interest: HashMap[uint256, uint256]
 settlement_price: public(reentrant(HashMap[uint256, uint256]))
@@ -206,8 +208,8 @@ def __init__(clearing: address, oracle: IOracleRouter):
 def on_trade(instrument_id: uint256, size: int256, maker_old: int256, taker_old: int256, operator_price: uint256) -> uint256:
     """
     @notice A fill of `size` (WAD units, signed, the maker's side) between positions of
-            `maker_old` and `taker_old`: checks the instrument is listed and, for an option,
-            not expired; applies the change of open interest, which may always fall and
+            `maker_old` and `taker_old`: checks the instrument is listed and, for an option
+            or a future, not expired; applies the change of open interest, which may always fall and
             rises only up to the cap; and, when an operator made the fill (`operator_price`
             is its price, else 0), checks the price is within the operator band.
     @return The instrument's terms word (see the title).
@@ -236,8 +238,8 @@ def on_trade(instrument_id: uint256, size: int256, maker_old: int256, taker_old:
 @external
 def settle(instrument_id: uint256, round_hint: uint80, size: int256) -> (uint256, uint256):
     """
-    @notice Settlement of a position of `size` (WAD units, signed) in an expired option:
-            the settlement price is the first oracle round at or after expiry
+    @notice Settlement of a position of `size` (WAD units, signed) in an expired option or
+            future: the settlement price is the first oracle round at or after expiry
             (`round_hint`, see the oracle router), fetched and stored by the first
             settlement; a long position leaves the open interest.
     @return The terms word and the settlement price (WAD USD; 0 when `size` is 0, which
@@ -247,7 +249,7 @@ def settle(instrument_id: uint256, round_hint: uint80, size: int256) -> (uint256
     assert msg.sender == CLEARING, "markets: not clearinghouse"
     terms: uint256 = self.terms[instrument_id]
     kind: uint256 = terms & 255
-    assert kind == CALL or kind == PUT, "markets: not an option"
+    assert kind != PERP and kind != 0, "markets: not dated"
     expiry: uint256 = (terms >> 16) & (2**40 - 1)
     assert block.timestamp >= expiry, "markets: not expired"
     if size == 0:
@@ -380,7 +382,7 @@ def list_perp(underlying: uint256, oi_cap: uint256) -> uint256:
     assert self.perp_of[underlying] == 0, "markets: perp listed"
     instrument_id: uint256 = self._list(PERP, underlying, 0, 0, oi_cap)
     self.perp_of[underlying] = instrument_id
-    extcall IClearing(CLEARING).open_perp(underlying, instrument_id)
+    extcall IClearing(CLEARING).open_linear(underlying, instrument_id, 0)
     return instrument_id
 
 
@@ -397,6 +399,22 @@ def list_option(underlying: uint256, is_call: bool, strike: uint256, expiry: uin
     assert strike <= M128, "markets: strike out of range"
     assert expiry > block.timestamp and expiry <= block.timestamp + MAX_EXPIRY, "markets: bad expiry"
     return self._list(CALL if is_call else PUT, underlying, strike, expiry, oi_cap)
+
+
+@external
+def list_future(underlying: uint256, expiry: uint256, oi_cap: uint256) -> uint256:
+    """
+    @notice Lists a dated future on `underlying`, marked to its index and settled at the
+            first index round at or after expiry. @param expiry Unix time (s), at most 5
+            years ahead. @param oi_cap Long WAD units (at most 2**128 - 1; more is stored
+            as that). @return Its instrument id.
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    assert expiry > block.timestamp and expiry <= block.timestamp + MAX_EXPIRY, "markets: bad expiry"
+    instrument_id: uint256 = self._list(FUTURE, underlying, 0, expiry, oi_cap)
+    extcall IClearing(CLEARING).open_linear(underlying, instrument_id, expiry)
+    return instrument_id
 
 
 @external
@@ -476,7 +494,8 @@ def set_engine(engine: IMarks):
 def _check_operator_price(instrument_id: uint256, terms: uint256, price: uint256):
     """
     @dev A fill made by an operator for an account is priced within the band of the mark:
-         a perp's within `perp_band · index` of the index, an option's within
+         a perp's or a future's within `perp_band · index` of the index (a future is
+         marked to the index), an option's within
          `option_band · max(mark, spot / 100)` of the engine's mark, its current-epoch
          value per unit `(q_0 << shift) · quantum` (stored first if stale).
     @custom:security An operator may trade, never take: without the band it signed for
@@ -490,7 +509,7 @@ def _check_operator_price(instrument_id: uint256, terms: uint256, price: uint256
     bands: uint256 = self.bands
     mark: uint256 = spot
     allowed: uint256 = spot * (bands & (2**64 - 1)) // WAD
-    if terms & 255 != PERP:
+    if terms & 255 == CALL or terms & 255 == PUT:
         stored: uint256 = extcall engine.refresh([instrument_id])
         epoch: uint256 = 0
         lane_shift: uint256 = 0

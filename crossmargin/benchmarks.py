@@ -137,6 +137,9 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         fill_row("fill, 8 option positions per side, both checked", instrument, spot // 10, "target <= 450,000")
     )
     rows.append(fill_row("fill perp, 8 option positions per side", cm.markets.perp("ETH"), 3000))
+    future = cm.markets.list_future(admin, "ETH", chain.pending_timestamp + 90 * 86_400)
+    rows.append(fill_row("fill future (new position), 8 option positions per side", future, 3000))
+    rows.append(fill_row("fill future (existing position), 8 option positions per side", future, 3000))
     return rows
 
 

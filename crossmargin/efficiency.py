@@ -58,7 +58,8 @@ def _trade_legs(cm: Protocol, owner: Any, counterparty: Any, legs: list[Leg], su
 
 
 def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) -> list[EfficiencyRow]:
-    """Lists 30-day ETH options at 3000/3200, trades four strategies, returns the table.
+    """Lists 30-day ETH options at 3000/3200 and a 90-day future, trades five strategies,
+    returns the table.
 
     ``owner`` needs nothing; it is funded here (100k USDC per subaccount, 1 WETH for the
     covered call). ``counterparty`` is funded with 10M USDC.
@@ -72,6 +73,7 @@ def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) 
     put = cm.markets.list_option(admin, "ETH", False, SPOT, expiry)
     call_high = cm.markets.list_option(admin, "ETH", True, SPOT + 200, expiry)
     perp = cm.markets.perp("ETH")
+    future = cm.markets.list_future(admin, "ETH", chain.pending_timestamp + 3 * DAYS * 86_400)
     call_px, call_delta = _premium(SPOT, True, tau)
     put_px, put_delta = _premium(SPOT, False, tau)
     high_px, _ = _premium(SPOT + 200, True, tau)
@@ -91,6 +93,11 @@ def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) 
             "bear call spread 3000/3200",
             [Leg(call, Decimal(-1), call_px), Leg(call_high, Decimal(1), high_px)],
             "hedged MM <= 200 (strike width)",
+        ),
+        (
+            "calendar spread (long 90-day future, short perp)",
+            [Leg(future, Decimal(1), SPOT), Leg(perp, Decimal(-1), SPOT)],
+            "about 6% (perp add-on on both legs only)",
         ),
     ]
     rows = []

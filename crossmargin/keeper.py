@@ -118,7 +118,7 @@ NOTHING_TO_DO = frozenset(
 MASK96 = 2**SUB_BITS - 1
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # Kinds of the markets contract's instruments.
-PERP, CALL, PUT = 1, 2, 3
+PERP, CALL, PUT, FUTURE = 1, 2, 3, 4
 # Chainlink round ids: phase (16 bits) << 64 | round of the phase's aggregator.
 PHASE_SHIFT = 64
 PHASE_MASK = 2**PHASE_SHIFT - 1
@@ -248,7 +248,7 @@ class KeeperConfig:
 
 @dataclass(frozen=True)
 class Listing:
-    """A listed option, from ``InstrumentListed``."""
+    """A listed option or dated future (``kind`` FUTURE, strike 0), from ``InstrumentListed``."""
 
     underlying: int
     kind: int
@@ -267,8 +267,8 @@ class KeeperState:
             chain (a reset node, a reorg) restarts discovery from ``start_block``.
         accounts: Known account ids.
         auctions: Accounts whose auction started and has not ended (from events).
-        options: Listed options by instrument id.
-        holders: Per option, accounts that may hold it (traded it or took a slice of a holder).
+        options: Listed options and dated futures by instrument id.
+        holders: Per option or future, accounts that may hold it (traded it or took a slice of a holder).
         sent: The journal of transactions, by call key: nonce, hash, status (``pending``
             from signing until the node resolves it, then ``done``/``reverted``, or
             ``consumed`` when another transaction used its nonce), block and time.
@@ -837,6 +837,7 @@ class Keeper:
             "InstrumentListed": self.cm.markets.contract.InstrumentListed,
             "PositionsTransferred": clearing.PositionsTransferred,
             "OptionSettled": clearing.OptionSettled,
+            "FutureSettled": clearing.FutureSettled,
             "AuctionStarted": liquidator.AuctionStarted,
             "AuctionEnded": liquidator.AuctionEnded,
         }
@@ -898,7 +899,7 @@ class Keeper:
         elif name == "InstrumentListed":
             instrument, underlying = _topic_id(topics[1]), _topic_id(topics[2])
             kind, strike, expiry, _cap = abi_decode(["uint256"] * 4, data)
-            if kind in (CALL, PUT):
+            if kind in (CALL, PUT, FUTURE):
                 state.options[instrument] = Listing(underlying, kind, strike, expiry)
         elif name == "PositionsTransferred":
             source, target = _topic_id(topics[1]), _topic_id(topics[2])
@@ -906,7 +907,7 @@ class Keeper:
             for holders in state.holders.values():
                 if source in holders:
                     holders.add(target)
-        elif name == "OptionSettled":
+        elif name in ("OptionSettled", "FutureSettled"):
             account, instrument = _topic_id(topics[1]), _topic_id(topics[2])
             state.holders.get(instrument, set()).discard(account)
         elif name == "AuctionStarted":
@@ -1225,7 +1226,7 @@ class Keeper:
     # ------------------------------------------------------------------ settlement
 
     def settle(self) -> SettlementReport:
-        """Settles the expired options of every known holder."""
+        """Settles the expired options and futures of every known holder."""
         return self._run_task(SettlementReport("settle"), self._settle)
 
     def _settle(self, report: SettlementReport) -> None:
@@ -1243,7 +1244,11 @@ class Keeper:
             listing, holders = self.state.options[instrument], self.state.holders[instrument]
             report.expired += 1
             candidates = sorted(holders)
-            sizes = self._holders_sizes(instrument, candidates)
+            if listing.kind == FUTURE:
+                # futures sit in the positions' words (no per-id view): one read per holder
+                sizes = [self._size(a, instrument, listing.kind) for a in candidates]
+            else:
+                sizes = self._holders_sizes(instrument, candidates)
             held = [a for a, size in zip(candidates, sizes, strict=True) if size != 0]
             for a in set(holders) - set(held):
                 holders.discard(a)  # settled, or moved away
@@ -1272,6 +1277,14 @@ class Keeper:
                 _, account, instrument = result.key.split(":")
                 self.state.holders.get(int(instrument), set()).discard(int(account, 16))
         self.save()
+
+    def _size(self, account: int, instrument: int, kind: int) -> int:
+        """The account's size (WAD units) of an option or a future, 0 if none."""
+        clearing = self.cm.clearing.contract
+        if kind != FUTURE:
+            return self._read(lambda: clearing.option_size(account, instrument))
+        lines = self._read(lambda: clearing.positions(account)).futures
+        return next((f.size for f in map(model.future_line, lines) if f.instrument == instrument), 0)
 
     def round_hint(self, underlying: int, expiry: int) -> int | None:
         """The round hint that settles ``expiry`` on ``underlying``'s spot feed (the
@@ -1386,7 +1399,8 @@ class Keeper:
     def _refresh(self, report: RefreshReport) -> None:
         engine = self.cm.engine.contract
         now = self._read(lambda: chain.pending_timestamp)
-        live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now]
+        # futures have no risk arrays
+        live = [i for i, o in sorted(self.state.options.items()) if o.expiry > now and o.kind != FUTURE]
         if not live:
             return
         epochs = self.current_epochs()

@@ -21,7 +21,7 @@ from eth_abi import decode as abi_decode
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
-from crossmargin.model.margin import scenario_hint
+from crossmargin.model.margin import FuturePosition, future_line, scenario_hint
 from crossmargin.orders import ExchangeClient
 from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
 
@@ -241,13 +241,20 @@ class MarketsClient:
         [event] = receipt.decode_logs(self.contract.InstrumentListed)
         return event.instrument
 
+    def list_future(self, sender: Any, underlying: str, expiry: int, oi_cap: Number = 10**6) -> int:
+        """Owner: lists a dated future (marked to the index, settled at the first round at or
+        after ``expiry``); returns its instrument id."""
+        receipt = self.contract.list_future(self.underlyings[underlying], expiry, to_wad(oi_cap), sender=sender)
+        [event] = receipt.decode_logs(self.contract.InstrumentListed)
+        return event.instrument
+
     def instrument(self, instrument: int) -> Any:
         """An instrument's listing, open interest and settlement price (raw WAD fields)."""
         return self.contract.instrument(instrument)
 
 
 class ClearingClient:
-    """Positions: option sizes, perp positions, expiry settlement."""
+    """Positions: option sizes, perp and future positions, expiry settlement."""
 
     def __init__(self, contract: Any, underlyings: dict[str, int]):
         self.contract = contract
@@ -264,8 +271,21 @@ class ClearingClient:
         position = self.contract.perp_position(account_id(str(owner), subaccount), self.underlyings[underlying])
         return from_wad(position.size)
 
+    def futures(self, owner: Any, subaccount: int = 0) -> list[FuturePosition]:
+        """The account's future positions (raw WAD size and cost, expiry; settlement price 0:
+        see :func:`crossmargin.model.margin.snapshot` for the stored one)."""
+        positions = self.contract.positions(account_id(str(owner), subaccount))
+        return [future_line(word) for word in positions.futures]
+
+    def future_size(self, owner: Any, instrument: int, subaccount: int = 0) -> Decimal:
+        """Signed size (units) of a future position, 0 if none."""
+        for future in self.futures(owner, subaccount):
+            if future.instrument == instrument:
+                return from_wad(future.size)
+        return Decimal(0)
+
     def settle(self, sender: Any, owner: Any, instrument: int, round_hint: int, subaccount: int = 0):
-        """Settles an expired option of ``(owner, subaccount)`` (anyone may send it)."""
+        """Settles an expired option or future of ``(owner, subaccount)`` (anyone may send it)."""
         return self.contract.settle(account_id(str(owner), subaccount), instrument, round_hint, sender=sender)
 
 

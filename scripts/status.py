@@ -10,6 +10,7 @@ touches; the "book" column sums it up.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
 from crossmargin.cli import console
-from crossmargin.keeper import Keeper, KeeperConfig, describe_account
+from crossmargin.keeper import FUTURE, Keeper, KeeperConfig, describe_account
 from crossmargin.protocol import Protocol
 from crossmargin.units import from_wad
 
@@ -109,6 +110,27 @@ def cli(top, state_file, no_model):
             "" if int(a.keeper, 16) == 0 else a.keeper,
         )
     console.print(table)
+
+    futures = sorted((i, o) for i, o in keeper.state.options.items() if o.kind == FUTURE)
+    if futures:
+        names = {u: name for name, u in cm.manifest.underlyings.items()}
+        table = Table(title=f"dated futures ({len(futures)})")
+        for column in ("instrument", "underlying", "expiry", "open interest", "settlement price"):
+            table.add_column(column, justify="left" if column in ("underlying", "expiry") else "right")
+        for i, listing in futures:
+            instrument = cm.markets.instrument(i)
+            expiry = datetime.fromtimestamp(listing.expiry, tz=UTC).strftime("%Y-%m-%d %H:%M")
+            if listing.expiry <= head.timestamp:
+                expiry += " (expired)"
+            price = instrument.settlement_price
+            table.add_row(
+                str(i),
+                names.get(listing.underlying, str(listing.underlying)),
+                expiry,
+                f"{from_wad(instrument.open_interest):,.4f}",
+                usd(from_wad(price)) if price else "",
+            )
+        console.print(table)
 
     vault = cm.vault.contract
     fund = cm.fund

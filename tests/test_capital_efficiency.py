@@ -16,7 +16,7 @@ def rows(cm, admin, maker, taker):
 
 def test_efficiency__table_printed(rows):
     print("\n" + markdown(list(rows.values())))
-    assert len(rows) == 4
+    assert len(rows) == 5
 
 
 def test_efficiency__delta_hedged_long_call__at_most_30_percent(rows):
@@ -40,3 +40,13 @@ def test_efficiency__covered_call__needs_nothing_beyond_the_eth(cm, rows, maker)
     # the short call was sold from an account holding only 1 WETH: it passed the IM check
     assert "initial health with only the WETH: " in row.note
     assert Decimal(row.note.rsplit(": ", 1)[1].replace(",", "")) >= 0
+
+
+def test_efficiency__calendar_spread__about_6_percent_of_its_legs(rows):
+    """Long future, short perp, same size: both are marked to the index, so the grid sees no
+    exposure and only the perp add-on (1% of each leg's notional) remains, against a 15%
+    move plus the add-on for each leg alone: 2% / 32% = 6.25%."""
+    row = rows["calendar spread (long 90-day future, short perp)"]
+    assert row.hedged_mm == 60, row
+    assert row.isolated_mm == 960, row
+    assert row.ratio <= Decimal("0.07"), row

@@ -500,6 +500,34 @@ def test_settle__expired_option__both_sides_with_the_right_round(
     assert k.settle().actions == []  # nothing left
 
 
+def test_settle__expired_future__both_sides_with_the_right_round(cm, books, make_keeper, admin, chain, maker, trader):
+    """Futures are discovered from `InstrumentListed` (kind 4) and settled like options, with
+    the round hint of the first round at or after expiry; the refresh task skips them."""
+    future = cm.markets.list_future(admin, "ETH", chain.pending_timestamp + 86_400)
+    cm.trade(maker, trader, future, "2", "3010")  # maker long 2
+    expiry = cm.markets.contract.instrument(future).expiry
+    k = make_keeper()
+    k.discover()
+    assert k.state.options[future].kind == 4
+    assert k.state.holders[future] == {books["maker"], books["trader"]}
+    refresh = k.refresh()
+    assert refresh.ok and refresh.checked == 0
+    chain.mine(timestamp=expiry + 10)
+    waiting = k.settle()
+    assert waiting.waiting == [future] and waiting.count("sent") == 0
+    set_eth(cm, admin, "3250")  # first round after expiry
+    chain.mine(timestamp=chain.pending_timestamp + 60)
+    set_eth(cm, admin, "3900")  # a later round must not be used
+    maker_cash = cm.vault.contract.cash_of(maker, 0)
+    report = k.settle()
+    assert report.ok and report.count("sent", "settle") == 2
+    assert cm.markets.contract.instrument(future).settlement_price == to_wad("3250")
+    assert cm.vault.contract.cash_of(maker, 0) - maker_cash == to_wad("480")
+    assert cm.clearing.futures(trader) == [] and cm.clearing.futures(maker) == []
+    assert k.state.holders[future] == set()
+    assert k.settle().actions == []
+
+
 def test_settle__first_round_after_expiry_opens_a_feed_phase__settled(
     cm, books, make_keeper, admin, chain, list_option, maker, trader
 ):

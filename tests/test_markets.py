@@ -40,7 +40,7 @@ def test_move_open_interest__not_clearinghouse__reverts(markets, perp, stranger)
 def test_clearing_hooks__not_markets__revert(clearing, admin):
     """Even the clearinghouse's owner cannot list a perp or set its settings word there."""
     with ape.reverts("clearing: not markets"):
-        clearing.open_perp(2, 99, sender=admin)
+        clearing.open_linear(2, 99, 0, sender=admin)
     with ape.reverts("clearing: not markets"):
         clearing.set_settings(0, sender=admin)
 

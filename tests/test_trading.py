@@ -280,7 +280,7 @@ def test_settle__before_expiry_or_without_position__reverts(cm, books, maker, ta
     cm.trade(maker, taker, call, "1", "100")
     with ape.reverts("markets: not expired"):
         cm.clearing.settle(keeper, maker, call, 1)
-    with ape.reverts("markets: not an option"):
+    with ape.reverts("markets: not dated"):
         cm.clearing.settle(keeper, maker, cm.markets.perp("ETH"), 1)
 
 

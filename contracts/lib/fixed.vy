@@ -98,3 +98,15 @@ def _funding_state(word: uint256) -> (int256, int256, uint256):
 def _word_size(word: uint256) -> int256:
     # the top 128 bits hold the size in two's complement; the arithmetic shift restores it
     return convert(convert(word, bytes32), int256) >> 128
+
+
+@internal
+@pure
+def _future_line(word: uint256) -> (int256, int256):
+    """
+    @dev A stored future position's size and cost: instrument (bits 0..31) | underlying
+         (32..39) | expiry (40..71, s) | size (int88, 72..159) | cost (int96, 160..255), two's
+         complement; arithmetic shifts restore the signs.
+    """
+    v: int256 = convert(convert(word, bytes32), int256)
+    return (v << 96) >> 168, v >> 160

@@ -7,7 +7,7 @@ contract: WAD fractions and WAD USD, seconds.
 
 from __future__ import annotations
 
-from crossmargin.model.margin import WAD, floor_div
+from crossmargin.model.margin import WAD, ceil_div, floor_div
 
 
 def premium_ema_after(ema: int, price: int, spot: int, size: int, dt: int, window: int, reference: int) -> int:
@@ -56,3 +56,47 @@ def risk_reducing_allowed(equity_before: int, mm_before: int, equity_after: int,
         and equity_after >= 0
         and equity_after * mm_before >= equity_before * mm_after
     )
+
+
+def future_trade(size: int, cost: int, fill: int, price: int) -> tuple[int, int, int]:
+    """``Clearinghouse._trade_linear`` for a future (a perp's rule without funding).
+
+    Args:
+        size: The position's size before the fill (WAD units, signed).
+        cost: Its cost (WAD USD, signed).
+        fill: The fill's size on this side (WAD units, signed).
+        price: The fill price (WAD USD per unit).
+
+    Returns:
+        ``(size, cost, cash)``: the position after the fill (``cost += ceil(fill · price)``)
+        and the cash it realizes (``−cost`` once flat, when the cost resets to 0).
+    """
+    size += fill
+    cost += ceil_div(fill * price, WAD)
+    if size == 0:
+        return 0, 0, -cost
+    return size, cost, 0
+
+
+def future_payoff(size: int, cost: int, settlement_price: int) -> int:
+    """``Clearinghouse.settle`` for a future: ``floor(size · P) − cost`` (WAD USD, signed)."""
+    return floor_div(size * settlement_price, WAD) - cost
+
+
+def future_split(size: int, cost: int, held_size: int, held_cost: int, fraction: int) -> tuple[int, int, int, int, int]:
+    """``Clearinghouse.transfer_fraction`` for one future (``_split``): ``trunc(size · f)``
+    units move with their cost pro rata (rounded toward zero); a bidder's position that
+    nets to zero realizes its cost.
+
+    Returns:
+        ``(size, cost, held_size, held_cost, target_cash)`` after the move.
+    """
+    moved = abs(size) * fraction // WAD * (1 if size > 0 else -1)
+    if moved == 0:
+        return size, cost, held_size, held_cost, 0
+    part = abs(cost) * abs(moved) // abs(size) * (1 if cost >= 0 else -1)
+    size, cost = size - moved, cost - part
+    held_size, held_cost = held_size + moved, held_cost + part
+    if held_size == 0:
+        return size, cost, 0, 0, -held_cost
+    return size, cost, held_size, held_cost, 0

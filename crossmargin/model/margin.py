@@ -39,6 +39,7 @@ __all__ = [
     "Context",
     "EngineParams",
     "EpochRecord",
+    "FuturePosition",
     "Greeks",
     "Margin",
     "OptionPosition",
@@ -59,6 +60,7 @@ __all__ = [
     "default_grid",
     "from_lens",
     "floor_div",
+    "future_line",
     "funding_now",
     "greeks",
     "lane",
@@ -109,7 +111,7 @@ GRID_UNIT = 100
 # Vol moves of a scenario.
 VOL_DOWN, VOL_NONE, VOL_UP = 0, 1, 2
 # Instrument kinds.
-PERP, CALL, PUT = 1, 2, 3
+PERP, CALL, PUT, FUTURE = 1, 2, 3, 4
 # Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent, in seconds.
 TERM_BASE = 30 * 86_400
 TERM_FLOOR = 86_400
@@ -292,6 +294,28 @@ class PerpPosition:
 
 
 @dataclass(frozen=True)
+class FuturePosition:
+    """A future line of ``clearing.positions`` (a stored word, see :func:`future_line`).
+
+    Attributes:
+        instrument: Instrument id.
+        underlying: Underlying id.
+        size: Signed size (WAD units), never 0.
+        cost: Signed cost of the open position (WAD USD).
+        expiry: Expiry (unix s).
+        settlement_price: The instrument's stored settlement price (WAD USD), 0 until its
+            first ``settle``.
+    """
+
+    instrument: int
+    underlying: int
+    size: int
+    cost: int
+    expiry: int
+    settlement_price: int = 0
+
+
+@dataclass(frozen=True)
 class AccountState:
     """Everything the engine reads about one account.
 
@@ -300,6 +324,7 @@ class AccountState:
         collateral: Non-zero collateral lines, in the vault's order.
         options: Option positions, in the clearinghouse's order.
         perps: Perp lines, by ascending underlying.
+        futures: Future lines, in the clearinghouse's order.
         funding_cap: Funding cap per interval (WAD fraction).
         funding_interval: Funding interval (s).
     """
@@ -308,6 +333,7 @@ class AccountState:
     collateral: tuple[Collateral, ...] = ()
     options: tuple[OptionPosition, ...] = ()
     perps: tuple[PerpPosition, ...] = ()
+    futures: tuple[FuturePosition, ...] = ()
     funding_cap: int = 5 * 10**15
     funding_interval: int = 8 * 3_600
 
@@ -648,6 +674,21 @@ def book(
         c.exposure += notional
         c.perp_units += abs(perp.size)
         perp_size[perp.underlying] = perp.size
+    # futures: marked to the index until expiry (exposure, perp add-on); from expiry at the
+    # settlement price, or without one at the grid's least (longs) or greatest (shorts) spot
+    for future in state.futures:
+        c = touch(future.underlying)
+        if now < future.expiry:
+            notional = floor_div(future.size * c.spot, WAD)
+            cash += notional - future.cost
+            c.exposure += notional
+            c.perp_units += abs(future.size)
+        elif future.settlement_price != 0:
+            cash += floor_div(future.size * future.settlement_price, WAD) - future.cost
+        else:
+            shocks = [scenario.shock for scenario in c.underlying.grid]
+            shock = min(shocks) if future.size > 0 else max(shocks)
+            cash += floor_div(future.size * c.spot * (MILLION + shock), WAD * MILLION) - future.cost
     # options: one array per position, multiplied by the size in the array's scale
     for option in state.options:
         c = touch(option.underlying)
@@ -792,8 +833,14 @@ def greeks(
     """``greeks``: delta, gamma, vega per touched underlying at the live spot and vol
     (options by Black-Scholes to ``now``; perps and tracking collateral are delta)."""
     b = book(state, underlyings, params, now)
+    # as ``RiskModel.greeks``: futures are not in it yet (an underlying held through futures
+    # alone has no line)
+    touched = {o.underlying for o in state.options} | {p.underlying for p in state.perps}
+    touched |= {line.underlying for line in state.collateral if line.underlying}
     result = []
     for u, c in b.ctx.items():
+        if u not in touched:
+            continue
         delta = b.perp_size.get(u, 0)
         for line in state.collateral:
             if line.underlying == u:
@@ -848,6 +895,19 @@ def perp_position(underlying: int, line: int, funding: int, state: int) -> PerpP
     )
 
 
+def future_line(word: int, settlement_price: int = 0) -> FuturePosition:
+    """``fixed._future_line`` over one of the clearinghouse's ``positions().futures``, a
+    stored word: instrument 32 | underlying 8 | expiry 32 | size int88 | cost int96."""
+    return FuturePosition(
+        instrument=word & (2**32 - 1),
+        underlying=(word >> 32) & 255,
+        size=_signed((word >> 72) & (2**88 - 1), 88),
+        cost=_signed(word >> 160, 96),
+        expiry=(word >> 40) & (2**32 - 1),
+        settlement_price=settlement_price,
+    )
+
+
 def _word_size(word: int) -> int:
     """``fixed._word_size``: the signed size in the top 128 bits of an option word."""
     size = word >> 128
@@ -889,7 +949,12 @@ def snapshot(
     if lens is None:
         return snapshot_calls(cm, account, block_id, liquidation)
     snap = lens.snapshot(account, liquidation, block_id=block_id)
-    state, underlyings, params, now = from_lens(snap, lens.positions(snap.positions))
+    # an expired future's settlement price: one call each (the Lens does not read them)
+    state, underlyings, params, now = from_lens(
+        snap,
+        lens.positions(snap.positions),
+        lambda i, expiry: cm.markets.contract.settlement_price(i, block_id=block_id) if expiry <= snap.timestamp else 0,
+    )
     # an underlying the positions touch that the Lens did not load (a position kind it does
     # not know of): one more call for those
     missing = sorted(_touched(state) - set(underlyings))
@@ -899,9 +964,12 @@ def snapshot(
     return state, dict(sorted(underlyings.items())), params, now
 
 
-def from_lens(snap: Any, positions: Any) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
+def from_lens(
+    snap: Any, positions: Any, settlement: Any = lambda _i, _e: 0
+) -> tuple[AccountState, dict[int, UnderlyingState], EngineParams, int]:
     """The model inputs of a ``Lens.snapshot`` result, with its ``positions`` decoded
-    (``LensClient.positions``): what :func:`snapshot` returns."""
+    (``LensClient.positions``) and ``settlement(id, expiry)`` the stored settlement price of
+    an expired future (the Lens does not read them): what :func:`snapshot` returns."""
     collateral = tuple(
         Collateral(
             balance=line.balance,
@@ -918,6 +986,7 @@ def from_lens(snap: Any, positions: Any) -> tuple[AccountState, dict[int, Underl
         collateral,
         positions,
         lambda i: (held[i].instrument, held[i].array),
+        settlement,
     )
     underlyings = {u.id: lens_underlying(u) for u in snap.underlyings}
     params = EngineParams(im_factor=snap.im_factor, max_array_age=snap.max_array_age, rate=snap.rate)
@@ -938,6 +1007,7 @@ def lens_underlying(row: Any) -> UnderlyingState:
 def _touched(state: AccountState) -> set[int]:
     """The underlyings an account's valuation reads: of its collateral, perps and options."""
     touched = {line.underlying for line in state.collateral if line.underlying}
+    touched |= {f.underlying for f in state.futures}
     return touched | {p.underlying for p in state.perps} | {o.underlying for o in state.options}
 
 
@@ -969,6 +1039,7 @@ def snapshot_calls(
         collateral,
         clearing.positions(account, **at),
         lambda i: (cm.markets.contract.instrument(i, **at), engine.risk_array(i, **at)),
+        lambda i, expiry: cm.markets.contract.settlement_price(i, **at) if expiry <= now else 0,
     )
     underlyings = {u: load_underlying(cm, u, block_id, liquidation) for u in sorted(_touched(state))}
     params = EngineParams(
@@ -977,9 +1048,13 @@ def snapshot_calls(
     return state, underlyings, params, now
 
 
-def _account_state(cash: int, collateral: tuple[Collateral, ...], positions: Any, option: Any) -> AccountState:
+def _account_state(
+    cash: int, collateral: tuple[Collateral, ...], positions: Any, option: Any, settlement: Any = lambda _i, _e: 0
+) -> AccountState:
     """The account from its cash, collateral and ``Clearinghouse.positions`` value, with
-    ``option(id)`` giving an option's listing and ``(epoch, shift, lanes, unsettled)``."""
+    ``option(id)`` giving an option's listing and ``(epoch, shift, lanes, unsettled)`` and
+    ``settlement(id, expiry)`` a future's stored settlement price (read by the engine only
+    from its expiry on; 0 before)."""
     options = []
     for word in option_words(positions.options):
         instrument_id = word & (2**32 - 1)
@@ -997,11 +1072,15 @@ def _account_state(cash: int, collateral: tuple[Collateral, ...], positions: Any
             )
         )
     perps = tuple(perp_position(*line) for line in positions.perps)
+    futures = tuple(
+        future_line(word, settlement(word & (2**32 - 1), (word >> 40) & (2**32 - 1))) for word in positions.futures
+    )
     return AccountState(
         cash=cash,
         collateral=collateral,
         options=tuple(options),
         perps=perps,
+        futures=futures,
         funding_cap=positions.funding_cap,
         funding_interval=positions.funding_interval,
     )

@@ -1,0 +1,453 @@
+"""Dated futures (instrument kind 4): listing, trading, margin, settlement, transfer and
+liquidation.
+
+A future is marked to its underlying's index until expiry: it adds floor(size · spot) to the
+linear exposure E_u (so a long future against a short perp nets to zero in the grid) and
+pays the perp add-on on its gross size. From expiry it is worth floor(size · P) − cost at the
+stored settlement price P (the first index round at or after expiry), or, before the first
+settlement stores P, longs at the grid's least spot and shorts at its greatest, with no
+exposure. The clearinghouse keeps one slot per position (at most 16 per account).
+
+Trading fees are off in this module, so every cash change is the positions' own.
+"""
+
+import ape
+import pytest
+
+from crossmargin.model import clearing as clearing_model
+from crossmargin.model import margin as model
+from crossmargin.units import WAD, account_id, to_wad
+
+NOT_OWNER = "ownable: caller is not the owner"
+DAY = 86_400
+FUTURE = 4
+
+
+@pytest.fixture(autouse=True)
+def no_fees(exchange, admin):
+    exchange.set_fees(0, 0, 0, sender=admin)
+
+
+@pytest.fixture
+def books(create_account, maker, taker):
+    """Maker and taker, each with 100k USDC."""
+    create_account(maker, {"USDC": "100000"})
+    create_account(taker, {"USDC": "100000"})
+    return maker, taker
+
+
+@pytest.fixture
+def list_future(cm, admin, chain):
+    """Lists an ETH future ``days`` from now; returns its instrument id."""
+
+    def _list(underlying: str = "ETH", days: float = 30, oi_cap=10**6) -> int:
+        return cm.markets.list_future(admin, underlying, chain.pending_timestamp + int(days * DAY), oi_cap)
+
+    return _list
+
+
+def aid(actor, sub: int = 0) -> int:
+    return account_id(actor.address, sub)
+
+
+def future_of(cm, actor, instrument: int, sub: int = 0) -> tuple[int, int]:
+    """(size, cost) of a future position in WAD, (0, 0) if none."""
+    for future in cm.clearing.futures(actor, sub):
+        if future.instrument == instrument:
+            return future.size, future.cost
+    return 0, 0
+
+
+def cash(vault, actor, sub: int = 0) -> int:
+    return vault.cash_of(actor, sub)
+
+
+def set_eth(cm, admin, spot: str, vol: str = "0.6") -> None:
+    cm.oracle.push(admin, "ETH/USD", spot)
+    cm.oracle.push(admin, "ETH/IV", vol)
+    cm.oracle.push(admin, "USDC/USD", "1")
+
+
+def assert_model_matches(cm, actor, sub: int = 0) -> model.Margin:
+    """The engine's margin view equals the bit-exact model on a snapshot of the same block."""
+    block = ape.chain.blocks.head.number
+    snap = model.snapshot(cm, actor, sub, block_id=block)
+    m = cm.engine.contract.margin(aid(actor, sub), block_id=block)
+    expected = model.margin(*snap)
+    assert model.Margin(m.equity, m.initial, m.maintenance) == expected
+    return expected
+
+
+# ------------------------------------------------------------------ listing
+
+
+def test_list_future__listed__terms_event_and_instrument(cm, markets, admin, chain):
+    expiry = chain.pending_timestamp + 90 * DAY
+    receipt = markets.list_future(1, expiry, to_wad(500), sender=admin)
+    [event] = receipt.decode_logs(markets.InstrumentListed)
+    assert (event.underlying, event.kind, event.strike, event.expiry, event.oi_cap) == (
+        1,
+        FUTURE,
+        0,
+        expiry,
+        to_wad(500),
+    )
+    listed = markets.instrument(event.instrument)
+    assert (listed.kind, listed.underlying, listed.strike, listed.expiry) == (FUTURE, 1, 0, expiry)
+    assert (listed.oi_cap, listed.open_interest, listed.settlement_price) == (to_wad(500), 0, 0)
+
+
+def test_list_future__not_owner__reverts(markets, stranger, chain):
+    with ape.reverts(NOT_OWNER):
+        markets.list_future(1, chain.pending_timestamp + DAY, 1, sender=stranger)
+
+
+def test_list_future__unknown_underlying__reverts(markets, engine, admin, chain):
+    with ape.reverts("markets: unknown underlying"):
+        markets.list_future(0, chain.pending_timestamp + DAY, 1, sender=admin)
+    with ape.reverts("markets: unknown underlying"):
+        markets.list_future(engine.underlying_count() + 1, chain.pending_timestamp + DAY, 1, sender=admin)
+
+
+def test_list_future__expiry_past_or_beyond_5_years__reverts(markets, admin, chain):
+    now = chain.pending_timestamp
+    with ape.reverts("markets: bad expiry"):
+        markets.list_future(1, now - 1, 1, sender=admin)
+    with ape.reverts("markets: bad expiry"):
+        markets.list_future(1, now + 5 * 365 * DAY + 3_600, 1, sender=admin)
+
+
+# ------------------------------------------------------------------ trading
+
+
+def test_future_trade__positions_cost_oi_and_realized_pnl(cm, markets, vault, books, maker, taker, list_future):
+    future = list_future()
+    maker_cash, taker_cash = cash(vault, maker), cash(vault, taker)
+    cm.trade(maker, taker, future, "2", "3010")
+    assert future_of(cm, maker, future) == (to_wad(2), to_wad(6020))
+    assert future_of(cm, taker, future) == (-to_wad(2), -to_wad(6020))
+    assert markets.instrument(future).open_interest == to_wad(2)
+    # no premium changes hands at the trade
+    assert (cash(vault, maker), cash(vault, taker)) == (maker_cash, taker_cash)
+    cm.trade(maker, taker, future, "-1", "3050")
+    assert future_of(cm, maker, future) == (to_wad(1), to_wad(2970))
+    cm.trade(maker, taker, future, "-1", "3070")
+    # flat: the cost is realized, the slot freed
+    assert future_of(cm, maker, future) == (0, 0) and cm.clearing.futures(maker) == []
+    assert cash(vault, maker) - maker_cash == to_wad(100)
+    assert taker_cash - cash(vault, taker) == to_wad(100)
+    assert markets.instrument(future).open_interest == 0
+
+
+def test_future_trade__cost_rounds_against_the_account(cm, books, maker, taker, list_future):
+    """cost += ceil(size · price): a long's cost rounds up, a short's toward zero."""
+    future = list_future()
+    cm.trade(maker, taker, future, "0.000000000000000001", "0.5")
+    assert future_of(cm, maker, future) == (1, 1)
+    assert future_of(cm, taker, future) == (-1, 0)
+    size, cost, realized = clearing_model.future_trade(0, 0, 1, WAD // 2)
+    assert (size, cost, realized) == (1, 1, 0)
+
+
+def test_future_trade__over_the_oi_cap__reverts(cm, books, maker, taker, list_future):
+    future = list_future(oi_cap=2)
+    cm.trade(maker, taker, future, "2", "3000")
+    with ape.reverts("markets: open interest cap"):
+        cm.trade(maker, taker, future, "0.5", "3000")
+    cm.trade(maker, taker, future, "-1", "3000")  # open interest may always fall
+
+
+def test_future_trade__expired__reverts(cm, books, maker, taker, list_future, chain, markets):
+    future = list_future(days=1)
+    cm.trade(maker, taker, future, "1", "3000")
+    chain.mine(timestamp=markets.instrument(future).expiry)
+    with ape.reverts("markets: instrument expired"):
+        cm.trade(maker, taker, future, "-1", "3000")
+
+
+def test_future_trade__17th_position__reverts(cm, books, maker, taker, list_future):
+    futures = [list_future(days=30 + i) for i in range(17)]
+    for future in futures[:16]:
+        cm.trade(maker, taker, future, "0.01", "3000")
+    assert len(cm.clearing.futures(maker)) == 16
+    with ape.reverts("clearing: position cap"):
+        cm.trade(maker, taker, futures[16], "0.01", "3000")
+    # closing one frees a slot: the last word takes its place
+    cm.trade(maker, taker, futures[0], "-0.01", "3000")
+    cm.trade(maker, taker, futures[16], "0.01", "3000")
+    assert sorted(f.instrument for f in cm.clearing.futures(maker)) == sorted(futures[1:])
+
+
+def test_future_trade__size_or_cost_past_the_slot__reverts(cm, books, maker, taker, list_future):
+    """A size takes int88 and a cost int128 of the slot."""
+    future = list_future(oi_cap=2**100)
+    order = cm.exchange.make_order(maker, future, True, 2**87, 1)
+    with ape.reverts("clearing: position out of range"):
+        cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), 2**87, 0)
+    order = cm.exchange.make_order(maker, future, True, WAD, 2**127)
+    with ape.reverts("clearing: position out of range"):
+        cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), WAD, 0)
+
+
+def test_future_fill__operator_off_the_index__reverts_within_the_perp_band__fills(
+    cm, vault, create_account, trader, operator, taker, list_future
+):
+    """An operator's fill on a future is held to the perp band (1%) around the index."""
+    create_account(trader, {"USDC": "20000"})
+    create_account(taker, {"USDC": "100000"})
+    vault.set_operator(0, operator, True, sender=trader)
+    future = list_future()
+    order = cm.exchange.make_order(trader, future, True, WAD, to_wad(3031))
+    with ape.reverts("markets: operator price out of band"):
+        cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    order = cm.exchange.make_order(trader, future, True, WAD, to_wad(3029))
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    assert future_of(cm, trader, future) == (WAD, to_wad(3029))
+
+
+# ------------------------------------------------------------------ margin
+
+
+def test_margin__long_future__linear_exposure_like_a_perp(cm, books, maker, taker, list_future, create_account, trader):
+    """A future alone needs what the same perp needs: the -15% move plus 1% of notional."""
+    create_account(trader, {"USDC": "10000"})
+    future = list_future()
+    cm.trade(trader, maker, future, "10", "3000")
+    m = assert_model_matches(cm, trader)
+    assert m.maintenance == to_wad(4800)
+    assert m.equity == to_wad(10000)
+    [risk] = cm.engine.contract.risk(aid(trader))
+    assert risk.loss == to_wad(4500)
+
+
+def test_margin__calendar_spread__nets_to_the_add_on(cm, books, maker, taker, list_future, create_account, trader):
+    create_account(trader, {"USDC": "10000"})
+    future = list_future(days=90)
+    cm.trade(trader, maker, future, "10", "3000")
+    cm.trade(trader, maker, cm.markets.perp("ETH"), "-10", "3000")
+    m = assert_model_matches(cm, trader)
+    assert m.maintenance == to_wad(600)  # 1% of each leg's notional, no grid loss
+    [risk] = cm.engine.contract.risk(aid(trader))
+    assert risk.loss == 0
+
+
+def test_margin__model_matches_with_futures_options_and_perps(
+    cm, admin, books, maker, taker, list_future, list_option, create_account, trader, chain
+):
+    create_account(trader, {"USDC": "30000", "WETH": "2"})
+    near, far = list_future(days=7), list_future(days=120)
+    call = list_option("ETH", True, "3200", 30)
+    cm.trade(trader, maker, near, "3", "3005")
+    cm.trade(trader, maker, far, "-2", "3040")
+    cm.trade(trader, maker, call, "-1", "90")
+    cm.trade(trader, maker, cm.markets.perp("ETH"), "1", "3000")
+    cm.trade(trader, maker, cm.markets.perp("BTC"), "0.1", "60000")
+    assert_model_matches(cm, trader)
+    chain.mine(timestamp=chain.pending_timestamp + 3 * DAY)
+    set_eth(cm, admin, "3170")
+    cm.oracle.push(admin, "BTC/USD", "61000")
+    cm.oracle.push(admin, "BTC/IV", "0.5")
+    assert_model_matches(cm, trader)
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_margin__model_matches_across_expiry_on_two_underlyings(
+    cm, admin, markets, books, maker, list_future, list_option, create_account, trader, chain, keeper, settled
+):
+    """One book, futures live and expired (unsettled, then settled) on ETH and BTC beside an
+    option and a perp: the engine's margin equals the model's at each step."""
+    create_account(trader, {"USDC": "60000", "WETH": "1"})
+    short_expiring, live = list_future(days=1), list_future(days=60)
+    btc_expiring = list_future("BTC", days=1)
+    put = list_option("ETH", False, "2800", 30)
+    cm.trade(trader, maker, short_expiring, "-3", "3002")
+    cm.trade(trader, maker, live, "2", "3030")
+    cm.trade(trader, maker, btc_expiring, "0.2", "60100")
+    cm.trade(trader, maker, put, "1", "60")
+    cm.trade(trader, maker, cm.markets.perp("ETH"), "-1", "3000")
+    assert_model_matches(cm, trader)
+    chain.mine(timestamp=markets.instrument(short_expiring).expiry + 10)
+    set_eth(cm, admin, "3120")
+    cm.oracle.push(admin, "BTC/USD", "58000")
+    cm.oracle.push(admin, "BTC/IV", "0.5")
+    if settled:
+        eth_round = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+        btc_round = cm.oracle.aggregator("BTC/USD").latestRoundData()[0]
+        cm.clearing.settle(keeper, maker, short_expiring, eth_round)
+        cm.clearing.settle(keeper, maker, btc_expiring, btc_round)
+    m = assert_model_matches(cm, trader)
+    assert m.maintenance > 0  # the live future, the put and the perp
+
+
+def test_margin__expired_unsettled__grid_extremes_no_exposure(
+    cm, admin, markets, books, maker, taker, list_future, create_account, trader, chain
+):
+    """From expiry and before a settlement price is stored, a long is worth the grid's least
+    spot (-30%) and a short its greatest (+30%), with no exposure or add-on: the live spot,
+    which may have moved past the settlement round, lends nothing."""
+    create_account(trader, {"USDC": "10000"})
+    future = list_future(days=1)
+    cm.trade(trader, maker, future, "2", "3000")
+    chain.mine(timestamp=markets.instrument(future).expiry + 10)
+    set_eth(cm, admin, "3500")
+    long = assert_model_matches(cm, trader)
+    # floor(2 · 3500 · 0.7) − 6000
+    assert long.equity == to_wad(10000) + to_wad(4900) - to_wad(6000)
+    assert long.maintenance == 0
+    short = assert_model_matches(cm, maker)
+    assert short.equity == to_wad(100000) - to_wad(9100) + to_wad(6000)
+    assert [r.underlying for r in cm.engine.contract.risk(aid(trader))] == [1]
+
+
+def test_margin__expired_settled__at_the_settlement_price(
+    cm, admin, markets, books, maker, taker, list_future, create_account, trader, chain, keeper
+):
+    create_account(trader, {"USDC": "10000"})
+    future = list_future(days=1)
+    cm.trade(trader, maker, future, "2", "3000")
+    chain.mine(timestamp=markets.instrument(future).expiry + 10)
+    set_eth(cm, admin, "3250")
+    round_id = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+    cm.clearing.settle(keeper, maker, future, round_id)  # stores P = 3250
+    set_eth(cm, admin, "2000")  # the live spot no longer matters
+    m = assert_model_matches(cm, trader)
+    assert m.equity == to_wad(10000) + to_wad(500) and m.maintenance == 0
+
+
+def test_margin__futures_only__stale_vol_feed__valued(
+    cm, admin, books, maker, list_future, create_account, trader, chain
+):
+    """A future needs its underlying's spot feed only: a stale vol round does not block the
+    valuation of an account holding futures alone."""
+    create_account(trader, {"USDC": "10000"})
+    future = list_future()
+    cm.trade(trader, maker, future, "1", "3000")
+    chain.mine(timestamp=chain.pending_timestamp + 4_000)  # past every heartbeat
+    for name, answer in (("ETH/USD", "3100"), ("USDC/USD", "1")):
+        cm.oracle.push(admin, name, answer)
+    m = cm.engine.contract.margin(aid(trader))
+    assert m.equity == to_wad(10100)
+    assert cm.engine.contract.check_initial.call(aid(trader)) >= 0
+
+
+# ------------------------------------------------------------------ settlement
+
+
+def test_settle__expired_future__both_sides_at_the_round_hint(
+    cm, admin, markets, vault, clearing, books, maker, taker, list_future, chain, keeper
+):
+    future = list_future(days=1)
+    cm.trade(maker, taker, future, "2", "3010")
+    expiry = markets.instrument(future).expiry
+    with ape.reverts("markets: not expired"):
+        cm.clearing.settle(keeper, maker, future, 1)
+    chain.mine(timestamp=expiry + 10)
+    set_eth(cm, admin, "3250")
+    round_id = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+    set_eth(cm, admin, "3900")  # a later round: not the settlement price
+    maker_cash, taker_cash = cash(vault, maker), cash(vault, taker)
+    first = cm.clearing.settle(keeper, maker, future, round_id)
+    second = cm.clearing.settle(keeper, taker, future, 0)  # the price is stored
+    assert [(e.instrument, e.price) for e in first.decode_logs(markets.SettlementPriceStored)] == [
+        (future, to_wad(3250))
+    ]
+    [event] = first.decode_logs(clearing.FutureSettled)
+    assert (event.account, event.instrument, event.size, event.settlement_price, event.payoff) == (
+        aid(maker),
+        future,
+        to_wad(2),
+        to_wad(3250),
+        to_wad(480),
+    )
+    assert second.decode_logs(markets.SettlementPriceStored) == []
+    assert cash(vault, maker) - maker_cash == to_wad(480)
+    assert taker_cash - cash(vault, taker) == to_wad(480)
+    assert clearing_model.future_payoff(-to_wad(2), -to_wad(6020), to_wad(3250)) == -to_wad(480)
+    assert cm.clearing.futures(maker) == [] and cm.clearing.futures(taker) == []
+    assert markets.instrument(future).open_interest == 0
+    with ape.reverts("clearing: no position"):
+        cm.clearing.settle(keeper, maker, future, 0)
+
+
+def test_settle__perp__reverts(cm, keeper, maker):
+    with ape.reverts("markets: not dated"):
+        cm.clearing.settle(keeper, maker, cm.markets.perp("ETH"), 1)
+
+
+# ------------------------------------------------------------------ transfer and liquidation
+
+
+@pytest.fixture
+def short_futures_book(cm, create_account, maker, trader, list_future):
+    """`trader` (10,000 USDC) short 10 ETH futures at 3,000; `maker` long with 1M USDC."""
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    future = list_future(days=60)
+    cm.trade(maker, trader, future, "10", "3000")
+    return future
+
+
+def test_liquidation__book_with_futures__bid_moves_a_tenth_with_cost(
+    cm, admin, markets, vault, short_futures_book, create_account, keeper, trader, chain
+):
+    future = short_futures_book
+    create_account(keeper, {"USDC": "100000"})
+    set_eth(cm, admin, "3500")  # equity 5,000 < MM 5,600
+    start = cm.liquidator.start(keeper, aid(trader))
+    chain.mine(timestamp=start.timestamp + 300)
+    cm.liquidator.bid(keeper, aid(trader), "0.1", "1000")
+    assert future_of(cm, trader, future) == (-to_wad(9), -to_wad(27000))
+    assert future_of(cm, keeper, future) == (-to_wad(1), -to_wad(3000))
+    assert markets.instrument(future).open_interest == to_wad(10)  # shorts moved: no change
+    assert_model_matches(cm, trader)
+    assert_model_matches(cm, keeper)
+    # the model's split of the same slice
+    assert clearing_model.future_split(-to_wad(10), -to_wad(30000), 0, 0, to_wad("0.1")) == (
+        -to_wad(9),
+        -to_wad(27000),
+        -to_wad(1),
+        -to_wad(3000),
+        0,
+    )
+
+
+def test_liquidation__bidder_long_the_future__nets_and_realizes(
+    cm, admin, markets, vault, short_futures_book, create_account, keeper, trader, maker, chain
+):
+    """A bidder long the same future nets the slice against it: the open interest falls and
+    the bidder's cost is realized once flat."""
+    future = short_futures_book
+    create_account(keeper, {"USDC": "100000"})
+    cm.trade(keeper, maker, future, "1", "3100")  # the bidder long 1 at 3,100
+    set_eth(cm, admin, "3500")
+    start = cm.liquidator.start(keeper, aid(trader))
+    chain.mine(timestamp=start.timestamp + 300)
+    oi = markets.instrument(future).open_interest
+    before, trader_cash = cash(vault, keeper), vault.account_state(aid(trader))[0]
+    receipt = cm.liquidator.bid(keeper, aid(trader), "0.1", "1000")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)
+    assert future_of(cm, keeper, future) == (0, 0) and cm.clearing.futures(keeper) == []
+    assert markets.instrument(future).open_interest == oi - to_wad(1)
+    # the bidder realizes −(3,100 − 3,000), then takes the slice of cash as in any bid
+    realized = clearing_model.future_split(-to_wad(10), -to_wad(30000), to_wad(1), to_wad(3100), to_wad("0.1"))
+    assert realized == (-to_wad(9), -to_wad(27000), 0, 0, -to_wad(100))
+    tip = min(to_wad(5), bid.fee)
+    assert cash(vault, keeper) == before - to_wad(100) + trader_cash * to_wad("0.1") // WAD - bid.price + tip
+
+
+def test_liquidation__capped_bid__moves_trunc_size_and_cost_pro_rata(
+    cm, admin, markets, vault, short_futures_book, create_account, keeper, trader, chain
+):
+    future = short_futures_book
+    create_account(keeper, {"USDC": "200000"})
+    set_eth(cm, admin, "3500")
+    start = cm.liquidator.start(keeper, aid(trader))
+    chain.mine(timestamp=start.timestamp + 300)
+    receipt = cm.liquidator.bid(keeper, aid(trader), "1", "100000")
+    [bid] = receipt.decode_logs(cm.liquidator.contract.Bid)  # capped below the whole account
+    size, cost, held, held_cost, _ = clearing_model.future_split(-to_wad(10), -to_wad(30000), 0, 0, bid.fraction)
+    assert future_of(cm, trader, future) == (size, cost)
+    assert future_of(cm, keeper, future) == (held, held_cost)
+    assert size + held == -to_wad(10) and cost + held_cost == -to_wad(30000)
+    assert_model_matches(cm, trader)
+    assert_model_matches(cm, keeper)
