@@ -111,7 +111,7 @@ MIN_SPOT_SHOCK: constant(int256) = -95 * 10**4
 # @dev Most spot levels of a grid (runs of scenarios with one nonzero shock; the default grid
 #      has 8): it bounds the logarithms a stale array costs, hence the worst liquidation's
 #      gas (SPECIFICATION.md, limits); a spot-by-vol grid lists a level's scenarios together.
-MAX_SPOT_LEVELS: constant(uint256) = 12
+MAX_SPOT_LEVELS: constant(uint256) = 10
 
 
 struct Underlying:

@@ -2,10 +2,11 @@
 behind "no account can become unliquidatable" (SPECIFICATION.md, limits).
 
 A venue deployment lists 16 underlyings (ETH, BTC and 14 more on mock feeds), each with a
-perpetual, a tracking collateral token (as many as the vault lists: 16 assets with the
+perpetual and a dated future, a tracking collateral token (as many as the vault lists: 16 assets with the
 settlement asset) and a custom 32-scenario grid (3 array words per option, the most). The
 account holds the position cap's bound of options (128, each on its own expiry, so no two
-share a Black-Scholes intermediate), a perp on every underlying and every collateral. A new
+share a Black-Scholes intermediate), a perp and a future on every underlying and every
+collateral. A new
 round of every feed comes before the start and again before the bid, so both price and store
 every array inside the transaction, and the bid goes into a fresh bidder account (every
 position slot new). ``ape run gas`` prints its rows; ``tests/test_worst_case.py`` asserts them
@@ -69,21 +70,23 @@ def venue_config(base: NetworkConfig) -> NetworkConfig:
 
 
 def widest_grid() -> tuple[list[int], list[int], list[int]]:
-    """The costliest grid to price: 32 scenarios (the most a grid holds) on 12 spot levels (the
-    most, `MAX_SPOT_LEVELS`): the base, then ±5% to ±30% in 5% steps, each under vol down,
-    unchanged and up (the last five levels without vol up, to make 31); every weight 1e6."""
+    """The costliest grid to price: 32 scenarios (the most a grid holds) on 10 spot levels (the
+    most, `MAX_SPOT_LEVELS`): the base, then ±5% to ±25% in 5% steps, each under vol down,
+    unchanged and up, and the unshocked spot under vol down and up (no level of its own);
+    every weight 1e6."""
     shocks, moves = [0], [1]
-    levels = [sign * step * 50_000 for step in range(1, 7) for sign in (-1, 1)]
-    for n, level in enumerate(levels):
-        for move in range(3 if n < 7 else 2):
+    for level in (sign * step * 50_000 for step in range(1, 6) for sign in (-1, 1)):
+        for move in range(3):
             shocks.append(level)
             moves.append(move)
+    shocks += [0]
+    moves += [0]
     assert len(shocks) == 32
     return shocks, moves, [10**6] * 32
 
 
 def build_worst_case(cm: Protocol, admin, owner, counterparty, count: int) -> tuple[int, list[int]]:
-    """The account of ``owner``: every collateral, a short perp on every underlying and
+    """The account of ``owner``: every collateral, a short perp and future on every underlying and
     ``count`` options (spread over the underlyings, each on its own expiry, calls and puts,
     long and short in turn), the position cap set to ``count``. Returns its id and the
     option ids."""
@@ -105,9 +108,14 @@ def build_worst_case(cm: Protocol, admin, owner, counterparty, count: int) -> tu
     for name in names:
         units = Decimal(3000) / spots[name]  # 3,000 USD of notional each
         cm.trade(owner, counterparty, cm.markets.perp(name), str(-units.quantize(Decimal("0.0001"))), str(spots[name]))
-    options = []
     day = 86_400
     start = chain.pending_timestamp
+    # a dated future on every underlying (the most an account holds, MAX_FUTURES = 16)
+    for n, name in enumerate(names):
+        future = cm.markets.list_future(admin, name, start + (200 + n) * day)
+        units = Decimal(3000) / spots[name]
+        cm.trade(owner, counterparty, future, str(-units.quantize(Decimal("0.0001"))), str(spots[name]))
+    options = []
     for k in range(count):
         name = names[k % len(names)]
         spot = spots[name]
@@ -129,19 +137,21 @@ def new_round_everywhere(cm: Protocol, admin):
 
 
 def worst_case_benchmark(base: NetworkConfig, admin, owner, counterparty, bidder, count: int = 128) -> list[GasRow]:
-    """Deploys the venue stack, builds the account, lowers BTC (its WBTC is most of the
-    collateral) until it is liquidatable and measures the start and a 10% bid into a fresh
-    account, each after a new round of every feed."""
+    """Deploys the venue stack, builds the account, raises every spot but BTC's (the account
+    is short a perp and a future on each, against one unit of collateral) in 5% steps until
+    it is liquidatable, and measures the start and a 10% bid into a fresh account, each after
+    a new round of every feed."""
     cm = Protocol(deploy(venue_config(base), admin).manifest)
     account, options = build_worst_case(cm, admin, owner, counterparty, count)
     limit = BLOCK_GAS_LIMIT
     cm.token("USDC").mint(admin, bidder, "10000000")
     cm.vault.deposit(bidder, "USDC", "10000000", 7)
     engine = cm.engine.contract
-    price = int(cm.oracle.price("BTC/USD"))
+    rising = [name for name in cm.manifest.underlyings if name != "BTC"]
     while True:
-        price -= price // 20
-        cm.oracle.push(admin, "BTC/USD", str(price))
+        for name in rising:
+            feed = f"{name}/USD"
+            cm.oracle.push(admin, feed, str(cm.oracle.price(feed) * Decimal("1.05")))
         m = engine.margin(account)
         if m.equity < m.maintenance:
             break

@@ -23,8 +23,9 @@ from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
 from crossmargin.liquidation_bench import liquidation_benchmark
-from crossmargin.scale_bench import liquidation_at_size_benchmark
 from crossmargin.protocol import Protocol
+from crossmargin.scale_bench import liquidation_at_size_benchmark
+from crossmargin.worst_case import worst_case_benchmark
 
 DEPLOYABLES = (
     "Vault",
@@ -112,6 +113,14 @@ def cli(network, markdown):
     rows += liquidation_at_size_benchmark(cm, admin, accounts.test_accounts[7], accounts.test_accounts[8], trader)
     # last: it lists underlyings up to MAX_UNDERLYINGS (the rows above have the deployment's)
     rows += listing_benchmark(cm, admin, operator, admin)
+    # a second stack, of 16 underlyings: the largest account, every array stale
+    rows += worst_case_benchmark(
+        load_config(network.name),
+        admin,
+        accounts.test_accounts[5],
+        accounts.test_accounts[6],
+        accounts.test_accounts[9],
+    )
 
     table = Table(title="gas per entry point (anvil)")
     for column in ("action", "total gas", "execution gas", "cold-read floor / note"):

@@ -163,13 +163,13 @@ def test_set_grid__bad_grids__revert(engine, risk_model, admin, stranger, eth):
     assert grid_of(engine, eth)[1] == model.Scenario(3_000_000, moves[1], weights[1])
 
 
-def test_set_grid__spot_levels__twelve_accepted_thirteen_revert(engine, risk_model, admin, eth):
-    """A grid lists at most MAX_SPOT_LEVELS (12) runs of one nonzero shock: the logarithms
+def test_set_grid__spot_levels__ten_accepted_eleven_revert(engine, risk_model, admin, eth):
+    """A grid lists at most MAX_SPOT_LEVELS (10) runs of one nonzero shock: the logarithms
     a stale array costs, and so the worst liquidation's gas, stay bounded (test_worst_case)."""
     shocks, moves, weights = widest_grid()
     risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
     assert grid_of(engine, eth) == tuple(model.Scenario(*lane) for lane in zip(shocks, moves, weights, strict=True))
-    # a thirteenth level: the last scenario's shock differs from the one before it
+    # an eleventh level: the last scenario (unshocked) gets a shock of its own
     shocks[-1] = 350_000
     with ape.reverts("risk: too many spot levels"):
         risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
