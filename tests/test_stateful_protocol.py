@@ -93,7 +93,7 @@ DUST_PER_STEP = 10**3
 # settlement, each positive balance at a socialization), generously bounded
 DUST_PER_BLOCK = 64
 # the output of `Clearinghouse.positions`
-POSITIONS_ABI = "(uint256[],(uint256,uint256,int256,uint256)[],uint256,uint256)"
+POSITIONS_ABI = "(uint256[],(uint256,uint256,int256,uint256)[],uint256[],uint256,uint256)"
 # Reasons a user action may be refused with; anything else fails the test.
 REFUSALS = (
     "clearing: insufficient margin",
@@ -202,7 +202,7 @@ class Protocol(RuleBasedStateMachine):
         # as stored: option pairs and packed perp lines, decoded as the model decodes them
         positions = [
             (model.option_words(options), [astuple(model.perp_position(*line)) for line in perps])
-            for options, perps, _cap, _interval in (
+            for options, perps, _futures, _cap, _interval in (
                 abi_decode([POSITIONS_ABI], bytes(r))[0] for r in raws[3 + n : 3 + 2 * n]
             )
         ]
