@@ -212,6 +212,14 @@ def oracle_key():
 
 
 @pytest.fixture
+def books(create_account, maker, taker):
+    """Maker and taker, each with 100k USDC."""
+    create_account(maker, {"USDC": "100000"})
+    create_account(taker, {"USDC": "100000"})
+    return maker, taker
+
+
+@pytest.fixture
 def book(cm, create_account, maker, trader):
     """The liquidation books' base: `trader` short 10 ETH perp at 3,000 with 10,000 USDC; `maker` long with 1M USDC."""
     create_account(maker, {"USDC": "1000000"})

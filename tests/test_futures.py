@@ -29,14 +29,6 @@ def no_fees(exchange, admin):
 
 
 @pytest.fixture
-def books(create_account, maker, taker):
-    """Maker and taker, each with 100k USDC."""
-    create_account(maker, {"USDC": "100000"})
-    create_account(taker, {"USDC": "100000"})
-    return maker, taker
-
-
-@pytest.fixture
 def list_future(cm, admin, chain):
     """Lists an ETH future ``days`` from now; returns its instrument id."""
 

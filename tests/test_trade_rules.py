@@ -18,14 +18,6 @@ MAKER_FEE = Decimal("0.0002")
 
 
 @pytest.fixture
-def books(create_account, maker, taker):
-    """Maker and taker, each with 100k USDC."""
-    create_account(maker, {"USDC": "100000"})
-    create_account(taker, {"USDC": "100000"})
-    return maker, taker
-
-
-@pytest.fixture
 def short_under_mm(cm, books, maker, taker, admin):
     """The maker is short 100 ETH perps on 100k USDC, and ETH at 3,500 puts it under
     maintenance margin with positive equity; the taker (its accomplice) holds the long."""
