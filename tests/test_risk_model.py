@@ -40,6 +40,35 @@ grids = st.one_of(
 
 
 @DIFF
+def array_context(spot, vol, quantum, vol_moves, grid, epoch, age, rate) -> tuple:
+    """An underlying's pricing inputs twice: the model's ``Context`` (an epoch opened ``age``
+    seconds before NOW) and the risk model's ``ArrayContext`` tuple. ``vol_moves``: vol up,
+    vol down, vol floor and term exponent (WAD)."""
+    vol_up, vol_down, vol_floor, term_exponent = vol_moves
+    opened_at = NOW - age
+    underlying = model.UnderlyingState(
+        id=1,
+        spot=spot,
+        vol=vol,
+        spot_round=0,
+        vol_round=0,
+        quantum=quantum,
+        vol_up=vol_up,
+        vol_down=vol_down,
+        vol_floor=vol_floor,
+        term_exponent=term_exponent,
+        short_option_rate=0,
+        perp_rate=0,
+        grid=grid,
+        epoch=model.EpochRecord(0, 0, epoch, opened_at),
+    )
+    ctx = model.Context(
+        underlying=underlying, spot=spot, vol=vol, epoch=epoch, opened_at=opened_at, stored=True, now=NOW
+    )
+    shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
+    return ctx, (spot, vol, epoch, opened_at, NOW, len(grid), model.pack_grid(grid), quantum, shocks, rate)
+
+
 @given(
     spot=log_uniform(10**15, 10**24),
     strike=log_uniform(10**15, 10**24),
@@ -77,35 +106,13 @@ def test_compute_array__any_option_and_grid__equals_model(
 ):
     expiry = NOW + expiry_in
     settlement = strike * 21 // 20 if settled and expiry <= NOW else 0
-    opened_at = NOW - age  # the epoch opened before now (and before a live option's expiry)
-    underlying = model.UnderlyingState(
-        id=1,
-        spot=spot,
-        vol=vol,
-        spot_round=0,
-        vol_round=0,
-        quantum=quantum,
-        vol_up=vol_up,
-        vol_down=vol_down,
-        vol_floor=vol_floor,
-        term_exponent=term_exponent,
-        short_option_rate=0,
-        perp_rate=0,
-        grid=grid,
-        epoch=model.EpochRecord(0, 0, epoch, opened_at),
-    )
-    ctx = model.Context(
-        underlying=underlying, spot=spot, vol=vol, epoch=epoch, opened_at=opened_at, stored=True, now=NOW
-    )
+    # the epoch opened before now (and before a live option's expiry)
+    ctx, args = array_context(spot, vol, quantum, (vol_up, vol_down, vol_floor, term_exponent), grid, epoch, age, rate)
     option = model.OptionPosition(
         instrument=1, underlying=1, kind=kind, strike=strike, expiry=expiry, size=WAD, settlement_price=settlement
     )
     expected = model.compute_array(option, ctx, model.EngineParams(rate=rate))
-    shocks = vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192)
-    words = risk_model.compute_array(
-        (spot, vol, epoch, opened_at, NOW, len(grid), model.pack_grid(grid), quantum, shocks, rate),
-        (kind, strike, expiry, settlement),
-    )
+    words = risk_model.compute_array(args, (kind, strike, expiry, settlement))
     assert tuple(words) == tuple(expected)
 
 
@@ -151,30 +158,8 @@ def test_compute_arrays__any_batch_and_order__equals_model_per_option(
 ):
     """Each array of a batch is the model's ``compute_array`` of its option alone, whatever
     else the batch holds and in whatever order (calls and puts of a strike adjacent or not)."""
-    age, epoch = 600, 77
-    opened_at = NOW - age
-    underlying = model.UnderlyingState(
-        id=1,
-        spot=spot,
-        vol=vol,
-        spot_round=0,
-        vol_round=0,
-        quantum=quantum,
-        vol_up=5 * 10**17,
-        vol_down=3 * 10**17,
-        vol_floor=5 * 10**17,
-        term_exponent=2 * 10**17,
-        short_option_rate=0,
-        perp_rate=0,
-        grid=grid,
-        epoch=model.EpochRecord(0, 0, epoch, opened_at),
-    )
-    ctx = model.Context(
-        underlying=underlying, spot=spot, vol=vol, epoch=epoch, opened_at=opened_at, stored=True, now=NOW
-    )
-    shocks = underlying.vol_up | (underlying.vol_down << 64) | (underlying.vol_floor << 128)
-    shocks |= underlying.term_exponent << 192
-    args = (spot, vol, epoch, opened_at, NOW, len(grid), model.pack_grid(grid), quantum, shocks, rate)
+    vol_moves = (5 * 10**17, 3 * 10**17, 5 * 10**17, 2 * 10**17)
+    ctx, args = array_context(spot, vol, quantum, vol_moves, grid, epoch=77, age=600, rate=rate)
     terms = []
     for expiry_in, strike, kind, settled in options:
         expiry = NOW + expiry_in
