@@ -409,7 +409,8 @@ def set_params(im_factor: uint256, max_array_age: uint256, rate: uint256):
 def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     """
     @notice Delta, gamma and vega of the account per underlying it touches, at the live
-            spot and vol (Black-Scholes for options; perps and tracking collateral are delta).
+            spot and vol (Black-Scholes for options; perps, unexpired futures and tracking
+            collateral are delta).
     @dev Values the account through the engine first, so it reads and reverts exactly as
          the engine's `margin` does. An underlying is touched by collateral tracking it, a
          perp or an option on it (as in the engine's valuation).
@@ -425,6 +426,8 @@ def greeks(account: uint256) -> DynArray[Greeks, MAX_UNDERLYINGS]:
     touched: uint256 = optioned
     for line: IClearinghouse.PerpLine in positions.perps:
         touched |= 1 << line.underlying
+    for word: uint256 in positions.futures:
+        touched |= 1 << ((word >> 32) & 255)
     # per line, the underlying it tracks (0 for none)
     tracks: DynArray[uint256, MAX_ASSETS] = []
     for line: IVault.Collateral in lines:
@@ -474,6 +477,10 @@ def _greeks_of(
     for i: uint256 in range(len(lines), bound=MAX_ASSETS):
         if tracks[i] == u:
             delta += convert(lines[i].balance, int256)
+    # a future is linear in the spot until its expiry (marked to the index), then it is not
+    for word: uint256 in positions.futures:
+        if (word >> 32) & 255 == u and block.timestamp < (word >> 40) & M32:
+            delta += fixed._future_line(word)[0]
     # delta, gamma, vega of the options (in memory: the stack is full here)
     sums: int256[3] = [delta, 0, 0]
     for i: uint256 in range(2 * len(positions.options), bound=2 * MAX_PAIRS):

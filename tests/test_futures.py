@@ -212,6 +212,40 @@ def test_margin__long_future__linear_exposure_like_a_perp(cm, books, maker, take
     assert risk.loss == to_wad(4500)
 
 
+def test_greeks__futures__delta_until_expiry_equal_to_the_model(
+    cm, admin, books, maker, list_future, create_account, trader, chain, markets
+):
+    """A live future is delta (its size, as a perp's); an expired one is not (the engine gives
+    it no exposure); an underlying held through a future alone has a greeks line. The risk
+    model's view equals the model's."""
+    create_account(trader, {"USDC": "60000"})
+    expiring, live = list_future(days=1), list_future(days=60)
+    btc = list_future("BTC", days=60)
+    cm.trade(trader, maker, expiring, "-3", "3000")
+    cm.trade(trader, maker, live, "2", "3000")
+    cm.trade(trader, maker, btc, "0.5", "60000")
+    eth, btc_u = cm.manifest.underlyings["ETH"], cm.manifest.underlyings["BTC"]
+
+    def greeks() -> dict[int, model.Greeks]:
+        block = ape.chain.blocks.head.number
+        snap = model.snapshot(cm, trader, block_id=block)
+        view = [
+            model.Greeks(g.underlying, g.delta, g.gamma, g.vega)
+            for g in cm.engine.risk_model.greeks(aid(trader), block_id=block)
+        ]
+        assert view == model.greeks(*snap)
+        return {g.underlying: g for g in view}
+
+    before = greeks()
+    assert (before[eth].delta, before[btc_u].delta) == (to_wad(-1), to_wad("0.5"))
+    assert before[eth].gamma == before[eth].vega == 0
+    chain.mine(timestamp=markets.instrument(expiring).expiry + 10)
+    set_eth(cm, admin, "3000")
+    cm.oracle.push(admin, "BTC/USD", "60000")
+    cm.oracle.push(admin, "BTC/IV", "0.5")
+    assert greeks()[eth].delta == to_wad(2)
+
+
 def test_margin__calendar_spread__nets_to_the_add_on(cm, books, maker, taker, list_future, create_account, trader):
     create_account(trader, {"USDC": "10000"})
     future = list_future(days=90)

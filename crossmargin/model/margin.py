@@ -831,11 +831,11 @@ def greeks(
     state: AccountState, underlyings: dict[int, UnderlyingState], params: EngineParams, now: int
 ) -> list[Greeks]:
     """``greeks``: delta, gamma, vega per touched underlying at the live spot and vol
-    (options by Black-Scholes to ``now``; perps and tracking collateral are delta)."""
+    (options by Black-Scholes to ``now``; perps, unexpired futures and tracking collateral
+    are delta)."""
     b = book(state, underlyings, params, now)
-    # as ``RiskModel.greeks``: futures are not in it yet (an underlying held through futures
-    # alone has no line)
     touched = {o.underlying for o in state.options} | {p.underlying for p in state.perps}
+    touched |= {f.underlying for f in state.futures}
     touched |= {line.underlying for line in state.collateral if line.underlying}
     result = []
     for u, c in b.ctx.items():
@@ -845,6 +845,7 @@ def greeks(
         for line in state.collateral:
             if line.underlying == u:
                 delta += line.balance
+        delta += sum(f.size for f in state.futures if f.underlying == u and now < f.expiry)
         gamma = vega = 0
         for option in state.options:
             if option.underlying != u:
