@@ -97,12 +97,13 @@ IMILLION: constant(int256) = 10**6
 # @dev The default grid of SPECIFICATION.md §6 (the one `list_underlying` sets), packed: it
 #      is read from here, and only a custom grid from storage (3 cold slots saved per
 #      underlying and valuation). `crossmargin.model.margin.pack_grid(default_grid())`.
-#      Order: base; ±15% × vol up/none/down; ±30% vol up (weight 0.35); 0% vol up, down;
+#      Order: base; ±15% × vol up/none/down; the tails −66% (weight 0.21) and +200%
+#      (weight 0.0693), vol up; 0% vol up, down;
 #      then ±10%, ±5% × up/none/down. The first 11 fill a risk array's first word: the
 #      scenarios that usually bind, so a hinted check (`refresh_bound`) reads one word.
 DEFAULT_GRID: constant(uint256[risk_layout.GRID_WORDS]) = [
-    24741078584706769307931531229709221677864637544095000675477828136660172341248,
-    70677402821747872943581686096478072097284944682020734653762841524705598507960,
+    14846637966139815319961804424294564718560302627871613363935901436424604418048,
+    70677402821747872943581686096478072097284944682020734653762841524704862686752,
     16455051854145131903760194006137042247593585207280598951419189460492,
     0,
 ]
@@ -1330,8 +1331,9 @@ def _instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
 @view
 def _shock_bound(u: uint256, risk: uint256, least: bool) -> int256:
     """
-    @dev The least (`least`) or greatest spot shock (millionths) of `u`'s grid; scenario 0
-         (no shock) is in it, so the least is <= 0 <= the greatest.
+    @dev The least (`least`) or greatest spot shock (millionths) of `u`'s grid, kept within
+         ±EXPIRY_BAND (an expired future before its settlement, see `risk_layout`); scenario
+         0 (no shock) is in it, so the least is <= 0 <= the greatest.
     """
     grid: uint256[risk_layout.GRID_WORDS] = self._grid(u, risk)
     bound: int256 = 0
@@ -1339,7 +1341,7 @@ def _shock_bound(u: uint256, risk: uint256, least: bool) -> int256:
         shock: int256 = risk_layout._shock(grid[s // risk_layout.GRID_LANES] >> (s % risk_layout.GRID_LANES * risk_layout.GRID_BITS))
         if (shock < bound) == least and shock != bound:
             bound = shock
-    return bound
+    return max(min(bound, risk_layout.IEXPIRY_BAND), -risk_layout.IEXPIRY_BAND)
 
 
 @internal

@@ -241,8 +241,8 @@ def compute_array(ctx: IRiskModel.ArrayContext, terms: IRiskModel.Terms) -> uint
             unit. An option expired by `ctx.now` (even if the epoch opened before its
             expiry) has no time value and no scenario risk: every lane is its intrinsic
             value at the settlement price once the markets contract has stored it, else its
-            worst intrinsic value over the grid's spot shocks, flagged UNSETTLED (longs then
-            count for nothing).
+            worst intrinsic value over the grid's spot shocks kept within ±30%
+            (`EXPIRY_BAND`), flagged UNSETTLED (longs then count for nothing).
     @dev `compute_arrays` of one option.
     @return Word 0 (epoch | shift | lanes 0..10 | UNSETTLED), words 1 and 2 (0 if unused).
     """
@@ -287,8 +287,8 @@ def compute_arrays(
 def list_underlying(name: bytes32, spot_key: bytes32, vol_key: bytes32) -> uint256:
     """
     @notice Lists an underlying in the engine with the default grid and risk parameters of
-            the spec: spot ±5/10/15% × vol up/unchanged/down, ±30% with vol up at weight
-            0.35, vol shocks +50% / −30% (floor 0.3) scaled by (30d / T)^0.3, add-ons 1% of
+            the spec: spot ±5/10/15% × vol up/unchanged/down, the tails −66% and +200% with
+            vol up at weights 0.21 and 0.0693 (0.1386 / |move|), vol shocks +50% / −30% (floor 0.3) scaled by (30d / T)^0.3, add-ons 1% of
             spot per net short option and 1% of perp notional, lanes of 1e-6 USD (grid
             order: the engine's `DEFAULT_GRID`).
     @param name The underlying's name (e.g. "ETH"); collateral tracking it uses this name.
@@ -636,8 +636,13 @@ def _array(ctx: IRiskModel.ArrayContext, t: IRiskModel.Terms, g: Grid, e: Expiry
     most: uint256 = 0
     for s: uint256 in range(g.scenarios, bound=risk_layout.MAX_SCENARIOS):
         spot: uint256 = g.spots[s]
-        if settled:
-            spot = t.settlement_price
+        if e.expired:
+            # settled: the settlement price; else the shocked spot kept within
+            # EXPIRY_BAND of the live spot (the grid's tails are not expiry moves)
+            if settled:
+                spot = t.settlement_price
+            else:
+                spot = min(max(spot, ctx.spot * (MILLION - risk_layout.EXPIRY_BAND) // MILLION), ctx.spot * (MILLION + risk_layout.EXPIRY_BAND) // MILLION)
         value: uint256 = 0
         if e.live & (1 << ((g.scen[s] >> 8) & 3)) == 0:
             value = bs_math._intrinsic(spot, k.kd, is_call)

@@ -139,6 +139,71 @@ def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) 
     return rows
 
 
+@dataclass(frozen=True)
+class SingleRow:
+    """One position (or collateral) alone: its requirements against a basis (spot or value)."""
+
+    position: str
+    initial: Decimal  # IM of the account (WAD-free USD)
+    maintenance: Decimal  # MM of the account
+    basis: Decimal  # what the shares are of: the spot per unit, or the collateral's value
+    bound: str  # what the spec expects
+
+    @property
+    def im_share(self) -> Decimal:
+        return self.initial / self.basis
+
+    @property
+    def mm_share(self) -> Decimal:
+        return self.maintenance / self.basis
+
+
+def measure_single_positions(
+    cm: Protocol, admin: Any, owner: Any, counterparty: Any, first_sub: int = 40
+) -> list[SingleRow]:
+    """The tail and collateral rows (issue 14): a naked short 30-day put at half the spot, a
+    naked short 30-day call at twice the spot (one unit each, 100k USDC behind each), and
+    1 WETH alone, each in its own subaccount of ``owner`` from ``first_sub``.
+    ``counterparty`` must be funded (``measure_strategies`` does it)."""
+    expiry = chain.pending_timestamp + DAYS * 86_400
+    tau = DAYS * 86_400
+    rows = []
+    sub = first_sub
+    for name, is_call, strike, bound in (
+        ("naked short put at 50% of spot", False, SPOT / 2, "IM >= 3% of spot"),
+        ("naked short call at 200% of spot", True, SPOT * 2, "IM >= 3% of spot"),
+    ):
+        instrument = cm.markets.list_option(admin, "ETH", is_call, strike, expiry)
+        price = max(_premium(strike, is_call, tau)[0], Decimal("0.01"))
+        cm.token("USDC").mint(admin, owner, "100000")
+        cm.vault.deposit(owner, "USDC", "100000", sub)
+        _trade_legs(cm, owner, counterparty, [Leg(instrument, Decimal(-1), price)], [sub])
+        margin = cm.engine.margin(owner, sub)
+        rows.append(SingleRow(name, margin.initial, margin.maintenance, SPOT, bound))
+        sub += 1
+    cm.token("WETH").mint(admin, owner, "1")
+    cm.vault.deposit(owner, "WETH", "1", sub)
+    margin = cm.engine.margin(owner, sub)
+    rows.append(
+        SingleRow(
+            "1 WETH alone (no position)", margin.initial, margin.maintenance, SPOT, "MM <= 18%, IM <= 25% of its value"
+        )
+    )
+    return rows
+
+
+def single_markdown(rows: list[SingleRow]) -> str:
+    lines = [
+        "| position (30-day ETH options, 60% vol, spot 3000) | IM | MM | IM / basis | MM / basis | spec |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.position} | {row.initial:,.2f} | {row.maintenance:,.2f} | {row.im_share:.2%} | {row.mm_share:.2%} | {row.bound} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[EfficiencyRow]) -> str:
     lines = [
         "| strategy (30-day ATM ETH options, 60% vol, spot 3000) | hedged MM | isolated legs MM | ratio | spec |",
@@ -152,4 +217,13 @@ def markdown(rows: list[EfficiencyRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["EfficiencyRow", "Leg", "WAD", "markdown", "measure_strategies"]
+__all__ = [
+    "EfficiencyRow",
+    "Leg",
+    "SingleRow",
+    "WAD",
+    "markdown",
+    "measure_single_positions",
+    "measure_strategies",
+    "single_markdown",
+]

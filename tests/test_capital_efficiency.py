@@ -6,12 +6,17 @@ from decimal import Decimal
 
 import pytest
 
-from crossmargin.efficiency import markdown, measure_strategies
+from crossmargin.efficiency import markdown, measure_single_positions, measure_strategies, single_markdown
 
 
 @pytest.fixture(scope="module")
 def rows(cm, admin, maker, taker):
     return {row.strategy: row for row in measure_strategies(cm, admin, maker, taker)}
+
+
+@pytest.fixture(scope="module")
+def singles(cm, admin, maker, taker, rows):
+    return {row.position: row for row in measure_single_positions(cm, admin, maker, taker)}
 
 
 def test_efficiency__table_printed(rows):
@@ -50,3 +55,34 @@ def test_efficiency__calendar_spread__about_6_percent_of_its_legs(rows):
     assert row.hedged_mm == 60, row
     assert row.isolated_mm == 960, row
     assert row.ratio <= Decimal("0.07"), row
+
+
+def test_single__table_printed(singles):
+    print("\n" + single_markdown(list(singles.values())))
+    assert len(singles) == 3
+
+
+def test_single__naked_short_put_at_half_spot__tail_charges_at_least_3_percent(singles):
+    """The -66% tail (spot x 0.34, vol up, weight 0.21): the put is 0.16 x spot in the money
+    there, so its weighted loss is about 3.4% of spot; with the short-option add-on (1%) MM
+    is 4.4% and IM (x 1.3) 5.75%. The old grid (down to -30% at weight 0.35) charged about
+    1.2% (MM) and 1.6% (IM)."""
+    row = singles["naked short put at 50% of spot"]
+    assert row.im_share >= Decimal("0.03"), row
+    assert row.mm_share < row.im_share
+
+
+def test_single__naked_short_call_at_twice_spot__tail_charges_at_least_3_percent(singles):
+    """The +200% tail (spot x 3, vol up, weight 0.0693): the call is 1 x spot in the money
+    there, so its weighted loss is about 7% of spot, MM 8% with the add-on."""
+    row = singles["naked short call at 200% of spot"]
+    assert row.im_share >= Decimal("0.03"), row
+
+
+def test_single__one_weth_alone__scenario_plus_its_contingency_haircut(singles):
+    """WETH is shocked with ETH's spot in every scenario (-15%: 15% of its value) and keeps
+    only its contingency haircut (3% / 5%): MM 18%, IM 1.3 x 15% + 5% = 24.5%."""
+    row = singles["1 WETH alone (no position)"]
+    assert row.mm_share <= Decimal("0.18"), row
+    assert row.im_share <= Decimal("0.25"), row
+    assert row.mm_share == Decimal("0.18") and row.im_share == Decimal("0.245"), row

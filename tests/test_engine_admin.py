@@ -108,20 +108,24 @@ def test_list_underlying__past_sixteen__reverts(engine, risk_model, admin):
 
 def test_default_grid__extremes_fill_the_first_array_word():
     """The first eleven scenarios (one risk-array word) are the base and the ones that
-    usually bind: ±15% at every vol, ±30% and the unshocked spot with vol up and down."""
+    usually bind: ±15% at every vol, the tails (-66% and +200%, vol up, dampened to
+    0.1386 / |shock|) and the unshocked spot with vol up and down."""
     grid = model.default_grid()
     assert grid[0] == model.Scenario(0, model.VOL_NONE, 10**6)
     assert {(s.shock, s.move) for s in grid[1:11]} == {
         *((shock, move) for shock in (-150_000, 150_000) for move in (0, 1, 2)),
-        (-300_000, 2),
-        (300_000, 2),
+        (-660_000, 2),
+        (2_000_000, 2),
         (0, 0),
         (0, 2),
     }
     assert sorted((s.shock, s.move) for s in grid[11:]) == sorted(
         (shock, move) for shock in (-100_000, -50_000, 50_000, 100_000) for move in (0, 1, 2)
     )
-    assert all(s.weight == (350_000 if abs(s.shock) == 300_000 else 10**6) for s in grid)
+    tails = {-660_000: 210_000, 2_000_000: 69_300}
+    assert all(s.weight == tails.get(s.shock, 10**6) for s in grid)
+    # a delta-one position loses 13.86% of its notional in either tail: less than at ±15%
+    assert all(abs(s.shock) * s.weight // 10**6 == 138_600 for s in grid if s.shock in tails)
 
 
 def test_set_grid__bad_grids__revert(engine, risk_model, admin, stranger, eth):
@@ -183,7 +187,7 @@ def test_set_grid__custom_from_storage__default_again_from_code(engine, risk_mod
     the default, the check reads none again. Risk parameters keep the grid as it is."""
     base = storage_slots(keeper, engine.margin, weth_book)
     shocks, moves, weights = default_lists()
-    # the default grid's -30% at full weight: the WETH book's worst loss grows to 30%
+    # the default grid's -66% tail at full weight: the WETH book's worst loss grows to 66%
     weights[7] = 10**6
     receipt = risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
     [event] = receipt.decode_logs(risk_model.GridSet)

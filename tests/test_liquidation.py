@@ -89,7 +89,7 @@ def test_start__keeper_hint__proves_the_shortfall_at_the_worst_scenario(cm, book
     assert hint == 4 << (8 * eth)
     bound = cm.engine.contract.refresh_bound.call(book, hint)
     assert (bound.equity, bound.maintenance) == (equity, mm)
-    for wrong in (1, 8):  # -15% (the short perp gains), +30% at weight 0.35
+    for wrong in (1, 9):  # -15% (the short perp gains), 0% with vol up (no loss)
         low = cm.engine.contract.refresh_bound.call(book, wrong << (8 * eth))
         assert low.equity == equity and low.maintenance < mm and low.initial < cm.engine.contract.margin(book).initial
         assert low.maintenance < equity

@@ -477,8 +477,8 @@ def test_model__deep_itm_option_at_high_spot__scaled_array_values_it(
     stack, admin, keeper, book_maker, book_taker, options
 ):
     """A lane holds < 2**19 units of ``quantum << shift``. A BTC call deep in the money
-    under the +30% shock is worth about 1.1M USD per unit at spot 900k: at the default
-    1e-6 USD quantum that needs shift 22, and the engine picks it (the old fixed 40-bit
+    under the +200% tail is worth about 2.6M USD per unit at spot 900k: at the default
+    1e-6 USD quantum that needs shift 23, and the engine picks it (the old fixed 40-bit
     lanes reverted "engine: value out of range" here, blocking every valuation of the
     account, liquidation included). Views (array in memory), keeper refresh (stored) and
     the model agree to the wei."""
@@ -491,7 +491,7 @@ def test_model__deep_itm_option_at_high_spot__scaled_array_values_it(
         assert_model_matches(cm, owner)  # stale epoch: the views compute the array in memory
     assert cm.engine.contract.refresh([btc_call], sender=keeper).return_value == 1
     epoch, shift, stored, _ = cm.engine.contract.risk_array(btc_call)
-    assert shift == 22
+    assert shift == 23
     assert max(stored) >= 2**18  # the smallest shift: one less would not fit 19 bits
     quantum = cm.engine.contract.underlyings(btc).quantum
     assert max(stored) * (quantum << shift) > 1_000_000 * WAD  # over 1M USD per unit

@@ -115,7 +115,7 @@ def test_margin__haircut_valuation_matches_formula(cm, trader, create_account, c
     weth_value, wbtc_value = 2 * eth, Decimal("0.1") * btc
     assert m.equity == Decimal(1000) + weth_value + wbtc_value
     # collateral tracking an underlying is shocked with its spot: the worst default
-    # scenario is -15% (the weighted -30% extreme loses 0.35 x 30% = 10.5%)
+    # scenario is -15% (the weighted -66% tail loses 0.21 x 66% = 13.86%)
     scenario_loss = Decimal("0.15") * (weth_value + wbtc_value)
     mm_haircuts = weth_value * weth_cfg.mm_haircut + wbtc_value * wbtc_cfg.mm_haircut
     im_haircuts = weth_value * weth_cfg.im_haircut + wbtc_value * wbtc_cfg.im_haircut

@@ -44,6 +44,12 @@ HEADER_BITS: constant(uint256) = 40
 #      without a settlement price when the array was computed. Every lane then holds its
 #      worst intrinsic value over the grid's spot shocks; longs count for nothing.
 UNSETTLED: constant(uint256) = 1 << 255
+# @dev The largest spot move (millionths) assumed between an expiry and its settlement: an
+#      expired option or future without a settlement price is valued at its worst over the
+#      grid's spot shocks, each kept within ±EXPIRY_BAND (the grid's tails, -66% and +200%
+#      by default, are scenarios of a life, not of the minutes before `settle`).
+EXPIRY_BAND: constant(uint256) = 300_000
+IEXPIRY_BAND: constant(int256) = 300_000
 # @dev Largest `shift` (the risk model refuses a larger one): keeps |size| · 2**shift <=
 #      2**127 · 2**103 = 2**230 (the engine's unchecked option sums). It covers values per
 #      unit up to 2**122 quanta (5e24 USD at the smallest quantum).

@@ -47,6 +47,7 @@ __all__ = [
     "Scenario",
     "UnderlyingRisk",
     "UnderlyingState",
+    "EXPIRY_BAND",
     "MAX_SHIFT",
     "addons",
     "array_epoch",
@@ -103,6 +104,8 @@ UNSETTLED = 1 << 255
 # An epoch record's horizon when no stored array set one (s).
 NO_HORIZON = 2**24 - 1
 MAX_SHIFT = 103
+# The largest spot move (millionths) assumed between an expiry and its settlement.
+EXPIRY_BAND = 300_000
 # Grid words: 8 scenarios of 32 bits each (see ``pack_grid``), shocks and weights in 0.01%.
 GRID_LANES = 8
 GRID_BITS = 32
@@ -432,6 +435,12 @@ class Book:
 # ---------------------------------------------------------------- grid and arrays
 
 
+def expiry_band(shock: int) -> int:
+    """A grid shock kept within ``±EXPIRY_BAND`` (millionths): the spot move assumed between
+    an expiry and its settlement (``risk_layout.EXPIRY_BAND``)."""
+    return max(min(shock, EXPIRY_BAND), -EXPIRY_BAND)
+
+
 def default_grid() -> tuple[Scenario, ...]:
     """The grid ``list_underlying`` sets (SPECIFICATION.md §6), in this order: the base; the
     scenarios that usually bind, -15% and +15% (vol up, none, down), -30% and +30% (vol up,
@@ -441,8 +450,10 @@ def default_grid() -> tuple[Scenario, ...]:
     grid = [Scenario(0, VOL_NONE, MILLION)]
     for shock in (-150_000, 150_000):
         grid.extend(Scenario(shock, move, MILLION) for move in (VOL_UP, VOL_NONE, VOL_DOWN))
-    grid.append(Scenario(-300_000, VOL_UP, 350_000))
-    grid.append(Scenario(300_000, VOL_UP, 350_000))
+    # the tails: spot x 0.34 and x 3 with vol up, dampened to 0.1386 / |move| (a delta-one
+    # position loses 13.86% of its notional there, less than at -15% or +15%)
+    grid.append(Scenario(-660_000, VOL_UP, 210_000))
+    grid.append(Scenario(2_000_000, VOL_UP, 69_300))
     grid.append(Scenario(0, VOL_UP, MILLION))
     grid.append(Scenario(0, VOL_DOWN, MILLION))
     for shock in (-100_000, -50_000, 50_000, 100_000):
@@ -594,6 +605,8 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
             raise ArithmeticError("negative to uint256")
         if expired and option.settlement_price != 0:
             spot = option.settlement_price
+        elif expired:
+            spot = fixed.sdiv(ctx.spot * (MILLION + expiry_band(scenario.shock)), MILLION)
         vol = ctx.vol
         if scenario.move == VOL_UP:
             vol = vol_up
@@ -687,7 +700,7 @@ def book(
             cash += floor_div(future.size * future.settlement_price, WAD) - future.cost
         else:
             shocks = [scenario.shock for scenario in c.underlying.grid]
-            shock = min(shocks) if future.size > 0 else max(shocks)
+            shock = expiry_band(min(shocks) if future.size > 0 else max(shocks))
             cash += floor_div(future.size * c.spot * (MILLION + shock), WAD * MILLION) - future.cost
     # options: one array per position, multiplied by the size in the array's scale
     for option in state.options:
