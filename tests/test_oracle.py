@@ -209,8 +209,8 @@ def test_sequencer_down__maintenance_health_still_reads(cm, router, engine, admi
     account = cm.vault.account_id(trader, 0)
     with ape.reverts("oracle: sequencer down"):
         engine.initial_health(account)
-    # 3000 less the -15% scenario loss (450) and the 10% MM haircut (300)
-    assert engine.maintenance_health(account) == 2250 * WAD
+    # 3000 less the -15% scenario loss (450) and the 3% MM haircut (90)
+    assert engine.maintenance_health(account) == 2460 * WAD
 
 
 # ------------------------------------------------------------------ settlement at expiry
