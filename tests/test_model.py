@@ -199,17 +199,31 @@ trade_steps = st.tuples(
 )
 
 
+# concentration add-on per underlying (free, depth in thousands of USD), or the config's
+# (which never binds at these sizes): small enough that it binds for most books
+concentrations = st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(1, 120)))
+
+
 @pytest.mark.slow
-@given(steps=st.lists(trade_steps, min_size=1, max_size=6), picks=st.tuples(st.integers(0, 22), st.integers(0, 22)))
+@given(
+    steps=st.lists(trade_steps, min_size=1, max_size=6),
+    picks=st.tuples(st.integers(0, 22), st.integers(0, 22)),
+    concentration=st.tuples(concentrations, concentrations),
+)
 @settings(
     max_examples=examples(20),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, book_taker, options, steps, picks):
+def test_model__random_portfolios__equal_engine_views(
+    stack, admin, book_maker, book_taker, options, steps, picks, concentration
+):
     cm = stack
     snapshot = chain.snapshot()
     try:
+        for name, fields in zip(("ETH", "BTC"), concentration, strict=True):
+            if fields is not None:
+                cm.engine.risk_model.set_concentration(underlying_id(cm, name), *fields, sender=admin)
         push_all(cm, admin)
         last_push = chain.blocks.head.timestamp
         for step, (pick, fraction, sells, offset, after, move, warp) in enumerate(steps, 1):
