@@ -142,11 +142,11 @@ def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) 
     # concentrated perp: a long ETH perp of 10,000 against one of 10, each alone in its
     # subaccount; per unit, the large one pays the concentration add-on on top
     per_unit = []
-    cm.token("USDC").mint(admin, counterparty, "30000000")
-    cm.vault.deposit(counterparty, "USDC", "30000000")
-    for sub, size in ((naked + 2, CONCENTRATED[0]), (naked + 3, CONCENTRATED[1])):
-        cm.token("USDC").mint(admin, owner, "20000000")
-        cm.vault.deposit(owner, "USDC", "20000000", sub)
+    cm.token("USDC").mint(admin, counterparty, "12000000")
+    cm.vault.deposit(counterparty, "USDC", "12000000")
+    for sub, size, funds in ((naked + 2, CONCENTRATED[0], "100000"), (naked + 3, CONCENTRATED[1], "11000000")):
+        cm.token("USDC").mint(admin, owner, funds)
+        cm.vault.deposit(owner, "USDC", funds, sub)
         _trade_legs(cm, owner, counterparty, [Leg(perp, size, SPOT)], [sub])
         per_unit.append(cm.engine.margin(owner, sub).initial / size)
     rows.append(

@@ -74,12 +74,13 @@ def test_concentration__default_config__large_perp_costs_1_5x_per_unit_small_one
     listing = cm.engine.contract.underlyings(eth)
     assert (listing.concentration_free, listing.concentration_depth) == (2_000, 4_000)
     perp = cm.markets.perp("ETH")
-    cm.token("USDC").mint(admin, taker, "40000000")
-    cm.vault.deposit(taker, "USDC", "40000000")
+    cm.token("USDC").mint(admin, taker, "12000000")
+    cm.vault.deposit(taker, "USDC", "12000000")
     sizes = {1: 10, 2: 100, 3: 10_000}
     for sub, size in sizes.items():
-        cm.token("USDC").mint(admin, maker, "20000000")
-        cm.vault.deposit(maker, "USDC", "20000000", sub)
+        funds = "11000000" if size > 100 else "100000"
+        cm.token("USDC").mint(admin, maker, funds)
+        cm.vault.deposit(maker, "USDC", funds, sub)
         cm.trade(maker, taker, perp, str(size), "3000", maker_subaccount=sub)
     block = chain.blocks.head.number
     per_unit = {}
