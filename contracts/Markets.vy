@@ -115,9 +115,11 @@ DEFAULT_OPTION_BAND: constant(uint256) = 10**17
 MAX_PERP_BAND: constant(uint256) = 10**17
 MAX_OPTION_BAND: constant(uint256) = 10**18
 OPTION_BAND_FLOOR: constant(uint256) = 100
-# @dev Most position cap (whole USD), and one USD of cap in |size| · spot (WAD units × WAD USD).
+# @dev Most position cap (whole USD, below 2**40), and one USD of cap in |size| · spot (WAD
+#      units × WAD USD).
 MAX_POSITION_CAP: constant(uint256) = 10**12
 CAP_UNIT: constant(uint256) = 10**36
+M40: constant(uint256) = 2**40 - 1
 M128: constant(uint256) = 2**128 - 1
 
 
@@ -143,10 +145,12 @@ settings: public(uint256)
 #      (bits 0..63, of the index) | option band (64..127, of the engine's mark or spot / 100,
 #      the larger).
 bands: uint256
-# @dev Position cap per underlying (whole USD, 0 = none): no fill grows a position in one of
-#      its instruments to a notional |size| · spot above it (`on_trade`); liquidation
-#      transfers (`move_open_interest`) are exempt.
-position_cap: public(HashMap[uint256, uint256])
+# @dev Position cap per underlying: cap (bits 0..39, whole USD, 0 = none) | the underlying's
+#      spot oracle key (bits 128..255: the engine's, at most 16 bytes and never changed), so
+#      a fill reads both in one slot. No fill grows a position in one of its instruments to
+#      a notional |size| · spot above the cap (`on_trade`); liquidation transfers
+#      (`move_open_interest`) are exempt. `position_cap(u)` reads the cap.
+caps: HashMap[uint256, uint256]
 
 
 event InstrumentListed:
@@ -250,11 +254,10 @@ def on_trade(instrument_id: uint256, size: int256, maker_old: int256, taker_old:
     # a reduction always passes. |new size| < 2**128 and spot < 2**128: no overflow
     grown: uint256 = max(self._grown(maker_old, maker_old + size), self._grown(taker_old, taker_old - size))
     if grown != 0:
-        u: uint256 = (terms >> 8) & 255
-        cap: uint256 = self.position_cap[u]
-        if cap != 0:
-            spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
-            assert grown * spot <= cap * CAP_UNIT, "markets: position notional cap"
+        cap: uint256 = self.caps[(terms >> 8) & 255]
+        if cap & M40 != 0:
+            spot: uint256 = staticcall ORACLE.price(convert(cap & ~M128, bytes32))
+            assert grown * spot <= (cap & M40) * CAP_UNIT, "markets: position notional cap"
     if operator_price != 0:
         self._check_operator_price(instrument_id, terms, operator_price)
     return terms
@@ -333,6 +336,15 @@ def instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
         open_interest=word & M128,
         settlement_price=self.settlement_price[instrument_id],
     )
+
+
+@external
+@view
+def position_cap(underlying: uint256) -> uint256:
+    """
+    @notice The position cap of `underlying` (whole USD of notional |size| · spot, 0 = none).
+    """
+    return self.caps[underlying] & M40
 
 
 @external
@@ -511,7 +523,8 @@ def set_position_cap(underlying: uint256, usd: uint256):
     ownable._check_owner()
     self._check_underlying(underlying)
     assert usd <= MAX_POSITION_CAP, "markets: position cap out of bounds"
-    self.position_cap[underlying] = usd
+    # the key has its low 128 bits clear (at most 16 bytes)
+    self.caps[underlying] = convert(staticcall self.engine.spot_key(underlying), uint256) | usd
     log PositionCapSet(underlying=underlying, usd=usd)
 
 
