@@ -321,6 +321,26 @@ def test_model__collateral_only__equals_engine(stack, book_maker):
     assert_model_matches(stack, book_maker)
 
 
+def test_model__concentration_binding__equals_engine_and_bounds(stack, admin, book_maker, book_taker, options):
+    """Options and perps on both underlyings with a concentration add-on that binds (free
+    1,000 USD, depth 2,000 USD on ETH; free 0, depth 1,000 USD on BTC: capped at 4 L):
+    margin, risk and every hinted bound equal the model's, and the bounds stay below."""
+    cm = stack
+    for name, fields in (("ETH", (1, 2)), ("BTC", (0, 1))):
+        cm.engine.risk_model.set_concentration(underlying_id(cm, name), *fields, sender=admin)
+    for instrument, name in list(options.items())[2:4] + list(options.items())[7:8]:
+        cm.trade(book_maker, book_taker, instrument, "-3" if name == "ETH" else "-0.5", "150")
+    cm.trade(book_maker, book_taker, cm.markets.perp("ETH"), "20", "3000")
+    cm.trade(book_maker, book_taker, cm.markets.perp("BTC"), "-1", "60000")
+    for owner in (book_maker, book_taker):
+        snap = assert_model_matches(cm, owner)
+        underlyings = snap[1]
+        assert all(s.concentration_depth != 0 for s in underlyings.values())
+        loss = {r.underlying: r.loss for r in model.risk(*snap)}
+        assert any(model.concentration(loss[u], underlyings[u]) > 0 for u in loss)
+        assert_bounds_match(cm, owner, snap, (8, 4))
+
+
 def test_model__default_grid__equals_engine_grid(stack):
     for name in ("ETH", "BTC"):
         shocks, moves, weights = stack.engine.contract.grid(underlying_id(stack, name))
