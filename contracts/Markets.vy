@@ -251,7 +251,8 @@ def on_trade(instrument_id: uint256, size: int256, maker_old: int256, taker_old:
         assert oi <= word >> 128 or oi < old, "markets: open interest cap"
         self.interest[instrument_id] = (word & ~M128) | oi
     # position cap: a position that grows is checked at its new |size| (the larger one);
-    # a reduction always passes. |new size| < 2**128 and spot < 2**128: no overflow
+    # a reduction always passes. |new size| < 2**128, so the product overflows (and the
+    # fill reverts, never passes) only at a spot above 2**128 WAD
     grown: uint256 = max(self._grown(maker_old, maker_old + size), self._grown(taker_old, taker_old - size))
     if grown != 0:
         cap: uint256 = self.caps[(terms >> 8) & 255]
