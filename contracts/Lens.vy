@@ -73,6 +73,8 @@ struct Listing:
     short_option_rate: uint256
     perp_rate: uint256
     scenarios: uint256
+    concentration_free: uint256
+    concentration_depth: uint256
 
 
 # @dev The engine's stored epoch record of an underlying (`MarginEngine.epoch`).

@@ -29,7 +29,10 @@
                    exposure (perp and unexpired future notional + value of collateral
                    tracking u)
           L_u    = max(0, −min_s floor(w_s·PnL_u(s)))
-          risk   = Σ_u L_u + perp add-on + short-option add-on + quantization add-on
+          C_u    = 0 if depth_u = 0 or L_u <= free_u, else
+                   ceil(L_u·min(L_u − free_u, CONCENTRATION_CAP·depth_u) / depth_u)
+                   (concentration add-on; free_u, depth_u from the listing's risk word)
+          risk   = Σ_u (L_u + C_u) + perp add-on + short-option add-on + quantization add-on
           MM     = risk + Σ collateral value·mm_haircut
           IM     = ceil(risk·im_factor) + Σ collateral value·im_haircut
         Values round down and requirements up, so rounding favours the protocol.
@@ -151,6 +154,11 @@ MAX_EMA_WINDOW: constant(uint256) = 86_400
 # @dev Longest option listed (s); keeps every BS input inside bs_math's overflow bounds.
 MAX_EXPIRY: constant(uint256) = 5 * YEAR
 M64: constant(uint256) = 2**64 - 1
+# @dev Concentration add-on (SPECIFICATION.md §6): free_u and depth_u are uint24 fields of
+#      the listing's risk word in thousands of USD (this many WAD each); the add-on is at
+#      most CONCENTRATION_CAP·L_u.
+THOUSAND_USD: constant(uint256) = 10**21
+CONCENTRATION_CAP: constant(uint256) = 4
 
 
 struct Underlying:
@@ -174,6 +182,10 @@ struct Underlying:
     perp_rate: uint256
     # scenarios in the grid
     scenarios: uint256
+    # concentration add-on: the loss L_u it leaves free and the depth it scales with
+    # (thousands of USD; depth 0 = no add-on)
+    concentration_free: uint256
+    concentration_depth: uint256
 
 
 struct Listing:
@@ -182,7 +194,8 @@ struct Listing:
     # vol key in the low (see `_spot_key`, `_vol_key`)
     keys: uint256
     # what every valuation reads, one word: quantum (bits 0-63) | perp_rate (64-127) |
-    # short_option_rate (128-191) | scenarios (192-199) | custom grid (200)
+    # short_option_rate (128-191) | scenarios (192-199) | custom grid (200) |
+    # concentration free (208-231) | concentration depth (232-255, thousands of USD each)
     risk: uint256
     # what only array computations read: vol_up | vol_down | vol_floor | term_exponent,
     # 64 bits each from bit 0
@@ -562,6 +575,8 @@ def underlyings(underlying: uint256) -> Underlying:
         short_option_rate=(listing.risk >> 128) & M64,
         perp_rate=(listing.risk >> 64) & M64,
         scenarios=(listing.risk >> 192) & 255,
+        concentration_free=(listing.risk >> 208) & M24,
+        concentration_depth=listing.risk >> 232,
     )
 
 
@@ -620,7 +635,8 @@ def configure_risk(underlying: uint256, risk: uint256, shocks: uint256):
     """
     @notice Risk model only: sets a listed underlying's risk parameters and opens a new epoch.
     @param risk quantum (wei per lane unit) | perp rate << 64 | short option rate << 128 (WAD),
-           each below 2**64; the grid fields of the stored word are kept.
+           each below 2**64 | concentration free << 208 | concentration depth << 232
+           (thousands of USD, below 2**24); the grid fields of the stored word are kept.
     @param shocks vol_up | vol_down << 64 | vol_floor << 128 | term_exponent << 192 (WAD).
     """
     self._check_risk_model()
@@ -832,10 +848,16 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             v.worst_scenario = worst_scenario
             v.loss = loss
             v.pnl = pnl
-        # add-ons: perp (rate × notional), short option (rate × spot per net short call
-        # and put unit), quantization (one lane unit `quantum << shift` per option unit:
-        # a lane is at most that much below the value it stands for; UNITS = Σ |z|)
+        # add-ons: concentration (C_u, at the top; free when L_u <= free_u: one shift, mask
+        # and compare), perp (rate × notional), short option (rate × spot per net short
+        # call and put unit), quantization (one lane unit `quantum << shift` per option
+        # unit: a lane is at most that much below the value it stands for; UNITS = Σ |z|)
         risk += loss
+        free: uint256 = ((c.risk >> 208) & M24) * THOUSAND_USD
+        if loss > free and c.risk >> 232 != 0:
+            # at most CONCENTRATION_CAP·L_u (min ... / depth <= 4): mul_div's 512-bit product
+            depth: uint256 = (c.risk >> 232) * THOUSAND_USD
+            risk += math._mul_div(loss, min(loss - free, CONCENTRATION_CAP * depth), depth, True)
         if perp_units[u] != 0:
             risk += math._mul_div(perp_units[u] * c.spot, (c.risk >> 64) & M64, WAD * WAD, True)
         if acc[UNITS] != 0:

@@ -77,6 +77,8 @@ struct Listed:
     short_option_rate: uint256
     perp_rate: uint256
     scenarios: uint256
+    concentration_free: uint256
+    concentration_depth: uint256
 
 
 WAD: constant(uint256) = 10**18
@@ -113,6 +115,11 @@ DEFAULT_OPTION_BAND: constant(uint256) = 10**17
 MAX_PERP_BAND: constant(uint256) = 10**17
 MAX_OPTION_BAND: constant(uint256) = 10**18
 OPTION_BAND_FLOOR: constant(uint256) = 100
+# @dev Most position cap (whole USD, below 2**40), and one USD of cap in |size| · spot (WAD
+#      units × WAD USD).
+MAX_POSITION_CAP: constant(uint256) = 10**12
+CAP_UNIT: constant(uint256) = 10**36
+M40: constant(uint256) = 2**40 - 1
 M128: constant(uint256) = 2**128 - 1
 
 
@@ -138,6 +145,12 @@ settings: public(uint256)
 #      (bits 0..63, of the index) | option band (64..127, of the engine's mark or spot / 100,
 #      the larger).
 bands: uint256
+# @dev Position cap per underlying: cap (bits 0..39, whole USD, 0 = none) | the underlying's
+#      spot oracle key (bits 128..255: the engine's, at most 16 bytes and never changed), so
+#      a fill reads both in one slot. No fill grows a position in one of its instruments to
+#      a notional |size| · spot above the cap (`on_trade`); liquidation transfers
+#      (`move_open_interest`) are exempt. `position_cap(u)` reads the cap.
+caps: HashMap[uint256, uint256]
 
 
 event InstrumentListed:
@@ -182,6 +195,11 @@ event EngineSet:
     engine: indexed(address)
 
 
+event PositionCapSet:
+    underlying: indexed(uint256)
+    usd: uint256
+
+
 @deploy
 def __init__(clearing: address, oracle: IOracleRouter):
     """
@@ -210,8 +228,10 @@ def on_trade(instrument_id: uint256, size: int256, maker_old: int256, taker_old:
     @notice A fill of `size` (WAD units, signed, the maker's side) between positions of
             `maker_old` and `taker_old`: checks the instrument is listed and, for an option
             or a future, not expired; applies the change of open interest, which may always fall and
-            rises only up to the cap; and, when an operator made the fill (`operator_price`
-            is its price, else 0), checks the price is within the operator band.
+            rises only up to the cap; that neither position grows (in |size|) to a notional
+            |size| · spot above its underlying's position cap (spot read only then); and,
+            when an operator made the fill (`operator_price` is its price, else 0), checks
+            the price is within the operator band.
     @return The instrument's terms word (see the title).
     @dev Only the clearinghouse. |size|, |maker_old|, |taker_old| < 2**127 (the
          clearinghouse's position bounds), so the new sizes fit.
@@ -230,6 +250,15 @@ def on_trade(instrument_id: uint256, size: int256, maker_old: int256, taker_old:
     if oi != old:
         assert oi <= word >> 128 or oi < old, "markets: open interest cap"
         self.interest[instrument_id] = (word & ~M128) | oi
+    # position cap: a position that grows is checked at its new |size| (the larger one);
+    # a reduction always passes. |new size| < 2**128, so the product overflows (and the
+    # fill reverts, never passes) only at a spot above 2**128 WAD
+    grown: uint256 = max(self._grown(maker_old, maker_old + size), self._grown(taker_old, taker_old - size))
+    if grown != 0:
+        cap: uint256 = self.caps[(terms >> 8) & 255]
+        if cap & M40 != 0:
+            spot: uint256 = staticcall ORACLE.price(convert(cap & ~M128, bytes32))
+            assert grown * spot <= (cap & M40) * CAP_UNIT, "markets: position notional cap"
     if operator_price != 0:
         self._check_operator_price(instrument_id, terms, operator_price)
     return terms
@@ -271,7 +300,8 @@ def move_open_interest(moves: DynArray[uint256, MAX_MOVES]):
     @notice Applies the changes of open interest of a liquidation slice: each word is an
             instrument id (bits 0..31) and the signed change of its long units (int224,
             bits 32..255). A slice only moves or nets positions, so open interest only
-            falls and no cap applies.
+            falls and no cap applies (neither the open-interest cap nor the position cap:
+            a bid is never blocked by a cap).
     @dev Only the clearinghouse.
     """
     assert msg.sender == CLEARING, "markets: not clearinghouse"
@@ -307,6 +337,15 @@ def instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
         open_interest=word & M128,
         settlement_price=self.settlement_price[instrument_id],
     )
+
+
+@external
+@view
+def position_cap(underlying: uint256) -> uint256:
+    """
+    @notice The position cap of `underlying` (whole USD of notional |size| · spot, 0 = none).
+    """
+    return self.caps[underlying] & M40
 
 
 @external
@@ -476,6 +515,21 @@ def set_operator_bands(perp_band: uint256, option_band: uint256):
 
 
 @external
+def set_position_cap(underlying: uint256, usd: uint256):
+    """
+    @notice Sets the position cap of `underlying` (whole USD, <= 1e12; 0 = none): no fill may
+            grow a position in one of its instruments to a notional |size| · spot above it.
+            Reductions and liquidation transfers are never capped.
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    assert usd <= MAX_POSITION_CAP, "markets: position cap out of bounds"
+    # the key has its low 128 bits clear (at most 16 bytes)
+    self.caps[underlying] = convert(staticcall self.engine.spot_key(underlying), uint256) | usd
+    log PositionCapSet(underlying=underlying, usd=usd)
+
+
+@external
 def set_engine(engine: IMarks):
     """
     @notice Sets the margin engine, once.
@@ -528,6 +582,17 @@ def _check_operator_price(instrument_id: uint256, terms: uint256, price: uint256
 @pure
 def _long(size: int256) -> uint256:
     return convert(max(size, 0), uint256)
+
+
+@internal
+@pure
+def _grown(old: int256, new: int256) -> uint256:
+    """
+    @dev |new| if the position grows (|new| > |old|), else 0.
+    """
+    if abs(new) > abs(old):
+        return convert(abs(new), uint256)
+    return 0
 
 
 @internal

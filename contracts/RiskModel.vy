@@ -6,11 +6,11 @@
 @notice The pricing and configuration half of the margin engine (SPECIFICATION.md §6): the
         Black-Scholes risk array of an option under every scenario of its underlying's grid,
         the greeks view, and the owner's risk configuration (`list_underlying`, `set_grid`,
-        `set_risk_params`, `set_params`), validated here and written into the engine
-        through its risk-model-only `configure_*` setters. Stateless apart from its owner:
-        the engine passes everything an array depends on and keeps the arrays, epochs,
-        listings and parameters that every margin check reads (no call here on that path),
-        and calls `compute_array` only where an array is stale.
+        `set_risk_params`, `set_concentration`, `set_params`), validated here and written
+        into the engine through its risk-model-only `configure_*` setters. Stateless apart
+        from its owner: the engine passes everything an array depends on and keeps the
+        arrays, epochs, listings and parameters that every margin check reads (no call here
+        on that path), and calls `compute_array` only where an array is stale.
 
         Glossary (WAD = 1e18): see MarginEngine. A risk array is the option's value per
         unit under each scenario s, floor(value_s / quantum) shifted right by `shift`, the
@@ -112,6 +112,8 @@ MIN_SPOT_SHOCK: constant(int256) = -95 * 10**4
 #      has 8): it bounds the logarithms a stale array costs, hence the worst liquidation's
 #      gas (SPECIFICATION.md, limits); a spot-by-vol grid lists a level's scenarios together.
 MAX_SPOT_LEVELS: constant(uint256) = 10
+# @dev Most concentration free loss and depth (thousands of USD): the engine's 24-bit fields.
+MAX_CONCENTRATION: constant(uint256) = 2**24 - 1
 
 
 struct Underlying:
@@ -128,6 +130,8 @@ struct Underlying:
     short_option_rate: uint256
     perp_rate: uint256
     scenarios: uint256
+    concentration_free: uint256
+    concentration_depth: uint256
 
 
 struct Grid:
@@ -212,6 +216,12 @@ event ParamsSet:
     im_factor: uint256
     max_array_age: uint256
     rate: uint256
+
+
+event ConcentrationSet:
+    underlying: indexed(uint256)
+    free: uint256
+    depth: uint256
 
 
 @deploy
@@ -384,6 +394,29 @@ def set_risk_params(
     ownable._check_owner()
     self._check_underlying(underlying)
     self._set_risk_params(underlying, quantum, vol_up, vol_down, vol_floor, term_exponent, short_option_rate, perp_rate)
+
+
+@external
+def set_concentration(underlying: uint256, free: uint256, depth: uint256):
+    """
+    @notice Sets an underlying's concentration add-on (SPECIFICATION.md §6): per account,
+            C_u = ceil(L_u · min(L_u − free, 4 · depth) / depth) when its weighted worst
+            loss L_u is above `free`, else 0; `depth` 0 turns it off. Keeps the other risk
+            parameters (read back from the engine). Opens a new epoch.
+    @param free The loss L_u the add-on leaves free (thousands of USD, < 2**24).
+    @param depth The depth the add-on scales with (thousands of USD, < 2**24; 0 = off).
+    """
+    ownable._check_owner()
+    self._check_underlying(underlying)
+    self._require(free <= MAX_CONCENTRATION and depth <= MAX_CONCENTRATION, "risk: concentration out of bounds")
+    listing: Underlying = staticcall ENGINE.underlyings(underlying)
+    # every field is below its width: the engine's own fields, and `free`, `depth` above
+    extcall ENGINE.configure_risk(
+        underlying,
+        listing.quantum | (listing.perp_rate << 64) | (listing.short_option_rate << 128) | (free << 208) | (depth << 232),
+        listing.vol_up | (listing.vol_down << 64) | (listing.vol_floor << 128) | (listing.term_exponent << 192),
+    )
+    log ConcentrationSet(underlying=underlying, free=free, depth=depth)
 
 
 @external
@@ -748,10 +781,11 @@ def _set_risk_params(
     self._require(vol_floor >= MIN_VOL_FLOOR and vol_floor <= WAD, "risk: vol floor out of bounds")
     self._require(term_exponent <= MAX_TERM_EXPONENT, "risk: exponent out of bounds")
     self._require(short_option_rate <= MAX_ADDON_RATE and perp_rate <= MAX_ADDON_RATE, "risk: add-on out of bounds")
-    # every field is below 2**64 by the bounds above
+    # every field is below 2**64 by the bounds above; the concentration fields are kept
+    listing: Underlying = staticcall ENGINE.underlyings(u)
     extcall ENGINE.configure_risk(
         u,
-        quantum | (perp_rate << 64) | (short_option_rate << 128),
+        quantum | (perp_rate << 64) | (short_option_rate << 128) | (listing.concentration_free << 208) | (listing.concentration_depth << 232),
         vol_up | (vol_down << 64) | (vol_floor << 128) | (term_exponent << 192),
     )
     log RiskParamsSet(

@@ -53,6 +53,11 @@ class UnderlyingConfig:
     spot: str  # oracle key of the spot price
     vol: str  # oracle key of the implied volatility
     perp_oi_cap: Decimal | None = None  # units; None = no perpetual listed
+    # concentration add-on (SPECIFICATION.md §6): the loss it leaves free and its depth, whole
+    # USD in multiples of 1,000 (the engine keeps thousands); depth 0 = off
+    concentration_free_usd: int = 0
+    concentration_depth_usd: int = 0
+    position_cap_usd: int = 0  # most notional |size| x spot a fill may grow a position to; 0 = none
 
 
 @dataclass(frozen=True)
@@ -124,10 +129,24 @@ def _feed(raw: dict) -> FeedConfig:
     )
 
 
+def _thousands(raw: dict, name: str) -> int:
+    """A whole-USD amount of the config that the engine keeps in thousands of USD."""
+    usd = int(raw.get(name, 0))
+    if usd < 0 or usd % 1000 != 0:
+        raise ValueError(f"{name} of {raw['name']} must be a non-negative multiple of 1,000 USD, not {usd}")
+    return usd
+
+
 def _underlying(raw: dict) -> UnderlyingConfig:
     cap = raw.get("perp_oi_cap")
     return UnderlyingConfig(
-        name=raw["name"], spot=raw["spot"], vol=raw["vol"], perp_oi_cap=_dec(cap) if cap is not None else None
+        name=raw["name"],
+        spot=raw["spot"],
+        vol=raw["vol"],
+        perp_oi_cap=_dec(cap) if cap is not None else None,
+        concentration_free_usd=_thousands(raw, "concentration_free_usd"),
+        concentration_depth_usd=_thousands(raw, "concentration_depth_usd"),
+        position_cap_usd=int(raw.get("position_cap_usd", 0)),
     )
 
 

@@ -368,6 +368,12 @@ class Deployment:
             if u == 0:  # scheduled on the timelock
                 return
         self.manifest.underlyings[underlying.name] = u
+        free, depth = underlying.concentration_free_usd // 1000, underlying.concentration_depth_usd // 1000
+        listing = engine.underlyings(u)
+        if (listing.concentration_free, listing.concentration_depth) != (free, depth):
+            self._send(f"concentration {underlying.name}", risk_model.set_concentration, u, free, depth)
+        if markets.position_cap(u) != underlying.position_cap_usd:
+            self._send(f"position cap {underlying.name}", markets.set_position_cap, u, underlying.position_cap_usd)
         if underlying.perp_oi_cap is None:
             return
         cap = to_wad(underlying.perp_oi_cap)

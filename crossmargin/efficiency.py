@@ -22,6 +22,8 @@ from crossmargin.units import WAD, from_wad, to_wad
 DAYS = 30
 VOL = Decimal("0.6")
 SPOT = Decimal(3000)
+# The concentrated-perp row: a small and a large long ETH perp (units).
+CONCENTRATED = (Decimal(10), Decimal(10_000))
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,26 @@ def measure_strategies(cm: Protocol, admin: Any, owner: Any, counterparty: Any) 
             alone,
             "no collateral beyond the WETH",
             note=f"initial health with only the WETH: {margin.initial_health:,.2f}",
+        )
+    )
+
+    # concentrated perp: a long ETH perp of 10,000 against one of 10, each alone in its
+    # subaccount; per unit, the large one pays the concentration add-on on top
+    per_unit = []
+    cm.token("USDC").mint(admin, counterparty, "12000000")
+    cm.vault.deposit(counterparty, "USDC", "12000000")
+    for sub, size, funds in ((naked + 2, CONCENTRATED[0], "100000"), (naked + 3, CONCENTRATED[1], "11000000")):
+        cm.token("USDC").mint(admin, owner, funds)
+        cm.vault.deposit(owner, "USDC", funds, sub)
+        _trade_legs(cm, owner, counterparty, [Leg(perp, size, SPOT)], [sub])
+        per_unit.append(cm.engine.margin(owner, sub).initial / size)
+    rows.append(
+        EfficiencyRow(
+            f"concentrated perp ({CONCENTRATED[1]:,} ETH against {CONCENTRATED[0]:,})",
+            per_unit[1],
+            per_unit[0],
+            ">= 150% per unit (concentration add-on)",
+            note="IM per unit, large then small, not MM",
         )
     )
     return rows

@@ -2,11 +2,14 @@
 default grid, 30-day ATM ETH options at 60% vol. The table is printed (run with ``-s``) and
 committed to the README by ``ape run efficiency``."""
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from crossmargin.efficiency import markdown, measure_single_positions, measure_strategies, single_markdown
+from crossmargin.model import margin as model
+from crossmargin.units import account_id
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def singles(cm, admin, maker, taker, rows):
 
 def test_efficiency__table_printed(rows):
     print("\n" + markdown(list(rows.values())))
-    assert len(rows) == 5
+    assert len(rows) == 6
 
 
 def test_efficiency__delta_hedged_long_call__at_most_30_percent(rows):
@@ -86,3 +89,46 @@ def test_single__one_weth_alone__scenario_plus_its_contingency_haircut(singles):
     assert row.mm_share <= Decimal("0.18"), row
     assert row.im_share <= Decimal("0.25"), row
     assert row.mm_share == Decimal("0.18") and row.im_share == Decimal("0.245"), row
+def test_efficiency__concentrated_perp__at_least_150_percent_per_unit(rows):
+    row = rows["concentrated perp (10,000 ETH against 10)"]
+    assert row.ratio >= Decimal("1.5"), row
+
+
+# ---------------------------------------------------------------- concentration (issue 14)
+
+
+def test_concentration__default_config__large_perp_costs_1_5x_per_unit_small_ones_nothing_more(
+    cm, admin, maker, taker, chain
+):
+    """Default ETH concentration (free 2,000,000 USD, depth 4,000,000 USD): a 10,000 ETH
+    perp at 3,000 (worst loss L = 4.5M USD, add-on 4.5M · 2.5M / 4M) costs at least 1.5× per
+    unit what a 10 ETH one does, IM and MM; a 100 ETH perp (L = 45,000 USD) exactly what it
+    cost without the add-on. The model agrees to the wei, with and without it."""
+    eth = cm.clearing.underlyings["ETH"]
+    listing = cm.engine.contract.underlyings(eth)
+    assert (listing.concentration_free, listing.concentration_depth) == (2_000, 4_000)
+    perp = cm.markets.perp("ETH")
+    cm.token("USDC").mint(admin, taker, "12000000")
+    cm.vault.deposit(taker, "USDC", "12000000")
+    sizes = {1: 10, 2: 100, 3: 10_000}
+    for sub, size in sizes.items():
+        funds = "11000000" if size > 100 else "100000"
+        cm.token("USDC").mint(admin, maker, funds)
+        cm.vault.deposit(maker, "USDC", funds, sub)
+        cm.trade(maker, taker, perp, str(size), "3000", maker_subaccount=sub)
+    block = chain.blocks.head.number
+    per_unit = {}
+    for sub, size in sizes.items():
+        m = cm.engine.contract.margin(account_id(str(maker), sub), block_id=block)
+        snap = model.snapshot(cm, maker, sub, block_id=block)
+        assert tuple(m) == tuple(model.margin(*snap))
+        state, underlyings, params, now = snap
+        off = {u: replace(s, concentration_depth=0) for u, s in underlyings.items()}
+        plain = model.margin(state, off, params, now)
+        if size <= 100:
+            assert tuple(m) == tuple(plain)
+        else:
+            assert m.maintenance > plain.maintenance and m.initial > plain.initial
+        per_unit[size] = (Decimal(m.initial) / size, Decimal(m.maintenance) / size)
+    for i in range(2):
+        assert per_unit[10_000][i] >= Decimal("1.5") * per_unit[10][i], per_unit

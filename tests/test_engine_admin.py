@@ -251,6 +251,80 @@ def test_set_risk_params__bounds__revert_and_read_back(engine, risk_model, admin
     assert listing.scenarios == 23 and grid_of(engine, eth) == model.default_grid()
 
 
+def test_set_concentration__bounds_owner_event__rewrites_only_its_fields(
+    engine, risk_model, admin, stranger, eth, weth_book
+):
+    """Thousands of USD, each below 2**24; the other risk parameters and a custom grid stay,
+    and `set_risk_params` and `set_grid` keep the concentration fields in turn."""
+    before = engine.underlyings(eth)
+    # the local config's ETH defaults: free 2,000,000 USD, depth 4,000,000 USD
+    assert (before.concentration_free, before.concentration_depth) == (2_000, 4_000)
+    with ape.reverts(NOT_OWNER):
+        risk_model.set_concentration(eth, 1, 1, sender=stranger)
+    for unknown in (0, engine.underlying_count() + 1):
+        with ape.reverts("risk: unknown underlying"):
+            risk_model.set_concentration(unknown, 1, 1, sender=admin)
+    for free, depth in ((2**24, 0), (0, 2**24)):
+        with ape.reverts("risk: concentration out of bounds"):
+            risk_model.set_concentration(eth, free, depth, sender=admin)
+    shocks, moves, weights = default_lists()
+    weights[7] = 10**6
+    risk_model.set_grid(eth, shocks, moves, weights, sender=admin)
+    custom = grid_of(engine, eth)
+    top = 2**24 - 1
+    receipt = risk_model.set_concentration(eth, top, top, sender=admin)
+    [event] = receipt.decode_logs(risk_model.ConcentrationSet)
+    assert (event.underlying, event.free, event.depth) == (eth, top, top)
+    after = engine.underlyings(eth)
+    assert (after.concentration_free, after.concentration_depth) == (top, top)
+    assert risk_params(after) == risk_params(before) and grid_of(engine, eth) == custom
+    assert {r.underlying: r for r in engine.risk(weth_book)}[eth].worst_scenario == 7
+    risk_model.set_risk_params(eth, *DEFAULT_RISK[:-1], 2 * 10**16, sender=admin)
+    risk_model.set_grid(eth, *default_lists(), sender=admin)
+    after = engine.underlyings(eth)
+    assert (after.concentration_free, after.concentration_depth, after.perp_rate) == (top, top, 2 * 10**16)
+    assert after.scenarios == 23 and grid_of(engine, eth) == model.default_grid()
+    risk_model.set_concentration(eth, 0, 0, sender=admin)
+    assert (engine.underlyings(eth).concentration_free, engine.underlyings(eth).concentration_depth) == (0, 0)
+
+
+def test_concentration__add_on__ceil_of_loss_times_excess_over_depth_capped_at_4x(
+    cm, engine, risk_model, admin, eth, trader, weth_book
+):
+    """C_u = ceil(L_u · min(L_u − free, 4 · depth) / depth), added to MM and (times the IM
+    factor) to IM; 0 at or below `free` and with depth 0; the model agrees. The 10 WETH
+    book loses L = 15% of its 30,000 USD at the default grid."""
+    risk_model.set_concentration(eth, 0, 0, sender=admin)
+    plain = engine.margin(weth_book)
+    loss = {r.underlying: r for r in engine.risk(weth_book)}[eth].loss
+    thousand = 10**21
+    assert loss >= 4 * thousand
+    im_factor = engine.im_factor()
+    mm_haircut = plain.maintenance - loss
+    im_haircut = plain.initial - -(-loss * im_factor // WAD)
+    whole = loss // thousand
+
+    def addon(free: int, depth: int) -> int:
+        return -(-loss * min(loss - free * thousand, 4 * depth * thousand) // (depth * thousand))
+
+    cases = [
+        (whole + 1, 1, 0),  # L <= free: nothing
+        (whole + 5, 0, 0),
+        (0, 0, 0),  # depth 0: off
+        (whole - 1, 10, addon(whole - 1, 10)),
+        (1, 3, addon(1, 3)),
+        (0, 1, 4 * loss),  # capped: min(L, 4 · 1,000 USD) / 1,000 USD = 4
+        (2, 1, addon(2, 1)),
+    ]
+    for free, depth, expected in cases:
+        risk_model.set_concentration(eth, free, depth, sender=admin)
+        m = engine.margin(weth_book)
+        assert m.equity == plain.equity
+        assert m.maintenance == loss + expected + mm_haircut, (free, depth)
+        assert m.initial == -(-(loss + expected) * im_factor // WAD) + im_haircut, (free, depth)
+        assert tuple(model.margin(*model.snapshot(cm, trader))) == tuple(m)
+
+
 def test_set_params__bounds__revert_and_read_back(engine, risk_model, admin, stranger):
     with ape.reverts(NOT_OWNER):
         risk_model.set_params(13 * 10**17, 3_600, 0, sender=stranger)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sizes import examples
 
+from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multiplier, solvent_terms, tip_owed, tip_paid
 from crossmargin.units import WAD, account_id, key, to_wad
 
@@ -753,3 +754,47 @@ def test_bid__bidder_at_its_position_cap__reverts(markets, cm, clearing, book, b
     cm.liquidator.start(stranger, book)
     with ape.reverts("clearing: position cap"):
         cm.liquidator.bid(bidder, book, "0.1", "100000")
+
+
+# ------------------------------------------------------------------ concentration and the notional cap (issue 14)
+
+
+def test_bid__bidder_ends_over_the_notional_cap__goes_through(markets, cm, clearing, book, bidder, admin, maker):
+    """Liquidation transfers are never capped: with the ETH cap at 1,000 USD a fill of 1 ETH
+    into the bidder reverts, the bid handing it a tenth of the short 10 ETH perp does not."""
+    set_eth(cm, admin, "3500")
+    markets.set_position_cap(cm.manifest.underlyings["ETH"], 1_000, sender=admin)
+    with ape.reverts("markets: position notional cap"):
+        cm.trade(maker, bidder, cm.markets.perp("ETH"), "1", "3500")
+    cm.liquidator.start(bidder, book)
+    cm.liquidator.bid(bidder, book, "0.1", "1000")
+    u = cm.manifest.underlyings["ETH"]
+    assert clearing.perp_position(account_id(bidder.address, 0), u).size == -to_wad(1)
+    assert clearing.perp_position(book, u).size == -to_wad(9)
+
+
+def test_start__concentrated_account__bound_below_margin_and_hinted_start_works(cm, book, keeper, admin, trader):
+    """The add-on grows with L_u, and a hinted scenario's loss is at most L_u: so every
+    hint's `refresh_bound` is at most the margin (equal at the worst scenario, as the model
+    computes it), and a hinted start proves the shortfall of a book that only the add-on
+    puts under maintenance (at 3,000: L = 4,500, with free 1,000 and depth 2,000 USD the
+    add-on is 4,500 · 3,500 / 2,000 = 7,875 against 10,000 of equity)."""
+    engine = cm.engine.contract
+    eth = engine.underlying_ids(key("ETH"))
+    equity, mm = margin(engine, book)
+    assert equity > mm
+    cm.engine.risk_model.set_concentration(eth, 1, 2, sender=admin)
+    equity, mm = margin(engine, book)
+    assert equity < mm
+    exact = engine.margin(book)
+    snap = model.snapshot(cm, trader)
+    for s in range(engine.underlyings(eth).scenarios):
+        bound = engine.refresh_bound.call(book, s << (8 * eth))
+        assert bound.equity == equity and bound.maintenance <= mm and bound.initial <= exact.initial
+        assert tuple(bound) == tuple(model.margin(*snap, hint=s << (8 * eth)))
+    hint = cm.engine.hint(book)
+    assert tuple(engine.refresh_bound.call(book, hint)) == tuple(exact)
+    receipt = cm.liquidator.start(keeper, book, hint)
+    event = started(receipt, cm.liquidator.contract)
+    assert (event.equity, event.maintenance) == (equity, mm)
+    assert cm.vault.contract.frozen(book)

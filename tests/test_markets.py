@@ -163,3 +163,57 @@ def test_funding_params__bounds_event_and_the_clearinghouse_copy(markets, cleari
     # the clearinghouse reads its copy
     positions = clearing.positions(1)
     assert (positions.funding_cap, positions.funding_interval) == (5 * 10**16, 86_400)
+
+
+# ------------------------------------------------------------------ position cap (notional)
+
+
+def test_set_position_cap__bounds_unknown_underlying_owner_and_event(markets, engine, admin, stranger):
+    # the local config's default: 100,000,000 USD per underlying
+    assert markets.position_cap(1) == markets.position_cap(2) == 100_000_000
+    with ape.reverts(NOT_OWNER):
+        markets.set_position_cap(1, 10**6, sender=stranger)
+    for unknown in (0, engine.underlying_count() + 1):
+        with ape.reverts("markets: unknown underlying"):
+            markets.set_position_cap(unknown, 10**6, sender=admin)
+    with ape.reverts("markets: position cap out of bounds"):
+        markets.set_position_cap(1, 10**12 + 1, sender=admin)
+    receipt = markets.set_position_cap(1, 10**12, sender=admin)
+    assert [(e.underlying, e.usd) for e in receipt.decode_logs(markets.PositionCapSet)] == [(1, 10**12)]
+    assert markets.position_cap(1) == 10**12
+    receipt = markets.set_position_cap(1, 0, sender=admin)
+    assert [(e.underlying, e.usd) for e in receipt.decode_logs(markets.PositionCapSet)] == [(1, 0)]
+    assert markets.position_cap(1) == 0
+
+
+def test_position_cap__fill_growing_past_it__reverts_reductions_pass(
+    cm, markets, admin, maker, taker, trader, create_account, list_option, perp
+):
+    """ETH cap 30,000 USD (10 ETH at 3,000): a fill may grow a position up to it, not past
+    it, on either side and for options as for perps; a fill that shrinks an over-cap
+    position passes; cap 0 is no cap."""
+    for actor in (maker, taker, trader):
+        create_account(actor, {"USDC": "1000000"})
+    markets.set_position_cap(1, 30_000, sender=admin)
+    cm.trade(maker, taker, perp, "10", "3000")  # exactly at the cap, both sides
+    with ape.reverts("markets: position notional cap"):
+        cm.trade(maker, trader, perp, "0.001", "3000")  # the maker grows past it
+    with ape.reverts("markets: position notional cap"):
+        cm.trade(trader, taker, perp, "0.001", "3000")  # the taker grows past it (its short)
+    # over the cap once it is lowered: reducing passes, growing again does not
+    markets.set_position_cap(1, 15_000, sender=admin)
+    cm.trade(maker, taker, perp, "-2", "3000")  # 10 -> 8 and -10 -> -8
+    with ape.reverts("markets: position notional cap"):
+        cm.trade(maker, taker, perp, "-17", "3000")  # 8 -> -9 (larger), -8 -> 9 (larger)
+    with ape.reverts("markets: position notional cap"):
+        cm.trade(maker, trader, perp, "-14", "3000")  # the maker shrinks (8 -> -6), the trader grows to 14
+    cm.trade(maker, trader, perp, "-5", "3000")  # the maker 8 -> 3, the trader 0 -> 5 (exactly 15,000)
+    # options: |size| x spot, the same rule
+    call = list_option(strike="3000")
+    with ape.reverts("markets: position notional cap"):
+        cm.trade(maker, trader, call, "5.01", "100")
+    cm.trade(maker, trader, call, "5", "100")
+    # no cap
+    markets.set_position_cap(1, 0, sender=admin)
+    cm.trade(maker, trader, perp, "100", "3000")
+    cm.trade(maker, trader, call, "100", "100")

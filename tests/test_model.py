@@ -199,17 +199,31 @@ trade_steps = st.tuples(
 )
 
 
+# concentration add-on per underlying (free, depth in thousands of USD), or the config's
+# (which never binds at these sizes): small enough that it binds for most books
+concentrations = st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(1, 120)))
+
+
 @pytest.mark.slow
-@given(steps=st.lists(trade_steps, min_size=1, max_size=6), picks=st.tuples(st.integers(0, 22), st.integers(0, 22)))
+@given(
+    steps=st.lists(trade_steps, min_size=1, max_size=6),
+    picks=st.tuples(st.integers(0, 22), st.integers(0, 22)),
+    concentration=st.tuples(concentrations, concentrations),
+)
 @settings(
     max_examples=examples(20),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_model__random_portfolios__equal_engine_views(stack, admin, book_maker, book_taker, options, steps, picks):
+def test_model__random_portfolios__equal_engine_views(
+    stack, admin, book_maker, book_taker, options, steps, picks, concentration
+):
     cm = stack
     snapshot = chain.snapshot()
     try:
+        for name, fields in zip(("ETH", "BTC"), concentration, strict=True):
+            if fields is not None:
+                cm.engine.risk_model.set_concentration(underlying_id(cm, name), *fields, sender=admin)
         push_all(cm, admin)
         last_push = chain.blocks.head.timestamp
         for step, (pick, fraction, sells, offset, after, move, warp) in enumerate(steps, 1):
@@ -305,6 +319,26 @@ def test_model__collateral_only__equals_engine(stack, book_maker):
     """No positions: equity is the floored collateral value, MM/IM the haircuts plus the
     tracking collateral's worst spot shock."""
     assert_model_matches(stack, book_maker)
+
+
+def test_model__concentration_binding__equals_engine_and_bounds(stack, admin, book_maker, book_taker, options):
+    """Options and perps on both underlyings with a concentration add-on that binds (free
+    1,000 USD, depth 2,000 USD on ETH; free 0, depth 1,000 USD on BTC: capped at 4 L):
+    margin, risk and every hinted bound equal the model's, and the bounds stay below."""
+    cm = stack
+    for name, fields in (("ETH", (1, 2)), ("BTC", (0, 1))):
+        cm.engine.risk_model.set_concentration(underlying_id(cm, name), *fields, sender=admin)
+    for instrument, name in list(options.items())[2:4] + list(options.items())[7:8]:
+        cm.trade(book_maker, book_taker, instrument, "-3" if name == "ETH" else "-0.5", "150")
+    cm.trade(book_maker, book_taker, cm.markets.perp("ETH"), "20", "3000")
+    cm.trade(book_maker, book_taker, cm.markets.perp("BTC"), "-1", "60000")
+    for owner in (book_maker, book_taker):
+        snap = assert_model_matches(cm, owner)
+        underlyings = snap[1]
+        assert all(s.concentration_depth != 0 for s in underlyings.values())
+        loss = {r.underlying: r.loss for r in model.risk(*snap)}
+        assert any(model.concentration(loss[u], underlyings[u]) > 0 for u in loss)
+        assert_bounds_match(cm, owner, snap, (8, 4))
 
 
 def test_model__default_grid__equals_engine_grid(stack):

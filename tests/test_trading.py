@@ -167,10 +167,12 @@ def test_trade__position_cap__reverts(markets, cm, clearing, books, maker, taker
         cm.trade(maker, taker, second, "1", "150")
 
 
-def test_trade__option_size_past_int80__reverts(cm, books, maker, taker, list_option):
+def test_trade__option_size_past_int80__reverts(cm, books, maker, taker, list_option, admin):
     """Options are stored two to a word with an int80 size: a size past it reverts before
     anything moves, whether in one trade or added to a position; the largest size that fits
-    is stored and gets as far as the margin check."""
+    is stored and gets as far as the margin check (with no notional cap, which would stop
+    these sizes first: `markets: position notional cap`)."""
+    cm.markets.contract.set_position_cap(cm.manifest.underlyings["ETH"], 0, sender=admin)
     call = list_option()
     with ape.reverts("clearing: position out of range"):
         cm.trade(maker, taker, call, from_wad(2**79), "0.000001")

@@ -56,6 +56,7 @@ __all__ = [
     "book",
     "ceil_div",
     "compute_array",
+    "concentration",
     "context",
     "current_context",
     "default_grid",
@@ -118,6 +119,10 @@ PERP, CALL, PUT, FUTURE = 1, 2, 3, 4
 # Term scaling of vol shocks: (TERM_BASE / max(T, TERM_FLOOR))^exponent, in seconds.
 TERM_BASE = 30 * 86_400
 TERM_FLOOR = 86_400
+# Concentration add-on: free and depth are in thousands of USD (this many WAD each); the
+# add-on is at most CONCENTRATION_CAP times the loss.
+THOUSAND_USD = 10**21
+CONCENTRATION_CAP = 4
 
 
 # ---------------------------------------------------------------- rounding helpers
@@ -208,6 +213,8 @@ class UnderlyingState:
         grid: The scenarios; scenario 0 is the base.
         epoch: The stored epoch record.
         name: The underlying's name (e.g. ``b"ETH"``), informational.
+        concentration_free: Loss ``L_u`` the concentration add-on leaves free (thousands of USD).
+        concentration_depth: Depth the concentration add-on scales with (thousands of USD, 0 = off).
     """
 
     id: int
@@ -225,6 +232,8 @@ class UnderlyingState:
     grid: tuple[Scenario, ...]
     epoch: EpochRecord
     name: bytes = b""
+    concentration_free: int = 0
+    concentration_depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -764,6 +773,17 @@ def addons(ctx: Context) -> int:
     return addon
 
 
+def concentration(loss: int, u: UnderlyingState) -> int:
+    """The concentration add-on ``C_u`` of a weighted worst loss ``L_u`` (WAD, rounded up):
+    0 when the depth is 0 or ``L_u <= free``, else ``ceil(L_u · min(L_u − free, 4 · depth) /
+    depth)``, free and depth in thousands of USD (the listing's risk word, bits 208 and 232)."""
+    free = u.concentration_free * THOUSAND_USD
+    depth = u.concentration_depth * THOUSAND_USD
+    if depth == 0 or loss <= free:
+        return 0
+    return mul_div(loss, min(loss - free, CONCENTRATION_CAP * depth), depth, True)
+
+
 def _margin(b: Book, params: EngineParams, hint: int = 0) -> Margin:
     equity = b.cash + b.collateral_value
     total = 0
@@ -777,7 +797,7 @@ def _margin(b: Book, params: EngineParams, hint: int = 0) -> Margin:
         for s, scenario in enumerate(c.underlying.grid):
             if only == 0 or s == only:
                 worst = min(worst, weighted(pnl[s], scenario))
-        total += -worst
+        total += -worst + concentration(-worst, c.underlying)
         total += addons(c)
     return Margin(
         equity=equity,
@@ -1131,6 +1151,8 @@ def underlying_state(u: int, listing: Any, reads: Any, grid: Any, epoch: Any) ->
         grid=tuple(Scenario(*row) for row in zip(shocks, moves, weights, strict=True)),
         epoch=EpochRecord(*epoch),
         name=bytes(listing.name).rstrip(b"\0"),
+        concentration_free=listing.concentration_free,
+        concentration_depth=listing.concentration_depth,
     )
 
 
