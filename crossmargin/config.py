@@ -1,96 +1,201 @@
-"""Per-network deployment configuration (``config/<network>.yaml``).
+"""Per-network deployment configuration (``config/<network>.yaml``), parsed into typed models.
 
 A config names the settlement asset, the oracle feeds and the collateral assets. A token or
 feed either points at an existing contract (``address``) or asks for a mock to be deployed
 (``mock``), which is how local nodes and testnets without a given feed are served.
+
+Every model rejects a key it does not know and a value outside the bound the contracts
+enforce, before anything is sent: ``load_config`` raises :class:`ConfigError` naming the
+file, the key (``assets[0].mm_hair_cut``) and the reason, one line per problem. The bounds
+mirror the contracts' (``Vault.MAX_HAIRCUT``, ``Exchange.MAX_FEE``, the oracle router's
+heartbeat bounds, ``Markets.MAX_POSITION_CAP``, ``RiskModel.set_concentration``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
+# Bounds the contracts enforce (see each contract's constants).
+MAX_HAIRCUT = Decimal("0.9")  # Vault.MAX_HAIRCUT
+MAX_FEE = Decimal("0.005")  # Exchange.MAX_FEE
+MIN_HEARTBEAT, MAX_HEARTBEAT = 60, 2 * 86_400  # OracleRouter
+MAX_HEARTBEAT_GRACE, MAX_SEQUENCER_GRACE = 3_600, 86_400  # OracleRouter
+MAX_POSITION_CAP = 10**12  # Markets.MAX_POSITION_CAP (USD)
+MAX_CONCENTRATION = (2**24 - 1) * 1000  # RiskModel.set_concentration: uint24 thousands of USD
+MAX_TIMELOCK_DELAY = 30 * 86_400
+# The engine stores an underlying's two oracle keys in one word, and the vault an asset's
+# price key and underlying name: each at most 16 bytes.
+SHORT_KEY_BYTES = 16
 
-@dataclass(frozen=True)
-class FeedConfig:
-    key: str
-    heartbeat: int  # seconds
-    min_answer: Decimal  # human units, e.g. 10 (USD)
-    max_answer: Decimal
+Fraction = Annotated[Decimal, Field(ge=0, le=1)]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be deployed: every problem found, one line each."""
+
+
+class _Model(BaseModel):
+    # unknown keys are errors (a misspelt `mm_hair_cut` must not deploy a zero haircut)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _short(value: str | None) -> str | None:
+    if value is not None and len(value.encode()) > SHORT_KEY_BYTES:
+        raise ValueError(f"key {value!r} is longer than {SHORT_KEY_BYTES} bytes")
+    return value
+
+
+class MockFeed(_Model):
+    decimals: int = Field(8, ge=0, le=36)
+    answer: Decimal = Field(gt=0)
+
+
+class FeedConfig(_Model):
+    key: str = Field(min_length=1)
+    heartbeat: int = Field(ge=MIN_HEARTBEAT, le=MAX_HEARTBEAT)  # seconds
+    min_answer: Decimal = Field(alias="min", gt=0)  # human units, e.g. 10 (USD)
+    max_answer: Decimal = Field(alias="max", gt=0)
     address: str | None = None  # an existing aggregator
-    mock_decimals: int = 8  # mock aggregator: decimals and first answer
-    mock_answer: Decimal | None = None
+    mock: MockFeed | None = None  # else a MockAggregator with these decimals and first answer
+
+    _check_key = field_validator("key")(lambda v: _short(v))
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FeedConfig:
+        if self.min_answer >= self.max_answer:
+            raise ValueError("min must be below max")
+        if self.address is None and self.mock is None:
+            raise ValueError("give an address or a mock answer")
+        return self
 
     @property
     def is_mock(self) -> bool:
         return self.address is None
 
+    @property
+    def mock_decimals(self) -> int:
+        return self.mock.decimals if self.mock else 8
 
-@dataclass(frozen=True)
-class TokenConfig:
-    symbol: str
-    decimals: int
-    cap: Decimal  # human token units
+    @property
+    def mock_answer(self) -> Decimal | None:
+        return self.mock.answer if self.mock else None
+
+
+class TokenConfig(_Model):
+    symbol: str = Field(min_length=1)
+    decimals: int = Field(ge=0, le=18)  # the vault scales by 10**(18 - decimals)
+    cap: Decimal = Field(ge=0)  # human token units
     address: str | None = None  # an existing token; else a MockERC20 is deployed
     feed: str | None = None  # oracle key of its USD price
     underlying: str | None = None  # underlying it tracks, e.g. "ETH"
-    mm_haircut: Decimal = Decimal(0)
-    im_haircut: Decimal = Decimal(0)
+    mm_haircut: Decimal = Field(Decimal(0), ge=0, le=MAX_HAIRCUT)
+    im_haircut: Decimal = Field(Decimal(0), ge=0, le=MAX_HAIRCUT)
+
+    _check_keys = field_validator("feed", "underlying")(lambda v: _short(v))
+
+    @model_validator(mode="after")
+    def _haircuts(self) -> TokenConfig:
+        if self.mm_haircut > self.im_haircut:
+            raise ValueError("mm_haircut must not exceed im_haircut")
+        return self
 
     @property
     def is_mock(self) -> bool:
         return self.address is None
 
 
-@dataclass(frozen=True)
-class UnderlyingConfig:
-    name: str  # e.g. "ETH"; collateral with this `underlying` is shocked with its spot
+def _thousands(value: int) -> int:
+    """A whole-USD amount the engine keeps in thousands of USD."""
+    if value % 1000 != 0:
+        raise ValueError(f"must be a multiple of 1,000 USD, not {value}")
+    return value
+
+
+class UnderlyingConfig(_Model):
+    name: str = Field(min_length=1)  # e.g. "ETH"; collateral with this `underlying` is shocked with its spot
     spot: str  # oracle key of the spot price
     vol: str  # oracle key of the implied volatility
-    perp_oi_cap: Decimal | None = None  # units; None = no perpetual listed
-    # concentration add-on (SPECIFICATION.md §6): the loss it leaves free and its depth, whole
-    # USD in multiples of 1,000 (the engine keeps thousands); depth 0 = off
-    concentration_free_usd: int = 0
-    concentration_depth_usd: int = 0
-    position_cap_usd: int = 0  # most notional |size| x spot a fill may grow a position to; 0 = none
+    perp_oi_cap: Decimal | None = Field(None, ge=0)  # units; None = no perpetual listed
+    # concentration add-on (SPECIFICATION.md, Margin engine): the loss it leaves free and its
+    # depth, whole USD in multiples of 1,000 (the engine keeps thousands); depth 0 = off
+    concentration_free_usd: int = Field(0, ge=0, le=MAX_CONCENTRATION)
+    concentration_depth_usd: int = Field(0, ge=0, le=MAX_CONCENTRATION)
+    position_cap_usd: int = Field(0, ge=0, le=MAX_POSITION_CAP)  # most notional a fill may grow a position to; 0 = none
+
+    _check_keys = field_validator("spot", "vol")(lambda v: _short(v))
+    _check_thousands = field_validator("concentration_free_usd", "concentration_depth_usd")(lambda v: _thousands(v))
 
 
-@dataclass(frozen=True)
-class ExchangeConfig:
-    maker_fee: Decimal = Decimal("0.0002")  # fraction of notional
-    taker_fee: Decimal = Decimal("0.0005")
-    insurance_share: Decimal = Decimal("0.5")  # of all fees, to the insurance account
+class ExchangeConfig(_Model):
+    maker_fee: Decimal = Field(Decimal("0.0002"), ge=0, le=MAX_FEE)  # fraction of notional
+    taker_fee: Decimal = Field(Decimal("0.0005"), ge=0, le=MAX_FEE)
+    insurance_share: Fraction = Decimal("0.5")  # of all fees, to the insurance account
     insurance: str | None = None  # owner of the insurance account; default the insurance fund
     fee_recipient: str | None = None  # default the deployer
 
 
-@dataclass(frozen=True)
-class TimelockConfig:
+class TimelockConfig(_Model):
     """Governance: after deploy, every contract is owned by a snekmate TimelockController."""
 
-    delay: int  # seconds every owner call waits between scheduling and execution
-    proposers: list[str] = field(default_factory=list)  # schedule and cancel; default the deployer
-    executors: list[str] = field(default_factory=list)  # execute ready calls; default the proposers
+    delay: int = Field(ge=0, le=MAX_TIMELOCK_DELAY)  # seconds every owner call waits
+    proposers: list[str] = Field(default_factory=list)  # schedule and cancel; default the deployer
+    executors: list[str] = Field(default_factory=list)  # execute ready calls; default the proposers
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    name: str
+class OracleConfig(_Model):
+    heartbeat_grace: int = Field(0, ge=0, le=MAX_HEARTBEAT_GRACE)  # seconds tolerated beyond each heartbeat
+    sequencer_feed: str | None = None  # L2 sequencer uptime feed
+    sequencer_grace: int = Field(3600, ge=0, le=MAX_SEQUENCER_GRACE)
+
+
+class NetworkConfig(_Model):
+    name: str = ""
     settlement: TokenConfig
-    assets: list[TokenConfig]
-    feeds: list[FeedConfig]
-    heartbeat_grace: int = 0
-    sequencer_feed: str | None = None
-    sequencer_grace: int = 3600
+    assets: list[TokenConfig] = Field(default_factory=list)
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
     guardian: str | None = None
-    underlyings: list[UnderlyingConfig] = field(default_factory=list)
-    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    underlyings: list[UnderlyingConfig] = Field(default_factory=list)
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
     timelock: TimelockConfig | None = None  # None: the deployer owns every contract (local)
+
+    @model_validator(mode="after")
+    def _references(self) -> NetworkConfig:
+        keys = {feed.key for feed in self.feeds}
+        problems = []
+        for i, underlying in enumerate(self.underlyings):
+            problems += [
+                f"underlyings[{i}].{k}: no feed {getattr(underlying, k)!r}"
+                for k in ("spot", "vol")
+                if getattr(underlying, k) not in keys
+            ]
+        for i, asset in enumerate(self.assets):
+            if asset.feed is None:
+                problems.append(f"assets[{i}].feed: a feed key is required")
+            elif asset.feed not in keys:
+                problems.append(f"assets[{i}].feed: no feed {asset.feed!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def heartbeat_grace(self) -> int:
+        return self.oracle.heartbeat_grace
+
+    @property
+    def sequencer_feed(self) -> str | None:
+        return self.oracle.sequencer_feed
+
+    @property
+    def sequencer_grace(self) -> int:
+        return self.oracle.sequencer_grace
 
     def feed(self, key: str) -> FeedConfig:
         for feed in self.feeds:
@@ -99,118 +204,30 @@ class NetworkConfig:
         raise KeyError(f"no feed {key!r} in config {self.name!r}")
 
 
-def _dec(value) -> Decimal:
-    return Decimal(str(value))
+def _location(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _token(raw: dict) -> TokenConfig:
-    return TokenConfig(
-        symbol=raw["symbol"],
-        decimals=int(raw["decimals"]),
-        cap=_dec(raw["cap"]),
-        address=raw.get("address"),
-        feed=raw.get("feed"),
-        underlying=raw.get("underlying"),
-        mm_haircut=_dec(raw.get("mm_haircut", 0)),
-        im_haircut=_dec(raw.get("im_haircut", 0)),
-    )
+def _messages(error: ValidationError) -> list[str]:
+    lines = []
+    for e in error.errors():
+        reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        where = _location(e["loc"])
+        lines.extend(f"{where}: {part}" if where else part for part in reason.split("; "))
+    return lines
 
 
-def _feed(raw: dict) -> FeedConfig:
-    mock = raw.get("mock") or {}
-    return FeedConfig(
-        key=raw["key"],
-        heartbeat=int(raw["heartbeat"]),
-        min_answer=_dec(raw["min"]),
-        max_answer=_dec(raw["max"]),
-        address=raw.get("address"),
-        mock_decimals=int(mock.get("decimals", 8)),
-        mock_answer=_dec(mock["answer"]) if "answer" in mock else None,
-    )
-
-
-def _thousands(raw: dict, name: str) -> int:
-    """A whole-USD amount of the config that the engine keeps in thousands of USD."""
-    usd = int(raw.get(name, 0))
-    if usd < 0 or usd % 1000 != 0:
-        raise ValueError(f"{name} of {raw['name']} must be a non-negative multiple of 1,000 USD, not {usd}")
-    return usd
-
-
-def _underlying(raw: dict) -> UnderlyingConfig:
-    cap = raw.get("perp_oi_cap")
-    return UnderlyingConfig(
-        name=raw["name"],
-        spot=raw["spot"],
-        vol=raw["vol"],
-        perp_oi_cap=_dec(cap) if cap is not None else None,
-        concentration_free_usd=_thousands(raw, "concentration_free_usd"),
-        concentration_depth_usd=_thousands(raw, "concentration_depth_usd"),
-        position_cap_usd=int(raw.get("position_cap_usd", 0)),
-    )
-
-
-def _exchange(raw: dict) -> ExchangeConfig:
-    default = ExchangeConfig()
-    return ExchangeConfig(
-        maker_fee=_dec(raw.get("maker_fee", default.maker_fee)),
-        taker_fee=_dec(raw.get("taker_fee", default.taker_fee)),
-        insurance_share=_dec(raw.get("insurance_share", default.insurance_share)),
-        insurance=raw.get("insurance"),
-        fee_recipient=raw.get("fee_recipient"),
-    )
-
-
-def _timelock(raw: dict | None) -> TimelockConfig | None:
-    if raw is None:
-        return None
-    delay = int(raw["delay"])
-    if not 0 <= delay <= 30 * 86_400:
-        raise ValueError(f"timelock: delay {delay} s is outside 0 .. 30 days")
-    return TimelockConfig(
-        delay=delay, proposers=list(raw.get("proposers") or []), executors=list(raw.get("executors") or [])
-    )
-
-
-def parse_config(name: str, raw: dict) -> NetworkConfig:
-    oracle = raw.get("oracle", {})
-    config = NetworkConfig(
-        name=name,
-        settlement=_token(raw["settlement"]),
-        assets=[_token(a) for a in raw.get("assets", [])],
-        feeds=[_feed(f) for f in raw.get("feeds", [])],
-        heartbeat_grace=int(oracle.get("heartbeat_grace", 0)),
-        sequencer_feed=oracle.get("sequencer_feed"),
-        sequencer_grace=int(oracle.get("sequencer_grace", 3600)),
-        guardian=raw.get("guardian"),
-        underlyings=[_underlying(u) for u in raw.get("underlyings", [])],
-        exchange=_exchange(raw.get("exchange") or {}),
-        timelock=_timelock(raw.get("timelock")),
-    )
-    for underlying in config.underlyings:
-        config.feed(underlying.spot)
-        config.feed(underlying.vol)
-        _short_keys(f"underlying {underlying.name}", underlying.spot, underlying.vol)
-    for feed in config.feeds:
-        if feed.is_mock and feed.mock_answer is None:
-            raise ValueError(f"feed {feed.key}: give an address or a mock answer")
-    for asset in config.assets:
-        if asset.feed is None:
-            raise ValueError(f"asset {asset.symbol}: a feed key is required")
-        config.feed(asset.feed)
-        _short_keys(f"asset {asset.symbol}", asset.feed, asset.underlying or "")
-    return config
-
-
-# The engine stores an underlying's two oracle keys in one word, and the vault an asset's
-# price key and underlying name: each at most 16 bytes.
-SHORT_KEY_BYTES = 16
-
-
-def _short_keys(what: str, *keys: str) -> None:
-    for key in keys:
-        if len(key.encode()) > SHORT_KEY_BYTES:
-            raise ValueError(f"{what}: key {key!r} is longer than {SHORT_KEY_BYTES} bytes")
+def parse_config(name: str, raw: dict, source: str | None = None) -> NetworkConfig:
+    """The typed config of ``raw`` (the YAML's mapping); raises :class:`ConfigError` with one
+    line per problem, each prefixed by ``source`` (the file) when given."""
+    try:
+        return NetworkConfig.model_validate({**(raw or {}), "name": name})
+    except ValidationError as error:
+        prefix = f"{source}: " if source else f"config {name!r}: "
+        raise ConfigError("\n".join(prefix + line for line in _messages(error))) from None
 
 
 def config_name(network_name: str) -> str:
@@ -223,4 +240,8 @@ def load_config(network_name: str, directory: Path = CONFIG_DIR) -> NetworkConfi
     path = directory / f"{name}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no deployment config for network {name!r} ({path})")
-    return parse_config(name, yaml.safe_load(path.read_text()))
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    return parse_config(name, yaml.safe_load(path.read_text()), source=str(shown))

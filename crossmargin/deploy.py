@@ -10,6 +10,10 @@ snekmate ``TimelockController`` (deployed with no delay, so the hand-over comple
 run, then set to the configured delay). From then on a setting that differs is *scheduled*
 on the timelock instead of sent; a later run executes it once the delay has passed (or
 reports how long is left). Cancelling is the timelock's own ``cancel``.
+
+A dry run (``dry_run=True``, ``ape run deploy --dry-run``) reads the chain the same way and
+logs each change it would make, old value -> new value, without sending anything; it stops at
+the first contract it would deploy, since nothing after it can be compared.
 """
 
 from __future__ import annotations
@@ -47,15 +51,37 @@ def _build_hash(container) -> str:
     return keccak(hexstr=runtime).hex()
 
 
+class DryRunStop(Exception):
+    """A dry run reached a contract it would deploy: nothing after it can be compared."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_shown(v) for v in value) + ")"
+    if isinstance(value, bytes | bytearray):
+        return value.rstrip(b"\0").decode(errors="replace") or "0x0"
+    return str(value)
+
+
 class Deployment:
     """Deploys or finds each contract of ``config`` and records it in ``manifest``."""
 
-    def __init__(self, config: NetworkConfig | None, sender: Any, manifest: Manifest, log: Log | None = None):
+    def __init__(
+        self,
+        config: NetworkConfig | None,
+        sender: Any,
+        manifest: Manifest,
+        log: Log | None = None,
+        dry_run: bool = False,
+    ):
         self.config = config
         self.sender = sender
         self.manifest = manifest
         self.log: Log = log or (lambda _msg: None)
+        self.dry_run = dry_run
         self.sent = 0  # transactions sent by this run
+        self.changes: list[str] = []  # a dry run's changes, old -> new
+        self.stopped: str | None = None  # a dry run: the contract it would deploy first
 
     # ------------------------------------------------------------------ helpers
 
@@ -76,6 +102,10 @@ class Deployment:
         if found is not None:
             self.log(f"found    {name:<24} {found.address}")
             return found
+        if self.dry_run:
+            self.changes.append(f"deploy {name}")
+            self.log(f"would deploy {name} (the dry run stops here: nothing after it can be compared)")
+            raise DryRunStop(name)
         contract = self.sender.deploy(container, *args)
         self.sent += 1
         self.manifest.contracts[name] = contract.address
@@ -83,8 +113,14 @@ class Deployment:
         self.log(f"deployed {name:<24} {contract.address}")
         return contract
 
-    def _send(self, description: str, method, *args) -> None:
+    def _send(self, description: str, method, *args, old: Any = "not set") -> None:
         timelock = self._timelock_of(method.contract)
+        if self.dry_run:
+            new = args[0] if len(args) == 1 else args
+            via = " (through the timelock)" if timelock is not None else ""
+            self.changes.append(f"{description}: {_shown(old)} -> {_shown(new)}{via}")
+            self.log(f"would set {description}: {_shown(old)} -> {_shown(new)}{via}")
+            return
         if timelock is None:
             method(*args, sender=self.sender)
             self.sent += 1
@@ -164,17 +200,21 @@ class Deployment:
 
         router = self._contract("OracleRouter", project.OracleRouter, config.heartbeat_grace)
         if router.heartbeat_grace() != config.heartbeat_grace:
-            self._send("heartbeat grace", router.set_heartbeat_grace, config.heartbeat_grace)
+            self._send(
+                "heartbeat grace", router.set_heartbeat_grace, config.heartbeat_grace, old=router.heartbeat_grace()
+            )
         for feed in config.feeds:
             wanted = (aggregators[feed.key], feed.heartbeat, to_wad(feed.min_answer), to_wad(feed.max_answer))
             have = router.feeds(key(feed.key))
             if (have.aggregator, have.heartbeat, have.min_answer, have.max_answer) != wanted:
-                self._send(f"feed {feed.key}", router.set_feed, key(feed.key), *wanted)
+                old = (have.aggregator, have.heartbeat, have.min_answer, have.max_answer)
+                self._send(f"feed {feed.key}", router.set_feed, key(feed.key), *wanted, old=(key(feed.key), *old))
         zero = "0x0000000000000000000000000000000000000000"
         sequencer = (config.sequencer_feed or zero).lower()
         grace = config.sequencer_grace if config.sequencer_feed else router.sequencer_grace()
         if (router.sequencer_feed().lower(), router.sequencer_grace()) != (sequencer, grace):
-            self._send("sequencer feed", router.set_sequencer, sequencer, grace)
+            old = (router.sequencer_feed(), router.sequencer_grace())
+            self._send("sequencer feed", router.set_sequencer, sequencer, grace, old=old)
 
         vault = self._contract(
             "Vault",
@@ -185,7 +225,11 @@ class Deployment:
         )
         if vault.assets(settlement.address).cap != to_wad(config.settlement.cap):
             self._send(
-                f"cap {config.settlement.symbol}", vault.set_cap, settlement.address, to_wad(config.settlement.cap)
+                f"cap {config.settlement.symbol}",
+                vault.set_cap,
+                settlement.address,
+                to_wad(config.settlement.cap),
+                old=(settlement.address, vault.assets(settlement.address).cap),
             )
         for asset in config.assets:
             self._list(vault, asset, tokens[asset.symbol].address)
@@ -234,7 +278,7 @@ class Deployment:
             matches=lambda c: engine_matches(c, clearing.address, markets.address),
         )
         if bytes(engine.settlement_key()) != settlement_key:
-            self._send("settlement key", engine.set_settlement_key, settlement_key)
+            self._send("settlement key", engine.set_settlement_key, settlement_key, old=bytes(engine.settlement_key()))
         risk_model = self._contract(
             "RiskModel",
             project.RiskModel,
@@ -242,20 +286,20 @@ class Deployment:
             matches=lambda c: c.ENGINE() == engine.address,
         )
         if engine.risk_model() != risk_model.address:
-            self._send("engine risk model", engine.set_risk_model, risk_model.address)
+            self._send("engine risk model", engine.set_risk_model, risk_model.address, old=engine.risk_model())
         if clearing.engine() != engine.address:
-            self._send("clearinghouse engine", clearing.set_engine, engine.address)
+            self._send("clearinghouse engine", clearing.set_engine, engine.address, old=clearing.engine())
         if markets.engine() != engine.address:
-            self._send("markets engine", markets.set_engine, engine.address)
+            self._send("markets engine", markets.set_engine, engine.address, old=markets.engine())
         if clearing.markets() != markets.address:
-            self._send("clearinghouse markets", clearing.set_markets, markets.address)
+            self._send("clearinghouse markets", clearing.set_markets, markets.address, old=clearing.markets())
         if vault.margin_engine() != engine.address:
-            self._send("vault margin engine", vault.set_margin_engine, engine.address)
+            self._send("vault margin engine", vault.set_margin_engine, engine.address, old=vault.margin_engine())
         self._lens(vault.address, router.address, clearing.address, markets.address, engine.address)
         if not vault.clearing(clearing.address):
-            self._send("vault clearing", vault.set_clearing, clearing.address, True)
+            self._send("vault clearing", vault.set_clearing, clearing.address, True, old=(clearing.address, False))
         if config.guardian and vault.guardian().lower() != config.guardian.lower():
-            self._send("guardian", vault.set_guardian, config.guardian)
+            self._send("guardian", vault.set_guardian, config.guardian, old=vault.guardian())
         for underlying in config.underlyings:
             self._underlying(engine, risk_model, markets, underlying)
 
@@ -279,13 +323,15 @@ class Deployment:
             ),
         )
         if vault.liquidator() != liquidator.address:
-            self._send("vault liquidator", vault.set_liquidator, liquidator.address)
+            self._send("vault liquidator", vault.set_liquidator, liquidator.address, old=vault.liquidator())
         if vault.insurance_fund() != fund.address:
-            self._send("vault insurance fund", vault.set_insurance_fund, fund.address)
+            self._send("vault insurance fund", vault.set_insurance_fund, fund.address, old=vault.insurance_fund())
         if clearing.liquidator() != liquidator.address:
-            self._send("clearinghouse liquidator", clearing.set_liquidator, liquidator.address)
+            self._send(
+                "clearinghouse liquidator", clearing.set_liquidator, liquidator.address, old=clearing.liquidator()
+            )
         if fund.liquidator() != liquidator.address:
-            self._send("fund liquidator", fund.set_liquidator, liquidator.address)
+            self._send("fund liquidator", fund.set_liquidator, liquidator.address, old=fund.liquidator())
 
         fees = config.exchange
         # trading fees' insurance share goes to the fund's own vault account
@@ -303,11 +349,13 @@ class Deployment:
             matches=lambda c: c.engine() == clearing.address,
         )
         if (exchange.maker_fee(), exchange.taker_fee(), exchange.insurance_share()) != rates:
-            self._send("exchange fees", exchange.set_fees, *rates)
+            old = (exchange.maker_fee(), exchange.taker_fee(), exchange.insurance_share())
+            self._send("exchange fees", exchange.set_fees, *rates, old=old)
         if (exchange.insurance().lower(), exchange.fee_recipient().lower()) != (insurance.lower(), recipient.lower()):
-            self._send("exchange fee accounts", exchange.set_fee_accounts, insurance, recipient)
+            old = (exchange.insurance(), exchange.fee_recipient())
+            self._send("exchange fee accounts", exchange.set_fee_accounts, insurance, recipient, old=old)
         if clearing.exchange() != exchange.address:
-            self._send("clearinghouse exchange", clearing.set_exchange, exchange.address)
+            self._send("clearinghouse exchange", clearing.set_exchange, exchange.address, old=clearing.exchange())
         if config.timelock is not None:
             self._govern()
         return self.manifest
@@ -371,9 +419,13 @@ class Deployment:
         free, depth = underlying.concentration_free_usd // 1000, underlying.concentration_depth_usd // 1000
         listing = engine.underlyings(u)
         if (listing.concentration_free, listing.concentration_depth) != (free, depth):
-            self._send(f"concentration {underlying.name}", risk_model.set_concentration, u, free, depth)
+            old = (u, listing.concentration_free, listing.concentration_depth)
+            self._send(f"concentration {underlying.name}", risk_model.set_concentration, u, free, depth, old=old)
         if markets.position_cap(u) != underlying.position_cap_usd:
-            self._send(f"position cap {underlying.name}", markets.set_position_cap, u, underlying.position_cap_usd)
+            cap = underlying.position_cap_usd
+            self._send(
+                f"position cap {underlying.name}", markets.set_position_cap, u, cap, old=(u, markets.position_cap(u))
+            )
         if underlying.perp_oi_cap is None:
             return
         cap = to_wad(underlying.perp_oi_cap)
@@ -382,7 +434,13 @@ class Deployment:
             self._send(f"perp {underlying.name}", markets.list_perp, u, cap)
             perp = markets.perp_of(u)
         elif markets.instrument(perp).oi_cap != cap:
-            self._send(f"perp cap {underlying.name}", markets.set_oi_cap, perp, cap)
+            self._send(
+                f"perp cap {underlying.name}",
+                markets.set_oi_cap,
+                perp,
+                cap,
+                old=(perp, markets.instrument(perp).oi_cap),
+            )
         self.manifest.perps[underlying.name] = perp
 
     def _list(self, vault, asset: TokenConfig, address: str) -> None:
@@ -393,17 +451,30 @@ class Deployment:
             self._send(f"list {asset.symbol}", vault.list_asset, address, key(asset.feed), underlying, mm, im, cap)
             return
         if (have.mm_haircut, have.im_haircut) != (mm, im):
-            self._send(f"haircuts {asset.symbol}", vault.set_haircuts, address, mm, im)
+            old = (address, have.mm_haircut, have.im_haircut)
+            self._send(f"haircuts {asset.symbol}", vault.set_haircuts, address, mm, im, old=old)
         if have.cap != cap:
-            self._send(f"cap {asset.symbol}", vault.set_cap, address, cap)
+            self._send(f"cap {asset.symbol}", vault.set_cap, address, cap, old=(address, have.cap))
 
 
-def deploy(config: NetworkConfig, sender: Any, manifest: Manifest | None = None, log: Log | None = None) -> Deployment:
-    """Deploys (or finds) the stack; returns the run, whose ``manifest`` and ``sent`` tell what it did."""
+def deploy(
+    config: NetworkConfig,
+    sender: Any,
+    manifest: Manifest | None = None,
+    log: Log | None = None,
+    dry_run: bool = False,
+) -> Deployment:
+    """Deploys (or finds) the stack; returns the run, whose ``manifest`` and ``sent`` tell what
+    it did. With ``dry_run`` nothing is sent: ``changes`` lists what would be (old -> new),
+    and ``stopped`` names the first contract it would deploy, if any."""
     manifest = manifest or Manifest(network=config.name, chain_id=chain.chain_id)
-    manifest.chain_id = chain.chain_id
-    run = Deployment(config, sender, manifest, log)
-    run.run()
+    if not dry_run:
+        manifest.chain_id = chain.chain_id
+    run = Deployment(config, sender, manifest, log, dry_run=dry_run)
+    try:
+        run.run()
+    except DryRunStop as stop:
+        run.stopped = str(stop)
     return run
 
 

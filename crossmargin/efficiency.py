@@ -221,7 +221,8 @@ def single_markdown(rows: list[SingleRow]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.position} | {row.initial:,.2f} | {row.maintenance:,.2f} | {row.im_share:.2%} | {row.mm_share:.2%} | {row.bound} |"
+            f"| {row.position} | {row.initial:,.2f} | {row.maintenance:,.2f} "
+            f"| {row.im_share:.2%} | {row.mm_share:.2%} | {row.bound} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -15,12 +15,11 @@ against ``BLOCK_GAS_LIMIT`` (and the keeper's refresh batch against ``TX_GAS_CAP
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 
 from ape import chain
 
-from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
+from crossmargin.config import FeedConfig, MockFeed, NetworkConfig, TokenConfig, UnderlyingConfig
 from crossmargin.deploy import deploy
 from crossmargin.gas import GasRow, measure
 from crossmargin.protocol import Protocol
@@ -51,22 +50,34 @@ def venue_config(base: NetworkConfig) -> NetworkConfig:
     assets = list(base.assets)
     underlyings = list(base.underlyings)
     for name in names:
-        feeds.append(FeedConfig(f"{name}/USD", 3600, Decimal(1), Decimal(10**6), mock_answer=Decimal(EXTRA_PRICE)))
-        feeds.append(FeedConfig(f"{name}/IV", 3600, Decimal("0.05"), Decimal(5), mock_answer=Decimal("0.6")))
-        underlyings.append(UnderlyingConfig(name, f"{name}/USD", f"{name}/IV", perp_oi_cap=Decimal(10**6)))
+        feeds.append(
+            FeedConfig(
+                key=f"{name}/USD", heartbeat=3600, min=Decimal(1), max=Decimal(10**6), mock=MockFeed(answer=EXTRA_PRICE)
+            )
+        )
+        feeds.append(
+            FeedConfig(
+                key=f"{name}/IV", heartbeat=3600, min=Decimal("0.05"), max=Decimal(5), mock=MockFeed(answer="0.6")
+            )
+        )
+        underlyings.append(
+            UnderlyingConfig(name=name, spot=f"{name}/USD", vol=f"{name}/IV", perp_oi_cap=Decimal(10**6))
+        )
         if len(assets) + 1 < ASSETS:
             assets.append(
                 TokenConfig(
-                    f"W{name}",
-                    18,
-                    Decimal(10**9),
+                    symbol=f"W{name}",
+                    decimals=18,
+                    cap=Decimal(10**9),
                     feed=f"{name}/USD",
                     underlying=name,
                     mm_haircut=Decimal("0.1"),
                     im_haircut=Decimal("0.15"),
                 )
             )
-    return replace(base, name=f"{base.name}-venue", feeds=feeds, assets=assets, underlyings=underlyings)
+    return base.model_copy(
+        update={"name": f"{base.name}-venue", "feeds": feeds, "assets": assets, "underlyings": underlyings}
+    )
 
 
 def widest_grid() -> tuple[list[int], list[int], list[int]]:

@@ -5,8 +5,6 @@ On ``c1dcd68`` each owner could rewire every contract at once (``set_liquidator`
 ``set_margin_engine``, ``set_feed``, ...) and take every account's funds, and the guardian
 could pause withdrawals with no end."""
 
-from dataclasses import replace
-
 import ape
 import pytest
 
@@ -92,7 +90,7 @@ def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(gove
     same run (delay 0 during the hand-over, then the configured one); a later run
     schedules a differing setting instead of sending it, and executes it after the delay."""
     base = load_config("local")
-    config = replace(base, timelock=TimelockConfig(delay=DELAY))
+    config = base.model_copy(update={"timelock": TimelockConfig(delay=DELAY)})
     run = deploy(config, governor, Manifest(network="governed", chain_id=chain.chain_id))
     manifest = run.manifest
     timelock = ape.project.Timelock.at(manifest.contracts["Timelock"])
@@ -107,7 +105,7 @@ def test_deploy__with_a_timelock__owns_every_contract_and_schedules_changes(gove
     assert deploy(config, governor, manifest).sent == 0  # converged: nothing to send
     vault = ape.project.Vault.at(manifest.contracts["Vault"])
     usdc = manifest.tokens["USDC"]
-    changed = replace(config, settlement=replace(config.settlement, cap=5))
+    changed = config.model_copy(update={"settlement": config.settlement.model_copy(update={"cap": 5})})
     logs: list[str] = []
     assert deploy(changed, governor, manifest, log=logs.append).sent == 1  # scheduled only
     assert any(line.startswith("scheduled cap USDC") for line in logs)

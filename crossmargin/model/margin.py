@@ -473,7 +473,8 @@ def default_grid() -> tuple[Scenario, ...]:
 def pack_grid(grid: tuple[Scenario, ...] | list[Scenario]) -> tuple[int, ...]:
     """Packs a grid as the risk model's ``set_grid`` does for the engine to store: 8
     scenarios of 32 bits per word, shock int16 (bits 0-15) | vol move (16-17) | weight
-    uint14 (18-31), shock and weight in 0.01% steps. The engine's ``DEFAULT_GRID`` constant is ``pack_grid(default_grid())``."""
+    uint14 (18-31), shock and weight in 0.01% steps. The engine's ``DEFAULT_GRID`` constant
+    is ``pack_grid(default_grid())``."""
     words = [0] * GRID_WORDS
     for s, scenario in enumerate(grid):
         lane = ((scenario.shock // GRID_UNIT) & 0xFFFF) | (scenario.move << 16) | (scenario.weight // GRID_UNIT << 18)
