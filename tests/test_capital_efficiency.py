@@ -89,6 +89,8 @@ def test_single__one_weth_alone__scenario_plus_its_contingency_haircut(singles):
     assert row.mm_share <= Decimal("0.18"), row
     assert row.im_share <= Decimal("0.25"), row
     assert row.mm_share == Decimal("0.18") and row.im_share == Decimal("0.245"), row
+
+
 def test_efficiency__concentrated_perp__at_least_150_percent_per_unit(rows):
     row = rows["concentrated perp (10,000 ETH against 10)"]
     assert row.ratio >= Decimal("1.5"), row
