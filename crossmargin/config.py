@@ -211,7 +211,8 @@ def _location(loc: tuple) -> str:
     return out
 
 
-def _messages(error: ValidationError) -> list[str]:
+def validation_lines(error: ValidationError) -> list[str]:
+    """One ``key.path[i]: reason`` line per problem of a pydantic error (also the book files')."""
     lines = []
     for e in error.errors():
         reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
@@ -227,7 +228,7 @@ def parse_config(name: str, raw: dict, source: str | None = None) -> NetworkConf
         return NetworkConfig.model_validate({**(raw or {}), "name": name})
     except ValidationError as error:
         prefix = f"{source}: " if source else f"config {name!r}: "
-        raise ConfigError("\n".join(prefix + line for line in _messages(error))) from None
+        raise ConfigError("\n".join(prefix + line for line in validation_lines(error))) from None
 
 
 def config_name(network_name: str) -> str:
