@@ -191,7 +191,9 @@ class Protocol(RuleBasedStateMachine):
         # option units opened (both sides) per underlying, for the quantization bound
         self.option_units = {"ETH": 0, "BTC": 0}
         self.live = set()  # accounts whose auction a keeper started and nobody finished yet
-        self.settled = {}  # expiring instrument -> its stored settlement price (WAD) once settled
+        # expiring instrument -> its stored settlement price (WAD) once the keeper settled every
+        # holder (0 if nobody held it at expiry: nobody can hold it after)
+        self.settled = {}
         self.block0 = self.chain.blocks.head.number
         self.surplus0 = self._cash_identity()[0]
         # (a): what passive accounts and the fund may lose (see `_adversary_gains_nothing`)
@@ -771,7 +773,7 @@ class Protocol(RuleBasedStateMachine):
         clearing = self.cm.clearing.contract
         for instrument in Protocol.expiring:
             listed = Protocol.instruments[instrument]
-            if self.settled.get(instrument) or self.chain.blocks.head.timestamp < listed.expiry:
+            if instrument in self.settled or self.chain.blocks.head.timestamp < listed.expiry:
                 continue
             feed = Protocol.feeds[f"{listed.name}/USD"]
             if feed.latestRoundData()[3] < listed.expiry:
@@ -787,7 +789,10 @@ class Protocol(RuleBasedStateMachine):
                 if held:
                     clearing.settle(account, instrument, hint, sender=self.bidder)
                     Protocol.stats[f"settled {listed.kind}s"] += 1
-            self.settled[instrument] = self.cm.markets.contract.instrument(instrument).settlement_price
+            # every holder settled: no open interest is left
+            listing = self.cm.markets.contract.instrument(instrument)
+            assert listing.open_interest == 0, listing
+            self.settled[instrument] = listing.settlement_price
 
     @rule(stale=st.booleans(), crash=st.integers(5, 40), trader=st.integers(0, 3))
     def vol_outage(self, stale, crash, trader):
@@ -865,7 +870,7 @@ class Protocol(RuleBasedStateMachine):
         now = self.chain.blocks.head.timestamp
         for instrument in Protocol.expiring:
             listed = Protocol.instruments[instrument]
-            if self.settled.get(instrument) or now < listed.expiry:
+            if instrument in self.settled or now < listed.expiry:
                 continue
             # finding 2: expired and unsettled, not zero-sum until settled. An option long
             # counts for nothing and a short owes its worst intrinsic value over the grid;
