@@ -107,6 +107,9 @@ DUST_PER_STEP = 10**3
 DUST_PER_BLOCK = 64
 # the output of `Clearinghouse.positions`
 POSITIONS_ABI = "(uint256[],(uint256,uint256,int256,uint256)[],uint256[],uint256,uint256)"
+# the output of `Markets.instrument`: kind, underlying, strike, expiry, oi_cap, open_interest,
+# settlement_price
+INSTRUMENT_ABI = "(uint256,uint256,uint256,uint256,uint256,uint256,uint256)"
 # Reasons a user action may be refused with; anything else fails the test.
 REFUSALS = (
     "clearing: insufficient margin",
@@ -254,7 +257,11 @@ class Protocol(RuleBasedStateMachine):
                 abi_decode([POSITIONS_ABI], bytes(r))[0] for r in raws[3 + n : 3 + 2 * n]
             )
         ]
-        fund_held, index = (abi_decode(["uint256"], bytes(r))[0] for r in raws[3 + 2 * n :])
+        fund_held, index = (abi_decode(["uint256"], bytes(r))[0] for r in raws[3 + 2 * n : 5 + 2 * n])
+        interest = {
+            instrument: abi_decode([INSTRUMENT_ABI], bytes(r))[0][5]
+            for instrument, r in zip(Protocol.tradable, raws[5 + 2 * n :], strict=True)
+        }
         # what the adversary's invariants read, from the same batch
         ids = self._accounts()
         self.view = {
@@ -267,9 +274,11 @@ class Protocol(RuleBasedStateMachine):
         assert positive >= sum(max(c, 0) for c in cash), "positive_cash below the positive balances"
         claims = sum(cash)
         sizes: dict[int, int] = {}  # perps by underlying, futures by instrument id
+        longs = dict.fromkeys(Protocol.tradable, 0)  # long units held, by instrument id
         for options, perps, futures in positions:
             for underlying, size, cost, funding, cumulative, _ema, _updated in perps:
                 sizes[underlying] = sizes.get(underlying, 0) + size
+                longs[Protocol.perp_ids[underlying]] += max(size, 0)
                 # the funding it would settle now (floored, as `_settle_funding`), less its cost
                 claims += (-size * (cumulative - funding)) // WAD - cost
             for future in futures:
@@ -277,6 +286,7 @@ class Protocol(RuleBasedStateMachine):
                 # settlement price, its payoff floor(size · P) is owed too
                 key = ("future", future.instrument)
                 sizes[key] = sizes.get(key, 0) + future.size
+                longs[future.instrument] += max(future.size, 0)
                 claims -= future.cost
                 if self.settled.get(future.instrument):
                     claims += (future.size * self.settled[future.instrument]) // WAD
@@ -284,6 +294,7 @@ class Protocol(RuleBasedStateMachine):
                     assert head["timestamp"] < future.expiry, "a long-dated future expired mid-run"
             for word in options:
                 instrument = word & (2**32 - 1)
+                longs[instrument] += max(_signed128(word >> 128), 0)
                 # an option with a stored settlement price: its payoff is owed (floored, as
                 # `settle`); the long-dated options of this test expire after any run
                 if instrument in Protocol.expiring:
@@ -293,6 +304,8 @@ class Protocol(RuleBasedStateMachine):
                 else:
                     assert head["timestamp"] < Protocol.instruments[instrument].expiry, "an option expired mid-run"
         assert all(net == 0 for net in sizes.values()), f"perp or future sizes do not net to zero: {sizes}"
+        # every instrument's open interest is the long units held
+        assert interest == longs, f"open interest {interest}, long units held {longs}"
         surplus = total - claims
         assert surplus >= 0, f"claims exceed the vault's total by {-surplus} wei"
         return surplus, head["number"]
@@ -998,6 +1011,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     # long-dated BTC one
     underlyings = cm.manifest.underlyings
     Protocol.perps = {name: cm.markets.perp(name) for name in ("ETH", "BTC")}
+    Protocol.perp_ids = {underlyings[name]: perp for name, perp in Protocol.perps.items()}
     Protocol.options = (
         list_option("ETH", True, "3000", 30),
         list_option("ETH", False, "2800", 30),
@@ -1083,6 +1097,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
         *((clearing.positions, (a,)) for a in ids),
         (usdc.contract.balanceOf, (cm.fund.address,)),
         (vault.cash_index, ()),
+        *((markets.instrument, (i,)) for i in Protocol.tradable),
     ]
     balance_of = vault.balance_of
     Protocol.wbtc_reads = [
