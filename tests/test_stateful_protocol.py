@@ -130,6 +130,9 @@ REFUSALS = (
     "oracle: stale price",
     "oracle: price out of bounds",
     "vault: new collateral from a stranger",
+    # a fill growing a position past its underlying's notional cap (issue 14; 100M USD in the
+    # local config, out of this test's reach, but a refusal if ever reached)
+    "markets: position notional cap",
 )
 # Finding 10 (issue 11, "a valuation reads only the feeds its positions need", merged into
 # main at 2392b0b): an account holding no option is valued, started and bid on while the ETH
