@@ -24,7 +24,13 @@ def _usd(value) -> str:
 
 
 @click.command(cls=ConnectedProviderCommand, help=__doc__)
-@click.option("--chart", type=click.Path(path_type=Path), default=Path("demo.png"), show_default=True)
+@click.option(
+    "--chart",
+    type=click.Path(path_type=Path),
+    default=Path("demo.png"),
+    show_default=True,
+    help="Where to save the PNG chart.",
+)
 def cli(network, chart):
     admin = resolve_sender(None)
     t = accounts.test_accounts
