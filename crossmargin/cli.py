@@ -12,12 +12,14 @@ from typing import Any
 import click
 from ape import accounts, networks
 from ape.cli import account_option
-from ape.logging import logger
+from ape.logging import CLICK_ECHO_KWARGS, logger
+from eth_utils import to_checksum_address
 from rich.console import Console
 from rich.table import Table
 
 from crossmargin.errors import one_line
 from crossmargin.manifest import Manifest
+from crossmargin.units import MAX_SUBACCOUNT, SUB_BITS
 
 console = Console()
 
@@ -133,18 +135,34 @@ def friendly_errors(fn: Callable) -> Callable:
 
 
 def json_option(help_text: str):
-    """``--json``: the command's output as JSON documents on stdout, everything else on stderr."""
-    return click.option("--json", "as_json", is_flag=True, help=help_text)
+    """``--json``: the command's output as JSON documents on stdout, everything else (the
+    console, ape's log lines, even the provider's "Connecting" line) on stderr."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            to_stderr()
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=callback, help=help_text)
 
 
 def to_stderr() -> None:
-    """Sends the shared console to stderr (``--json`` keeps stdout for the documents)."""
+    """Sends the shared console and every ape log line to stderr (``--json`` keeps stdout
+    for the documents)."""
     console.stderr = True
+    for level in ("error", "warning", "success", "info", "debug"):
+        CLICK_ECHO_KWARGS[level] = {"err": True}  # ape's log handler holds this dict
 
 
 def emit_json(document: Any) -> None:
     """Prints ``document`` as one line of JSON on stdout (Decimals as strings, ints as ints)."""
     click.echo(json.dumps(document, default=_json_default, sort_keys=True))
+
+
+def account_label(account: int) -> str:
+    """An account id in JSON output: ``<owner checksum address>/<subaccount>``."""
+    owner = to_checksum_address((account >> SUB_BITS).to_bytes(20, "big"))
+    return f"{owner}/{account & MAX_SUBACCOUNT}"
 
 
 def _json_default(value: Any) -> Any:

@@ -23,8 +23,8 @@ from ape import chain, networks
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin.cli import FractionType, console, emit_json, friendly_errors, load_account, to_stderr
-from crossmargin.keeper import Keeper, KeeperConfig, LiquidationReport, RefusedError, TaskReport, describe_account
+from crossmargin.cli import FractionType, account_label, console, emit_json, friendly_errors, json_option, load_account
+from crossmargin.keeper import Keeper, KeeperConfig, LiquidationReport, RefusedError, TaskReport
 from crossmargin.protocol import Protocol
 
 # Default keeper account on dev networks: test account 0, the deployer, which may also push
@@ -80,7 +80,7 @@ def keeper_options(command):
             help="JSON state (default .keeper/<network>.json).",
         ),
         click.option("--from-block", type=int, default=0, show_default=True, help="First block to discover from."),
-        click.option("--json", "as_json", is_flag=True, help="One JSON document per round on stdout, logs on stderr."),
+        json_option("One JSON document per round on stdout (logs on stderr)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -126,7 +126,7 @@ def print_reports(reports: list[TaskReport], quiet_if_idle: bool) -> None:
 
 
 def report_json(report: TaskReport) -> dict:
-    """One task's report as plain JSON values (accounts as ``0xowner/sub``)."""
+    """One task's report as plain JSON values (accounts as ``<owner address>/<subaccount>``)."""
     out = {
         "task": report.task,
         "ok": report.ok,
@@ -147,7 +147,7 @@ def report_json(report: TaskReport) -> dict:
         ],
     }
     if isinstance(report, LiquidationReport):
-        out["due"] = [describe_account(a) for a in report.due]
+        out["due"] = [account_label(a) for a in report.due]
         out["degraded"] = report.degraded
     return out
 
@@ -214,8 +214,6 @@ def subcommand(name: str, tasks: tuple[str, ...], help_text: str):
         @keeper_options
         @friendly_errors
         def command(once, interval, as_json, **options):
-            if as_json:
-                to_stderr()
             stopper = Stopper()
             keeper = build_keeper(**options)
             stopper.attach(keeper)

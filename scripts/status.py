@@ -22,8 +22,8 @@ from ape import chain, networks
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin.cli import console, emit_json, friendly_errors, to_stderr
-from crossmargin.keeper import FUTURE, Keeper, KeeperConfig, describe_account
+from crossmargin.cli import account_label, console, emit_json, friendly_errors, json_option
+from crossmargin.keeper import FUTURE, Keeper, KeeperConfig
 from crossmargin.protocol import Protocol
 from crossmargin.units import from_wad
 
@@ -51,11 +51,9 @@ def book(snapshot: tuple, names: dict[int, str], shown: int = 4) -> str:
     help="Keeper state to start from (default .keeper/<network>.json).",
 )
 @click.option("--no-model", is_flag=True, help="Skip the model's liquidation-distance column.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of the tables.")
+@json_option("Print one JSON document on stdout instead of the tables (logs on stderr).")
 @friendly_errors
 def cli(top, state_file, no_model, as_json):
-    if as_json:
-        to_stderr()
     network = networks.provider.network.name
     cm = Protocol.load()
     path = state_file or Path(".keeper") / f"{network}.json"
@@ -92,7 +90,7 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
         distance = distances.get(h.account)
         accounts.append(
             {
-                "account": describe_account(h.account),
+                "account": account_label(h.account),
                 "book": book(snapshots[h.account], names),
                 "equity": from_wad(h.equity),
                 "maintenance": from_wad(h.maintenance),
@@ -105,7 +103,7 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
         )
     auctions = [
         {
-            "account": describe_account(a.account),
+            "account": account_label(a.account),
             "elapsed_s": a.elapsed,
             "multiplier": a.multiplier if a.equity > 0 else None,
             "insolvent_ramp": a.ramp,
@@ -162,10 +160,11 @@ def render(status: dict) -> None:
     for column in ("account", "book", "equity", "MM", "equity − MM", "equity / MM", "in auction", "liquidatable at"):
         table.add_column(column, justify="left" if column in left else "right")
     for a in status["accounts"]:
+        owner, sub = a["account"].split("/")
         style = "red" if a["liquidatable"] else ("yellow" if a["ratio"] < 1.15 else "")
         at = a["liquidatable_at"]
         table.add_row(
-            a["account"],
+            f"{owner[:6]}…{owner[-4:]}:{sub}",
             a["book"],
             usd(a["equity"]),
             usd(a["maintenance"]),
@@ -182,8 +181,9 @@ def render(status: dict) -> None:
     for column in ("account", "running", "d(t)", "insolvent ramp", "equity", "MM", "fraction", "quote", "tip owed"):
         table.add_column(column, justify="left" if column in ("account", "tip owed") else "right")
     for a in status["auctions"]:
+        owner, sub = a["account"].split("/")
         table.add_row(
-            a["account"],
+            f"{owner[:6]}…{owner[-4:]}:{sub}",
             f"{a['elapsed_s'] // 60}m{a['elapsed_s'] % 60:02d}s",
             f"{a['multiplier']:.4f}" if a["multiplier"] is not None else "",
             f"{a['insolvent_ramp'] * 100:.0f}%" if a["insolvent_ramp"] is not None else "",
