@@ -3,8 +3,11 @@
 A bot runs the same ``Keeper`` methods as ``ape run keeper``, on Silverback's triggers.
 Its keeper is configured from the environment (:meth:`KeeperConfig.from_env`):
 
-- ``CROSSMARGIN_KEEPER_DRY_RUN=1``, ``..._BID_THRESHOLD=0.05`` (``none``: never bid),
-  ``..._MAX_BID_FRACTION``, ``..._BIDDER_SUBACCOUNT``, ``..._START_BLOCK``, ...;
+- ``CROSSMARGIN_KEEPER_<FIELD>`` for every field of :class:`KeeperConfig`: ``DRY_RUN=1``,
+  ``BID_THRESHOLD=0.05`` or ``5%`` (``none``: never bid), ``MAX_BID_FRACTION``,
+  ``BIDDER_SUBACCOUNT`` (it needs vault cash to pay for what it buys), ``START_BLOCK``,
+  ``BATCH_SIZE``, ``LOG_CHUNK``, ``REFRESH_BATCH``, ``ATTEMPTS``, ``RETRY_DELAY``, ``WORKERS``,
+  ``PRICE_STEP``, ``SEED``, ``NEAREST``;
 - ``CROSSMARGIN_KEEPER_STATE_FILE`` (default ``.keeper/<bot>-<network>.json``): the state
   that makes a restarted bot resume discovery where it stopped and never re-send what it
   sent (Silverback's own state snapshot only holds block numbers);

@@ -224,8 +224,9 @@ class KeeperConfig:
 
     @classmethod
     def from_env(cls, prefix: str = "CROSSMARGIN_KEEPER_", **overrides: Any) -> KeeperConfig:
-        """A config from environment variables (``CROSSMARGIN_KEEPER_DRY_RUN=1``,
-        ``..._BID_THRESHOLD=0.05`` or ``none``, ``..._STATE_FILE``, ...), for the bots."""
+        """A config from environment variables, for the bots: ``CROSSMARGIN_KEEPER_`` and a
+        field's name in capitals (``CROSSMARGIN_KEEPER_DRY_RUN=1``, ``..._BID_THRESHOLD=0.05``,
+        ``5%`` or ``none``, ``..._STATE_FILE``); every field of the class can be set so."""
         values: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
             raw = os.environ.get(prefix + name.upper())
@@ -235,7 +236,13 @@ class KeeperConfig:
             if "bool" in kind:
                 values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif "Decimal" in kind:
-                values[name] = None if raw.strip().lower() in ("", "none", "off") else Decimal(raw)
+                text = raw.strip()
+                if text.lower() in ("", "none", "off"):
+                    values[name] = None
+                elif text.endswith("%"):  # "5%" as the command line takes it
+                    values[name] = Decimal(text[:-1].strip()) / 100
+                else:
+                    values[name] = Decimal(text)
             elif "Path" in kind:
                 values[name] = Path(raw) if raw else None
             elif "float" in kind:

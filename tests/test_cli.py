@@ -31,6 +31,7 @@ from crossmargin.errors import (
     UnknownNameError,
     one_line,
 )
+from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.protocol import Protocol, check_faucet_network
 from crossmargin.units import account_id
 
@@ -362,3 +363,21 @@ def test_gas__sdk_transaction_on_a_node_network__limit_at_least_1_3x_the_estimat
         assert networks.ethereum.get_network(name).config.gas_limit.multiplier == 1.3
     local = cm.vault.deposit(trader, "USDC", "1")
     assert local.transaction.gas_limit == chain.provider.max_gas
+
+
+# ------------------------------------------------------------------ keeper stop and settings
+
+
+def test_keeper_run__stop__ends_after_the_round_and_saves(cm, keeper, tmp_path):
+    state = tmp_path / "keeper.json"
+    k = Keeper(cm, keeper, KeeperConfig(state_file=state, bid_threshold=None))
+    rounds = []
+    k.run(("discover", "liquidate"), interval=3600, on_reports=lambda reports: (rounds.append(reports), k.stop()))
+    assert len(rounds) == 1 and [r.task for r in rounds[0]] == ["discover", "liquidate"]
+    assert k.stopping and json.loads(state.read_text())["last_block"] == rounds[0][0].to_block
+    assert k.run_once(("discover",)) == []  # stopped: no further task runs
+
+
+def test_keeper_config__percent_threshold_from_env(monkeypatch):
+    monkeypatch.setenv("CROSSMARGIN_KEEPER_BID_THRESHOLD", "5%")
+    assert KeeperConfig.from_env().bid_threshold == Decimal("0.05")
