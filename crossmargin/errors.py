@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from eth_abi import decode as abi_decode
+from ape.exceptions import ContractLogicError as ApeContractLogicError
+from ape.exceptions import TransactionError
 
-# Error(string) selector of a Solidity/Vyper revert with a reason.
-_ERROR_SELECTOR = bytes.fromhex("08c379a0")
+from crossmargin.sender import revert_reason as node_revert_reason
 
 
 class CrossmarginError(Exception):
@@ -101,25 +101,12 @@ def nonzero_amount(value: Any, argument: str) -> Decimal:
 
 def revert_reason(error: BaseException) -> str | None:
     """The revert string of a failed call, estimate or transaction (e.g.
-    ``"clearing: insufficient margin"``), else None."""
-    data = getattr(error, "data", None)
-    if isinstance(data, bytes | str):
-        raw = bytes.fromhex(data[2:]) if isinstance(data, str) and data.startswith("0x") else data
-        if isinstance(raw, bytes) and raw[:4] == _ERROR_SELECTOR:
-            try:
-                return abi_decode(["string"], raw[4:])[0]
-            except Exception:  # noqa: BLE001 - fall back to the message
-                pass
-    message = getattr(error, "revert_message", None) or getattr(error, "message", None)
-    if isinstance(message, tuple):
-        message = message[0]
-    text = str(message) if message else ""
-    for prefix in ("execution reverted: ", "execution reverted"):
-        if text.startswith(prefix):
-            return text[len(prefix) :] or None
-    if type(error).__name__ in ("ContractLogicError",) and text and text != "Transaction failed.":
-        return text
-    return None
+    ``"clearing: insufficient margin"``), from ape's error or the node's, else None."""
+    if isinstance(error, ApeContractLogicError):
+        message = error.revert_message
+        if message and message != TransactionError.DEFAULT_MESSAGE:
+            return message
+    return node_revert_reason(error)
 
 
 def one_line(error: BaseException) -> str:

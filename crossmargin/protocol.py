@@ -498,14 +498,14 @@ def check_faucet_network(network: str) -> None:
         )
 
 
-def deploy_hint(network: str) -> str:
+def deploy_hint(network: str, verb: str = "create it with") -> str:
     """The command that creates ``network``'s deployment manifest."""
     if network == "local":
         return (
             "`ape run deploy` on the default network deploys to an anvil that stops when the command ends; "
             "start a node (`anvil`), then `ape run deploy --network ethereum:devnet:node` and use that network"
         )
-    return f"create it with `ape run deploy --network ethereum:{network.removesuffix('-fork')}`"
+    return f"{verb} `ape run deploy --network ethereum:{network.removesuffix('-fork')}`"
 
 
 class Protocol:
@@ -575,7 +575,7 @@ class Protocol:
         except ContractNotFoundError:
             # e.g. the manifest of an earlier ape-managed anvil, which is gone with its chain
             raise MissingDeploymentError(
-                f"the contracts of {path} are not on this chain; {deploy_hint(name)}"
+                f"the contracts of {path} are not on this chain; {deploy_hint(name, 'deploy again with')}"
             ) from None
 
     def faucet(self, account: Any, symbol: str, amount: Number, minter: Any = None):

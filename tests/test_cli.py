@@ -32,6 +32,7 @@ from crossmargin.errors import (
     one_line,
 )
 from crossmargin.keeper import Keeper, KeeperConfig
+from crossmargin.manifest import Manifest
 from crossmargin.protocol import Protocol, check_faucet_network
 from crossmargin.units import account_id
 
@@ -200,6 +201,20 @@ def test_command__no_manifest__one_line_with_the_file_and_the_fix(ape_run, tmp_p
         "create it with `ape run deploy --network ethereum:devnet`"
     ]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_status__manifest_of_another_chain__one_line(cm, ape_run, tmp_path, stranger):
+    """A manifest whose addresses hold no code here (e.g. from an ape-managed anvil that is gone)."""
+    stale = Manifest(**{**vars(cm.manifest), "contracts": dict.fromkeys(cm.manifest.contracts, stranger.address)})
+    stale.tokens = dict.fromkeys(cm.manifest.tokens, stranger.address)
+    stale.save(tmp_path / "deployments" / "devnet.json")
+    result = ape_run("run", "status")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: the contracts of {tmp_path / 'deployments' / 'devnet.json'} are not on this chain; "
+        "deploy again with `ape run deploy --network ethereum:devnet`"
+    ]
 
 
 def test_keeper__bare_threshold_above_one__refused_with_the_percent_form(ape_run):
