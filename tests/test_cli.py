@@ -128,7 +128,7 @@ def test_scripts__every_option_of_every_command_has_help():
 
 
 def test_status__json__one_document_with_the_due_account(short_book, ape_run, trader):
-    result = ape_run("run", "status", "--json", "--no-model")
+    result = ape_run("run", "status", "--json", "--no-model", "--state-file", str(ape_run.state))
     assert result.returncode == 0, result.stdout + result.stderr
     [line] = result.stdout.splitlines()  # nothing else on stdout
     status = json.loads(line)
@@ -141,7 +141,8 @@ def test_status__json__one_document_with_the_due_account(short_book, ape_run, tr
 
 
 def test_keeper__json_once__one_document_per_sweep(short_book, ape_run, trader):
-    result = ape_run("run", "keeper", "liquidate", "--once", "--json", "--account", "4", "--threshold", "5%")
+    args = ["--once", "--json", "--account", "4", "--threshold", "5%", "--state-file", str(ape_run.state)]
+    result = ape_run("run", "keeper", "liquidate", *args)
     assert result.returncode == 0, result.stdout + result.stderr
     [line] = result.stdout.splitlines()
     sweep = json.loads(line)
