@@ -14,7 +14,7 @@ from __future__ import annotations
 from ape import chain
 from silverback import SilverbackBot
 
-from bots.common import KeeperSlot, load_protocol, log_report
+from bots.common import KeeperSlot, load_protocol, log_report, stop_cleanly
 
 bot = SilverbackBot()
 keeper = KeeperSlot(bot, "liquidation")
@@ -42,5 +42,6 @@ def on_auction_started(log) -> dict:
 
 
 bot.on_startup()(startup)
+stop_cleanly(bot, keeper)
 bot.on_(chain.blocks)(on_block)
 bot.on_(liquidator.AuctionStarted)(on_auction_started)

@@ -17,7 +17,7 @@ import os
 from ape import chain
 from silverback import SilverbackBot
 
-from bots.common import KeeperSlot, log_report
+from bots.common import KeeperSlot, log_report, stop_cleanly
 
 bot = SilverbackBot()
 keeper = KeeperSlot(bot, "risk")
@@ -40,6 +40,7 @@ def move_prices(_time=None) -> dict:
 
 
 bot.on_startup()(startup)
+stop_cleanly(bot, keeper)
 bot.on_(chain.blocks)(on_block)
 if MOVE_PRICES:
     bot.cron(PRICES_CRON)(move_prices)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ape import chain
 from silverback import SilverbackBot
 
-from bots.common import KeeperSlot, load_protocol, log_report
+from bots.common import KeeperSlot, load_protocol, log_report, stop_cleanly
 
 bot = SilverbackBot()
 keeper = KeeperSlot(bot, "settlement")
@@ -36,5 +36,6 @@ def on_listed(log) -> dict:
 
 
 bot.on_startup()(startup)
+stop_cleanly(bot, keeper)
 bot.on_(chain.blocks)(on_block)
 bot.on_(markets.InstrumentListed)(on_listed)

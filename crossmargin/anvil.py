@@ -17,6 +17,15 @@ below changes a default those versions hard-code and offer no setting for.
   the receiver is a contract and fetches the transaction's whole trace to print Vyper
   ``print()`` output. No contract here prints, and the trace is the slowest call ape makes
   per transaction, so that hook logs the confirmation only.
+- **No call trace printed for a failed call.** Ape prints the whole call trace of every
+  call, estimate or transaction that reverts before it raises (about 120 lines for a failed
+  fill). On a node provider (``ethereum:devnet:node``) that trace comes from anvil's
+  ``debug_traceCall``, whose inner frames carry no input and no log data: it shows ``0x()``
+  frames and a ``Failed to decode log data 'CashSettled'`` warning for every cash settlement
+  the failed fill made (the vault's event is decoded with the right ABI, but the data is
+  empty). The error itself keeps its revert reason (``clearing: insufficient margin``) and
+  its source traceback; ``receipt.show_trace()`` still prints a trace on demand, and
+  ``CROSSMARGIN_SHOW_TRACE=1`` restores ape's printing.
 - **Receipts polled at 5 ms on a local node.** web3 waits 100 ms between receipt polls;
   anvil mines a margin-heavy transaction a few ms after it is sent, so most such
   transactions waited a whole 100 ms. Only a node on this machine is polled faster.
@@ -25,10 +34,12 @@ below changes a default those versions hard-code and offer no setting for.
 from __future__ import annotations
 
 import os
+import threading
 from functools import wraps
 
 import ape_ethereum.provider as ape_provider
 from ape.logging import logger
+from ape_ethereum.trace import Trace
 from ape_foundry.provider import FoundryProvider
 from ape_foundry.trace import AnvilTransactionTrace
 from web3.eth import Eth
@@ -72,3 +83,31 @@ def _wait_for_receipt_fast_locally(self, transaction_hash, timeout: float = 120,
 
 
 Eth.wait_for_transaction_receipt = _wait_for_receipt_fast_locally  # type: ignore[method-assign]
+
+# set while a provider turns a node error into a ContractLogicError (see the module docstring)
+_building_error = threading.local()
+_show = Trace.show
+
+
+@wraps(_show)
+def _show_unless_building_error(self, *args, **kwargs):
+    if getattr(_building_error, "active", False) and os.environ.get("CROSSMARGIN_SHOW_TRACE") != "1":
+        return None
+    return _show(self, *args, **kwargs)
+
+
+def _without_trace_printing(method):
+    @wraps(method)
+    def wrapper(self, *args, **kwargs):
+        _building_error.active = True
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _building_error.active = False
+
+    return wrapper
+
+
+Trace.show = _show_unless_building_error  # type: ignore[method-assign]
+for _provider in (ape_provider.Web3Provider, FoundryProvider):
+    _provider.get_virtual_machine_error = _without_trace_printing(_provider.get_virtual_machine_error)  # type: ignore[method-assign]

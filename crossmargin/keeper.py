@@ -224,8 +224,9 @@ class KeeperConfig:
 
     @classmethod
     def from_env(cls, prefix: str = "CROSSMARGIN_KEEPER_", **overrides: Any) -> KeeperConfig:
-        """A config from environment variables (``CROSSMARGIN_KEEPER_DRY_RUN=1``,
-        ``..._BID_THRESHOLD=0.05`` or ``none``, ``..._STATE_FILE``, ...), for the bots."""
+        """A config from environment variables, for the bots: ``CROSSMARGIN_KEEPER_`` and a
+        field's name in capitals (``CROSSMARGIN_KEEPER_DRY_RUN=1``, ``..._BID_THRESHOLD=0.05``,
+        ``5%`` or ``none``, ``..._STATE_FILE``); every field of the class can be set so."""
         values: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
             raw = os.environ.get(prefix + name.upper())
@@ -235,7 +236,13 @@ class KeeperConfig:
             if "bool" in kind:
                 values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif "Decimal" in kind:
-                values[name] = None if raw.strip().lower() in ("", "none", "off") else Decimal(raw)
+                text = raw.strip()
+                if text.lower() in ("", "none", "off"):
+                    values[name] = None
+                elif text.endswith("%"):  # "5%" as the command line takes it
+                    values[name] = Decimal(text[:-1].strip()) / 100
+                else:
+                    values[name] = Decimal(text)
             elif "Path" in kind:
                 values[name] = Path(raw) if raw else None
             elif "float" in kind:
@@ -505,6 +512,8 @@ class Keeper:
             self.config = replace(self.config, dry_run=True)
         self.log = log or (lambda _line: None)
         self._lock = threading.RLock()
+        # set by `stop` (e.g. from a SIGTERM handler): `run` ends after the current task
+        self._stop = threading.Event()
         # oracle reasons the last screen valued through with the liquidation reads
         self._degraded: list[str] = []
         self.auction_params = AuctionParams.read(cm.liquidator.contract)
@@ -777,7 +786,22 @@ class Keeper:
         unknown = [t for t in tasks if t not in methods]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {sorted(methods)}")
-        return [methods[t]() for t in tasks]
+        reports = []
+        for t in tasks:
+            if self.stopping:
+                break  # the tasks not run yet run in the next process's first round
+            reports.append(methods[t]())
+        return reports
+
+    def stop(self) -> None:
+        """Asks :meth:`run` (and :meth:`run_once`) to end after the task in progress; safe
+        to call from a signal handler or another thread."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
 
     def run(
         self,
@@ -786,16 +810,18 @@ class Keeper:
         iterations: int | None = None,
         on_reports: Callable[[list[TaskReport]], None] | None = None,
     ) -> None:
-        """Runs rounds of ``tasks`` every ``interval`` seconds (forever by default)."""
+        """Runs rounds of ``tasks`` every ``interval`` seconds (forever by default) until
+        :meth:`stop`, which ends it after the task in progress (or at once between rounds)."""
         done = 0
-        while iterations is None or done < iterations:
+        while (iterations is None or done < iterations) and not self.stopping:
             began = time.monotonic()
             reports = self.run_once(tasks)
             if on_reports:
                 on_reports(reports)
             done += 1
             if iterations is None or done < iterations:
-                time.sleep(max(0.0, interval - (time.monotonic() - began)))
+                self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
+        self.save()
 
     def _act(self, report: TaskReport, kind: str, calls: list[Call], targets: list[str]) -> list[CallResult]:
         """Sends ``calls`` (preflighted; skipped while an earlier one is in flight) and

@@ -16,9 +16,18 @@ from decimal import Decimal
 from typing import Any
 
 from ape import networks, project
+from ape.exceptions import ContractNotFoundError
 from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
+from crossmargin.errors import (
+    InvalidAmountError,
+    MissingDeploymentError,
+    NetworkRefusedError,
+    UnknownNameError,
+    nonzero_amount,
+    positive_amount,
+)
 from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
 from crossmargin.model.margin import FuturePosition, future_line, scenario_hint
@@ -37,8 +46,11 @@ class Token:
         return self.contract.address
 
     def units(self, amount: Number) -> int:
-        """Human amount to integer token units (exact)."""
-        return to_units(amount, self.decimals)
+        """Human amount to integer token units (exact; :class:`InvalidAmountError` if not)."""
+        try:
+            return to_units(amount, self.decimals)
+        except (ValueError, ArithmeticError) as error:
+            raise InvalidAmountError(f"{self.symbol} amount {amount}: {error}") from None
 
     def balance(self, holder: Any) -> Decimal:
         return from_units(self.contract.balanceOf(holder), self.decimals)
@@ -85,7 +97,7 @@ class VaultClient:
         try:
             return self.tokens[symbol]
         except KeyError:
-            raise KeyError(f"unknown token {symbol!r}; known: {sorted(self.tokens)}") from None
+            raise UnknownNameError("token", symbol, self.tokens) from None
 
     def approve(self, sender: Any, symbol: str, amount: Number | None = None):
         """Approves the vault for ``amount`` (default: unlimited) of ``symbol``."""
@@ -96,20 +108,24 @@ class VaultClient:
     def deposit(
         self, sender: Any, symbol: str, amount: Number, subaccount: int = 0, recipient: Any = None, approve: bool = True
     ):
-        """Deposits ``amount`` (human units) of ``symbol``; approves the exact shortfall first."""
+        """Deposits ``amount`` (human units, > 0) of ``symbol``; approves the exact shortfall first."""
         token = self.token(symbol)
-        units = token.units(amount)
+        units = token.units(positive_amount(amount))
         if approve and token.contract.allowance(sender, self.address) < units:
             token.contract.approve(self.address, units, sender=sender)
         return self.contract.deposit(token.address, units, subaccount, recipient or sender, sender=sender)
 
     def withdraw(self, sender: Any, symbol: str, amount: Number, subaccount: int = 0, receiver: Any = None):
+        """Withdraws ``amount`` (human units, > 0) of ``symbol`` to ``receiver`` (default: the sender)."""
         token = self.token(symbol)
-        return self.contract.withdraw(token.address, token.units(amount), subaccount, receiver or sender, sender=sender)
+        units = token.units(positive_amount(amount))
+        return self.contract.withdraw(token.address, units, subaccount, receiver or sender, sender=sender)
 
     def move(self, sender: Any, symbol: str, amount: Number, from_subaccount: int, to_subaccount: int):
+        """Moves ``amount`` (human units, > 0) of ``symbol`` between two of the sender's subaccounts."""
         token = self.token(symbol)
-        return self.contract.move(token.address, token.units(amount), from_subaccount, to_subaccount, sender=sender)
+        units = token.units(positive_amount(amount))
+        return self.contract.move(token.address, units, from_subaccount, to_subaccount, sender=sender)
 
     def set_operator(self, sender: Any, operator: Any, approved: bool = True, subaccount: int = 0):
         return self.contract.set_operator(subaccount, operator, approved, sender=sender)
@@ -143,6 +159,8 @@ class OracleClient:
         return from_wad(self.contract.price(key(name)))
 
     def aggregator(self, name: str) -> Any:
+        if name not in self.feeds:
+            raise UnknownNameError("oracle feed", name, self.feeds)
         return project.MockAggregator.at(self.feeds[name])
 
     def push(self, sender: Any, name: str, answer: Number):
@@ -229,14 +247,17 @@ class MarketsClient:
 
     def perp(self, underlying: str) -> int:
         """Instrument id of ``underlying``'s perpetual."""
-        return self.perps[underlying]
+        try:
+            return self.perps[underlying]
+        except KeyError:
+            raise UnknownNameError("underlying", underlying, self.perps) from None
 
     def list_option(
         self, sender: Any, underlying: str, is_call: bool, strike: Number, expiry: int, oi_cap: Number = 10**6
     ) -> int:
         """Owner: lists a European option; returns its instrument id."""
         receipt = self.contract.list_option(
-            self.underlyings[underlying], is_call, to_wad(strike), expiry, to_wad(oi_cap), sender=sender
+            underlying_id(self.underlyings, underlying), is_call, to_wad(strike), expiry, to_wad(oi_cap), sender=sender
         )
         [event] = receipt.decode_logs(self.contract.InstrumentListed)
         return event.instrument
@@ -244,7 +265,9 @@ class MarketsClient:
     def list_future(self, sender: Any, underlying: str, expiry: int, oi_cap: Number = 10**6) -> int:
         """Owner: lists a dated future (marked to the index, settled at the first round at or
         after ``expiry``); returns its instrument id."""
-        receipt = self.contract.list_future(self.underlyings[underlying], expiry, to_wad(oi_cap), sender=sender)
+        receipt = self.contract.list_future(
+            underlying_id(self.underlyings, underlying), expiry, to_wad(oi_cap), sender=sender
+        )
         [event] = receipt.decode_logs(self.contract.InstrumentListed)
         return event.instrument
 
@@ -256,19 +279,26 @@ class MarketsClient:
 class ClearingClient:
     """Positions: option sizes, perp and future positions, expiry settlement."""
 
-    def __init__(self, contract: Any, underlyings: dict[str, int]):
+    def __init__(self, contract: Any, underlyings: dict[str, int], perps: dict[str, int] | None = None):
         self.contract = contract
         self.underlyings = underlyings
+        self._perps = perps or {}
 
     @property
     def address(self) -> str:
         return self.contract.address
 
+    def perp(self, underlying: str) -> int:
+        """Instrument id of ``underlying``'s perpetual (as ``cm.markets.perp``)."""
+        underlying_id(self.underlyings, underlying)
+        return self._perps[underlying]
+
     def option_size(self, owner: Any, instrument: int, subaccount: int = 0) -> Decimal:
         return from_wad(self.contract.option_size(account_id(str(owner), subaccount), instrument))
 
     def perp_size(self, owner: Any, underlying: str, subaccount: int = 0) -> Decimal:
-        position = self.contract.perp_position(account_id(str(owner), subaccount), self.underlyings[underlying])
+        underlying_id_ = underlying_id(self.underlyings, underlying)
+        position = self.contract.perp_position(account_id(str(owner), subaccount), underlying_id_)
         return from_wad(position.size)
 
     def futures(self, owner: Any, subaccount: int = 0) -> list[FuturePosition]:
@@ -417,6 +447,14 @@ class LensClient:
         return out
 
 
+def underlying_id(underlyings: dict[str, int], name: str) -> int:
+    """The engine id of underlying ``name``; :class:`UnknownNameError` listing the known ones."""
+    try:
+        return underlyings[name]
+    except KeyError:
+        raise UnknownNameError("underlying", name, underlyings) from None
+
+
 def _at(block_id: int | None) -> dict[str, int]:
     return {} if block_id is None else {"block_id": block_id}
 
@@ -448,6 +486,28 @@ def _named(t: Any, value: Any) -> Any:
     return [one(v) for v in value] if kind.endswith("]") else one(value)
 
 
+# Networks whose tokens are mocks a faucet may mint (the dev networks of crossmargin.cli).
+FAUCET_NETWORKS = ("local", "devnet", "devnet-fork")
+
+
+def check_faucet_network(network: str) -> None:
+    """Raises :class:`NetworkRefusedError` unless ``network`` is a local or devnet network."""
+    if network not in FAUCET_NETWORKS:
+        raise NetworkRefusedError(
+            f"the faucet mints mock tokens on {', '.join(FAUCET_NETWORKS)} only, not on {network!r}"
+        )
+
+
+def deploy_hint(network: str, verb: str = "create it with") -> str:
+    """The command that creates ``network``'s deployment manifest."""
+    if network == "local":
+        return (
+            "`ape run deploy` on the default network deploys to an anvil that stops when the command ends; "
+            "start a node (`anvil`), then `ape run deploy --network ethereum:devnet:node` and use that network"
+        )
+    return f"{verb} `ape run deploy --network ethereum:{network.removesuffix('-fork')}`"
+
+
 class Protocol:
     """The deployed stack of one network."""
 
@@ -465,7 +525,7 @@ class Protocol:
             project.RiskModel.at(manifest.contracts["RiskModel"]),
         )
         self.clearing = ClearingClient(
-            project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings
+            project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings, manifest.perps
         )
         self.markets = MarketsClient(
             project.Markets.at(manifest.contracts["Markets"]), manifest.underlyings, manifest.perps
@@ -491,8 +551,11 @@ class Protocol:
         maker_subaccount: int = 0,
         taker_subaccount: int = 0,
     ):
-        """Maker signs an order for ``size`` (human units; positive = the maker buys) at
-        ``price`` and the taker fills all of it. Returns the fill's receipt."""
+        """Maker signs an order for ``size`` (human units; positive = the maker buys, negative
+        = the maker sells; never zero) at ``price`` (> 0) and the taker fills all of it.
+        Returns the fill's receipt."""
+        nonzero_amount(size, "size")
+        positive_amount(price, "price")
         wad = to_wad(size)
         order = self.exchange.make_order(
             maker, instrument, wad > 0, abs(wad), to_wad(price), subaccount=maker_subaccount
@@ -504,7 +567,30 @@ class Protocol:
     def load(cls, network_name: str | None = None) -> Protocol:
         """The protocol on the connected network (or ``network_name``'s manifest)."""
         name = network_name or networks.provider.network.name
-        return cls(Manifest.load(find_manifest(name)))
+        path = find_manifest(name)
+        if not path.exists():
+            raise MissingDeploymentError(f"no deployment manifest {path} for network {name!r}; {deploy_hint(name)}")
+        try:
+            return cls(Manifest.load(path))
+        except ContractNotFoundError:
+            # e.g. the manifest of an earlier ape-managed anvil, which is gone with its chain
+            raise MissingDeploymentError(
+                f"the contracts of {path} are not on this chain; {deploy_hint(name, 'deploy again with')}"
+            ) from None
+
+    def faucet(self, account: Any, symbol: str, amount: Number, minter: Any = None):
+        """Mints ``amount`` (human units, > 0) of the mock token ``symbol`` to ``account``
+        (local and devnet networks only: :class:`NetworkRefusedError` elsewhere). ``minter``
+        (default: test account 0, the deployer) must hold the mock's minter role."""
+        network = networks.provider.network.name
+        check_faucet_network(network)
+        token = self.token(symbol)
+        units = token.units(positive_amount(amount))
+        if minter is None:
+            from ape import accounts
+
+            minter = accounts.test_accounts[0]
+        return token.contract.mint(account, units, sender=minter)
 
     def token(self, symbol: str) -> Token:
         return self.vault.token(symbol)

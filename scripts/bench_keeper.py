@@ -55,10 +55,10 @@ def anvil_without_step_tracing() -> None:
 
 
 @click.command(help=__doc__)
-@click.option("--accounts", "count", type=int, default=1000, show_default=True)
+@click.option("--accounts", "count", type=int, default=1000, show_default=True, help="Subaccounts deposited into.")
 @click.option("--risky", type=float, default=0.25, show_default=True, help="Share of accounts with a perp.")
 @click.option("--price", default="2300", show_default=True, help="ETH price after the crash.")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed of the deposits and risky picks.")
 def cli(count, risky, price, seed):
     anvil_without_step_tracing()
     with networks.parse_network_choice("ethereum:local:foundry") as provider:

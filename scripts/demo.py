@@ -12,7 +12,7 @@ from ape import accounts
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin.cli import console, contracts_table, resolve_sender
+from crossmargin.cli import console, contracts_table, friendly_errors, resolve_sender
 from crossmargin.config import load_config
 from crossmargin.demo import draw_chart, run_demo
 from crossmargin.deploy import deploy
@@ -24,7 +24,14 @@ def _usd(value) -> str:
 
 
 @click.command(cls=ConnectedProviderCommand, help=__doc__)
-@click.option("--chart", type=click.Path(path_type=Path), default=Path("demo.png"), show_default=True)
+@click.option(
+    "--chart",
+    type=click.Path(path_type=Path),
+    default=Path("demo.png"),
+    show_default=True,
+    help="Where to save the PNG chart.",
+)
+@friendly_errors
 def cli(network, chart):
     admin = resolve_sender(None)
     t = accounts.test_accounts

@@ -11,7 +11,7 @@ import click
 from ape import networks
 from ape.cli import ConnectedProviderCommand
 
-from crossmargin.cli import console, contracts_table, resolve_sender, sender_option
+from crossmargin.cli import console, contracts_table, friendly_errors, resolve_sender, sender_option
 from crossmargin.config import ConfigError, load_config
 from crossmargin.deploy import deploy, deploy_lens
 from crossmargin.manifest import Manifest, find_manifest, manifest_path
@@ -21,6 +21,7 @@ from crossmargin.manifest import Manifest, find_manifest, manifest_path
 @sender_option()
 @click.option("--lens-only", is_flag=True, help="Deploy a new Lens over the existing manifest, nothing else.")
 @click.option("--dry-run", is_flag=True, help="Send nothing: print each change (old -> new) deploy would make.")
+@friendly_errors
 def cli(account, lens_only, dry_run):
     network = networks.provider.network.name
     sender = resolve_sender(account)

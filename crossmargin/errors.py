@@ -1,0 +1,124 @@
+"""The SDK's typed errors, and one line for any error at a command-line boundary.
+
+Every error the SDK raises on purpose derives from :class:`CrossmarginError` and reads as
+one actionable sentence::
+
+    try:
+        cm.vault.deposit(trader, "USDC", "-5")
+    except InvalidAmountError as error:    # also a ValueError
+        print(error)                       # amount must be positive, got -5
+
+:func:`one_line` turns any exception (these, a contract revert, a node error) into the one
+line the scripts and the console print instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ape.exceptions import ContractLogicError as ApeContractLogicError
+from ape.exceptions import TransactionError
+
+from crossmargin.sender import revert_reason as node_revert_reason
+
+
+class CrossmarginError(Exception):
+    """Base of every error the SDK raises on purpose."""
+
+
+class InvalidAmountError(CrossmarginError, ValueError):
+    """An amount argument that is not a positive number (or not exact in the token's
+    decimals); the message names the argument."""
+
+
+class UnknownNameError(CrossmarginError, KeyError):
+    """An unknown token symbol, underlying, oracle key or account alias; the message lists
+    the known ones."""
+
+    def __init__(self, kind: str, name: Any, known: Iterable[str]):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known) or 'none'}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class MissingDeploymentError(CrossmarginError, FileNotFoundError):
+    """No deployment manifest for the network (or its contracts are not on this chain)."""
+
+
+class NetworkRefusedError(CrossmarginError):
+    """An action refused on this network (e.g. the faucet off local and devnet networks)."""
+
+
+class NoDeployment:
+    """What the console binds ``cm`` (and its clients) to when the network has no
+    deployment: any use raises :class:`MissingDeploymentError` with the reason."""
+
+    def __init__(self, message: str):
+        self._message = message
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MissingDeploymentError(self._message)
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise MissingDeploymentError(self._message)
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<no crossmargin deployment: {self._message}>"
+
+
+def positive_amount(value: Any, argument: str = "amount") -> Decimal:
+    """``value`` as a ``Decimal`` if it is a finite number above zero, else
+    :class:`InvalidAmountError` naming ``argument``."""
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidAmountError(f"{argument} must be a number, got {value!r}") from None
+    if not number.is_finite() or number <= 0:
+        raise InvalidAmountError(f"{argument} must be positive, got {value}")
+    return number
+
+
+def nonzero_amount(value: Any, argument: str) -> Decimal:
+    """``value`` as a ``Decimal`` if it is a finite non-zero number (a signed size), else
+    :class:`InvalidAmountError` naming ``argument``."""
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidAmountError(f"{argument} must be a number, got {value!r}") from None
+    if not number.is_finite() or number == 0:
+        raise InvalidAmountError(f"{argument} must be a non-zero number, got {value}")
+    return number
+
+
+def revert_reason(error: BaseException) -> str | None:
+    """The revert string of a failed call, estimate or transaction (e.g.
+    ``"clearing: insufficient margin"``), from ape's error or the node's, else None."""
+    if isinstance(error, ApeContractLogicError):
+        message = error.revert_message
+        if message and message != TransactionError.DEFAULT_MESSAGE:
+            return message
+    return node_revert_reason(error)
+
+
+def one_line(error: BaseException) -> str:
+    """The one line a command prints for ``error``: the SDK's message, a decoded revert
+    reason, or the error's type and first line."""
+    if isinstance(error, CrossmarginError):
+        return str(error)
+    reason = revert_reason(error)
+    if reason:
+        return reason
+    name = type(error).__name__
+    if name == "ContractNotFoundError":
+        return f"{str(error).splitlines()[0]}; is the deployment manifest of another chain? run `ape run deploy`"
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{name}: {text}" if text else name
