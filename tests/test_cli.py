@@ -397,3 +397,17 @@ def test_keeper_run__stop__ends_after_the_round_and_saves(cm, keeper, tmp_path):
 def test_keeper_config__percent_threshold_from_env(monkeypatch):
     monkeypatch.setenv("CROSSMARGIN_KEEPER_BID_THRESHOLD", "5%")
     assert KeeperConfig.from_env().bid_threshold == Decimal("0.05")
+
+
+def test_deploy__dry_run__prints_the_changes_sends_nothing(cm, chain, ape_run):
+    """`ape run deploy --dry-run` on a deployed chain: each difference from the config (here
+    the devnet config against this session's local deployment) as old -> new, nothing sent,
+    no manifest written over."""
+    before = chain.blocks.head.number
+    result = ape_run("run", "deploy", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "dry run:" in out and "nothing sent, no manifest written" in out
+    assert "would deploy Timelock" in out  # devnet is governed by a timelock; this deployment is not
+    assert chain.blocks.head.number == before
+    assert "Traceback" not in result.stdout + result.stderr
