@@ -3,7 +3,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-fast install gas deploy lint clean stateful-long hypothesis-long
+.PHONY: demo test test-fast install gas deploy lint clean stateful-long hypothesis-long node
 
 # Test workers: each runs its own ape-managed anvil (pytest-xdist; 2 = the CI machine's cores).
 WORKERS ?= 2
@@ -20,6 +20,11 @@ test: install
 ## test-fast: the inner loop: everything but the tests marked slow, a quarter of the Hypothesis examples
 test-fast: install
 	CM_EXAMPLES=0.25 ape test tests $(PYTEST_PARALLEL) -m "not slow"
+
+## node: a local chain that outlives each command (anvil on 8545: the `devnet` network);
+## deploy to it with `ape run deploy --network ethereum:devnet:node`
+node: node_modules/.installed
+	anvil --port 8545
 
 ## gas: gas and contract-size benchmark (prints the tables committed to docs/gas.md)
 gas: install
