@@ -329,3 +329,43 @@ def test_set_standing_tip__bounds_owner_event(cm, admin, stranger):
     receipt = liquidator.set_standing_tip(to_wad(100), sender=admin)
     assert [e.tip for e in receipt.decode_logs(liquidator.StandingTipSet)] == [to_wad(100)]
     assert liquidator.standing_tip() == to_wad(100)
+
+
+# ------------------------------------------------------------------ the keeper
+
+
+def test_keeper__executes_due_standing_bids_before_its_own_and_reports_them(
+    cm, create_account, book, admin, keeper, operator, chain, standing, tmp_path
+):
+    """The keeper learns standing bids from events; once an auction runs, its sweep executes
+    the due ones (one executed, one skipped on chain: its buyer under IM), leaves the one
+    not yet due, and only then bids itself."""
+    from crossmargin.keeper import Keeper, KeeperConfig
+
+    create_account(keeper, {"USDC": "1000000"})
+    cm.token("USDC").mint(admin, operator, "200")
+    cm.vault.deposit(operator, "USDC", "200", 1)
+    poor = account_id(operator.address, 1)
+    cm.liquidator.register(operator, "0.95", "0.1", "10000")
+    cm.liquidator.register(operator, "0.95", "0.1", "10000", subaccount=1)
+    cm.liquidator.register(operator, "0.5", "0.1", "10000", subaccount=2)
+    k = Keeper(cm, keeper, KeeperConfig(state_file=tmp_path / "keeper.json", retry_delay=0.01, bid_threshold=0))
+    k.discover()
+    assert k.state.standing == {standing, poor, account_id(operator.address, 2)}
+    set_eth(cm, admin, "3500")
+    k.liquidate()  # starts the auction
+    chain.mine(timestamp=chain.pending_timestamp + 30)
+    k.discover()
+    report = k.liquidate()
+    actions = [(a.kind, a.status, a.detail) for a in report.actions if a.kind in ("standing", "bid")]
+    kinds = [kind for kind, _status, _detail in actions]
+    assert kinds[:2] == ["standing", "standing"] and "standing" not in kinds[2:]
+    by_status = {status: detail for kind, status, detail in actions if kind == "standing"}
+    assert by_status["sent"].startswith("executed 0.1000 at")
+    assert by_status["skipped"] == "skipped: bidder under margin"
+    assert report.count("skipped", "standing") == 1 and report.count("sent", "standing") == 1
+    assert used(cm, book, standing)[0] == to_wad("0.1") and used(cm, book, poor) == (0, 0)
+    # cancelled bids leave the keeper's list at the next read
+    cm.liquidator.cancel(operator, poor)
+    k.discover()
+    assert poor not in k.state.standing
