@@ -63,6 +63,12 @@ interface IInsuranceFund:
     def cover(amount: uint256, recipient: address, subaccount: uint96) -> uint256: nonpayable
 
 
+# @dev This contract's own view, read through a call so that its buffers stay out of
+# `execute`'s memory (they would cost every execution about 2,000 gas of expansion).
+interface ISelf:
+    def underlyings(account: uint256) -> uint256: view
+
+
 interface IMarginView:
     def margin(account: uint256) -> IRiskEngine.Margin: view
     def underlying_ids(name: bytes32) -> uint256: view
@@ -106,6 +112,10 @@ TIP_SHARE: constant(uint256) = 5 * 10**16
 M20: constant(uint256) = 2**20 - 1
 M64: constant(uint256) = 2**64 - 1
 M96: constant(uint256) = 2**96 - 1
+M80: constant(uint256) = 2**80 - 1
+M16: constant(uint256) = 2**16 - 1
+# @dev Unit of the standing-bid tip in `terms` (WAD USD): 0.01 USD.
+STANDING_TIP_UNIT: constant(uint256) = 10**16
 STARTER_MASK: constant(uint256) = 2**160 - 1
 
 # @dev A standing bid, one word per bidder account: multiplier (bits 0..63, WAD) | fraction
@@ -136,7 +146,8 @@ SCALE: immutable(uint256)
 # @dev The parameters in two words, read together by every bid (`_curve`, `_terms`):
 # curve = start_multiplier (bits 0..63) | mid_multiplier (64..127) | first_phase
 # (128..147) | second_phase (148..167) | insolvent_ramp (168..187) | liquidation_fee
-# (192..255); terms = buffer (0..63) | keeper_tip (64..159) | small_account (160..255).
+# (192..255); terms = buffer (0..63) | keeper_tip (64..159) | small_account (160..239) |
+# the tip a standing bid's account pays its executor (240..255, in 0.01 USD: <= 100 USD).
 curve: uint256
 terms: uint256
 auctions: HashMap[uint256, uint256]
@@ -145,8 +156,6 @@ standing_bids: HashMap[uint256, uint256]
 # @dev What each standing bid took of each auction, by account then bidder (layout above):
 # a start time other than the running auction's means nothing yet.
 standing_usage: HashMap[uint256, HashMap[uint256, uint256]]
-# @dev Paid by a standing bid's account to whoever executes it (WAD USD, <= 100 USD).
-standing_tip: public(uint256)
 
 
 event AuctionStarted:
@@ -210,9 +219,7 @@ event StandingBidExecuted:
     account: indexed(uint256)
     bidder: indexed(uint256)
     executor: indexed(address)
-    # fraction bought (WAD), cash paid (WAD; negative: was paid), tip to the executor (WAD)
-    fraction: uint256
-    price: int256
+    # tip to the executor (WAD USD); the slice itself is in the `Bid` event before it
     tip: uint256
 
 
@@ -339,13 +346,17 @@ def execute(account: uint256, bidder: uint256) -> (uint256, int256):
     assert standing != 0, "liquidator: no standing bid"
     wanted: uint256 = standing >> UNDERLYINGS_SHIFT
     if wanted != 0:
-        assert self._underlyings(account) & ~wanted == 0, "liquidator: underlying not in bid"
+        touched: uint256 = staticcall ISelf(self).underlyings(account)
+        assert touched & ~wanted == 0, "liquidator: underlying not in bid"
     success: bool = False
-    response: Bytes[256] = b""
+    # a revert reason of up to 64 characters fits (every one of ours)
+    response: Bytes[160] = b""
     success, response = raw_call(
         self,
-        abi_encode(account, bidder, msg.sender, method_id=method_id("fill_standing(uint256,uint256,address)")),
-        max_outsize=256,
+        abi_encode(
+            account, bidder, standing, msg.sender, method_id=method_id("fill_standing(uint256,uint256,uint256,address)")
+        ),
+        max_outsize=160,
         revert_on_failure=False,
     )
     if not success:
@@ -357,19 +368,19 @@ def execute(account: uint256, bidder: uint256) -> (uint256, int256):
     price: int256 = 0
     tip: uint256 = 0
     taken, price, tip = abi_decode(response, (uint256, int256, uint256))
-    log StandingBidExecuted(account=account, bidder=bidder, executor=msg.sender, fraction=taken, price=price, tip=tip)
+    log StandingBidExecuted(account=account, bidder=bidder, executor=msg.sender, tip=tip)
     return taken, price
 
 
 @external
 @reentrant
-def fill_standing(account: uint256, bidder: uint256, executor: address) -> (uint256, int256, uint256):
+def fill_standing(account: uint256, bidder: uint256, standing: uint256, executor: address) -> (uint256, int256, uint256):
     """
     @notice The body of `execute`, called only by this contract (under `execute`'s lock).
+    @param standing The bidder's standing bid as `execute` read it.
     @return The fraction bought, its price and the executor's tip (WAD).
     """
     assert msg.sender == self, "liquidator: not self"
-    standing: uint256 = self.standing_bids[bidder]
     started: uint256 = (self.auctions[account] >> STARTED_SHIFT) & TIME_MASK
     used: uint256 = self.standing_usage[account][bidder]
     if used & TIME_MASK != started:
@@ -379,7 +390,7 @@ def fill_standing(account: uint256, bidder: uint256, executor: address) -> (uint
     limit: uint256 = (standing >> FRACTION_SHIFT) & M64
     max_cash: uint256 = (standing >> CASH_SHIFT) & M96
     assert used_fraction < limit, "liquidator: standing bid used"
-    tip: uint256 = self.standing_tip
+    tip: uint256 = self._terms(240, M16) * STANDING_TIP_UNIT
     taken: uint256 = 0
     price: int256 = 0
     # cash: used_cash <= max_cash (each solvent slice pays at most what is left)
@@ -465,6 +476,19 @@ def standing_bid(bidder: uint256) -> (uint256, uint256, uint256, uint256):
         (standing >> CASH_SHIFT) & M96,
         standing >> UNDERLYINGS_SHIFT,
     )
+
+
+@external
+@view
+@reentrant
+def underlyings(account: uint256) -> uint256:
+    """
+    @notice Bit u set iff `account` holds a position on underlying u (option, perp,
+            future) or collateral tracking it: what a standing bid's mask is checked
+            against. `@reentrant`: `execute` reads it through a call; it reads only the
+            clearinghouse's and the vault's reentrant views and the engine's ids.
+    """
+    return self._underlyings(account)
 
 
 @external
@@ -563,7 +587,7 @@ def small_account() -> uint256:
     """
     @notice Accounts with less equity (WAD USD) may be taken whole.
     """
-    return self._terms(160, M96)
+    return self._terms(160, M80)
 
 
 @external
@@ -627,7 +651,7 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
         cap: uint256 = self._cap(equity, m.maintenance, d)
         taken: uint256 = fraction
-        if cap == 0 or equity >= self._terms(160, M96):
+        if cap == 0 or equity >= self._terms(160, M80):
             taken = min(fraction, cap)
         return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
     insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
@@ -665,9 +689,19 @@ def set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, sm
 
 
 @external
+@view
+def standing_tip() -> uint256:
+    """
+    @notice What a standing bid's account pays whoever executes it (WAD USD).
+    """
+    return self._terms(240, M16) * STANDING_TIP_UNIT
+
+
+@external
 def set_standing_tip(tip: uint256):
     """
-    @notice What a standing bid's account pays whoever executes it (WAD USD, <= 100).
+    @notice What a standing bid's account pays whoever executes it (WAD USD, <= 100;
+            rounded down to 0.01 USD).
     """
     ownable._check_owner()
     self._set_standing_tip(tip)
@@ -730,7 +764,7 @@ def _bid(
         # stands until `terminate` (small accounts are exempt from the cap only below it)
         cap: uint256 = self._cap(equity, m.maintenance, d)
         assert cap != 0, "liquidator: account above buffer"
-        if equity >= self._terms(160, M96):
+        if equity >= self._terms(160, M80):
             taken = min(fraction, cap)
         if threshold != max_value(uint256):
             assert d <= threshold, "liquidator: above standing multiplier"
@@ -755,16 +789,16 @@ def _bid(
                 tip *= TIP_UNIT
                 log KeeperTipped(account=account, keeper=starter, tip=tip)
         self._transfer(account, bidder, taken)
-        # a standing bid's tip to its executor rides in the same settlement (0 for a bid)
-        extcall VAULT.settle_cash(
-            [
-                IVault.CashDelta(account=bidder, delta=-price - convert(tip_in, int256)),
-                IVault.CashDelta(account=account, delta=convert(cost - fee, int256)),
-                IVault.CashDelta(account=accounts._id(FUND.address, 0), delta=convert(fee - tip, int256)),
-                IVault.CashDelta(account=accounts._id(starter, 0), delta=convert(tip, int256)),
-                IVault.CashDelta(account=accounts._id(executor, 0), delta=convert(tip_in, int256)),
-            ]
-        )
+        entries: DynArray[IVault.CashDelta, 5] = [
+            IVault.CashDelta(account=bidder, delta=-price - convert(tip_in, int256)),
+            IVault.CashDelta(account=account, delta=convert(cost - fee, int256)),
+            IVault.CashDelta(account=accounts._id(FUND.address, 0), delta=convert(fee - tip, int256)),
+            IVault.CashDelta(account=accounts._id(starter, 0), delta=convert(tip, int256)),
+        ]
+        # a standing bid's tip to its executor rides in the same settlement
+        if tip_in != 0:
+            entries.append(IVault.CashDelta(account=accounts._id(executor, 0), delta=convert(tip_in, int256)))
+        extcall VAULT.settle_cash(entries)
     else:
         insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
         ramp: uint256 = self._curve(168, M20)
@@ -846,8 +880,9 @@ def _underlyings(account: uint256) -> uint256:
 @internal
 def _set_standing_tip(tip: uint256):
     assert tip <= MAX_STANDING_TIP, "liquidator: out of bounds"
-    self.standing_tip = tip
-    log StandingTipSet(tip=tip)
+    units: uint256 = tip // STANDING_TIP_UNIT
+    self.terms = (self.terms & ~(M16 << 240)) | (units << 240)
+    log StandingTipSet(tip=units * STANDING_TIP_UNIT)
 
 
 @internal
@@ -958,6 +993,6 @@ def _set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, s
     assert liquidation_fee <= MAX_FEE, "liquidator: out of bounds"
     assert keeper_tip <= MAX_TIP, "liquidator: out of bounds"
     assert small_account <= MAX_SMALL_ACCOUNT, "liquidator: out of bounds"
-    self.terms = buffer | (keeper_tip << 64) | (small_account << 160)
+    self.terms = buffer | (keeper_tip << 64) | (small_account << 160) | (self.terms & (M16 << 240))
     self.curve = (self.curve & ~(M64 << 192)) | (liquidation_fee << 192)
     log TermsSet(buffer=buffer, liquidation_fee=liquidation_fee, keeper_tip=keeper_tip, small_account=small_account)

@@ -140,7 +140,7 @@ def _outcome(keeper: Keeper, tx: str) -> str:
     receipt = keeper._read(lambda: chain.provider.get_receipt(tx))
     for event in receipt.decode_logs(liquidator.StandingBidSkipped):
         return f"skipped: {event.reason}"
-    for event in receipt.decode_logs(liquidator.StandingBidExecuted):
+    for event in receipt.decode_logs(liquidator.Bid):
         return f"executed {from_wad(event.fraction):.4f} at {from_wad(event.price):,.2f}"
     return "executed"
 

@@ -152,7 +152,7 @@ def test_execute__bidder_is_the_account__reverts(cm, book, admin, keeper, trader
 
 def test_fill_standing__only_self(cm, book, stranger):
     with ape.reverts("liquidator: not self"):
-        cm.liquidator.contract.fill_standing(book, 1, stranger, sender=stranger)
+        cm.liquidator.contract.fill_standing(book, 1, 1, stranger, sender=stranger)
 
 
 def test_execute__underlying_outside_the_mask__reverts(cm, book, admin, keeper, operator, standing):
@@ -187,14 +187,7 @@ def test_execute__at_the_threshold__buys_like_the_model_and_tips(
     [done] = receipt.decode_logs(cm.liquidator.contract.StandingBidExecuted)
     terms = standing_terms(bid, 0, 0, b.equity, b.maintenance, elapsed)
     assert (b.bidder, b.fraction, b.price, b.fee) == (standing, terms.fraction, terms.price, terms.fee)
-    assert (done.account, done.bidder, done.executor, done.fraction, done.price, done.tip) == (
-        book,
-        standing,
-        keeper.address,
-        terms.fraction,
-        terms.price,
-        TIP,
-    )
+    assert (done.account, done.bidder, done.executor, done.tip) == (book, standing, keeper.address, TIP)
     moved = before[book] * terms.fraction // WAD
     # the keeper started the auction: it also gets the starter's tip out of the fee
     starter_tip = min(to_wad(5), terms.fee // 10**14 * 10**14)
@@ -302,7 +295,7 @@ def test_execute__while_paused__goes_through(cm, vault, book, admin, keeper, ope
     start_at(cm, None, admin, keeper, book)
     vault.pause(sender=guardian)
     receipt = cm.liquidator.execute(keeper, book, standing)
-    assert receipt.decode_logs(cm.liquidator.contract.StandingBidExecuted)[0].fraction == to_wad("0.1")
+    assert receipt.decode_logs(cm.liquidator.contract.Bid)[0].fraction == to_wad("0.1")
 
 
 def test_model__standing_terms_refusals():
