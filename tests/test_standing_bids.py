@@ -362,3 +362,16 @@ def test_keeper__executes_due_standing_bids_before_its_own_and_reports_them(
     cm.liquidator.cancel(operator, poor)
     k.discover()
     assert poor not in k.state.standing
+
+
+def test_set_standing_tip__cents_and_kept_by_set_terms(cm, admin):
+    """The tip shares the `terms` word (in 0.01 USD): set_terms keeps it, and it keeps them."""
+    liquidator = cm.liquidator.contract
+    liquidator.set_standing_tip(to_wad("1.234"), sender=admin)
+    assert liquidator.standing_tip() == to_wad("1.23")
+    liquidator.set_terms(to_wad("2"), to_wad("0.2"), to_wad(1000), to_wad(10**6), sender=admin)
+    assert liquidator.standing_tip() == to_wad("1.23")
+    assert AuctionParams.read(liquidator).small_account == to_wad(10**6)
+    liquidator.set_standing_tip(to_wad(100), sender=admin)
+    p = AuctionParams.read(liquidator)
+    assert (p.buffer, p.keeper_tip, p.small_account) == (to_wad("2"), to_wad(1000), to_wad(10**6))
