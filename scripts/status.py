@@ -19,6 +19,7 @@ from ape import chain, networks
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
+from crossmargin import standing
 from crossmargin.cli import console
 from crossmargin.keeper import FUTURE, Keeper, KeeperConfig, describe_account
 from crossmargin.protocol import Protocol
@@ -94,9 +95,11 @@ def cli(top, state_file, no_model):
     console.print(table)
 
     auctions = keeper.auction_statuses()
-    table = Table(title=f"live auctions ({len(auctions)})")
-    for column in ("account", "running", "d(t)", "insolvent ramp", "equity", "MM", "fraction", "quote", "tip owed"):
-        table.add_column(column, justify="left" if column in ("account", "tip owed") else "right")
+    bids = standing.standing_bids(keeper) if auctions else {}
+    table = Table(title=f"live auctions ({len(auctions)}, {len(bids)} standing bids)")
+    columns = ("account", "running", "d(t)", "insolvent ramp", "equity", "MM", "fraction", "quote", "tip owed")
+    for column in (*columns, "standing bids"):
+        table.add_column(column, justify="left" if column in ("account", "tip owed", "standing bids") else "right")
     for a in auctions:
         table.add_row(
             describe_account(a.account),
@@ -108,6 +111,7 @@ def cli(top, state_file, no_model):
             f"{a.fraction:.4f}",
             usd(a.price),
             "" if int(a.keeper, 16) == 0 else a.keeper,
+            standing.summary(keeper, a.account, a.started_at, bids, head.timestamp),
         )
     console.print(table)
 
