@@ -32,6 +32,11 @@
         above initial margin afterwards. The auction ends when the account is taken whole,
         or by `terminate` once it is back above the buffer. For a fixed portfolio the price
         never rises: d(t) only falls and the insolvent payment only grows.
+        Standing bids: an account registers the multiplier at or below which it buys, the
+        most fraction and cash it takes per auction and optionally the underlyings it
+        accepts; anyone `execute`s it once d(t) reaches it (an insolvent auction at once)
+        for `standing_tip`, paid by the bidder. A buyer that would end below initial margin
+        makes the execution a skip (event, nothing moved), not a revert.
 @custom:security All entry points hold the lock. No function is paused: liquidation goes on
         while the vault is paused and while new risk is closed (the margin reads it uses
         are never gated). Every bidder and account check uses the engine's stored-array
