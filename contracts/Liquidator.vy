@@ -398,13 +398,14 @@ def fill_standing(account: uint256, bidder: uint256, standing: uint256, executor
     tip: uint256 = self._terms(240, M16) * STANDING_TIP_UNIT
     taken: uint256 = 0
     price: int256 = 0
-    # cash: used_cash <= max_cash (each solvent slice pays at most what is left)
+    # each solvent slice pays at most the cash left; a bid registered again with less cash
+    # than it already paid in this auction has none left
     taken, price = self._bid(
         account,
         accounts._owner(bidder),
         convert(bidder & M96, uint96),
         limit - used_fraction,
-        convert(max_cash - used_cash, int256),
+        convert(max_cash - min(used_cash, max_cash), int256),
         standing & M64,
         executor,
         tip,

@@ -224,6 +224,18 @@ def test_execute__cash_per_auction__cuts_the_fraction(cm, book, admin, keeper, o
         cm.liquidator.execute(stranger, book, standing)
 
 
+def test_execute__registered_again_with_less_cash_than_paid__used(
+    cm, book, admin, keeper, operator, chain, standing, stranger
+):
+    cm.liquidator.register(operator, "0.95", "1", "300")
+    start_at(cm, chain, admin, keeper, book)
+    cm.liquidator.execute(stranger, book, standing)
+    assert used(cm, book, standing)[1] > to_wad(200)
+    cm.liquidator.register(operator, "0.95", "1", "200")
+    with ape.reverts("liquidator: standing bid used"):
+        cm.liquidator.execute(stranger, book, standing)
+
+
 def test_execute__buyer_under_margin__skipped_nothing_moves(cm, vault, clearing, book, admin, keeper, operator, chain):
     """A standing bidder with 200 USDC cannot carry a tenth of the book: the execution is
     skipped (event, no revert), and no balance, position or usage changes; no tip."""
