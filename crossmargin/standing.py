@@ -6,8 +6,9 @@ The keeper learns bidders from ``StandingBidSet`` / ``StandingBidCancelled`` (it
 ``standing`` set) and reads their bids on chain when it sweeps. A bid is due on a solvent
 auction once d(t) at the next block is at or below its multiplier, on an insolvent one at
 once, while it has fraction left in that auction (``standing_used``); the contract's
-preflight settles the rest (underlyings, cash left, the buffer). An execution mined but
-skipped by the contract (its buyer would end under initial margin) is reported ``skipped``.
+preflight settles the rest (underlyings, cash left, the buffer). An execution the contract
+would skip (its buyer would end under initial margin: no tip) is not sent, and reported
+``skipped``, as is one mined and skipped after all.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ape import chain
+from ape.exceptions import ContractLogicError
 
 from crossmargin.model.auction import StandingBid, multiplier
 from crossmargin.sender import Call
@@ -102,12 +104,19 @@ def execute_standing(
     records one ``standing`` action each: ``sent`` (executed: the fraction and price in the
     detail), ``skipped`` (not due after all, or mined and skipped by the contract: its
     buyer would end under initial margin) or the sender's status."""
-    from crossmargin.keeper import describe_account
+    from crossmargin.keeper import Action, describe_account
 
-    due = due_bids(keeper, auctions, equities)
+    liquidator = keeper.cm.liquidator.contract
+    due = []
+    for d in due_bids(keeper, auctions, equities):
+        # a skip costs the keeper gas and pays no tip: one it would be is not sent
+        if _would_skip(keeper, d):
+            target = f"{describe_account(d.account)} by {describe_account(d.bidder)}"
+            report.actions.append(Action("standing", target, "skipped", "bidder under margin (preflight)"))
+        else:
+            due.append(d)
     if not due:
         return
-    liquidator = keeper.cm.liquidator.contract
     stamp = int(time.time() * 1000)
     calls = [
         Call(
@@ -132,6 +141,21 @@ def execute_standing(
             action.detail = _outcome(keeper, result.tx)
             if action.detail.startswith("skipped"):
                 action.status = "skipped"
+
+
+def _would_skip(keeper: Keeper, due: DueBid) -> bool:
+    """Whether the execution would be skipped now (``execute`` through ``eth_call`` returns
+    a zero fraction); a revert is left to the sender's preflight, which reports it."""
+    liquidator = keeper.cm.liquidator.contract
+    sender = keeper.sender_account
+    try:
+        if sender is None:
+            taken, _price = keeper._read(lambda: liquidator.execute.call(due.account, due.bidder))
+        else:
+            taken, _price = keeper._read(lambda: liquidator.execute.call(due.account, due.bidder, sender=sender))
+    except ContractLogicError:
+        return False
+    return taken == 0
 
 
 def _outcome(keeper: Keeper, tx: str) -> str:

@@ -343,7 +343,8 @@ def test_keeper__executes_due_standing_bids_before_its_own_and_reports_them(
     cm, create_account, book, admin, keeper, operator, chain, standing, tmp_path
 ):
     """The keeper learns standing bids from events; once an auction runs, its sweep executes
-    the due ones (one executed, one skipped on chain: its buyer under IM), leaves the one
+    the due ones (one executed, one skipped: its buyer under IM, found by an `eth_call` and
+    not sent), leaves the one
     not yet due, and only then bids itself."""
     from crossmargin.keeper import Keeper, KeeperConfig
 
@@ -367,7 +368,7 @@ def test_keeper__executes_due_standing_bids_before_its_own_and_reports_them(
     assert kinds[:2] == ["standing", "standing"] and "standing" not in kinds[2:]
     by_status = {status: detail for kind, status, detail in actions if kind == "standing"}
     assert by_status["sent"].startswith("executed 0.1000 at")
-    assert by_status["skipped"] == "skipped: bidder under margin"
+    assert by_status["skipped"] == "bidder under margin (preflight)"  # not sent: no gas for no tip
     assert report.count("skipped", "standing") == 1 and report.count("sent", "standing") == 1
     assert used(cm, book, standing)[0] == to_wad("0.1") and used(cm, book, poor) == (0, 0)
     # cancelled bids leave the keeper's list at the next read
