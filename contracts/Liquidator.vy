@@ -32,6 +32,11 @@
         above initial margin afterwards. The auction ends when the account is taken whole,
         or by `terminate` once it is back above the buffer. For a fixed portfolio the price
         never rises: d(t) only falls and the insolvent payment only grows.
+        Standing bids: an account registers the multiplier at or below which it buys, the
+        most fraction and cash it takes per auction and optionally the underlyings it
+        accepts; anyone `execute`s it once d(t) reaches it (an insolvent auction at once)
+        for `standing_tip`, paid by the bidder. A buyer that would end below initial margin
+        makes the execution a skip (event, nothing moved), not a revert.
 @custom:security All entry points hold the lock. No function is paused: liquidation goes on
         while the vault is paused and while new risk is closed (the margin reads it uses
         are never gated). Every bidder and account check uses the engine's stored-array
@@ -63,8 +68,15 @@ interface IInsuranceFund:
     def cover(amount: uint256, recipient: address, subaccount: uint96) -> uint256: nonpayable
 
 
+# @dev This contract's own view, read through a call so that its buffers stay out of
+# `execute`'s memory (they would cost every execution about 2,000 gas of expansion).
+interface ISelf:
+    def underlyings(account: uint256) -> uint256: view
+
+
 interface IMarginView:
     def margin(account: uint256) -> IRiskEngine.Margin: view
+    def underlying_ids(name: bytes32) -> uint256: view
 
 
 WAD: constant(uint256) = 10**18
@@ -105,7 +117,26 @@ TIP_SHARE: constant(uint256) = 5 * 10**16
 M20: constant(uint256) = 2**20 - 1
 M64: constant(uint256) = 2**64 - 1
 M96: constant(uint256) = 2**96 - 1
+M80: constant(uint256) = 2**80 - 1
+M16: constant(uint256) = 2**16 - 1
+# @dev Unit of the standing-bid tip in `terms` (WAD USD): 0.01 USD.
+STANDING_TIP_UNIT: constant(uint256) = 10**16
 STARTER_MASK: constant(uint256) = 2**160 - 1
+
+# @dev A standing bid, one word per bidder account: multiplier (bits 0..63, WAD) | fraction
+# per auction (64..127, WAD) | most cash per auction (128..223, WAD USD) | underlyings mask
+# (224..255; 0 = any). Never 0 while registered (the fraction is not).
+FRACTION_SHIFT: constant(uint256) = 64
+CASH_SHIFT: constant(uint256) = 128
+UNDERLYINGS_SHIFT: constant(uint256) = 224
+# @dev Its use in one auction: the auction's start (bits 0..35, s) | fraction taken
+# (36..99, WAD) | cash paid (100..255, WAD USD).
+USED_FRACTION_SHIFT: constant(uint256) = 36
+USED_CASH_SHIFT: constant(uint256) = 100
+# @dev The one reason a standing bid is skipped instead of reverted: its buyer would end
+# below initial margin (the revert `_bid` raises, caught from the self-call).
+UNDER_MARGIN: constant(String[31]) = "liquidator: bidder under margin"
+MAX_STANDING_TIP: constant(uint256) = 100 * 10**18
 
 
 # @dev The vault (freezes, moves collateral and cash, socializes), the clearinghouse (moves
@@ -120,10 +151,16 @@ SCALE: immutable(uint256)
 # @dev The parameters in two words, read together by every bid (`_curve`, `_terms`):
 # curve = start_multiplier (bits 0..63) | mid_multiplier (64..127) | first_phase
 # (128..147) | second_phase (148..167) | insolvent_ramp (168..187) | liquidation_fee
-# (192..255); terms = buffer (0..63) | keeper_tip (64..159) | small_account (160..255).
+# (192..255); terms = buffer (0..63) | keeper_tip (64..159) | small_account (160..239) |
+# the tip a standing bid's account pays its executor (240..255, in 0.01 USD: <= 100 USD).
 curve: uint256
 terms: uint256
 auctions: HashMap[uint256, uint256]
+# @dev Standing bids by bidder account id (layout above; 0 = none).
+standing_bids: HashMap[uint256, uint256]
+# @dev What each standing bid took of each auction, by account then bidder (layout above):
+# a start time other than the running auction's means nothing yet.
+standing_usage: HashMap[uint256, HashMap[uint256, uint256]]
 
 
 event AuctionStarted:
@@ -171,6 +208,37 @@ event AuctionEnded:
     maintenance: uint256
 
 
+event StandingBidSet:
+    bidder: indexed(uint256)
+    multiplier: uint256
+    fraction: uint256
+    max_cash: uint256
+    underlyings: uint256
+
+
+event StandingBidCancelled:
+    bidder: indexed(uint256)
+
+
+event StandingBidExecuted:
+    account: indexed(uint256)
+    bidder: indexed(uint256)
+    executor: indexed(address)
+    # tip to the executor (WAD USD); the slice itself is in the `Bid` event before it
+    tip: uint256
+
+
+event StandingBidSkipped:
+    account: indexed(uint256)
+    bidder: indexed(uint256)
+    executor: indexed(address)
+    reason: String[64]
+
+
+event StandingTipSet:
+    tip: uint256
+
+
 event CurveSet:
     start_multiplier: uint256
     mid_multiplier: uint256
@@ -190,7 +258,8 @@ event TermsSet:
 def __init__(vault: IVault, clearing: IClearinghouse, engine: IRiskEngine, fund: IInsuranceFund, settlement_asset: address):
     """
     @dev Defaults from SPECIFICATION.md: 0.95 → 0.70 over 15 min → 0 over 12 h, insolvent
-         payment ramp 1 h, buffer 1.15, fee 5%, tip 5 USD, small accounts below 1,000 USD.
+         payment ramp 1 h, buffer 1.15, fee 5%, tip 5 USD, small accounts below 1,000 USD,
+         standing-bid tip 1 USD.
     """
     ownable.__init__()
     ownable_2step.__init__()
@@ -201,6 +270,7 @@ def __init__(vault: IVault, clearing: IClearinghouse, engine: IRiskEngine, fund:
     SCALE = 10 ** (18 - convert(staticcall IERC20Detailed(settlement_asset).decimals(), uint256))
     self._set_curve(95 * 10**16, 70 * 10**16, 15 * 60, 12 * 3_600, 3_600)
     self._set_terms(115 * 10**16, 5 * 10**16, 5 * 10**18, 1_000 * 10**18)
+    self._set_standing_tip(10**18)
 
 
 # ---------------------------------------------------------------- auctions
@@ -255,91 +325,97 @@ def bid(account: uint256, fraction: uint256, max_price: int256, subaccount: uint
            to be paid at least that much (insolvent auctions).
     @return The fraction bought and its price (WAD; negative when the bidder was paid).
     """
-    record: uint256 = self._record(account)
-    assert fraction != 0 and fraction <= WAD, "liquidator: bad fraction"
-    bidder: uint256 = accounts._id(msg.sender, subaccount)
-    assert bidder != account, "liquidator: bidder is liquidated"
-    assert not staticcall VAULT.frozen(bidder), "liquidator: bidder in auction"
+    return self._bid(account, msg.sender, subaccount, fraction, max_price, max_value(uint256), empty(address), 0)
 
-    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, LIQUIDATION_READS)
-    taken: uint256 = fraction
-    price: int256 = 0
-    fee: uint256 = 0
-    if m.equity > 0:
-        equity: uint256 = convert(m.equity, uint256)
-        d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
-        # no account at or above the buffer is sold, whatever its size: a cure by deposit
-        # stands until `terminate` (small accounts are exempt from the cap only below it)
-        cap: uint256 = self._cap(equity, m.maintenance, d)
-        assert cap != 0, "liquidator: account above buffer"
-        if equity >= self._terms(160, M96):
-            taken = min(fraction, cap)
-        # the bidder pays rounded up; the fee rounds down and never exceeds the price
-        cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
-        price = convert(cost, int256)
-        assert price <= max_price, "liquidator: price limit"
-        fee = min(math._mul_div(taken * equity, self._curve(192, M64), WAD * WAD, False), cost)
-        # the starter is paid out of each fee, in whole TIP_UNITs, until it has all it is
-        # owed: a dust bid pays it nothing and voids nothing
-        tip: uint256 = 0
-        starter: address = convert(record & STARTER_MASK, address)
-        if starter != empty(address):
-            owed: uint256 = self._owed_units(record)
-            tip = min(owed, fee // TIP_UNIT)
-            if tip != 0:
-                self.auctions[account] = self._with_owed(record, owed - tip)
-                tip *= TIP_UNIT
-                log KeeperTipped(account=account, keeper=starter, tip=tip)
-        self._transfer(account, bidder, taken)
-        extcall VAULT.settle_cash(
-            [
-                IVault.CashDelta(account=bidder, delta=-price),
-                IVault.CashDelta(account=account, delta=convert(cost - fee, int256)),
-                IVault.CashDelta(account=accounts._id(FUND.address, 0), delta=convert(fee - tip, int256)),
-                IVault.CashDelta(account=accounts._id(starter, 0), delta=convert(tip, int256)),
-            ]
-        )
-    else:
-        insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
-        ramp: uint256 = self._curve(168, M20)
-        elapsed: uint256 = 0
-        if insolvent_at != 0:
-            elapsed = min(block.timestamp - insolvent_at, ramp)
-        # the payment per whole account, then the slice's, both rounded down, the slice's to
-        # whole token units of the settlement asset (what the fund pays in)
-        whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // ramp
-        loss: uint256 = whole * taken // WAD // SCALE * SCALE
-        assert -convert(loss, int256) <= max_price, "liquidator: price limit"
-        self._transfer(account, bidder, taken)
-        paid: uint256 = 0
-        if loss != 0:
-            paid = extcall FUND.cover(loss // SCALE, msg.sender, subaccount) * SCALE
-        socialized: uint256 = extcall VAULT.socialize(loss - paid, bidder)
-        # socialization stops at the positive cash there is: re-check the limit
-        price = -convert(paid + socialized, int256)
-        assert price <= max_price, "liquidator: price limit"
-        log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
-        # no fee to take the tip from: the fund pays it, after the loss, from what is left
-        # (never socialized; what it cannot pay stays owed)
-        starter: address = convert(record & STARTER_MASK, address)
-        if starter != empty(address):
-            owed: uint256 = self._owed_units(record)
-            ask: uint256 = owed * TIP_UNIT // SCALE
-            if ask != 0:
-                tip: uint256 = extcall FUND.cover(ask, starter, 0) * SCALE
-                if tip != 0:
-                    # tip <= owed · TIP_UNIT: a part-paid unit counts as paid (never overpaid)
-                    self.auctions[account] = self._with_owed(record, owed - math._ceil_div(tip, TIP_UNIT))
-                    log KeeperTipped(account=account, keeper=starter, tip=tip)
 
-    after: IRiskEngine.Margin = extcall ENGINE.refresh_bound(bidder, LIQUIDATION_READS)
-    assert after.equity >= convert(after.initial, int256), "liquidator: bidder under margin"
-    log Bid(
-        account=account, bidder=bidder, fraction=taken, price=price, fee=fee, equity=m.equity, maintenance=m.maintenance
+@external
+def execute(account: uint256, bidder: uint256) -> (uint256, int256):
+    """
+    @notice Executes `bidder`'s standing bid against `account`'s running auction (anyone
+            may call it): once d(t) is at or below the bid's multiplier (an insolvent
+            auction at once), it buys the least of the fraction the bid has left in this
+            auction, the auction's cap and what the bid's cash left pays at d(t). The
+            bidder's account pays the caller `standing_tip` (its account, subaccount 0).
+            If the bidder's account would end below initial margin, nothing moves: the
+            execution is skipped (`StandingBidSkipped`), not reverted.
+    @param bidder The standing bid's account id (`owner << 96 | subaccount`).
+    @return The fraction bought and its price (WAD; negative when the bidder was paid);
+            (0, 0) when skipped.
+    @custom:security The slice runs in a self-call (`fill_standing`, `@reentrant` and
+            callable only by this contract) so that its revert can be caught; this call
+            holds the lock throughout, so nothing else re-enters. Only the bidder-under-
+            margin revert is a skip; any other (an out-of-gas included) is re-raised.
+    """
+    self._record(account)
+    standing: uint256 = self.standing_bids[bidder]
+    assert standing != 0, "liquidator: no standing bid"
+    wanted: uint256 = standing >> UNDERLYINGS_SHIFT
+    if wanted != 0:
+        touched: uint256 = staticcall ISelf(self).underlyings(account)
+        assert touched & ~wanted == 0, "liquidator: underlying not in bid"
+    success: bool = False
+    # a revert reason of up to 64 characters fits (every one of ours)
+    response: Bytes[160] = b""
+    success, response = raw_call(
+        self,
+        abi_encode(
+            account, bidder, standing, msg.sender, method_id=method_id("fill_standing(uint256,uint256,uint256,address)")
+        ),
+        max_outsize=160,
+        revert_on_failure=False,
     )
-    if taken == WAD:
-        self._end(account, 0, 0)
+    if not success:
+        if keccak256(response) != keccak256(abi_encode(UNDER_MARGIN, method_id=method_id("Error(string)"))):
+            raw_revert(response)
+        log StandingBidSkipped(account=account, bidder=bidder, executor=msg.sender, reason="bidder under margin")
+        return 0, 0
+    taken: uint256 = 0
+    price: int256 = 0
+    tip: uint256 = 0
+    taken, price, tip = abi_decode(response, (uint256, int256, uint256))
+    log StandingBidExecuted(account=account, bidder=bidder, executor=msg.sender, tip=tip)
     return taken, price
+
+
+@external
+@reentrant
+def fill_standing(account: uint256, bidder: uint256, standing: uint256, executor: address) -> (uint256, int256, uint256):
+    """
+    @notice The body of `execute`, called only by this contract (under `execute`'s lock).
+    @param standing The bidder's standing bid as `execute` read it.
+    @return The fraction bought, its price and the executor's tip (WAD).
+    """
+    assert msg.sender == self, "liquidator: not self"
+    started: uint256 = (self.auctions[account] >> STARTED_SHIFT) & TIME_MASK
+    used: uint256 = self.standing_usage[account][bidder]
+    if used & TIME_MASK != started:
+        used = started
+    used_fraction: uint256 = (used >> USED_FRACTION_SHIFT) & M64
+    used_cash: uint256 = used >> USED_CASH_SHIFT
+    limit: uint256 = (standing >> FRACTION_SHIFT) & M64
+    max_cash: uint256 = (standing >> CASH_SHIFT) & M96
+    assert used_fraction < limit, "liquidator: standing bid used"
+    tip: uint256 = self._terms(240, M16) * STANDING_TIP_UNIT
+    taken: uint256 = 0
+    price: int256 = 0
+    # each solvent slice pays at most the cash left; a bid registered again with less cash
+    # than it already paid in this auction has none left
+    taken, price = self._bid(
+        account,
+        accounts._owner(bidder),
+        convert(bidder & M96, uint96),
+        limit - used_fraction,
+        convert(max_cash - min(used_cash, max_cash), int256),
+        standing & M64,
+        executor,
+        tip,
+    )
+    if price > 0:
+        used_cash += convert(price, uint256)
+    self.standing_usage[account][bidder] = (
+        started | ((used_fraction + taken) << USED_FRACTION_SHIFT) | (used_cash << USED_CASH_SHIFT)
+    )
+    return taken, price, tip
 
 
 @external
@@ -352,6 +428,87 @@ def terminate(account: uint256):
     m: IRiskEngine.Margin = extcall ENGINE.refresh_margin(account)
     assert m.equity >= convert(math._mul_div(m.maintenance, self._terms(0, M64), WAD, True), int256), "liquidator: below buffer"
     self._end(account, m.equity, m.maintenance)
+
+
+# ---------------------------------------------------------------- standing bids
+
+
+@external
+def register(subaccount: uint96, multiplier: uint256, fraction: uint256, max_cash: uint256, underlyings: uint256):
+    """
+    @notice Registers (or replaces) the standing bid of the caller's `subaccount`: it buys
+            once d(t) is at or below `multiplier`, at most `fraction` and `max_cash` per
+            auction, only accounts whose positions and collateral touch no underlying
+            outside `underlyings` (bit u = underlying id u; 0 = any).
+    @param multiplier WAD, at most `start_multiplier`.
+    @param fraction The most it takes of one auction (WAD, 0 < f <= 1): the sum of its
+           slices' fractions, each of the account as it was at that slice.
+    @param max_cash The most it pays in one auction (WAD USD, > 0, < 2**96).
+    """
+    assert multiplier <= self._curve(0, M64), "liquidator: multiplier above start"
+    assert fraction != 0 and max_cash != 0, "liquidator: zero size"
+    assert fraction <= WAD, "liquidator: bad fraction"
+    assert max_cash <= M96 and underlyings < 2**32, "liquidator: out of bounds"
+    bidder: uint256 = accounts._id(msg.sender, subaccount)
+    self.standing_bids[bidder] = (
+        multiplier | (fraction << FRACTION_SHIFT) | (max_cash << CASH_SHIFT) | (underlyings << UNDERLYINGS_SHIFT)
+    )
+    log StandingBidSet(bidder=bidder, multiplier=multiplier, fraction=fraction, max_cash=max_cash, underlyings=underlyings)
+
+
+@external
+def cancel(bidder: uint256):
+    """
+    @notice Cancels a standing bid; only its account's owner may.
+    @param bidder The standing bid's account id.
+    """
+    assert accounts._owner(bidder) == msg.sender, "liquidator: not bid owner"
+    assert self.standing_bids[bidder] != 0, "liquidator: no standing bid"
+    self.standing_bids[bidder] = 0
+    log StandingBidCancelled(bidder=bidder)
+
+
+@external
+@view
+def standing_bid(bidder: uint256) -> (uint256, uint256, uint256, uint256):
+    """
+    @notice The standing bid of `bidder` (all zero when none): multiplier (WAD), fraction
+            per auction (WAD), most cash per auction (WAD USD), underlyings mask.
+    """
+    standing: uint256 = self.standing_bids[bidder]
+    return (
+        standing & M64,
+        (standing >> FRACTION_SHIFT) & M64,
+        (standing >> CASH_SHIFT) & M96,
+        standing >> UNDERLYINGS_SHIFT,
+    )
+
+
+@external
+@view
+@reentrant
+def underlyings(account: uint256) -> uint256:
+    """
+    @notice Bit u set iff `account` holds a position on underlying u (option, perp,
+            future) or collateral tracking it: what a standing bid's mask is checked
+            against. `@reentrant`: `execute` reads it through a call; it reads only the
+            clearinghouse's and the vault's reentrant views and the engine's ids.
+    """
+    return self._underlyings(account)
+
+
+@external
+@view
+def standing_used(account: uint256, bidder: uint256) -> (uint256, uint256):
+    """
+    @notice What `bidder`'s standing bid took of `account`'s running auction: the sum of
+            its fractions (WAD) and the cash it paid (WAD USD); zero when none.
+    """
+    record: uint256 = self.auctions[account]
+    used: uint256 = self.standing_usage[account][bidder]
+    if record == 0 or used & TIME_MASK != (record >> STARTED_SHIFT) & TIME_MASK:
+        return 0, 0
+    return (used >> USED_FRACTION_SHIFT) & M64, used >> USED_CASH_SHIFT
 
 
 # ---------------------------------------------------------------- views
@@ -436,7 +593,7 @@ def small_account() -> uint256:
     """
     @notice Accounts with less equity (WAD USD) may be taken whole.
     """
-    return self._terms(160, M96)
+    return self._terms(160, M80)
 
 
 @external
@@ -500,7 +657,7 @@ def quote(account: uint256, fraction: uint256) -> (uint256, int256):
         d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
         cap: uint256 = self._cap(equity, m.maintenance, d)
         taken: uint256 = fraction
-        if cap == 0 or equity >= self._terms(160, M96):
+        if cap == 0 or equity >= self._terms(160, M80):
             taken = min(fraction, cap)
         return taken, convert(math._mul_div(taken * equity, d, WAD * WAD, True), int256)
     insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
@@ -537,6 +694,25 @@ def set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, sm
     self._set_terms(buffer, liquidation_fee, keeper_tip, small_account)
 
 
+@external
+@view
+def standing_tip() -> uint256:
+    """
+    @notice What a standing bid's account pays whoever executes it (WAD USD).
+    """
+    return self._terms(240, M16) * STANDING_TIP_UNIT
+
+
+@external
+def set_standing_tip(tip: uint256):
+    """
+    @notice What a standing bid's account pays whoever executes it (WAD USD, <= 100;
+            rounded down to 0.01 USD).
+    """
+    ownable._check_owner()
+    self._set_standing_tip(tip)
+
+
 # ---------------------------------------------------------------- internals
 
 
@@ -558,6 +734,161 @@ def _record(account: uint256) -> uint256:
     record: uint256 = self.auctions[account]
     assert record != 0, "liquidator: no auction"
     return record
+
+
+@internal
+def _bid(
+    account: uint256,
+    owner: address,
+    subaccount: uint96,
+    fraction: uint256,
+    max_price: int256,
+    threshold: uint256,
+    executor: address,
+    tip_in: uint256,
+) -> (uint256, int256):
+    """
+    @dev A bid of `(owner, subaccount)` (`bid` and `execute` share it). A standing bid
+         passes its multiplier as `threshold` (a direct bid max_value): a solvent slice
+         then needs d <= threshold and is cut to what `max_price` pays at d instead of
+         reverting; its account pays `tip_in` to `(executor, 0)` before the margin check.
+    """
+    record: uint256 = self._record(account)
+    assert fraction != 0 and fraction <= WAD, "liquidator: bad fraction"
+    bidder: uint256 = accounts._id(owner, subaccount)
+    assert bidder != account, "liquidator: bidder is liquidated"
+    assert not staticcall VAULT.frozen(bidder), "liquidator: bidder in auction"
+
+    m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, LIQUIDATION_READS)
+    taken: uint256 = fraction
+    price: int256 = 0
+    fee: uint256 = 0
+    if m.equity > 0:
+        equity: uint256 = convert(m.equity, uint256)
+        d: uint256 = self._multiplier(block.timestamp - ((record >> STARTED_SHIFT) & TIME_MASK))
+        # no account at or above the buffer is sold, whatever its size: a cure by deposit
+        # stands until `terminate` (small accounts are exempt from the cap only below it)
+        cap: uint256 = self._cap(equity, m.maintenance, d)
+        assert cap != 0, "liquidator: account above buffer"
+        if equity >= self._terms(160, M80):
+            taken = min(fraction, cap)
+        if threshold != max_value(uint256):
+            assert d <= threshold, "liquidator: above standing multiplier"
+            if d != 0:
+                # rounded down, so that its price (rounded up) stays within the cash left
+                taken = min(taken, math._mul_div(convert(max_price, uint256), WAD * WAD, equity * d, False))
+            assert taken != 0, "liquidator: standing bid used"
+        # the bidder pays rounded up; the fee rounds down and never exceeds the price
+        cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
+        price = convert(cost, int256)
+        assert price <= max_price, "liquidator: price limit"
+        fee = min(math._mul_div(taken * equity, self._curve(192, M64), WAD * WAD, False), cost)
+        # the starter is paid out of each fee, in whole TIP_UNITs, until it has all it is
+        # owed: a dust bid pays it nothing and voids nothing
+        tip: uint256 = 0
+        starter: address = convert(record & STARTER_MASK, address)
+        if starter != empty(address):
+            owed: uint256 = self._owed_units(record)
+            tip = min(owed, fee // TIP_UNIT)
+            if tip != 0:
+                self.auctions[account] = self._with_owed(record, owed - tip)
+                tip *= TIP_UNIT
+                log KeeperTipped(account=account, keeper=starter, tip=tip)
+        self._transfer(account, bidder, taken)
+        entries: DynArray[IVault.CashDelta, 5] = [
+            IVault.CashDelta(account=bidder, delta=-price - convert(tip_in, int256)),
+            IVault.CashDelta(account=account, delta=convert(cost - fee, int256)),
+            IVault.CashDelta(account=accounts._id(FUND.address, 0), delta=convert(fee - tip, int256)),
+            IVault.CashDelta(account=accounts._id(starter, 0), delta=convert(tip, int256)),
+        ]
+        # a standing bid's tip to its executor rides in the same settlement
+        if tip_in != 0:
+            entries.append(IVault.CashDelta(account=accounts._id(executor, 0), delta=convert(tip_in, int256)))
+        extcall VAULT.settle_cash(entries)
+    else:
+        insolvent_at: uint256 = (record >> INSOLVENT_SHIFT) & TIME_MASK
+        ramp: uint256 = self._curve(168, M20)
+        elapsed: uint256 = 0
+        if insolvent_at != 0:
+            elapsed = min(block.timestamp - insolvent_at, ramp)
+        # the payment per whole account, then the slice's, both rounded down, the slice's to
+        # whole token units of the settlement asset (what the fund pays in)
+        whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // ramp
+        loss: uint256 = whole * taken // WAD // SCALE * SCALE
+        assert -convert(loss, int256) <= max_price, "liquidator: price limit"
+        self._transfer(account, bidder, taken)
+        paid: uint256 = 0
+        if loss != 0:
+            paid = extcall FUND.cover(loss // SCALE, owner, subaccount) * SCALE
+        socialized: uint256 = extcall VAULT.socialize(loss - paid, bidder)
+        # socialization stops at the positive cash there is: re-check the limit
+        price = -convert(paid + socialized, int256)
+        assert price <= max_price, "liquidator: price limit"
+        log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
+        # no fee to take it from: the fund pays it, after the loss, from what is left
+        # (never socialized; what it cannot pay stays owed)
+        starter: address = convert(record & STARTER_MASK, address)
+        if starter != empty(address):
+            owed: uint256 = self._owed_units(record)
+            ask: uint256 = owed * TIP_UNIT // SCALE
+            if ask != 0:
+                tip: uint256 = extcall FUND.cover(ask, starter, 0) * SCALE
+                if tip != 0:
+                    # tip <= owed · TIP_UNIT: a part-paid unit counts as paid (never overpaid)
+                    self.auctions[account] = self._with_owed(record, owed - math._ceil_div(tip, TIP_UNIT))
+                    log KeeperTipped(account=account, keeper=starter, tip=tip)
+        if tip_in != 0:
+            extcall VAULT.settle_cash(
+                [
+                    IVault.CashDelta(account=bidder, delta=-convert(tip_in, int256)),
+                    IVault.CashDelta(account=accounts._id(executor, 0), delta=convert(tip_in, int256)),
+                ]
+            )
+
+    after: IRiskEngine.Margin = extcall ENGINE.refresh_bound(bidder, LIQUIDATION_READS)
+    assert after.equity >= convert(after.initial, int256), UNDER_MARGIN
+    log Bid(
+        account=account, bidder=bidder, fraction=taken, price=price, fee=fee, equity=m.equity, maintenance=m.maintenance
+    )
+    if taken == WAD:
+        self._end(account, 0, 0)
+    return taken, price
+
+
+@internal
+@view
+def _underlyings(account: uint256) -> uint256:
+    """
+    @dev Bit u set iff the account holds a position (option, perp, future) on underlying u
+         or collateral tracking it: the clearinghouse's stored position words (one call)
+         and the vault's collateral lines (one call, one engine read per line).
+    """
+    held: IClearinghouse.Positions = staticcall CLEARING.positions(account)
+    touched: uint256 = 0
+    for word: uint256 in held.options:
+        # two positions a word; a zero half is none
+        for half: uint256 in [word & (2**128 - 1), word >> 128]:
+            if half != 0:
+                touched |= 1 << ((half >> 32) & 255)
+    for line: IClearinghouse.PerpLine in held.perps:
+        touched |= 1 << line.underlying
+    for line: uint256 in held.futures:
+        touched |= 1 << ((line >> 32) & 255)
+    cash: int256 = 0
+    lines: DynArray[IVault.Collateral, 16] = []
+    cash, lines = staticcall VAULT.account_state(account)
+    for line: IVault.Collateral in lines:
+        if line.underlying != empty(bytes32):
+            touched |= 1 << staticcall IMarginView(ENGINE.address).underlying_ids(line.underlying)
+    return touched
+
+
+@internal
+def _set_standing_tip(tip: uint256):
+    assert tip <= MAX_STANDING_TIP, "liquidator: out of bounds"
+    units: uint256 = tip // STANDING_TIP_UNIT
+    self.terms = (self.terms & ~(M16 << 240)) | (units << 240)
+    log StandingTipSet(tip=units * STANDING_TIP_UNIT)
 
 
 @internal
@@ -668,6 +999,6 @@ def _set_terms(buffer: uint256, liquidation_fee: uint256, keeper_tip: uint256, s
     assert liquidation_fee <= MAX_FEE, "liquidator: out of bounds"
     assert keeper_tip <= MAX_TIP, "liquidator: out of bounds"
     assert small_account <= MAX_SMALL_ACCOUNT, "liquidator: out of bounds"
-    self.terms = buffer | (keeper_tip << 64) | (small_account << 160)
+    self.terms = buffer | (keeper_tip << 64) | (small_account << 160) | (self.terms & (M16 << 240))
     self.curve = (self.curve & ~(M64 << 192)) | (liquidation_fee << 192)
     log TermsSet(buffer=buffer, liquidation_fee=liquidation_fee, keeper_tip=keeper_tip, small_account=small_account)

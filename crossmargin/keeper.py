@@ -68,6 +68,7 @@ from web3.exceptions import ContractLogicError, TransactionNotFound
 from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams
 from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry, revert_reason
+from crossmargin.standing import execute_standing
 from crossmargin.units import SUB_BITS, WAD, from_wad, key
 
 __all__ = [
@@ -274,6 +275,8 @@ class KeeperState:
             chain (a reset node, a reorg) restarts discovery from ``start_block``.
         accounts: Known account ids.
         auctions: Accounts whose auction started and has not ended (from events).
+        standing: Accounts that registered a standing bid (from events; dropped once read
+            cancelled, see ``crossmargin.standing``).
         options: Listed options and dated futures by instrument id.
         holders: Per option or future, accounts that may hold it (traded it or took a slice of a holder).
         sent: The journal of transactions, by call key: nonce, hash, status (``pending``
@@ -287,6 +290,7 @@ class KeeperState:
     last_block_hash: str = ""
     accounts: set[int] = field(default_factory=set)
     auctions: set[int] = field(default_factory=set)
+    standing: set[int] = field(default_factory=set)
     options: dict[int, Listing] = field(default_factory=dict)
     holders: dict[int, set[int]] = field(default_factory=dict)
     sent: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -300,6 +304,7 @@ class KeeperState:
             "last_block_hash": self.last_block_hash,
             "accounts": [hex(a) for a in sorted(self.accounts)],
             "auctions": [hex(a) for a in sorted(self.auctions)],
+            "standing": [hex(a) for a in sorted(self.standing)],
             "options": {
                 str(i): [o.underlying, o.kind, str(o.strike), o.expiry] for i, o in sorted(self.options.items())
             },
@@ -316,6 +321,7 @@ class KeeperState:
             last_block_hash=raw.get("last_block_hash", ""),
             accounts={int(a, 16) for a in raw.get("accounts", [])},
             auctions={int(a, 16) for a in raw.get("auctions", [])},
+            standing={int(a, 16) for a in raw.get("standing", [])},
             options={int(i): Listing(o[0], o[1], int(o[2]), o[3]) for i, o in raw.get("options", {}).items()},
             holders={int(i): {int(a, 16) for a in h} for i, h in raw.get("holders", {}).items()},
             sent=raw.get("sent", {}),
@@ -828,8 +834,9 @@ class Keeper:
         records one action per call in ``report``."""
         todo, todo_targets = [], []
         for call, target in zip(calls, targets, strict=True):
-            # bids are keyed per attempt: any bid on the same account in flight blocks another
-            if kind == "bid":
+            # bids (and standing executions) are keyed per attempt: any on the same account
+            # (and bidder) in flight blocks another
+            if kind in ("bid", "standing"):
                 flying = self.in_flight(call.key.rsplit(":", 1)[0], prefix=True)
             else:
                 flying = self.in_flight(call.key)
@@ -866,6 +873,8 @@ class Keeper:
             "FutureSettled": clearing.FutureSettled,
             "AuctionStarted": liquidator.AuctionStarted,
             "AuctionEnded": liquidator.AuctionEnded,
+            "StandingBidSet": liquidator.StandingBidSet,
+            "StandingBidCancelled": liquidator.StandingBidCancelled,
         }
         return {_event_topic(e.abi): name for name, e in events.items()}
 
@@ -940,6 +949,10 @@ class Keeper:
             state.auctions.add(_topic_id(topics[1]))
         elif name == "AuctionEnded":
             state.auctions.discard(_topic_id(topics[1]))
+        elif name == "StandingBidSet":
+            state.standing.add(_topic_id(topics[1]))
+        elif name == "StandingBidCancelled":
+            state.standing.discard(_topic_id(topics[1]))
 
     # ------------------------------------------------------------------ screening
 
@@ -1029,8 +1042,9 @@ class Keeper:
 
     def liquidate(self) -> LiquidationReport:
         """Screens every known account, then: starts every due auction not running,
-        marks insolvent auctions, terminates auctions back above the buffer, and bids on
-        live auctions whose quoted discount beats the threshold."""
+        marks insolvent auctions, terminates auctions back above the buffer, executes the
+        standing bids due (``crossmargin.standing``), and bids on live auctions whose quoted
+        discount beats the threshold."""
         return self._run_task(LiquidationReport("liquidate"), self._liquidate)
 
     def _liquidate(self, report: LiquidationReport) -> None:
@@ -1095,6 +1109,10 @@ class Keeper:
             for result in self._act(report, "terminate", calls, [describe_account(a) for a in terminations]):
                 if result.status == "sent":
                     self.state.auctions.discard(int(result.key.split(":")[1], 16))
+        # standing bids first: they were there before the keeper's own
+        running = {a: v for a, v in live.items() if a not in terminations and a in by_id}
+        if running and self.state.standing:
+            execute_standing(self, report, running, {a: by_id[a].equity for a in running})
         if self.config.bid_threshold is not None and biddable:
             for account in sorted(biddable, key=lambda a: by_id[a].ratio):
                 self._bid(report, account)

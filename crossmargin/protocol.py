@@ -337,6 +337,19 @@ class Quote:
     price: Decimal  # settlement units the bidder pays; negative when it is paid
 
 
+@dataclass(frozen=True)
+class StandingBidView:
+    bidder: int
+    multiplier: int  # WAD
+    fraction: int  # WAD per auction
+    max_cash: int  # WAD USD per auction
+    underlyings: int  # bit u = underlying id u; 0 = any
+
+    @property
+    def active(self) -> bool:
+        return self.fraction != 0
+
+
 class LiquidatorClient:
     """Dutch auctions of accounts below maintenance margin. Accounts are account ids
     (``cm.vault.account_id(owner, subaccount)``); amounts are settlement units."""
@@ -377,6 +390,33 @@ class LiquidatorClient:
 
     def multiplier(self, elapsed: int) -> Decimal:
         return from_wad(self.contract.multiplier(elapsed))
+
+    def register(
+        self,
+        sender: Any,
+        multiplier: Number,
+        fraction: Number,
+        max_cash: Number,
+        underlyings: int = 0,
+        subaccount: int = 0,
+    ):
+        """Registers the standing bid of ``(sender, subaccount)``: buys once d(t) <=
+        ``multiplier``, at most ``fraction`` and ``max_cash`` (settlement units) per auction,
+        only accounts within ``underlyings`` (bit u = underlying id u; 0 = any)."""
+        return self.contract.register(
+            subaccount, to_wad(multiplier), to_wad(fraction), to_wad(max_cash), underlyings, sender=sender
+        )
+
+    def cancel(self, sender: Any, bidder: int):
+        return self.contract.cancel(bidder, sender=sender)
+
+    def execute(self, sender: Any, account: int, bidder: int):
+        """Executes ``bidder``'s standing bid against ``account``'s auction (for the tip)."""
+        return self.contract.execute(account, bidder, sender=sender)
+
+    def standing_bid(self, bidder: int) -> StandingBidView:
+        multiplier, fraction, max_cash, underlyings = self.contract.standing_bid(bidder)
+        return StandingBidView(bidder, multiplier, fraction, max_cash, underlyings)
 
 
 class LensClient:

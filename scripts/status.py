@@ -22,6 +22,7 @@ from ape import chain, networks
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
+from crossmargin import standing
 from crossmargin.cli import account_label, console, emit_json, friendly_errors, json_option
 from crossmargin.keeper import FUTURE, Keeper, KeeperConfig
 from crossmargin.protocol import Protocol
@@ -101,6 +102,8 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
                 "liquidatable_at": None if distance is None else {"underlying": distance[0], "move": distance[1]},
             }
         )
+    statuses = keeper.auction_statuses()
+    bids = standing.standing_bids(keeper) if statuses else {}
     auctions = [
         {
             "account": account_label(a.account),
@@ -112,8 +115,9 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
             "fraction": a.fraction,
             "quote": a.price,
             "tip_owed_to": None if int(a.keeper, 16) == 0 else a.keeper,
+            "standing_bids": standing.summary(keeper, a.account, a.started_at, bids, head.timestamp),
         }
-        for a in keeper.auction_statuses()
+        for a in statuses
     ]
     futures = []
     for i, listing in sorted((i, o) for i, o in keeper.state.options.items() if o.kind == FUTURE):
@@ -178,8 +182,9 @@ def render(status: dict) -> None:
     console.print(table)
 
     table = Table(title=f"live auctions ({len(status['auctions'])})")
-    for column in ("account", "running", "d(t)", "insolvent ramp", "equity", "MM", "fraction", "quote", "tip owed"):
-        table.add_column(column, justify="left" if column in ("account", "tip owed") else "right")
+    columns = ("account", "running", "d(t)", "insolvent ramp", "equity", "MM", "fraction", "quote", "tip owed")
+    for column in (*columns, "standing bids"):
+        table.add_column(column, justify="left" if column in ("account", "tip owed", "standing bids") else "right")
     for a in status["auctions"]:
         owner, sub = a["account"].split("/")
         table.add_row(
@@ -192,6 +197,7 @@ def render(status: dict) -> None:
             f"{a['fraction']:.4f}",
             usd(a["quote"]),
             a["tip_owed_to"] or "",
+            a["standing_bids"],
         )
     console.print(table)
 

@@ -113,3 +113,70 @@ def insolvent_terms(
 def discount(equity: int, terms: BidTerms) -> int:
     """The bidder's gain at mark (WAD): the equity bought less the price paid."""
     return terms.fraction * equity // WAD - terms.price
+
+
+# ---------------------------------------------------------------- standing bids
+
+
+@dataclass(frozen=True)
+class StandingBid:
+    """A standing bid (``Liquidator.register``): WAD multiplier, fraction and cash per
+    auction, underlyings mask (0 = any)."""
+
+    multiplier: int
+    fraction: int
+    max_cash: int
+    underlyings: int = 0
+
+
+class StandingBidRefused(ValueError):
+    """The execution reverts; ``args[0]`` is the contract's reason."""
+
+
+def standing_terms(
+    bid: StandingBid,
+    used_fraction: int,
+    used_cash: int,
+    equity: int,
+    maintenance: int,
+    elapsed: int,
+    since_insolvent: int | None = None,
+    p: AuctionParams = AuctionParams(),
+    scale: int = 10**12,
+) -> BidTerms:
+    """What ``Liquidator.execute`` buys and pays now, after the bid used ``used_fraction``
+    and ``used_cash`` of this auction (the buyer's margin check aside: that one skips).
+    Raises :class:`StandingBidRefused` with the revert reason, checked in the contract's
+    order."""
+    if used_fraction >= bid.fraction:
+        raise StandingBidRefused("liquidator: standing bid used")
+    left = bid.fraction - used_fraction
+    if equity <= 0:
+        # insolvent: executes at once, the bidder is paid (no cash used)
+        return insolvent_terms(equity, maintenance, left, since_insolvent, p, scale)
+    d = multiplier(elapsed, p)
+    c = cap(equity, maintenance, d, p)
+    if c == 0:
+        raise StandingBidRefused("liquidator: account above buffer")
+    taken = left if equity < p.small_account else min(left, c)
+    if d > bid.multiplier:
+        raise StandingBidRefused("liquidator: above standing multiplier")
+    if d != 0:
+        taken = min(taken, (bid.max_cash - used_cash) * WAD * WAD // (equity * d))
+    if taken == 0:
+        raise StandingBidRefused("liquidator: standing bid used")
+    price = _ceil_div(taken * equity * d, WAD * WAD)
+    fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
+    return BidTerms(taken, price, fee)
+
+
+def due_elapsed(bid: StandingBid, p: AuctionParams = AuctionParams()) -> int:
+    """The first second after an auction's start at which d(t) <= the bid's multiplier."""
+    lo, hi = 0, p.first_phase + p.second_phase
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if multiplier(mid, p) <= bid.multiplier:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
