@@ -140,6 +140,7 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
         "known_accounts": len(keeper.state.accounts),
         "accounts": accounts,
         "auctions": auctions,
+        "standing_bids": len(bids),
         "futures": futures,
         "fund": {
             "total_assets": fund.total_assets(),
@@ -181,7 +182,7 @@ def render(status: dict) -> None:
         )
     console.print(table)
 
-    table = Table(title=f"live auctions ({len(status['auctions'])})")
+    table = Table(title=f"live auctions ({len(status['auctions'])}, {status['standing_bids']} standing bids)")
     columns = ("account", "running", "d(t)", "insolvent ramp", "equity", "MM", "fraction", "quote", "tip owed")
     for column in (*columns, "standing bids"):
         table.add_column(column, justify="left" if column in ("account", "tip owed", "standing bids") else "right")

@@ -296,7 +296,7 @@ def test_status__big_book__listed_with_its_book(
     monkeypatch.setattr(status.console, "width", 200)
     # every account on the chain (other modules under xdist may have left accounts nearer
     # to liquidation than these two)
-    status.cli.callback(top=1000, state_file=tmp_path / "none.json", no_model=True)
+    status.cli.callback(top=1000, state_file=tmp_path / "none.json", no_model=True, as_json=False)
     out = capsys.readouterr().out
     # the book as held now: `wide_book` (a module fixture) may have added options on more
     # underlyings if a test that uses it ran first on this worker

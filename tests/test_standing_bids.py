@@ -407,7 +407,7 @@ def test_status__lists_standing_bids_per_auction(
     spec.loader.exec_module(status)
     monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
     monkeypatch.setattr(status.console, "width", 400)
-    status.cli.callback(top=5, state_file=tmp_path / "none.json", no_model=True)
+    status.cli.callback(top=5, state_file=tmp_path / "none.json", no_model=True, as_json=False)
     out = capsys.readouterr().out
     assert "live auctions (1, 2 standing bids)" in out, out
     assert f"{describe_account(standing)} ≤0.95* (0.25 left)" in out, out
