@@ -175,6 +175,36 @@ class UnderlyingRisk:
     worst_scenario: int
     loss: Decimal  # L_u, settlement units
     pnl: list[Decimal]  # unweighted PnL per scenario
+    name: str = ""  # the underlying's name ("ETH")
+    scenarios: list[str] = field(default_factory=list)  # each scenario's label, as `pnl`
+
+    @property
+    def worst(self) -> str:
+        """The worst scenario's label, e.g. ``spot -15%, vol up (weight 1)``."""
+        return self.scenarios[self.worst_scenario] if self.scenarios else str(self.worst_scenario)
+
+    def labelled(self) -> dict[str, Decimal]:
+        """The PnL vector by scenario label."""
+        return dict(zip(self.scenarios, self.pnl, strict=True))
+
+
+def scenario_label(shock: int, move: int, weight: int) -> str:
+    """A grid scenario in words: ``spot -66%, vol up (weight 0.21)`` (shock and weight in
+    millionths, move 0 down, 1 unchanged, 2 up)."""
+    moves = {0: "vol down", 1: "vol unchanged", 2: "vol up"}
+    return f"spot {shock / 10_000:+g}%, {moves[move]} (weight {weight / 10**6:g})"
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """One position of an account, from the account's own side (a positive size is long)."""
+
+    instrument: int
+    name: str  # "ETH perp", "ETH call 3200 2026-12-30", "ETH future 2027-02-28"
+    size: Decimal  # units of the underlying
+    mark: Decimal  # USD per unit: the index for perps and futures, Black-Scholes at the live spot and vol for options
+    value: Decimal  # size x mark for options; the unrealized PnL for perps and futures
+    pnl: Decimal | None  # perps and futures: against the cost (and funding); options: None (the premium is in cash)
 
 
 @dataclass(frozen=True)
@@ -190,10 +220,11 @@ class EngineClient:
     The risk configuration (underlyings, grids, risk and engine parameters) is set through
     the risk model, whose owner calls it and which writes it into the engine."""
 
-    def __init__(self, contract: Any, risk_model: Any):
+    def __init__(self, contract: Any, risk_model: Any, names: dict[int, str] | None = None):
         self.contract = contract
         # prices stale risk arrays, serves `greeks` and configures the engine (owner calls)
         self.risk_model = risk_model
+        self.names = names or {}  # underlying id -> name
 
     @property
     def address(self) -> str:
@@ -204,10 +235,23 @@ class EngineClient:
         return MarginView(equity=from_wad(m.equity), initial=from_wad(m.initial), maintenance=from_wad(m.maintenance))
 
     def risk(self, owner: Any, subaccount: int = 0) -> list[UnderlyingRisk]:
-        return [
-            UnderlyingRisk(r.underlying, r.worst_scenario, from_wad(r.loss), [from_wad(x) for x in r.pnl])
-            for r in self.contract.risk(account_id(str(owner), subaccount))
-        ]
+        """Per underlying the account touches: its name, the PnL of every scenario (labelled:
+        spot shock, vol move, weight), the worst one and its weighted loss."""
+        result = []
+        for r in self.contract.risk(account_id(str(owner), subaccount)):
+            shocks, moves, weights = self.contract.grid(r.underlying)
+            labels = [scenario_label(*lane) for lane in zip(shocks, moves, weights, strict=True)]
+            result.append(
+                UnderlyingRisk(
+                    r.underlying,
+                    r.worst_scenario,
+                    from_wad(r.loss),
+                    [from_wad(x) for x in r.pnl],
+                    self.names.get(r.underlying, str(r.underlying)),
+                    labels,
+                )
+            )
+        return result
 
     def hint(self, account: int, block_id: Any = None) -> int:
         """The scenario hint of ``account`` for ``Liquidator.start``: byte ``u`` the worst
@@ -563,6 +607,7 @@ class Protocol:
         self.engine = EngineClient(
             project.MarginEngine.at(manifest.contracts["MarginEngine"]),
             project.RiskModel.at(manifest.contracts["RiskModel"]),
+            {u: name for name, u in manifest.underlyings.items()},
         )
         self.clearing = ClearingClient(
             project.Clearinghouse.at(manifest.contracts["Clearinghouse"]), manifest.underlyings, manifest.perps
@@ -617,6 +662,48 @@ class Protocol:
             raise MissingDeploymentError(
                 f"the contracts of {path} are not on this chain; {deploy_hint(name, 'deploy again with')}"
             ) from None
+
+    def positions(self, owner: Any, subaccount: int = 0) -> list[PositionView]:
+        """The account's positions, named and marked (one Lens read): options first, then perps
+        and futures. Sizes are from the account's own side; a perp's or a future's ``pnl`` is
+        what closing it at the index would realize (funding included); an option's premium
+        was paid or received in cash, so its ``value`` is what it is worth now."""
+        from datetime import UTC, datetime
+
+        from crossmargin.model import margin as model
+
+        state, underlyings, params, now = model.snapshot(self, owner, subaccount)
+        names = {u: name for name, u in self.manifest.underlyings.items()}
+
+        def day(expiry: int) -> str:
+            return datetime.fromtimestamp(expiry, UTC).strftime("%Y-%m-%d")
+
+        views = []
+        for o in state.options:
+            u = underlyings[o.underlying]
+            mark = model.option_price(o, u, params, now)
+            kind = "call" if o.kind == model.CALL else "put"
+            name = f"{names.get(o.underlying, o.underlying)} {kind} {from_wad(o.strike):f} {day(o.expiry)}"
+            value = from_wad(model.floor_div(o.size * mark, model.WAD))
+            views.append(PositionView(o.instrument, name, from_wad(o.size), from_wad(mark), value, None))
+        for p in state.perps:
+            spot = underlyings[p.underlying].spot
+            index = model.funding_now(
+                p.cumulative, p.premium_ema, p.updated_at, spot, state.funding_cap, state.funding_interval, now
+            )
+            pnl = model.floor_div(p.size * spot, model.WAD) - p.cost
+            pnl += model.floor_div(-p.size * (index - p.funding), model.WAD)
+            name = f"{names.get(p.underlying, p.underlying)} perp"
+            instrument = self.manifest.perps.get(names.get(p.underlying, ""), 0)
+            views.append(PositionView(instrument, name, from_wad(p.size), from_wad(spot), from_wad(pnl), from_wad(pnl)))
+        for f in state.futures:
+            mark = f.settlement_price if f.expiry <= now and f.settlement_price else underlyings[f.underlying].spot
+            pnl = model.floor_div(f.size * mark, model.WAD) - f.cost
+            name = f"{names.get(f.underlying, f.underlying)} future {day(f.expiry)}"
+            views.append(
+                PositionView(f.instrument, name, from_wad(f.size), from_wad(mark), from_wad(pnl), from_wad(pnl))
+            )
+        return views
 
     def faucet(self, account: Any, symbol: str, amount: Number, minter: Any = None):
         """Mints ``amount`` (human units, > 0) of the mock token ``symbol`` to ``account``
