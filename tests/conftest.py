@@ -6,6 +6,9 @@ Actors are named by role.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 from ape import project
 from hypothesis import settings
@@ -226,3 +229,22 @@ def book(cm, create_account, maker, trader):
     create_account(trader, {"USDC": "10000"})
     cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000")
     return account_id(trader.address, 0)
+
+
+@pytest.fixture
+def run_status(cm, monkeypatch, capsys):
+    """Runs `ape run status` in-process on this session's deployment (``scripts/status.py``,
+    loaded as a module, `Protocol.load` returning ``cm``); returns what it printed."""
+
+    def _run(width: int = 200, **options) -> str:
+        script = Path(__file__).parents[1] / "scripts" / "status.py"
+        spec = importlib.util.spec_from_file_location("status_script", script)
+        status = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(status)
+        monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
+        monkeypatch.setattr(status.console, "width", width)
+        capsys.readouterr()
+        status.cli.callback(**{"top": 1000, "no_model": True, "as_json": False, **options})
+        return capsys.readouterr().out
+
+    return _run

@@ -9,10 +9,8 @@ perps, and WETH collateral that tracks ETH.
 from __future__ import annotations
 
 import copy
-import importlib.util
 from collections import Counter
 from contextlib import contextmanager
-from pathlib import Path
 
 import ape
 import pytest
@@ -281,23 +279,15 @@ def test_keeper__batch_reads__equal_per_id_reads(cm, maker, listed, mixed_book, 
     assert k.snapshots([mixed_book]) == without.snapshots([mixed_book])
 
 
-def test_status__big_book__listed_with_its_book(
-    cm, admin, maker, mixed_book, small_book, monkeypatch, tmp_path, capsys
-):
+def test_status__big_book__listed_with_its_book(cm, admin, maker, mixed_book, small_book, tmp_path, run_status):
     """`ape run status` (its command run in-process on the test chain) lists the 32-option
     account with its book, one Lens call for its snapshot."""
     # new rounds first: a test before this one on the same worker may have moved the clock
     # past the feeds' heartbeats, and the status then leaves out accounts it cannot value
     push_all(cm, admin)
-    spec = importlib.util.spec_from_file_location("status_script", Path(__file__).parents[1] / "scripts" / "status.py")
-    status = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(status)
-    monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
-    monkeypatch.setattr(status.console, "width", 200)
     # every account on the chain (other modules under xdist may have left accounts nearer
     # to liquidation than these two)
-    status.cli.callback(top=1000, state_file=tmp_path / "none.json", no_model=True, as_json=False)
-    out = capsys.readouterr().out
+    out = run_status(top=1000, state_file=tmp_path / "none.json")
     # the book as held now: `wide_book` (a module fixture) may have added options on more
     # underlyings if a test that uses it ran first on this worker
     held = len(cm.clearing.contract.option_ids(mixed_book))

@@ -390,25 +390,14 @@ def test_set_standing_tip__cents_and_kept_by_set_terms(cm, admin):
     assert (p.buffer, p.keeper_tip, p.small_account) == (to_wad("2"), to_wad(1000), to_wad(10**6))
 
 
-def test_status__lists_standing_bids_per_auction(
-    cm, book, admin, keeper, operator, standing, tmp_path, capsys, monkeypatch
-):
+def test_status__lists_standing_bids_per_auction(cm, book, admin, keeper, operator, standing, tmp_path, run_status):
     """`ape run status` (in-process) shows each auction's standing bids, `*` once reached."""
-    import importlib.util
-    from pathlib import Path
-
     from crossmargin.keeper import describe_account
 
     cm.liquidator.register(operator, "0.95", "0.25", "1000")
     cm.liquidator.register(operator, "0.5", "0.1", "1000", subaccount=2)
     start_at(cm, None, admin, keeper, book)
-    spec = importlib.util.spec_from_file_location("status_script", Path(__file__).parents[1] / "scripts" / "status.py")
-    status = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(status)
-    monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
-    monkeypatch.setattr(status.console, "width", 400)
-    status.cli.callback(top=5, state_file=tmp_path / "none.json", no_model=True, as_json=False)
-    out = capsys.readouterr().out
+    out = run_status(width=400, top=5, state_file=tmp_path / "none.json")
     assert "live auctions (1, 2 standing bids)" in out, out
     assert f"{describe_account(standing)} ≤0.95* (0.25 left)" in out, out
     assert f"{describe_account(account_id(operator.address, 2))} ≤0.50 (0.10 left)" in out, out
