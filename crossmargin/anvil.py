@@ -13,6 +13,12 @@ below changes a default those versions hard-code and offer no setting for.
   step traces of mined transactions (gas figures come from receipts; revert reasons from the
   node's error; call traces are kept without it), so the managed anvil starts without the
   flag. ``CROSSMARGIN_ANVIL_STEPS=1`` puts it back (for ``receipt.show_trace()`` sessions).
+- **No states on disk.** Past the states it keeps in memory, anvil writes every older block's
+  state to ``~/.foundry/anvil/tmp/anvil-state-*`` (1.1-1.6 GB for one test worker or one
+  ``ape run gas``) and removes it only on a clean exit, which ape's stop is not: the
+  directories piled up to 78 GB on the development machine and filled its disk. Nothing here
+  reads a state that old (views run at the head or a few blocks back), so the managed anvil
+  starts with ``--max-persisted-states 0``.
 - **No per-transaction debug-log trace.** After every transaction ape asks the node whether
   the receiver is a contract and fetches the transaction's whole trace to print Vyper
   ``print()`` output. No contract here prints, and the trace is the slowest call ape makes
@@ -57,6 +63,7 @@ _build_command = FoundryProvider.build_command
 @wraps(_build_command)
 def _build_command_without_steps(self) -> list[str]:
     command = _build_command(self)
+    command = [*command, "--max-persisted-states", "0"]
     if os.environ.get("CROSSMARGIN_ANVIL_STEPS") == "1":
         return command
     return [arg for arg in command if arg != "--steps-tracing"]
