@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,7 @@ from crossmargin.errors import (
 )
 from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
+from crossmargin.model import margin as model
 from crossmargin.model.margin import FuturePosition, future_line, scenario_hint
 from crossmargin.orders import ExchangeClient
 from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
@@ -668,10 +670,6 @@ class Protocol:
         and futures. Sizes are from the account's own side; a perp's or a future's ``pnl`` is
         what closing it at the index would realize (funding included); an option's premium
         was paid or received in cash, so its ``value`` is what it is worth now."""
-        from datetime import UTC, datetime
-
-        from crossmargin.model import margin as model
-
         state, underlyings, params, now = model.snapshot(self, owner, subaccount)
         names = {u: name for name, u in self.manifest.underlyings.items()}
 
