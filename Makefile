@@ -3,7 +3,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-fast install gas deploy lint clean stateful-long hypothesis-long node
+.PHONY: demo test test-fast install gas deploy lint clean stateful-long hypothesis-long node docs
 
 # Test workers: each runs its own ape-managed anvil (pytest-xdist; 2 = the CI machine's cores).
 WORKERS ?= 2
@@ -13,13 +13,18 @@ PYTEST_PARALLEL := -n $(WORKERS) --dist loadgroup
 demo: install
 	ape run demo -v WARNING
 
-## test: install everything, then run the whole test suite on anvil
-test: install
+## test: install everything, build the docs site (strict), then run the whole test suite on anvil
+test: install docs
 	ape test tests $(PYTEST_PARALLEL) --durations=15
 
 ## test-fast: the inner loop: everything but the tests marked slow, a quarter of the Hypothesis examples
 test-fast: install
 	CM_EXAMPLES=0.25 ape test tests $(PYTEST_PARALLEL) -m "not slow"
+
+## docs: the documentation site (MkDocs Material + mkdocstrings) into site/; any warning
+## (a broken link, a docstring griffe cannot parse) fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir site
 
 ## node: a local chain that outlives each command (anvil on 8545: the `devnet` network);
 ## deploy to it with `ape run deploy --network ethereum:devnet:node`
@@ -56,4 +61,4 @@ lint: install
 	$(BIN)/ruff format --check crossmargin scripts tests bots ape_console_extras.py
 
 clean:
-	rm -rf $(VENV) node_modules .build
+	rm -rf $(VENV) node_modules .build site
