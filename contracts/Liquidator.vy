@@ -19,9 +19,12 @@
                    fees, each paying what it can until the whole tip is paid.
           insolvent (E <= 0)        the insurance fund pays the bidder
                    f·(−E + MM·min(t_i, ramp)/ramp) (in whole token units), t_i the time since the auction was
-                   marked insolvent (`mark_insolvent`, or at start). What the fund cannot pay
-                   is socialized over every positive cash balance by the vault; the loss
-                   is always paid in full: loss = fund payout + socialized amount. With
+                   marked insolvent (`mark_insolvent`, or at start). The loss waterfall:
+                   the fund pays what it can; the rest is charged to the other side of
+                   the account's losing perps and futures (`Clearinghouse.deleverage`, a
+                   loss index per market and side), and what that cannot carry is
+                   socialized over every positive cash balance by the vault. The loss is
+                   always paid in full: loss = fund + deleveraged + socialized. With
                    no fee to take it from, the fund pays the starting keeper's tip after
                    the loss, from what it has left (the rest stays owed).
         The starter's tip is min(`keeper_tip`, 5% of the maintenance requirement the start
@@ -158,6 +161,9 @@ terms: uint256
 auctions: HashMap[uint256, uint256]
 # @dev Standing bids by bidder account id (layout above; 0 = none).
 standing_bids: HashMap[uint256, uint256]
+# @dev The loss of an insolvent auction still reserved in the vault (WAD): −E + MM when it
+# was found insolvent, less each slice's share (`Vault.pending_loss`).
+reserved: public(HashMap[uint256, uint256])
 # @dev What each standing bid took of each auction, by account then bidder (layout above):
 # a start time other than the running auction's means nothing yet.
 standing_usage: HashMap[uint256, HashMap[uint256, uint256]]
@@ -190,9 +196,10 @@ event Bid:
 
 event LossCovered:
     account: indexed(uint256)
-    # loss paid to the bidder (WAD) = fund payout + socialized, exactly
+    # loss paid to the bidder (WAD) = fund payout + deleveraged + socialized, exactly
     loss: uint256
     fund_payout: uint256
+    deleveraged: uint256
     socialized: uint256
 
 
@@ -297,6 +304,7 @@ def start(account: uint256, hint: uint256 = 0):
         record |= convert(msg.sender, uint256)
     if m.equity <= 0:
         record |= block.timestamp << INSOLVENT_SHIFT
+        self._reserve(account, m)
     self.auctions[account] = record
     extcall VAULT.set_frozen(account, True)
     log AuctionStarted(account=account, keeper=msg.sender, equity=m.equity, maintenance=m.maintenance)
@@ -313,6 +321,7 @@ def mark_insolvent(account: uint256):
     m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, LIQUIDATION_READS)
     assert m.equity <= 0, "liquidator: account solvent"
     self.auctions[account] = record | (block.timestamp << INSOLVENT_SHIFT)
+    self._reserve(account, m)
     log AuctionInsolvent(account=account, equity=m.equity)
 
 
@@ -816,15 +825,29 @@ def _bid(
         whole: uint256 = convert(-m.equity, uint256) + m.maintenance * elapsed // ramp
         loss: uint256 = whole * taken // WAD // SCALE * SCALE
         assert -convert(loss, int256) <= max_price, "liquidator: price limit"
-        self._transfer(account, bidder, taken)
+        # the waterfall: the fund, then the other side of the losing perps and futures
+        # (charged before the slice moves, on the positions that lost it), then every
+        # positive cash balance
         paid: uint256 = 0
         if loss != 0:
             paid = extcall FUND.cover(loss // SCALE, owner, subaccount) * SCALE
-        socialized: uint256 = extcall VAULT.socialize(loss - paid, bidder)
+        deleveraged: uint256 = 0
+        if loss > paid:
+            deleveraged = extcall CLEARING.deleverage(account, loss - paid, taken)
+        self._transfer(account, bidder, taken)
+        # the slice's share of the reserve is released (all of it with the last slice)
+        reserve: uint256 = self.reserved[account]
+        released: uint256 = reserve
+        if taken != WAD:
+            released = reserve * taken // WAD
+        self.reserved[account] = reserve - released
+        socialized: uint256 = extcall VAULT.socialize(loss - paid - deleveraged, bidder, released)
         # socialization stops at the positive cash there is: re-check the limit
-        price = -convert(paid + socialized, int256)
+        price = -convert(paid + deleveraged + socialized, int256)
         assert price <= max_price, "liquidator: price limit"
-        log LossCovered(account=account, loss=paid + socialized, fund_payout=paid, socialized=socialized)
+        log LossCovered(
+            account=account, loss=paid + deleveraged + socialized, fund_payout=paid, deleveraged=deleveraged, socialized=socialized
+        )
         # no fee to take it from: the fund pays it, after the loss, from what is left
         # (never socialized; what it cannot pay stays owed)
         starter: address = convert(record & STARTER_MASK, address)
@@ -837,13 +860,14 @@ def _bid(
                     # tip <= owed · TIP_UNIT: a part-paid unit counts as paid (never overpaid)
                     self.auctions[account] = self._with_owed(record, owed - math._ceil_div(tip, TIP_UNIT))
                     log KeeperTipped(account=account, keeper=starter, tip=tip)
+        # the deleveraged part is paid now; the side charged owes it in its positions' cost
+        entries: DynArray[IVault.CashDelta, 2] = []
+        if tip_in != 0 or deleveraged != 0:
+            entries.append(IVault.CashDelta(account=bidder, delta=convert(deleveraged, int256) - convert(tip_in, int256)))
         if tip_in != 0:
-            extcall VAULT.settle_cash(
-                [
-                    IVault.CashDelta(account=bidder, delta=-convert(tip_in, int256)),
-                    IVault.CashDelta(account=accounts._id(executor, 0), delta=convert(tip_in, int256)),
-                ]
-            )
+            entries.append(IVault.CashDelta(account=accounts._id(executor, 0), delta=convert(tip_in, int256)))
+        if len(entries) != 0:
+            extcall VAULT.settle_cash(entries)
 
     after: IRiskEngine.Margin = extcall ENGINE.refresh_bound(bidder, LIQUIDATION_READS)
     assert after.equity >= convert(after.initial, int256), UNDER_MARGIN
@@ -923,8 +947,24 @@ def _transfer(account: uint256, bidder: uint256, fraction: uint256):
 
 
 @internal
+def _reserve(account: uint256, m: IRiskEngine.Margin):
+    """
+    @dev Reserves an insolvent account's loss in the vault when it becomes known: −E + MM,
+         the most its auction pays at the prices of now (`Vault.pending_loss`), so that cash
+         leaving before the bids pays its share (`Vault._hold_back`).
+    """
+    reserve: uint256 = convert(-m.equity, uint256) + m.maintenance
+    self.reserved[account] = reserve
+    extcall VAULT.reserve_loss(reserve, 0)
+
+
+@internal
 def _end(account: uint256, equity: int256, maintenance: uint256):
     self.auctions[account] = 0
+    reserve: uint256 = self.reserved[account]
+    if reserve != 0:
+        self.reserved[account] = 0
+        extcall VAULT.reserve_loss(0, reserve)
     extcall VAULT.set_frozen(account, False)
     log AuctionEnded(account=account, equity=equity, maintenance=maintenance)
 

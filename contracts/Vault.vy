@@ -35,6 +35,7 @@ from snekmate.utils import math
 from snekmate.utils import pausable
 from ethereum.ercs import IERC20
 from ethereum.ercs import IERC20Detailed
+from ethereum.ercs import IERC4626
 
 from interfaces import IMarginEngine
 from interfaces import IVault
@@ -132,7 +133,7 @@ cash_index: public(uint256)
 # @dev Sum of positive cash balances (WAD) as of their last write; the base a loss is
 # spread over. Never below the balances it stands for (each rounds down on its own).
 positive_cash: public(uint256)
-# @dev Every loss socialized so far (WAD).
+# @dev Every loss socialized so far (WAD): spread over positive cash or paid from `exit_pool`.
 socialized_loss: public(uint256)
 # @dev Bit i set iff the account's balance of `asset_list[i]` is non-zero.
 held: HashMap[uint256, uint256]
@@ -154,6 +155,13 @@ clearing: public(HashMap[address, bool])
 liquidator: public(address)
 # @dev The insurance fund: its deposits (payouts to bidders) are never capped.
 insurance_fund: public(address)
+# @dev The losses of open insolvent auctions not yet paid, as the liquidator reserved them
+# when each became known (WAD: −E + MM of the account then, less each slice's share).
+pending_loss: public(uint256)
+# @dev Cash held back from the settlement asset leaving positive balances while
+# `pending_loss` exceeds the fund (WAD): each socialization draws on it first; what is left
+# once no loss is pending goes to the insurance fund.
+exit_pool: public(uint256)
 
 
 event Deposit:
@@ -163,6 +171,23 @@ event Deposit:
     sender: address
     amount: uint256
     credit: uint256
+
+
+event LossReserved:
+    added: uint256
+    released: uint256
+    pending_loss: uint256
+
+
+event ExitHeldBack:
+    account: indexed(uint256)
+    # the cash the account gave up (WAD), into `exit_pool`
+    amount: uint256
+
+
+event ExitPoolReleased:
+    # what no socialization needed, to the insurance fund's vault cash (WAD)
+    amount: uint256
 
 
 event Withdraw:
@@ -342,6 +367,11 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     account: uint256 = accounts._id(msg.sender, subaccount)
     assert not self._frozen(account), "vault: account in auction"
 
+    # cash leaving while an unpaid loss is known pays its share of it first (measured
+    # before it leaves the balances the loss would be spread over)
+    sent: uint256 = amount
+    if asset == SETTLEMENT_ASSET:
+        sent -= self._hold_back(account, amount, scale)
     self._debit(account, asset, debit)
     # For collateral `total` is the sum of all balances, the debited one included. Cash also
     # moves between accounts (premiums, PnL, fees), so a cash withdrawal may exceed the net
@@ -350,7 +380,7 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     self.asset_data[asset].total = total - min(total, debit)
     self._check_initial(account)
 
-    assert extcall IERC20(asset).transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
+    assert extcall IERC20(asset).transfer(receiver, sent, default_return_value=True), "vault: transfer failed"
     log Withdraw(owner=msg.sender, subaccount=subaccount, asset=asset, receiver=receiver, amount=amount, debit=debit)
 
 
@@ -370,8 +400,14 @@ def move(asset: address, amount: uint256, from_subaccount: uint96, to_subaccount
     source: uint256 = accounts._id(msg.sender, from_subaccount)
     assert not self._frozen(source), "vault: account in auction"
 
+    target: uint256 = accounts._id(msg.sender, to_subaccount)
+    credited: uint256 = wad
+    if asset == SETTLEMENT_ASSET:
+        # cash that pays a debt leaves the positive balances a loss is spread over
+        debt: uint256 = convert(max(-self._cash(target), 0), uint256)
+        credited -= self._hold_back(source, min(amount, debt // scale), scale) * scale
     self._debit(source, asset, wad)
-    self._credit(accounts._id(msg.sender, to_subaccount), asset, wad)
+    self._credit(target, asset, credited)
     self._check_initial(source)
     log Move(owner=msg.sender, asset=asset, from_subaccount=from_subaccount, to_subaccount=to_subaccount, amount=amount)
 
@@ -476,18 +512,44 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256, sourc
 
 
 @external
-def socialize(amount: uint256, recipient: uint256) -> uint256:
+def socialize(amount: uint256, recipient: uint256, released: uint256) -> uint256:
     """
-    @notice Spreads a loss of `amount` (WAD) over every positive cash balance pro rata,
-            by lowering `cash_index`, and credits it to `recipient` (the bidder who took
-            an insolvent account). At most the positive cash there is can be spread, and
-            never so much that the index falls below INDEX_FLOOR.
-    @return The amount socialized and credited (WAD).
+    @notice Pays a loss of `amount` (WAD) to `recipient` (the bidder who took an insolvent
+            account): first from `exit_pool`, the rest spread over every positive cash
+            balance pro rata by lowering `cash_index`. At most the positive cash there is
+            can be spread, and never so much that the index falls below INDEX_FLOOR. Then
+            `released` (WAD) of `pending_loss` is released (`reserve_loss`).
+    @return The amount paid (WAD).
     """
     assert msg.sender == self.liquidator, "vault: not liquidator"
+    pooled: uint256 = min(amount, self.exit_pool)
+    if pooled != 0:
+        self.exit_pool -= pooled
+        self.socialized_loss += pooled
+        self._add_cash(recipient, convert(pooled, int256))
+    self._release(0, released)
+    return pooled + self._spread(amount - pooled, recipient)
+
+
+@external
+def reserve_loss(added: uint256, released: uint256):
+    """
+    @notice The liquidator reserves the loss of an auction found insolvent (`added`, WAD),
+            or releases what a bid paid or an ended auction leaves (`released`).
+    """
+    assert msg.sender == self.liquidator, "vault: not liquidator"
+    self._release(added, released)
+
+
+@internal
+def _spread(amount: uint256, recipient: uint256) -> uint256:
+    """
+    @dev Socializes `amount` (WAD) over every positive cash balance and credits it to
+         `recipient` (see `socialize`); returns the amount spread.
+    """
     base: uint256 = self.positive_cash
     index: uint256 = self.cash_index
-    if base == 0:
+    if base == 0 or amount == 0:
         return 0
     # at most what keeps the index at or above INDEX_FLOOR
     spread: uint256 = min(amount, base - math._mul_div(base, INDEX_FLOOR, index, True))
@@ -805,6 +867,54 @@ def _cash(account: uint256) -> int256:
         return cash
     # cash < 2**127 and index <= 1e36 < 2**120: the product fits
     return convert(convert(cash, uint256) * index // written, int256)
+
+
+@internal
+def _release(added: uint256, released: uint256):
+    """
+    @dev Moves `pending_loss`; once no loss is pending, what `exit_pool` holds goes to the
+         insurance fund's vault cash.
+    """
+    pending: uint256 = self.pending_loss + added
+    pending -= min(pending, released)
+    self.pending_loss = pending
+    if added != 0 or released != 0:
+        log LossReserved(added=added, released=released, pending_loss=pending)
+    pool: uint256 = self.exit_pool
+    if pending == 0 and pool != 0:
+        self.exit_pool = 0
+        self._add_cash(accounts._id(self.insurance_fund, 0), convert(pool, int256))
+        log ExitPoolReleased(amount=pool)
+
+
+@internal
+def _hold_back(account: uint256, amount: uint256, scale: uint256) -> uint256:
+    """
+    @dev The share of the pending loss the fund cannot cover that `amount` (settlement token
+         units) of positive cash leaving would have paid had it stayed, rounded up:
+         ceil(amount · (pending_loss − fund assets) / positive_cash), at most `amount`.
+         It goes to `exit_pool`; returns it (token units).
+    @custom:security The fix for leaving ahead of a visible loss: an insolvent auction is
+         public for up to an hour, and a holder that withdrew before its bid and deposited
+         after it paid nothing while those who stayed paid more. Now a holder leaving pays
+         at least the share staying would cost it, so those who stay pay no more than if
+         everyone had stayed (SPECIFICATION.md §7).
+    """
+    pending: uint256 = self.pending_loss
+    if pending == 0:
+        return 0
+    covered: uint256 = 0
+    fund: address = self.insurance_fund
+    if fund != empty(address):
+        covered = staticcall IERC4626(fund).totalAssets() * scale
+    base: uint256 = self.positive_cash
+    if covered >= pending or base == 0:
+        return 0
+    held: uint256 = min(amount, math._mul_div(amount, pending - covered, base, True))
+    if held != 0:
+        self.exit_pool += held * scale
+        log ExitHeldBack(account=account, amount=held * scale)
+    return held
 
 
 @internal

@@ -249,15 +249,23 @@ class Deployment:
             )
             return wired == ZERO or (found is not None and wired == found.address)
 
+        moves = self._contract(
+            "ClearingMoves",
+            project.ClearingMoves,
+            vault.address,
+            router.address,
+            matches=lambda m: (m.VAULT(), m.ORACLE()) == (vault.address, router.address),
+        )
+
         def clearing_matches(c) -> bool:
-            if (c.VAULT(), c.ORACLE()) != (vault.address, router.address):
+            if (c.VAULT(), c.ORACLE(), c.MOVES()) != (vault.address, router.address, moves.address):
                 return False
             wired = c.markets()
             found = self._reusable("Markets", project.Markets, lambda m: markets_matches(m, c.address))
             return wired == ZERO or (found is not None and wired == found.address)
 
         clearing = self._contract(
-            "Clearinghouse", project.Clearinghouse, vault.address, router.address, matches=clearing_matches
+            "Clearinghouse", project.Clearinghouse, vault.address, router.address, moves.address, matches=clearing_matches
         )
         markets = self._contract(
             "Markets",

@@ -455,32 +455,6 @@ def test_insolvent__fund_pays_the_deficit_growing_to_deficit_plus_mm(
     assert not cm.liquidator.auction(book).active
 
 
-def test_insolvent__beyond_the_fund__socialized_over_positive_cash(
-    cm, vault, book, bidder, admin, stranger, maker, insure
-):
-    insure("10")  # far too little
-    set_eth(cm, admin, "4100")
-    cm.liquidator.start(stranger, book)
-    # the fund pays all it has: its deposits and the trading fees it harvests first
-    fund_has = (cm.fund.contract.totalAssets() + cm.fund.contract.pending_income()) * 10**12
-    maker_cash = vault.cash_of(maker, 0)
-    index = vault.cash_index()
-    receipt = cm.liquidator.bid(bidder, book, "1", "0")
-    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
-    [social] = receipt.decode_logs(vault.LossSocialized)
-    assert covered.fund_payout == fund_has
-    assert covered.loss == covered.fund_payout + covered.socialized
-    assert receipt.decode_logs(cm.liquidator.contract.KeeperTipped) == []  # nothing left for the tip
-    assert social.amount == covered.socialized > 0
-    assert vault.socialized_loss() == covered.socialized
-    base = social.positive_cash + social.amount  # positive cash when the loss was spread
-    assert vault.cash_index() == social.cash_index == index * social.positive_cash // base
-    # a positive balance loses its pro-rata share, rounded against it
-    assert vault.cash_of(maker, 0) == maker_cash * social.cash_index // index
-    share = maker_cash * social.amount // base
-    assert maker_cash - share - 1 <= vault.cash_of(maker, 0) <= maker_cash - share
-
-
 def test_insolvent__tip_paid_once_by_the_fund_after_the_loss(cm, vault, book, bidder, admin, stranger, insure):
     insure("50000")
     set_eth(cm, admin, "4100")
@@ -616,7 +590,7 @@ def test_vault_liquidation_entries__only_liquidator(vault, stranger):
     with ape.reverts("vault: not liquidator"):
         vault.transfer_fraction(1, 2, WAD, 0, 0, sender=stranger)
     with ape.reverts("vault: not liquidator"):
-        vault.socialize(1, 2, sender=stranger)
+        vault.socialize(1, 2, 0, sender=stranger)
 
 
 def test_clearing_transfer__only_liquidator(clearing, stranger):

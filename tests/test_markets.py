@@ -67,7 +67,8 @@ def test_wiring__fresh_contracts__owner_contract_and_copy(project, clearing, vau
         fresh.set_engine(stranger, sender=admin)
     receipt = fresh.set_engine(engine, sender=admin)
     assert [e.engine for e in receipt.decode_logs(fresh.EngineSet)] == [engine.address]
-    house = stranger.deploy(project.Clearinghouse, vault, router)
+    moves = stranger.deploy(project.ClearingMoves, vault, router)
+    house = stranger.deploy(project.Clearinghouse, vault, router, moves)
     with ape.reverts(NOT_OWNER):
         house.set_markets(fresh, sender=admin)
     with ape.reverts("clearing: markets not a contract"):

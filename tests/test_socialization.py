@@ -54,6 +54,7 @@ class CashIndex(RuleBasedStateMachine):
         self.snapshot = self.chain.snapshot()
         self.total = 0  # sum of all cash (WAD): changes only by injected cash
         self.frozen = set()
+        self.created = 0  # claims the socializations created, net: spread less what balances lost (WAD)
 
     def teardown(self):
         self.chain.restore(self.snapshot)
@@ -117,8 +118,15 @@ class CashIndex(RuleBasedStateMachine):
         # the balances, which stays in the vault); the invariant below checks they never
         # exceed the base left
         lost = sum(before[a] - after[a] for a in ACCOUNTS) + spread
-        index_rounding = sum(max(b, 0) for b in before.values()) // index + 1
-        assert spread - len(ACCOUNTS) <= lost <= spread + len(ACCOUNTS) + index_rounding
+        positive = sum(max(b, 0) for b in before.values())
+        index_rounding = positive // index + 1
+        # `positive_cash` may run above the balances by what earlier spreads took beyond
+        # themselves (the floored index): each balance loses at least its share of the base,
+        # so in all at least spread · positive / base, and the step may pay out that carried
+        # surplus; the vault never owes more than it took (`created`, below)
+        assert spread * positive // base - len(ACCOUNTS) <= lost <= spread + len(ACCOUNTS) + index_rounding
+        self.created += spread - lost
+        assert self.created <= len(ACCOUNTS), f"socializations paid {self.created} wei more than balances lost"
         # the sum of cash changes only by the rounding of the others' balances
         self.total += sum(after.values()) - sum(before.values())
 
@@ -165,18 +173,16 @@ def test_socialize__stops_at_the_index_floor(driven, admin):
 
 def test_socialize__only_liquidator(vault, stranger):
     with ape.reverts("vault: not liquidator"):
-        vault.socialize(1, 1, sender=stranger)
+        vault.socialize(1, 1, 0, sender=stranger)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found at stop 20 by the machine above: after repeated socializations at balances near "
-    "1e24 the positive balances lose ~50 wei less than the amount spread (`positive_cash` runs "
-    "above the sum of the rounded balances), so the recipient is credited dust the accounts did "
-    "not lose; to be fixed with issue 15's loss waterfall, which reworks socialization",
-)
-def test_cash_index__stop20_example__accounts_lose_the_amount_spread(driven, admin, chain):
-    """The machine's failing example, step for step (its last `socialize` asserts)."""
+def test_cash_index__stop20_example__a_spread_may_pay_out_earlier_rounding(driven, admin, chain):
+    """The machine's example of stop 20, step for step: after repeated socializations at
+    balances near 1e24 and an index near its floor, the last spread's balances lose ~50 wei
+    less than it pays, because earlier spreads took that much more than themselves (each
+    floors the index) and `positive_cash` kept it. Net of every step the balances lost at
+    least what was paid (`created` <= 0 up to a wei per account): the vault never owes more
+    than it holds. The old per-step bound (lost >= spread - 5) was too strict for that."""
     CashIndex.vault, CashIndex.driver = driven
     CashIndex.admin = admin
     CashIndex.chain = chain

@@ -198,6 +198,7 @@ class Protocol(RuleBasedStateMachine):
         self.swept = False
         self.quotes = {}  # account in auction -> (started_at, d, insolvent ramp) last seen
         self.losses = 0  # socialized, from LossCovered events
+        self.loss_index = {}  # (instrument, longs) -> per-unit charge, from Deleveraged events
         # option units opened (both sides) per underlying, for the quantization bound
         self.option_units = {"ETH": 0, "BTC": 0}
         self.live = set()  # accounts whose auction a keeper started and nobody finished yet
@@ -462,11 +463,15 @@ class Protocol(RuleBasedStateMachine):
             receipt = liquidator.bid(account, WAD, 2**200, subaccount, sender=self.bidder)
             payout = 0
             for event in receipt.decode_logs(liquidator.LossCovered):
-                assert event.loss == event.fund_payout + event.socialized
+                assert event.loss == event.fund_payout + event.deleveraged + event.socialized
                 # a second of funding may pass between the view and the bid: 1e15 wei of slack
                 assert event.loss <= max(-m.equity, 0) + m.maintenance + 10**15, (event, m)
                 self.losses += event.socialized
                 payout += event.fund_payout
+            for charge in receipt.decode_logs(cm.clearing.contract.Deleveraged):
+                side = (charge.instrument, charge.longs)
+                self.loss_index[side] = self.loss_index.get(side, 0) + charge.per_unit
+                Protocol.stats["deleveraged"] = Protocol.stats.get("deleveraged", 0) + 1
             paid = sum(e.paid for e in receipt.decode_logs(fund.Covered)) * Protocol.usdc_scale
             assert paid >= payout
             self.tips[auction] = self.tips.get(auction, 0) + paid - payout
@@ -962,8 +967,14 @@ class Protocol(RuleBasedStateMachine):
         view, index = self.view, self.view["index"]
         for who, (cash, written) in self.passive.items():
             assert view["cash"][account_id(who.address, 0)] == cash * index // written, who
+        # the holder's perps, as read: its cost plus its share of each deleveraging charged
+        # to its side (longs), rounded up once (its position is never written again)
         lines = view["perps"][account_id(self.holder.address, 0)]
-        assert {line[0]: tuple(line[1:4]) for line in lines} == Protocol.holder_position, lines
+        expected = {}
+        for u, (size, cost, funding) in Protocol.holder_position.items():
+            index = self.loss_index.get((Protocol.perp_ids[u], size > 0), 0)
+            expected[u] = (size, cost + -(-abs(size) * index // WAD), funding)
+        assert {line[0]: tuple(line[1:4]) for line in lines} == expected, lines
         ema = self._ema()
         for underlying, value in ema.items():
             moved = abs(value - self.ema_prev[underlying])

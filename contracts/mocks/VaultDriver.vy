@@ -14,8 +14,13 @@ def settle_cash(vault: IVault, entries: DynArray[IVault.CashDelta, 8]):
 
 
 @external
-def socialize(vault: IVault, amount: uint256, recipient: uint256) -> uint256:
-    return extcall vault.socialize(amount, recipient)
+def socialize(vault: IVault, amount: uint256, recipient: uint256, released: uint256 = 0) -> uint256:
+    return extcall vault.socialize(amount, recipient, released)
+
+
+@external
+def reserve_loss(vault: IVault, added: uint256, released: uint256):
+    extcall vault.reserve_loss(added, released)
 
 
 @external

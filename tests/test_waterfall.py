@@ -1,0 +1,269 @@
+"""The loss waterfall of an insolvent auction: the insurance fund, then deleveraging (the
+other side of the account's losing perps and futures, through a loss index per market and
+side), then socialization over positive cash; and the hold-back that makes leaving ahead of
+a visible loss worthless. Each test here fails on the code before the waterfall (all of the
+fund's shortfall socialized, the leaver paying nothing).
+
+The book (conftest `book`): `trader` holds 10,000 USDC and is short 10 ETH perp at 3,000
+against `maker` (1M USDC). At 4,100 its equity is about -1,000.
+"""
+
+import ape
+import pytest
+
+from crossmargin.units import WAD, account_id, to_wad
+
+
+def set_eth(cm, admin, price: str):
+    cm.oracle.push(admin, "ETH/USD", price)
+    cm.oracle.push(admin, "ETH/IV", "0.6")
+
+
+@pytest.fixture
+def bidder(cm, create_account, keeper):
+    create_account(keeper, {"USDC": "100000"})
+    return keeper
+
+
+def covered_of(cm, receipt):
+    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
+    return covered
+
+
+def test_insolvent_perp__beyond_the_fund__charged_to_the_longs_not_the_depositors(
+    cm, vault, clearing, book, bidder, admin, stranger, maker, taker, create_account, insure
+):
+    insure("10")  # far too little
+    create_account(taker, {"USDC": "50000"})  # a passive depositor: no position at all
+    passive = vault.cash_of(taker, 0)
+    u = cm.manifest.underlyings["ETH"]
+    perp = cm.markets.perp("ETH")
+    long_account = account_id(maker.address, 0)
+    before = clearing.perp_position(long_account, u)
+    set_eth(cm, admin, "4100")
+    cm.liquidator.start(stranger, book)
+    index = vault.cash_index()
+    receipt = cm.liquidator.bid(bidder, book, "1", "0")
+    covered = covered_of(cm, receipt)
+    [charge] = receipt.decode_logs(clearing.Deleveraged)
+    # loss = fund + deleveraged + socialized, to the wei; the perp's longs carry it all
+    assert covered.loss == covered.fund_payout + covered.deleveraged + covered.socialized
+    assert covered.socialized == 0 and covered.deleveraged == charge.amount > 0
+    assert (charge.instrument, charge.longs, charge.open_interest) == (perp, True, to_wad(10))
+    assert charge.per_unit == (covered.loss - covered.fund_payout) * WAD // to_wad(10)
+    assert charge.amount == charge.per_unit * 10  # never more than the deficit
+    assert covered.loss - covered.fund_payout - charge.amount < 10  # and short of it by dust
+    assert clearing.loss_index(perp) == charge.per_unit  # longs (low half); shorts untouched
+    # the maker, the whole long side, owes it in its position's cost
+    after = clearing.perp_position(long_account, u)
+    assert (after.size, after.cost) == (before.size, before.cost + charge.amount)
+    # nobody else paid: the depositor's cash and the cash index are untouched
+    assert vault.cash_of(taker, 0) == passive and vault.cash_index() == index
+    assert vault.socialized_loss() == 0
+
+
+def test_loss_index__the_charged_side_pays_when_it_trades__the_other_does_not(
+    cm, vault, clearing, book, bidder, admin, stranger, maker, taker, operator, create_account, insure
+):
+    """After the charge the maker sells its whole long (and 5 more) to a new account: the
+    short it ends with starts clean (the short side was never charged), the new long pays
+    nothing for the charge made before it bought."""
+    insure("10")
+    u = cm.manifest.underlyings["ETH"]
+    perp = cm.markets.perp("ETH")
+    set_eth(cm, admin, "4100")
+    cm.liquidator.start(stranger, book)
+    [charge] = cm.liquidator.bid(bidder, book, "1", "0").decode_logs(clearing.Deleveraged)
+    long_account = account_id(maker.address, 0)
+    charged = clearing.perp_position(long_account, u)
+    create_account(operator, {"USDC": "1000000"})
+    cm.trade(operator, maker, perp, "15", "4100")  # the maker sells 15: short 5
+    flipped = clearing.perp_position(long_account, u)
+    assert flipped.size == -to_wad(5)
+    # the charge stayed in the cost the long carried into the flip
+    assert flipped.cost == charged.cost - 15 * to_wad(4100)
+    fresh = clearing.perp_position(account_id(operator.address, 0), u)
+    assert (fresh.size, fresh.cost) == (to_wad(15), 15 * to_wad(4100))
+    assert clearing.loss_index(perp) == charge.per_unit
+
+
+def test_deleverage__pushes_a_late_long_below_maintenance__which_is_then_liquidated(
+    cm, vault, engine, clearing, book, bidder, admin, stranger, maker, operator, taker, create_account, insure
+):
+    """A long bought near the top gained little and is charged its per-unit share of the
+    whole deficit: the charge can push it below MM (SPECIFICATION.md §7.5). Nothing stops
+    there: it is an ordinary account below MM, and the next sweep auctions it."""
+    insure("10")
+    perp = cm.markets.perp("ETH")
+    create_account(operator, {"USDC": "1000000"})
+    create_account(taker, {"USDC": "1500"})
+    set_eth(cm, admin, "5900")
+    cm.trade(operator, taker, perp, "-1", "5900")  # taker long 1 at 5,900
+    set_eth(cm, admin, "6000")
+    late = account_id(taker.address, 0)
+    assert engine.margin(late).equity > engine.margin(late).maintenance
+    cm.liquidator.start(stranger, book)
+    [charge] = cm.liquidator.bid(bidder, book, "1", "0").decode_logs(clearing.Deleveraged)
+    assert charge.longs and charge.open_interest == to_wad(11)
+    m = engine.margin(late)
+    assert m.equity < m.maintenance
+    receipt = cm.liquidator.start(stranger, late)
+    [started] = receipt.decode_logs(cm.liquidator.contract.AuctionStarted)
+    assert started.equity == m.equity
+
+
+def test_insolvent_options__no_linear_loss__socialized_as_before(
+    cm, vault, engine, clearing, list_option, bidder, admin, stranger, maker, trader, create_account, insure
+):
+    """A short call's loss has no perp or future side to charge: after the fund it is
+    socialized, and no loss index moves."""
+    insure("10")
+    call = list_option("ETH", True, "3000", 30)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "20000"})
+    cm.trade(maker, trader, call, "10", "150")  # trader short 10 calls
+    set_eth(cm, admin, "6000")
+    account = account_id(trader.address, 0)
+    assert engine.margin(account).equity < 0
+    cm.liquidator.start(stranger, account)
+    fund_has = (cm.fund.contract.totalAssets() + cm.fund.contract.pending_income()) * 10**12
+    maker_cash = vault.cash_of(maker, 0)
+    index = vault.cash_index()
+    receipt = cm.liquidator.bid(bidder, account, "1", "0")
+    covered = covered_of(cm, receipt)
+    assert receipt.decode_logs(clearing.Deleveraged) == []
+    assert covered.deleveraged == 0 and covered.socialized > 0
+    assert to_wad(10) <= covered.fund_payout <= fund_has  # all it has (fees harvested or not)
+    assert covered.loss == covered.fund_payout + covered.socialized
+    [social] = receipt.decode_logs(vault.LossSocialized)
+    assert social.amount == covered.socialized
+    assert vault.socialized_loss() == covered.socialized
+    base = social.positive_cash + social.amount  # positive cash when the loss was spread
+    assert vault.cash_index() == social.cash_index == index * social.positive_cash // base
+    # a positive balance loses its pro-rata share, rounded against it
+    assert vault.cash_of(maker, 0) == maker_cash * social.cash_index // index
+    share = maker_cash * social.amount // base
+    assert maker_cash - share - 1 <= vault.cash_of(maker, 0) <= maker_cash - share
+
+
+@pytest.fixture
+def short_calls(cm, list_option, admin, maker, trader, taker, operator, create_account, insure):
+    """An insolvent short-call book (10 calls struck at 3,000 sold for 150 on 20,000 USDC,
+    ETH at 6,000: its loss is socialized) and two passive depositors,
+    `taker` and `operator`, with 50,000 USDC each."""
+    insure("10")
+    call = list_option("ETH", True, "3000", 30)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "20000"})
+    create_account(taker, {"USDC": "50000"})
+    create_account(operator, {"USDC": "50000"})
+    cm.trade(maker, trader, call, "10", "150")
+    set_eth(cm, admin, "6000")
+    return account_id(trader.address, 0)
+
+
+def test_sandwich__leaving_before_the_bid_costs_at_least_the_share_of_staying(
+    cm, vault, usdc, short_calls, bidder, stranger, taker, operator
+):
+    """Reproduces the sandwich: a depositor withdraws all its cash while an insolvent auction
+    is public and deposits it again after the bid. On the code before the hold-back it paid
+    nothing and the one who stayed paid more than its share; now the leaver gives up at
+    least its share on the way out and the stayer pays at most its share."""
+    cm.liquidator.start(stranger, short_calls)
+    reserved = cm.liquidator.contract.reserved(short_calls)
+    assert reserved > 0 and vault.pending_loss() == reserved
+    base = vault.positive_cash()  # the balances a loss was spread over when it became known
+    stake = vault.cash_of(taker, 0)
+    assert stake == vault.cash_of(operator, 0) == to_wad(50000)
+    wallet = usdc.contract.balanceOf(taker)
+    receipt = cm.vault.withdraw(taker, "USDC", "50000")
+    [held] = receipt.decode_logs(vault.ExitHeldBack)
+    got = (usdc.contract.balanceOf(taker) - wallet) * 10**12
+    assert got + held.amount == stake and vault.exit_pool() == held.amount
+    bid = cm.liquidator.bid(bidder, short_calls, "1", "0")
+    covered = covered_of(cm, bid)
+    loss = covered.socialized  # from the pool first, the rest over positive cash
+    fair = loss * stake // base  # each one's share had both stayed
+    stayer_paid = stake - vault.cash_of(operator, 0)
+    assert held.amount >= fair  # the leaver paid at least its share...
+    assert stayer_paid <= fair + 1  # ...and the stayer at most its share (1 wei rounding)
+    assert held.amount >= stayer_paid
+    # the auction is over: nothing pending, what the pool did not need went to the fund
+    assert vault.pending_loss() == 0 and vault.exit_pool() == 0
+
+
+def test_sandwich__pool_left_over_goes_to_the_fund(cm, vault, short_calls, stranger, taker, trader, fund):
+    """The account is cured and its auction terminated: no loss was paid, so what the leaver
+    gave up goes to the insurance fund (it chose to leave while a loss was pending)."""
+    cm.liquidator.start(stranger, short_calls)
+    [held] = cm.vault.withdraw(taker, "USDC", "50000").decode_logs(vault.ExitHeldBack)
+    fund(trader, "USDC", "100000")
+    cm.vault.deposit(trader, "USDC", "100000")
+    fund_account = account_id(cm.fund.contract.address, 0)
+    fund_cash = vault.account_state(fund_account)[0]
+    receipt = cm.liquidator.terminate(stranger, short_calls)
+    [released] = receipt.decode_logs(vault.ExitPoolReleased)
+    assert released.amount == held.amount > 0
+    assert vault.account_state(fund_account)[0] == fund_cash + held.amount
+    assert vault.exit_pool() == 0 and vault.pending_loss() == 0
+
+
+def test_pending_loss__released_when_the_auction_is_terminated(cm, vault, short_calls, admin, stranger, trader, fund):
+    """A cure by deposit ends the auction: its reserve is released and withdrawals pay no
+    hold-back any more."""
+    cm.liquidator.start(stranger, short_calls)
+    assert vault.pending_loss() > 0
+    fund(trader, "USDC", "100000")
+    cm.vault.deposit(trader, "USDC", "100000")
+    receipt = cm.liquidator.terminate(stranger, short_calls)
+    [event] = receipt.decode_logs(vault.LossReserved)
+    assert event.added == 0 and event.pending_loss == 0
+    assert vault.pending_loss() == 0 and cm.liquidator.contract.reserved(short_calls) == 0
+
+
+def test_hold_back__none_while_the_fund_covers_the_pending_loss(cm, vault, usdc, short_calls, stranger, taker, insure):
+    insure("100000")
+    cm.liquidator.start(stranger, short_calls)
+    assert 0 < vault.pending_loss() < cm.fund.contract.totalAssets() * 10**12
+    wallet = usdc.contract.balanceOf(taker)
+    receipt = cm.vault.withdraw(taker, "USDC", "1000")
+    assert receipt.decode_logs(vault.ExitHeldBack) == []
+    assert usdc.contract.balanceOf(taker) - wallet == 1000 * 10**6
+
+
+def test_hold_back__move_into_own_debt_pays_it__move_to_own_cash_does_not(
+    cm, vault, list_option, short_calls, stranger, maker, taker, create_account
+):
+    """Cash moved onto a subaccount's debt leaves the positive balances a loss is spread
+    over, like a withdrawal; cash moved to a positive subaccount does not."""
+    call = list_option("ETH", True, "3000", 30)
+    create_account(taker, {"WETH": "10"}, subaccount=1)
+    cm.trade(maker, taker, call, "-1", "1200", taker_subaccount=1)  # taker/1 pays 1,200: debt
+    debt = -vault.cash_of(taker, 1)
+    assert debt >= to_wad(1200)  # the premium and the taker fee
+    create_account(taker, {"USDC": "100"}, subaccount=2)
+    cm.liquidator.start(stranger, short_calls)
+    receipt = cm.vault.move(taker, "USDC", "100", 0, 2)
+    assert receipt.decode_logs(vault.ExitHeldBack) == []
+    assert vault.cash_of(taker, 2) == to_wad(200)
+    receipt = cm.vault.move(taker, "USDC", "1000", 0, 1)
+    [held] = receipt.decode_logs(vault.ExitHeldBack)
+    assert held.amount > 0 and held.amount % 10**12 == 0  # whole USDC units
+    assert vault.cash_of(taker, 1) == -debt + to_wad(1000) - held.amount
+    assert vault.exit_pool() == held.amount
+
+
+def test_waterfall__bad_callers(cm, clearing, vault, stranger):
+    with ape.reverts("clearing: not liquidator"):
+        clearing.deleverage(1, 1, WAD, sender=stranger)
+    with ape.reverts("vault: not liquidator"):
+        vault.reserve_loss(1, 0, sender=stranger)
+    with ape.reverts("vault: not liquidator"):
+        vault.socialize(1, 1, 0, sender=stranger)
+    moves = ape.project.ClearingMoves.at(clearing.MOVES())
+    with ape.reverts("clearing: moves called directly"):
+        moves.deleverage(1, 1, WAD, sender=stranger)
+    with ape.reverts("clearing: moves called directly"):
+        moves.transfer_fraction(1, 2, WAD, sender=stranger)
+    with ape.reverts("clearing: moves called directly"):
+        moves.settle(1, 1, 0, sender=stranger)
