@@ -267,3 +267,50 @@ def test_waterfall__bad_callers(cm, clearing, vault, stranger):
         moves.transfer_fraction(1, 2, WAD, sender=stranger)
     with ape.reverts("clearing: moves called directly"):
         moves.settle(1, 1, 0, sender=stranger)
+
+
+def future_of(cm, actor, instrument: int) -> tuple[int, int]:
+    """(size, cost) of a future position as read (WAD), (0, 0) if none."""
+    for future in cm.clearing.futures(actor, 0):
+        if future.instrument == instrument:
+            return future.size, future.cost
+    return 0, 0
+
+
+def test_insolvent_future__charged_to_its_longs__realized_at_settlement(
+    cm, vault, clearing, markets, bidder, admin, stranger, maker, trader, taker, keeper, create_account, insure, chain
+):
+    """A short future gone insolvent: its longs are charged through the future's loss index
+    (the settings word's flag turns the futures' reads on), another future's holders pay
+    nothing, and the charge is realized when the long settles at expiry."""
+    insure("10")
+    expiry = chain.pending_timestamp + 2 * 86_400
+    future = cm.markets.list_future(admin, "ETH", expiry, 10**6)
+    other = cm.markets.list_future(admin, "ETH", expiry + 86_400, 10**6)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    create_account(taker, {"USDC": "100000"})
+    cm.trade(maker, trader, future, "10", "3000")  # trader short 10
+    cm.trade(maker, taker, other, "-1", "3000")  # taker long 1 of another future
+    other_before = future_of(cm, taker, other)
+    set_eth(cm, admin, "4100")
+    account = account_id(trader.address, 0)
+    cm.liquidator.start(stranger, account)
+    receipt = cm.liquidator.bid(bidder, account, "1", "0")
+    covered = covered_of(cm, receipt)
+    [charge] = receipt.decode_logs(clearing.Deleveraged)
+    assert (charge.instrument, charge.longs, charge.open_interest) == (future, True, to_wad(10))
+    assert covered.deleveraged == charge.amount == charge.per_unit * 10 > 0
+    assert covered.loss == covered.fund_payout + covered.deleveraged + covered.socialized
+    size, cost = future_of(cm, maker, future)
+    assert size == to_wad(10) and cost == to_wad(30000) + charge.amount
+    assert future_of(cm, taker, other) == other_before  # another instrument: untouched
+    # at expiry the long is paid floor(size · P) − cost: the charge is realized
+    chain.mine(timestamp=expiry + 10)
+    set_eth(cm, admin, "4100")
+    round_id = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+    before = vault.cash_of(maker, 0)
+    settled = cm.clearing.settle(keeper, maker, future, round_id)
+    [event] = settled.decode_logs(clearing.FutureSettled)
+    assert event.payoff == 10 * to_wad(4100) - to_wad(30000) - charge.amount
+    assert vault.cash_of(maker, 0) - before == event.payoff
