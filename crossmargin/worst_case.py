@@ -150,13 +150,14 @@ def new_round_everywhere(cm: Protocol, admin):
 def worst_case_benchmark(base: NetworkConfig, admin, owner, counterparty, bidder, count: int = 128) -> list[GasRow]:
     """Deploys the venue stack, builds the account, raises every spot but BTC's (the account
     is short a perp and a future on each, against one unit of collateral) in 5% steps until
-    it is liquidatable, and measures the start and a 10% bid into a fresh account, each after
-    a new round of every feed."""
+    it is liquidatable, and measures the start and a 10% bid into a fresh account, then, once
+    it is insolvent, a 10% insolvent bid into another, each after a new round of every feed."""
     cm = Protocol(deploy(venue_config(base), admin).manifest)
     account, options = build_worst_case(cm, admin, owner, counterparty, count)
     limit = BLOCK_GAS_LIMIT
-    cm.token("USDC").mint(admin, bidder, "10000000")
+    cm.token("USDC").mint(admin, bidder, "20000000")
     cm.vault.deposit(bidder, "USDC", "10000000", 7)
+    cm.vault.deposit(bidder, "USDC", "10000000", 8)
     engine = cm.engine.contract
     rising = [name for name in cm.manifest.underlyings if name != "BTC"]
     while True:
@@ -187,6 +188,26 @@ def worst_case_benchmark(base: NetworkConfig, admin, owner, counterparty, bidder
     rows.append(
         measure(
             f"worst case: bid 10% of it into a fresh account ({count} options), every array stale again",
+            receipt,
+            note=f"limit {limit:,}",
+        )
+    )
+    # insolvent: every spot but BTC's up until equity <= 0, the ramp started, then a 10% bid
+    # into another fresh account: the fund pays, then deleveraging charges the other side of
+    # every perp and future (31 loss-index words written for the first time), then the rest
+    # is socialized
+    while engine.margin(account).equity > 0:
+        for name in rising:
+            feed = f"{name}/USD"
+            cm.oracle.push(admin, feed, str(cm.oracle.price(feed) * Decimal("1.05")))
+    liquidator.mark_insolvent(account, sender=bidder, gas_limit=limit)
+    chain.mine(timestamp=chain.pending_timestamp + 60)
+    new_round_everywhere(cm, admin)
+    receipt = liquidator.bid(account, to_wad("0.1"), to_wad(10**8), 8, sender=bidder, gas_limit=limit)
+    rows.append(
+        measure(
+            f"worst case: insolvent bid 10% into a fresh account ({count} options), every array stale,"
+            " every perp and future deleveraged",
             receipt,
             note=f"limit {limit:,}",
         )

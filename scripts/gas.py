@@ -33,6 +33,7 @@ DEPLOYABLES = (
     "MarginEngine",
     "RiskModel",
     "Clearinghouse",
+    "ClearingMoves",
     "Markets",
     "Exchange",
     "Liquidator",

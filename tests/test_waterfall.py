@@ -11,6 +11,7 @@ against `maker` (1M USDC). At 4,100 its equity is about -1,000.
 import ape
 import pytest
 
+from crossmargin.model import auction as model
 from crossmargin.units import WAD, account_id, to_wad
 
 
@@ -43,9 +44,14 @@ def test_insolvent_perp__beyond_the_fund__charged_to_the_longs_not_the_depositor
     set_eth(cm, admin, "4100")
     cm.liquidator.start(stranger, book)
     index = vault.cash_index()
+    short = clearing.perp_position(book, u)
+    position = model.LinearPosition(perp, short.size, short.cost, to_wad(4100), to_wad(10))
     receipt = cm.liquidator.bid(bidder, book, "1", "0")
     covered = covered_of(cm, receipt)
     [charge] = receipt.decode_logs(clearing.Deleveraged)
+    # the reference model, to the wei
+    rest = covered.loss - covered.fund_payout
+    assert model.deleverage([position], rest, WAD) == (charge.amount, [model.Charge(**charge.event_arguments)])
     # loss = fund + deleveraged + socialized, to the wei; the perp's longs carry it all
     assert covered.loss == covered.fund_payout + covered.deleveraged + covered.socialized
     assert covered.socialized == 0 and covered.deleveraged == charge.amount > 0
@@ -180,6 +186,8 @@ def test_sandwich__leaving_before_the_bid_costs_at_least_the_share_of_staying(
     [held] = receipt.decode_logs(vault.ExitHeldBack)
     got = (usdc.contract.balanceOf(taker) - wallet) * 10**12
     assert got + held.amount == stake and vault.exit_pool() == held.amount
+    fund_assets = cm.fund.contract.totalAssets() * 10**12
+    assert held.amount == model.hold_back(50000 * 10**6, reserved, fund_assets, base) * 10**12
     bid = cm.liquidator.bid(bidder, short_calls, "1", "0")
     covered = covered_of(cm, bid)
     loss = covered.socialized  # from the pool first, the rest over positive cash

@@ -180,3 +180,71 @@ def due_elapsed(bid: StandingBid, p: AuctionParams = AuctionParams()) -> int:
         else:
             lo = mid + 1
     return lo
+
+
+# ------------------------------------------------------------------ the loss waterfall
+
+
+@dataclass(frozen=True)
+class LinearPosition:
+    """A perp or future position as the clearinghouse reads it (cost with the loss index)."""
+
+    instrument: int
+    size: int  # WAD units, signed
+    cost: int  # WAD USD, signed
+    spot: int  # the underlying's index price (WAD USD)
+    open_interest: int  # the instrument's long units (WAD)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One side of one instrument charged by deleveraging (``Clearinghouse.Deleveraged``)."""
+
+    instrument: int
+    longs: bool
+    amount: int
+    per_unit: int
+    open_interest: int
+
+
+def linear_loss(position: LinearPosition) -> int:
+    """A position's loss at the index: max(0, cost − floor(size · spot))."""
+    return max(position.cost - position.size * position.spot // WAD, 0)
+
+
+def deleverage(positions: list[LinearPosition], amount: int, fraction: int) -> tuple[int, list[Charge]]:
+    """``ClearingMoves.deleverage``: the charges for ``amount`` (WAD) of an insolvent slice
+    ``fraction`` (WAD) over the account's perps (by underlying) then futures (as stored), and
+    their total, at most ``amount``."""
+    losses = [(p, linear_loss(p)) for p in positions]
+    losses = [(p, loss) for p, loss in losses if loss]
+    total = sum(loss for _, loss in losses)
+    if total == 0:
+        return 0, []
+    spread = min(amount, total * fraction // WAD)
+    charges = []
+    for p, loss in losses:
+        share = spread * loss // total
+        if p.open_interest == 0:
+            continue
+        per_unit = share * WAD // p.open_interest
+        charged = per_unit * p.open_interest // WAD
+        if charged:
+            charges.append(Charge(p.instrument, p.size < 0, charged, per_unit, p.open_interest))
+    return sum(c.amount for c in charges), charges
+
+
+def owed_loss(size: int, per_unit: int, up: bool = True) -> int:
+    """What a position of ``size`` owes at its side's loss index ``per_unit`` (WAD USD), rounded
+    up as its cost is read (``up``) or down as it is stored (``Clearinghouse._owed_loss``)."""
+    product = abs(size) * per_unit
+    return _ceil_div(product, WAD) if up else product // WAD
+
+
+def hold_back(amount: int, pending_loss: int, fund_assets: int, positive_cash: int) -> int:
+    """``Vault._hold_back``: what ``amount`` (settlement token units) of positive cash leaving
+    gives up while ``pending_loss`` (WAD) exceeds the fund's assets (WAD): its share of the
+    excess over ``positive_cash`` (WAD), rounded up, at most ``amount``."""
+    if pending_loss == 0 or fund_assets >= pending_loss or positive_cash == 0:
+        return 0
+    return min(amount, _ceil_div(amount * (pending_loss - fund_assets), positive_cash))
