@@ -638,17 +638,30 @@ class Protocol:
         maker_subaccount: int = 0,
         taker_subaccount: int = 0,
     ):
-        """Maker signs an order for ``size`` (human units; positive = the maker buys, negative
-        = the maker sells; never zero) at ``price`` (> 0) and the taker fills all of it.
-        Returns the fill's receipt."""
-        nonzero_amount(size, "size")
-        positive_amount(price, "price")
-        wad = to_wad(size)
-        order = self.exchange.make_order(
-            maker, instrument, wad > 0, abs(wad), to_wad(price), subaccount=maker_subaccount
-        )
+        """The maker signs an order and the taker fills all of it at ``price``; returns the
+        fill's receipt.
+
+        Sides are the maker's: ``size`` is the maker's signed size, in units of the
+        instrument. ``"2"``: the maker buys 2 and the taker sells 2; ``"-2"``: the maker
+        sells 2 and the taker buys 2. Every amount is human (``Decimal``, ``str`` or ``int``
+        of whole units; a float is refused).
+
+        Args:
+            maker: Signs the order (owner of the maker account).
+            taker: Sends the fill (owner of the taker account).
+            instrument: Instrument id.
+            size: The maker's signed size (never zero).
+            price: USD per unit (> 0).
+            maker_subaccount: The maker's subaccount.
+            taker_subaccount: The taker's subaccount.
+
+        Raises:
+            InvalidAmountError: A float, a zero ``size`` or a price not above zero.
+        """
+        signed = nonzero_amount(size, "size")
+        order = self.exchange.make_order(maker, instrument, signed > 0, abs(signed), price, subaccount=maker_subaccount)
         signature = self.exchange.sign(maker, order)
-        return self.exchange.fill(taker, order, signature, abs(wad), taker_subaccount)
+        return self.exchange.fill(taker, order, signature, size_raw=order.size, taker_subaccount=taker_subaccount)
 
     @classmethod
     def load(cls, network_name: str | None = None) -> Protocol:
