@@ -21,6 +21,7 @@ from ape.exceptions import ContractNotFoundError
 from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
+from crossmargin.abi import contracts
 from crossmargin.errors import (
     InvalidAmountError,
     MissingDeploymentError,
@@ -149,9 +150,10 @@ class VaultClient:
 class OracleClient:
     """Checked prices from the oracle router, and pushes to mock feeds on devnets."""
 
-    def __init__(self, contract: Any, feeds: dict[str, str]):
+    def __init__(self, contract: Any, feeds: dict[str, str], contracts: Any = None):
         self.contract = contract
         self.feeds = feeds
+        self._contracts = contracts or project  # where the MockAggregator container comes from
 
     @property
     def address(self) -> str:
@@ -163,7 +165,7 @@ class OracleClient:
     def aggregator(self, name: str) -> Any:
         if name not in self.feeds:
             raise UnknownNameError("oracle feed", name, self.feeds)
-        return project.MockAggregator.at(self.feeds[name])
+        return self._contracts.MockAggregator.at(self.feeds[name])
 
     def push(self, sender: Any, name: str, answer: Number):
         """Mock feeds only: publish a new round with ``answer`` (human units)."""
@@ -599,13 +601,16 @@ class Protocol:
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
+        # the contract containers: ape's compiled project in a checkout, else the manifest's
+        # own ABIs (`<network>.abi/`) or the ones bundled with the package
+        project = contracts(manifest.abi_dir)
         tokens = {
             symbol: Token(symbol, int(contract.decimals()), contract)
             for symbol, contract in ((s, project.MockERC20.at(a)) for s, a in manifest.tokens.items())
         }
         self.tokens = tokens
         self.vault = VaultClient(project.Vault.at(manifest.contracts["Vault"]), tokens, manifest.settlement)
-        self.oracle = OracleClient(project.OracleRouter.at(manifest.contracts["OracleRouter"]), manifest.feeds)
+        self.oracle = OracleClient(project.OracleRouter.at(manifest.contracts["OracleRouter"]), manifest.feeds, project)
         self.engine = EngineClient(
             project.MarginEngine.at(manifest.contracts["MarginEngine"]),
             project.RiskModel.at(manifest.contracts["RiskModel"]),

@@ -1,4 +1,5 @@
-"""``ape run faucet SYMBOL AMOUNT --to ADDRESS|N``: mint mock tokens on a local or devnet network.
+"""``crossmargin faucet SYMBOL AMOUNT --to ADDRESS|N`` (or ``ape run faucet ...``): mint mock
+tokens on a local or devnet network.
 
 Mints ``AMOUNT`` (human units, e.g. ``1000``) of the deployment's mock token ``SYMBOL`` to the
 recipient, from the deployer (test account 0, which holds the mocks' minter role). Refuses

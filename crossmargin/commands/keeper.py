@@ -1,4 +1,5 @@
-"""``ape run keeper [liquidate|settle|refresh|prices|all]``: run the keepers in a loop.
+"""``crossmargin keeper [liquidate|settle|refresh|prices|all]`` (or ``ape run keeper ...``): run
+the keepers in a loop.
 
 Every subcommand discovers new accounts first, then runs its task every ``--interval``
 seconds (``--once``: one round). ``all`` runs liquidation, settlement and risk refresh, and

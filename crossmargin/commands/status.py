@@ -1,4 +1,5 @@
-"""``ape run status``: accounts nearest to liquidation, live auctions, the insurance fund.
+"""``crossmargin status`` (or ``ape run status``): accounts nearest to liquidation, live
+auctions, the insurance fund.
 
 Reads the keeper's state file (``--state-file``, default ``.keeper/<network>.json``) when
 there is one and discovers from its cursor, so it is quick on a long chain; it never writes
