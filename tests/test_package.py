@@ -254,14 +254,14 @@ with networks.parse_network_choice(sys.argv[3]):
 
 
 @pytest.mark.slow
-def test_wheel__loads_the_bundled_deployment(installed, cm, chain, trader, create_account):
-    create_account(trader, {"USDC": "2500"})
+def test_wheel__loads_the_bundled_deployment(installed, cm, chain):
     uri = f"ethereum:local:{chain.provider.uri}"
-    out = _last_json(installed("python", "-c", LOAD, "testnet", trader.address, uri))
+    fund = cm.fund.address  # an account with cash: the insurance fund's
+    out = _last_json(installed("python", "-c", LOAD, "testnet", fund, uri))
     assert out["manifest"].endswith("site-packages/crossmargin/deployments/testnet.json")
     assert out["vault"] == cm.vault.address and out["compiled"] is False
     assert out["eth"] == str(cm.oracle.price("ETH/USD")) and out["usdc_decimals"] == 6
-    assert out["equity"] == "2500"
+    assert out["equity"] == str(cm.engine.margin(fund).equity)
 
 
 @pytest.mark.slow
@@ -285,3 +285,6 @@ def test_wheel__loads_the_manifest_and_abis_ape_run_deploy_writes(installed, cm,
     loaded = _last_json(installed("python", "-c", LOAD, "local", cm.fund.address, uri))
     assert loaded["manifest"] == str(installed.work / "deployments" / "local.json")
     assert loaded["vault"] == cm.vault.address and loaded["compiled"] is False
+    # and the installed `crossmargin status` reads that deployment
+    status = _last_json(installed("crossmargin", "status", "--json", "--no-model", "--network", uri))
+    assert status["network"] == "local" and "fund" in status
