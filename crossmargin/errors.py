@@ -111,8 +111,9 @@ def wad_argument(value: Any, raw: Any, argument: str) -> int:
     """The WAD integer of an amount given either in human units (``value``: a ``Decimal``,
     ``str`` or ``int`` of whole units, above zero, at most 18 decimals) or raw (``raw``, the
     ``<argument>_raw`` keyword: a non-negative ``int`` of WAD, passed on unchecked so that a
-    contract's own bounds can be reached). Exactly one of the two; a float, a bool, zero or
-    a negative human amount raises :class:`InvalidAmountError` naming ``argument``."""
+    contract's own bounds can be reached). Exactly one of the two; a float, a bool, zero, a
+    negative human amount or one of 10**18 units or more (a WAD integer passed as human)
+    raises :class:`InvalidAmountError` naming ``argument``."""
     if (value is None) == (raw is None):
         both = "not both" if value is not None else "one is required"
         raise InvalidAmountError(f"give {argument} (human units) or {argument}_raw= (WAD integer), {both}")
@@ -121,6 +122,10 @@ def wad_argument(value: Any, raw: Any, argument: str) -> int:
             raise InvalidAmountError(f"{argument}_raw must be a non-negative int (WAD), got {raw!r}")
         return raw
     number = positive_amount(value, argument)
+    if number >= WAD:  # no size or price is 10**18 whole units: the caller meant WAD
+        raise InvalidAmountError(
+            f"{argument} {value} is 10**18 units or more: a WAD integer? pass it as {argument}_raw="
+        )
     wad = EXACT.multiply(number, Decimal(WAD))
     if wad != wad.to_integral_value():
         raise InvalidAmountError(f"{argument} {value} has more than 18 decimals")

@@ -73,6 +73,7 @@ def test_trade__size__is_the_makers_side(cm, books, maker, taker, perp):
         ("3", "-3000", "price must be positive, got -3000"),
         ("abc", "3000", "size must be a number, got 'abc'"),
         ("1e-19", "3000", "size 1e-19 has more than 18 decimals"),
+        (3 * WAD, "3000", "size 3000000000000000000 is 10**18 units or more: a WAD integer? pass it as size_raw="),
     ],
 )
 def test_make_order__bad_amount__typed_error(cm, maker, perp, size, price, message):
