@@ -127,7 +127,7 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         cm.trade(maker, taker, instrument, "1", str(spot // 10))
 
     def fill_row(action: str, instrument: int, price: int, note: str = "") -> GasRow:
-        order = cm.exchange.make_order(maker, instrument, True, to_wad(1), to_wad(price))
+        order = cm.exchange.make_order(maker, instrument, True, 1, price)
         signature = cm.exchange.sign(maker, order)
         args = (order.as_tuple(), order.owner, signature, to_wad(1), 0, taker.address)
         return measure_call(action, taker, cm.exchange.contract.fill, *args, note=note)

@@ -22,6 +22,7 @@ from ape.exceptions import ContractLogicError as ApeContractLogicError
 from ape.exceptions import TransactionError
 
 from crossmargin.sender import revert_reason as node_revert_reason
+from crossmargin.units import EXACT, WAD
 
 
 class CrossmarginError(Exception):
@@ -75,13 +76,23 @@ class NoDeployment:
         return f"<no crossmargin deployment: {self._message}>"
 
 
-def positive_amount(value: Any, argument: str = "amount") -> Decimal:
-    """``value`` as a ``Decimal`` if it is a finite number above zero, else
-    :class:`InvalidAmountError` naming ``argument``."""
+def _number(value: Any, argument: str) -> Decimal:
+    """``value`` (a ``Decimal``, ``str`` or ``int`` of whole units) as a ``Decimal``."""
+    if isinstance(value, bool | float):
+        raise InvalidAmountError(
+            f"{argument} must be a Decimal, str or int of whole units, not {type(value).__name__} {value!r}"
+            f" (pass {str(value)!r})"
+        )
     try:
-        number = Decimal(str(value).strip())
+        return Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
         raise InvalidAmountError(f"{argument} must be a number, got {value!r}") from None
+
+
+def positive_amount(value: Any, argument: str = "amount") -> Decimal:
+    """``value`` as a ``Decimal`` if it is a finite number above zero, else
+    :class:`InvalidAmountError` naming ``argument`` (a float is refused: it is inexact)."""
+    number = _number(value, argument)
     if not number.is_finite() or number <= 0:
         raise InvalidAmountError(f"{argument} must be positive, got {value}")
     return number
@@ -89,14 +100,36 @@ def positive_amount(value: Any, argument: str = "amount") -> Decimal:
 
 def nonzero_amount(value: Any, argument: str) -> Decimal:
     """``value`` as a ``Decimal`` if it is a finite non-zero number (a signed size), else
-    :class:`InvalidAmountError` naming ``argument``."""
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidAmountError(f"{argument} must be a number, got {value!r}") from None
+    :class:`InvalidAmountError` naming ``argument`` (a float is refused: it is inexact)."""
+    number = _number(value, argument)
     if not number.is_finite() or number == 0:
         raise InvalidAmountError(f"{argument} must be a non-zero number, got {value}")
     return number
+
+
+def wad_argument(value: Any, raw: Any, argument: str) -> int:
+    """The WAD integer of an amount given either in human units (``value``: a ``Decimal``,
+    ``str`` or ``int`` of whole units, above zero, at most 18 decimals) or raw (``raw``, the
+    ``<argument>_raw`` keyword: a non-negative ``int`` of WAD, passed on unchecked so that a
+    contract's own bounds can be reached). Exactly one of the two; a float, a bool, zero, a
+    negative human amount or one of 10**18 units or more (a WAD integer passed as human)
+    raises :class:`InvalidAmountError` naming ``argument``."""
+    if (value is None) == (raw is None):
+        both = "not both" if value is not None else "one is required"
+        raise InvalidAmountError(f"give {argument} (human units) or {argument}_raw= (WAD integer), {both}")
+    if raw is not None:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            raise InvalidAmountError(f"{argument}_raw must be a non-negative int (WAD), got {raw!r}")
+        return raw
+    number = positive_amount(value, argument)
+    if number >= WAD:  # no size or price is 10**18 whole units: the caller meant WAD
+        raise InvalidAmountError(
+            f"{argument} {value} is 10**18 units or more: a WAD integer? pass it as {argument}_raw="
+        )
+    wad = EXACT.multiply(number, Decimal(WAD))
+    if wad != wad.to_integral_value():
+        raise InvalidAmountError(f"{argument} {value} has more than 18 decimals")
+    return int(wad)
 
 
 def revert_reason(error: BaseException) -> str | None:

@@ -4,23 +4,35 @@ The one signing helper shared by tests, scripts and market-maker code::
 
     from crossmargin.orders import ExchangeClient
     ex = ExchangeClient(project.Exchange.at(address))
-    order = ex.make_order(maker, instrument=1, buy=True, size=to_wad("2"), price=to_wad("3000"))
+    order = ex.make_order(maker, instrument=1, buy=True, size="2", price="3000")  # maker buys 2 at 3000
     signature = ex.sign(maker, order)          # 65 bytes r || s || v
-    ex.fill(taker, order, signature, size=to_wad("1"))
+    ex.fill(taker, order, signature, "1")      # the taker sells 1 of it to the maker
+    ex.remaining(order)                        # Decimal('1')
 
-Amounts are WAD integers (``crossmargin.units.to_wad`` converts human amounts): ``size`` in
-units of the instrument, ``price`` in USD per unit; ``deadline`` is a unix time in seconds.
+Units: every amount in and out is human (``Decimal``, ``str`` or ``int`` of whole units;
+``size`` in units of the instrument, ``price`` in USD per unit). A float is refused, as are
+zero and negative amounts (:class:`~crossmargin.errors.InvalidAmountError`). Raw 18-decimal
+(WAD) integers go only through the keywords named ``*_raw`` (``size_raw=``, ``price_raw=``)
+and come out of the methods named ``*_raw``; the signed :class:`Order` itself holds WAD, as
+the exchange sees it. ``deadline`` is a unix time in seconds.
+
+Sides: an order states the side of its owner, the maker (``buy=True``: the maker buys); the
+taker that fills it takes the other side (it sells ``size`` to a buying maker).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ape import chain
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
+
+from crossmargin.errors import wad_argument
+from crossmargin.units import Number, from_wad
 
 # The exchange's EIP-712 domain (`Exchange.vy`: `eip712_domain_separator.__init__`).
 DOMAIN_NAME = "crossmargin"
@@ -47,14 +59,16 @@ ORDER_TYPE = [
 
 @dataclass(frozen=True)
 class Order:
-    """A maker's order, exactly as signed.
+    """A maker's order, exactly as signed (so its amounts are raw WAD integers; build it
+    with :meth:`ExchangeClient.make_order`, which takes human amounts).
 
     Attributes:
         owner: Address of the maker account's owner (checksummed on creation).
         subaccount: The maker's subaccount.
         instrument: Instrument id (a perp or an option).
-        buy: True if the maker buys (goes long), False if it sells.
-        size: Most the order trades in total (WAD units).
+        buy: True if the maker buys (goes long), False if it sells; the taker takes the
+            other side.
+        size: Most the order trades in total (WAD: 10**18 per unit of the instrument).
         price: The maker's price (WAD USD per unit); every fill trades at it.
         deadline: Last unix time (s) at which it can be filled.
         nonce: Dead once below the account's ``min_nonce`` on the exchange.
@@ -191,9 +205,11 @@ class ExchangeClient:
         owner: Any,
         instrument: int,
         buy: bool,
-        size: int,
-        price: int,
+        size: Number | None = None,
+        price: Number | None = None,
         *,
+        size_raw: int | None = None,
+        price_raw: int | None = None,
         subaccount: int = 0,
         ttl: int = 3600,
         nonce: int | None = None,
@@ -203,20 +219,30 @@ class ExchangeClient:
         Args:
             owner: The maker account's owner.
             instrument: Instrument id.
-            buy: True if the maker buys.
-            size: Order size (WAD units).
-            price: Price (WAD USD per unit).
+            buy: The maker's side: True if the maker buys (the taker then sells to it).
+            size: Order size in units of the instrument (``Decimal``, ``str`` or ``int`` of
+                whole units, > 0): ``"3"`` is three units.
+            price: Price in USD per unit (> 0), same types as ``size``.
+            size_raw: Instead of ``size``: the size as a WAD integer (``3`` is 3 wei of a
+                unit), passed on unchecked but for its sign.
+            price_raw: Instead of ``price``: the price as a WAD integer.
             subaccount: The maker's subaccount.
             ttl: Seconds from the pending block's timestamp to the deadline.
             nonce: The nonce; by default a fresh one (see ``next_nonce``).
 
         Returns:
-            The unsigned order.
+            The unsigned order (its ``size`` and ``price`` in WAD, as signed).
+
+        Raises:
+            InvalidAmountError: A float, zero or negative ``size`` or ``price``, more than 18
+                decimals, or both (or neither) of an amount and its ``*_raw`` keyword.
         """
+        size_wad = wad_argument(size, size_raw, "size")
+        price_wad = wad_argument(price, price_raw, "price")
         deadline = chain.pending_timestamp + ttl
         if nonce is None:
             nonce = self.next_nonce(owner, subaccount)
-        return Order(str(owner), subaccount, instrument, buy, size, price, deadline, nonce)
+        return Order(str(owner), subaccount, instrument, buy, size_wad, price_wad, deadline, nonce)
 
     def next_nonce(self, owner: Any, subaccount: int = 0) -> int:
         """A fresh nonce: the wall clock in microseconds, strictly increasing per client and
@@ -242,30 +268,40 @@ class ExchangeClient:
         taker: Any,
         order: Order,
         signature: bytes,
-        size: int,
+        size: Number | None = None,
         taker_subaccount: int = 0,
         signer: Any = None,
         taker_owner: Any = None,
+        *,
+        size_raw: int | None = None,
     ):
-        """Fills ``size`` of ``order``; ``taker`` sends the transaction.
+        """Fills ``size`` of ``order``; ``taker`` sends the transaction. The taker takes the
+        side opposite the order's: it sells ``size`` if the maker buys (``order.buy``).
 
         Args:
             taker: The sender: the taker account's owner or its operator.
             order: The maker's order.
             signature: Its signature by ``signer``.
-            size: How much to fill (WAD units).
+            size: How much to fill, in units of the instrument (``Decimal``, ``str`` or
+                ``int`` of whole units, > 0).
             taker_subaccount: The taker's subaccount.
             signer: Who signed the order (default: its owner).
             taker_owner: The taker account's owner (default: ``taker``).
+            size_raw: Instead of ``size``: a WAD integer, passed on unchecked but for its sign.
 
         Returns:
             The receipt.
+
+        Raises:
+            InvalidAmountError: A float, zero or negative ``size``, or both (or neither) of
+                ``size`` and ``size_raw``.
         """
+        size_wad = wad_argument(size, size_raw, "size")
         return self.contract.fill(
             order.as_tuple(),
             order.owner if signer is None else signer,
             signature,
-            size,
+            size_wad,
             taker_subaccount,
             taker if taker_owner is None else taker_owner,
             sender=taker,
@@ -288,12 +324,21 @@ class ExchangeClient:
 
     # ------------------------------------------------------------------ views
 
-    def remaining(self, order: Order) -> int:
-        """What can still be filled (WAD units); 0 if cancelled, expired or nonce-dead."""
+    def remaining(self, order: Order) -> Decimal:
+        """What can still be filled (units of the instrument); 0 if cancelled, expired or
+        nonce-dead."""
+        return from_wad(self.remaining_raw(order))
+
+    def remaining_raw(self, order: Order) -> int:
+        """``remaining`` as a WAD integer."""
         return self.contract.remaining(order.as_tuple())
 
-    def filled(self, order: Order) -> int:
-        """Size filled so far (WAD units)."""
+    def filled(self, order: Order) -> Decimal:
+        """Size filled so far (units of the instrument)."""
+        return from_wad(self.filled_raw(order))
+
+    def filled_raw(self, order: Order) -> int:
+        """``filled`` as a WAD integer."""
         return self.contract.filled(self.order_hash(order))
 
     def min_nonce(self, owner: Any, subaccount: int = 0) -> int:

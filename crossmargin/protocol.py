@@ -21,6 +21,7 @@ from ape.exceptions import ContractNotFoundError
 from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
+from crossmargin.abi import contracts
 from crossmargin.errors import (
     InvalidAmountError,
     MissingDeploymentError,
@@ -149,9 +150,10 @@ class VaultClient:
 class OracleClient:
     """Checked prices from the oracle router, and pushes to mock feeds on devnets."""
 
-    def __init__(self, contract: Any, feeds: dict[str, str]):
+    def __init__(self, contract: Any, feeds: dict[str, str], contracts: Any = None):
         self.contract = contract
         self.feeds = feeds
+        self._contracts = contracts or project  # where the MockAggregator container comes from
 
     @property
     def address(self) -> str:
@@ -163,7 +165,7 @@ class OracleClient:
     def aggregator(self, name: str) -> Any:
         if name not in self.feeds:
             raise UnknownNameError("oracle feed", name, self.feeds)
-        return project.MockAggregator.at(self.feeds[name])
+        return self._contracts.MockAggregator.at(self.feeds[name])
 
     def push(self, sender: Any, name: str, answer: Number):
         """Mock feeds only: publish a new round with ``answer`` (human units)."""
@@ -599,13 +601,16 @@ class Protocol:
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
+        # the contract containers: ape's compiled project in a checkout, else the manifest's
+        # own ABIs (`<network>.abi/`) or the ones bundled with the package
+        project = contracts(manifest.abi_dir)
         tokens = {
             symbol: Token(symbol, int(contract.decimals()), contract)
             for symbol, contract in ((s, project.MockERC20.at(a)) for s, a in manifest.tokens.items())
         }
         self.tokens = tokens
         self.vault = VaultClient(project.Vault.at(manifest.contracts["Vault"]), tokens, manifest.settlement)
-        self.oracle = OracleClient(project.OracleRouter.at(manifest.contracts["OracleRouter"]), manifest.feeds)
+        self.oracle = OracleClient(project.OracleRouter.at(manifest.contracts["OracleRouter"]), manifest.feeds, project)
         self.engine = EngineClient(
             project.MarginEngine.at(manifest.contracts["MarginEngine"]),
             project.RiskModel.at(manifest.contracts["RiskModel"]),
@@ -638,17 +643,30 @@ class Protocol:
         maker_subaccount: int = 0,
         taker_subaccount: int = 0,
     ):
-        """Maker signs an order for ``size`` (human units; positive = the maker buys, negative
-        = the maker sells; never zero) at ``price`` (> 0) and the taker fills all of it.
-        Returns the fill's receipt."""
-        nonzero_amount(size, "size")
-        positive_amount(price, "price")
-        wad = to_wad(size)
-        order = self.exchange.make_order(
-            maker, instrument, wad > 0, abs(wad), to_wad(price), subaccount=maker_subaccount
-        )
+        """The maker signs an order and the taker fills all of it at ``price``; returns the
+        fill's receipt.
+
+        Sides are the maker's: ``size`` is the maker's signed size, in units of the
+        instrument. ``"2"``: the maker buys 2 and the taker sells 2; ``"-2"``: the maker
+        sells 2 and the taker buys 2. Every amount is human (``Decimal``, ``str`` or ``int``
+        of whole units; a float is refused).
+
+        Args:
+            maker: Signs the order (owner of the maker account).
+            taker: Sends the fill (owner of the taker account).
+            instrument: Instrument id.
+            size: The maker's signed size (never zero).
+            price: USD per unit (> 0).
+            maker_subaccount: The maker's subaccount.
+            taker_subaccount: The taker's subaccount.
+
+        Raises:
+            InvalidAmountError: A float, a zero ``size`` or a price not above zero.
+        """
+        signed = nonzero_amount(size, "size")
+        order = self.exchange.make_order(maker, instrument, signed > 0, abs(signed), price, subaccount=maker_subaccount)
         signature = self.exchange.sign(maker, order)
-        return self.exchange.fill(taker, order, signature, abs(wad), taker_subaccount)
+        return self.exchange.fill(taker, order, signature, size_raw=order.size, taker_subaccount=taker_subaccount)
 
     @classmethod
     def load(cls, network_name: str | None = None) -> Protocol:

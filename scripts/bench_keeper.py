@@ -95,7 +95,7 @@ def bench(network, count, risky, price, seed):
     )
     perp = cm.markets.perp("ETH")
     total = to_wad(RISKY_SIZE * len(risky_subs))
-    order = cm.exchange.make_order(maker, perp, False, total, to_wad(3000), ttl=86_400)
+    order = cm.exchange.make_order(maker, perp, False, size_raw=total, price=3000, ttl=86_400)
     signature = cm.exchange.sign(maker, order)
     fills = [
         Call(exchange.fill, (order.as_tuple(), maker.address, signature, to_wad(RISKY_SIZE), sub), f"fill:{sub}")

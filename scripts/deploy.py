@@ -1,4 +1,6 @@
-"""``ape run deploy --network ...``: deploy (or find) the stack and write the manifest.
+"""``ape run deploy --network ...``: deploy (or find) the stack and write the manifest
+(``deployments/<network>.json``) and the ABI of every deployed contract next to it
+(``deployments/<network>.abi/<Contract>.json``, for clients in other languages).
 
 ``--lens-only`` deploys a new Lens (view only) over the manifest's contracts and records it.
 ``--dry-run`` sends nothing and writes nothing: it prints each change deploy would make, old
@@ -14,7 +16,7 @@ from ape.cli import ConnectedProviderCommand
 from crossmargin.cli import console, contracts_table, friendly_errors, resolve_sender, sender_option
 from crossmargin.config import ConfigError, load_config
 from crossmargin.deploy import deploy, deploy_lens
-from crossmargin.manifest import Manifest, find_manifest, manifest_path
+from crossmargin.manifest import Manifest, abi_dir, find_manifest, manifest_path
 
 
 @click.command(cls=ConnectedProviderCommand, help=__doc__)
@@ -49,6 +51,7 @@ def cli(account, lens_only, dry_run):
         run = deploy(config, sender, manifest, log=log)
     out = manifest_path(network)
     run.manifest.save(out)
+    abis = run.manifest.write_abis(out)
 
     console.print(contracts_table(run.manifest, f"crossmargin on {network} (chain {run.manifest.chain_id})"))
-    console.print(f"{run.sent} transactions sent; manifest written to {out}")
+    console.print(f"{run.sent} transactions sent; manifest written to {out}, {len(abis)} ABIs to {abi_dir(out)}/")

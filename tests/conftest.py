@@ -6,9 +6,6 @@ Actors are named by role.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from ape import project
 from hypothesis import settings
@@ -233,14 +230,13 @@ def book(cm, create_account, maker, trader):
 
 @pytest.fixture
 def run_status(cm, monkeypatch, capsys):
-    """Runs `ape run status` in-process on this session's deployment (``scripts/status.py``,
-    loaded as a module, `Protocol.load` returning ``cm``); returns what it printed."""
+    """Runs `ape run status` in-process on this session's deployment (its command,
+    ``crossmargin.commands.status``, with `Protocol.load` returning ``cm``); returns what it
+    printed."""
 
     def _run(width: int = 200, **options) -> str:
-        script = Path(__file__).parents[1] / "scripts" / "status.py"
-        spec = importlib.util.spec_from_file_location("status_script", script)
-        status = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(status)
+        from crossmargin.commands import status
+
         monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
         monkeypatch.setattr(status.console, "width", width)
         capsys.readouterr()

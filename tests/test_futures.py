@@ -175,12 +175,12 @@ def test_future_trade__size_or_cost_past_the_slot__reverts(cm, books, maker, tak
     stop these sizes first: `markets: position notional cap`)."""
     cm.markets.contract.set_position_cap(cm.manifest.underlyings["ETH"], 0, sender=admin)
     future = list_future(oi_cap=2**100)
-    order = cm.exchange.make_order(maker, future, True, 2**87, 1)
+    order = cm.exchange.make_order(maker, future, True, size_raw=2**87, price_raw=1)
     with ape.reverts("clearing: position out of range"):
-        cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), 2**87, 0)
-    order = cm.exchange.make_order(maker, future, True, WAD, 2**127)
+        cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), size_raw=2**87, taker_subaccount=0)
+    order = cm.exchange.make_order(maker, future, True, "1", price_raw=2**127)
     with ape.reverts("clearing: position out of range"):
-        cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), WAD, 0)
+        cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), "1", 0)
 
 
 def test_future_fill__operator_off_the_index__reverts_within_the_perp_band__fills(
@@ -191,11 +191,11 @@ def test_future_fill__operator_off_the_index__reverts_within_the_perp_band__fill
     create_account(taker, {"USDC": "100000"})
     vault.set_operator(0, operator, True, sender=trader)
     future = list_future()
-    order = cm.exchange.make_order(trader, future, True, WAD, to_wad(3031))
+    order = cm.exchange.make_order(trader, future, True, "1", 3031)
     with ape.reverts("markets: operator price out of band"):
-        cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
-    order = cm.exchange.make_order(trader, future, True, WAD, to_wad(3029))
-    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+        cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
+    order = cm.exchange.make_order(trader, future, True, "1", 3029)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
     assert future_of(cm, trader, future) == (WAD, to_wad(3029))
 
 

@@ -381,7 +381,7 @@ class Protocol(RuleBasedStateMachine):
         exchange = self.cm.exchange
         signer = signer or maker
         sender = sender or taker
-        order = exchange.make_order(maker, instrument, size > 0, abs(size), max(price, 1))
+        order = exchange.make_order(maker, instrument, size > 0, size_raw=abs(size), price_raw=max(price, 1))
         signature = exchange.sign(signer, order)
         args = (order.as_tuple(), signer.address, signature, abs(size), 0, taker.address)
         results = Protocol.senders[sender.address].execute([Call(exchange.contract.fill, args, key="fill")])

@@ -115,8 +115,8 @@ def test_funding__one_wei_fill_after_a_quiet_hour__moves_the_ema_by_nothing(cm, 
     perp = cm.markets.perp("ETH")
     u = cm.manifest.underlyings["ETH"]
     chain.mine(timestamp=chain.pending_timestamp + 3600)
-    order = cm.exchange.make_order(maker, perp, True, 1, to_wad(6000))
-    cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), 1, 0)
+    order = cm.exchange.make_order(maker, perp, True, size_raw=1, price=6000)
+    cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), size_raw=1, taker_subaccount=0)
     assert clearing.funding(u).premium_ema == 0
 
 
@@ -163,8 +163,8 @@ def test_funding__fills_below_dust_move_the_rate_by_at_most_their_share(
     spot = to_wad(3000)
     before = clearing.funding(u)
     price = spot * (10_000 + premium_bps) // 10_000
-    order = cm.exchange.make_order(maker, perp, maker_buys, units, price)
-    receipt = cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), units, 0)
+    order = cm.exchange.make_order(maker, perp, maker_buys, size_raw=units, price_raw=price)
+    receipt = cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), size_raw=units, taker_subaccount=0)
     after = clearing.funding(u)
     dt = receipt.timestamp - before.updated_at
     reference = markets.funding_notional()
@@ -241,9 +241,9 @@ def test_fill__operator_buys_a_worthless_option_for_the_account_at_9500__reverts
     withdrew the premium."""
     wing = list_option("ETH", True, "10000", 1)
     assert option_mark(cm, wing) < to_wad("0.01")
-    order = cm.exchange.make_order(trader, wing, True, WAD, to_wad(9500))
+    order = cm.exchange.make_order(trader, wing, True, "1", 9500)
     with ape.reverts("markets: operator price out of band"):
-        cm.exchange.fill(operator, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+        cm.exchange.fill(operator, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
     assert vault.cash_of(trader, 0) == to_wad(20000)
 
 
@@ -251,10 +251,10 @@ def test_fill__operator_takes_for_the_account_at_twice_the_index__reverts(cm, va
     """Fails on c1dcd68: the operator signs its own order selling a perp at twice the index
     and takes the other side for the account (`taker_owner`), which buys at 6,000."""
     perp = cm.markets.perp("ETH")
-    order = cm.exchange.make_order(operator, perp, False, WAD, to_wad(6000))
+    order = cm.exchange.make_order(operator, perp, False, "1", 6000)
     signature = cm.exchange.sign(operator, order)
     with ape.reverts("markets: operator price out of band"):
-        cm.exchange.fill(operator, order, signature, WAD, 0, taker_owner=trader)
+        cm.exchange.fill(operator, order, signature, "1", 0, taker_owner=trader)
     assert cm.clearing.perp_size(trader, "ETH") == 0
 
 
@@ -263,18 +263,18 @@ def test_fill__operator_within_the_band__fills(cm, operated, list_option, trader
     cheap wing at its mark plus 0.09% of spot (the band of spot / 100), each at the edge."""
     create_account(taker, {"USDC": "100000"})
     perp = cm.markets.perp("ETH")
-    order = cm.exchange.make_order(trader, perp, True, WAD, to_wad(3027))
-    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    order = cm.exchange.make_order(trader, perp, True, "1", 3027)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
     assert cm.clearing.perp_size(trader, "ETH") == 1
     call = list_option("ETH", True, "3000", 30)
     mark = option_mark(cm, call)
-    order = cm.exchange.make_order(trader, call, True, WAD, mark * 109 // 100)
-    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    order = cm.exchange.make_order(trader, call, True, "1", price_raw=mark * 109 // 100)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
     assert cm.clearing.option_size(trader, call) == 1
     wing = list_option("ETH", True, "10000", 1)
     price = option_mark(cm, wing) + to_wad(3000) // 100 * 9 // 100
-    order = cm.exchange.make_order(trader, wing, True, WAD, price)
-    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    order = cm.exchange.make_order(trader, wing, True, "1", price_raw=price)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
     assert cm.clearing.option_size(trader, wing) == 1
 
 
@@ -294,8 +294,8 @@ def test_fill__operator_on_an_option_whose_array_is_stale__fills(
     engine, u = cm.engine.contract, cm.manifest.underlyings["ETH"]
     stale = engine.epoch(u)[2]
     assert engine.risk_array(call)[0] == stale
-    order = cm.exchange.make_order(trader, call, True, WAD, mark * 105 // 100)
-    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+    order = cm.exchange.make_order(trader, call, True, "1", price_raw=mark * 105 // 100)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
     assert cm.clearing.option_size(trader, call) == 1
     assert engine.risk_array(call)[0] == engine.epoch(u)[2] == stale + 1
 
@@ -304,11 +304,11 @@ def test_fill__operator_one_wei_past_the_band__reverts(cm, operated, trader, ope
     create_account(taker, {"USDC": "100000"})
     perp = cm.markets.perp("ETH")
     for price in (to_wad(3030) + 1, to_wad(2970) - 1):
-        order = cm.exchange.make_order(trader, perp, True, WAD, price)
+        order = cm.exchange.make_order(trader, perp, True, "1", price_raw=price)
         with ape.reverts("markets: operator price out of band"):
-            cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
-    order = cm.exchange.make_order(trader, perp, True, WAD, to_wad(3030))
-    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), WAD, 0, signer=operator)
+            cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
+    order = cm.exchange.make_order(trader, perp, True, "1", 3030)
+    cm.exchange.fill(taker, order, cm.exchange.sign(operator, order), "1", 0, signer=operator)
 
 
 def test_fill__owner_trades_at_any_price(cm, operated, trader, taker, create_account):

@@ -120,8 +120,8 @@ def test_option_trade__premium_rounding_favours_the_protocol(cm, vault, books, m
     call = list_option()
     exchange.set_fees(0, 0, 0, sender=cm.exchange.contract.owner())
     size, price = 3, 10**18 // 3  # 3 wei of units at 1/3 USD: notional 0.99.. wei
-    order = cm.exchange.make_order(maker, call, True, size, price)
-    cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), size)
+    order = cm.exchange.make_order(maker, call, True, size_raw=size, price_raw=price)
+    cm.exchange.fill(taker, order, cm.exchange.sign(maker, order), size_raw=size)
     assert cash(vault, maker) == to_wad(100000) - 1  # the buyer pays ceil(0.99..) = 1 wei
     assert cash(vault, taker) == to_wad(100000)  # the seller gets floor = 0
 

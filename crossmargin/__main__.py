@@ -1,0 +1,5 @@
+"""``python -m crossmargin``: the ``crossmargin`` command."""
+
+from crossmargin.commands import main
+
+main(prog_name="crossmargin")
