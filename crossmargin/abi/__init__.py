@@ -34,6 +34,7 @@ CHECKOUT = BUNDLED.parent.parent
 # networks deploy for tokens (any ERC-20 fits its ABI) and price feeds (a Chainlink aggregator).
 CONTRACTS = (
     "Clearinghouse",
+    "ClearingMoves",
     "Exchange",
     "InsuranceFund",
     "Lens",
