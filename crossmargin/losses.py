@@ -31,6 +31,11 @@ from crossmargin.units import SUB_BITS, WAD, from_wad
 MASK96 = 2**SUB_BITS - 1
 
 
+def _plain(value: Any) -> str:
+    """A Decimal in plain notation (JSON carries amounts as exact strings)."""
+    return f"{value:f}" if isinstance(value, Decimal) else str(value)
+
+
 @dataclass(frozen=True)
 class Covered:
     """One insolvent slice's loss and who paid it (USD)."""
@@ -129,15 +134,15 @@ class Waterfall:
 
     def to_json(self, name) -> dict[str, Any]:
         return {
-            "totals": {k: str(self.total(k)) for k in ("loss", "fund", "deleveraged", "socialized")},
+            "totals": {k: _plain(self.total(k)) for k in ("loss", "fund", "deleveraged", "socialized")},
             "slices": [
                 {
                     "account": name(c.account),
                     "block": c.block,
-                    "loss": str(c.loss),
-                    "fund": str(c.fund),
-                    "deleveraged": str(c.deleveraged),
-                    "socialized": str(c.socialized),
+                    "loss": _plain(c.loss),
+                    "fund": _plain(c.fund),
+                    "deleveraged": _plain(c.deleveraged),
+                    "socialized": _plain(c.socialized),
                     "exact": c.exact,
                 }
                 for c in self.covered
@@ -146,23 +151,24 @@ class Waterfall:
                 {
                     "instrument": c.name,
                     "side": "longs" if c.longs else "shorts",
-                    "amount": str(c.amount),
-                    "per_unit": str(c.per_unit),
-                    "open_interest": str(c.open_interest),
-                    "payers": {name(a): str(v) for a, v in c.payers.items()},
+                    "amount": _plain(c.amount),
+                    "per_unit": _plain(c.per_unit),
+                    "open_interest": _plain(c.open_interest),
+                    "payers": {name(a): _plain(v) for a, v in c.payers.items()},
                 }
                 for c in self.charges
             ],
             "loss_index": {
-                str(i): {"longs": str(longs), "shorts": str(shorts)} for i, (longs, shorts) in self.loss_index.items()
+                _plain(i): {"longs": _plain(longs), "shorts": _plain(shorts)}
+                for i, (longs, shorts) in self.loss_index.items()
             },
-            "socialized_shares": {name(a): str(v) for a, v in self.socialized_shares.items() if v},
+            "socialized_shares": {name(a): _plain(v) for a, v in self.socialized_shares.items() if v},
             "standing": [
                 {
                     "account": name(s.account),
                     "bidder": name(s.bidder),
-                    "fraction": str(s.fraction),
-                    "price": str(s.price),
+                    "fraction": _plain(s.fraction),
+                    "price": _plain(s.price),
                     "elapsed": s.elapsed,
                     "due": s.due,
                 }

@@ -49,6 +49,7 @@ def print_report(report: CrashReport) -> None:
             f"{_usd(s['deleveraged'])}  ({s['accounts_charged_by_deleveraging']} accounts)",
         ),
         ("  socialized (positive cash)", _usd(s["socialized"])),
+        ("fund's shortfall (all socialized before the waterfall)", _usd(s["deleveraged"] + s["socialized"])),
         ("  loss = fund + deleveraged + socialized, every slice", "to the wei" if s["every_slice_exact"] else "NO"),
         ("socialized from accounts never auctioned", _usd(s["socialized_from_healthy_accounts"])),
         (
@@ -130,7 +131,7 @@ def cli(network, count, fund, eth_move, btc_move, vol_factor, seed, step, as_jso
     if as_json:
         cm = Protocol(deploy(load_config(network.name), admin).manifest)
         report = run_crash(cm, admin, owner, keeper_account, lp, config)
-        out = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in report.summary().items()}
+        out = {k: (f"{v:f}" if isinstance(v, Decimal) else v) for k, v in report.summary().items()}
         out["config"] = {k: str(v) for k, v in vars(config).items()}
         out["waterfall"] = report.waterfall.to_json(report.name)
         click.echo(json.dumps(out, indent=2))
