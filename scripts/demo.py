@@ -1,10 +1,14 @@
 """``ape run demo``: the end-to-end crash demo on a local node.
 
-Deploys the stack, funds the insurance fund, opens hedged and unhedged books, crashes ETH in
-steps (then gaps BTC), runs the keeper until nothing is liquidatable, prints a report and
-saves a PNG chart of the auction price curve and every account's health over the crash.
+Deploys the stack, funds the insurance fund (a small deposit), opens hedged and unhedged
+books, registers two standing bids, crashes ETH in steps (then gaps BTC) with the keeper
+sweeping every two minutes of chain time, runs it until nothing is liquidatable, prints what
+happened as it goes and a report at the end (the auctions, who paid each insolvent loss:
+insurance fund, deleveraging, socialization) and saves a PNG chart of the auction price curve,
+every account's health over the crash and the loss split.
 """
 
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -44,18 +48,22 @@ def cli(network, chart):
     console.print(contracts_table(run.manifest, f"deployed on {network.name} ({run.sent} transactions)"))
 
     with console.status("starting") as status:
-        report = run_demo(cm, admin, maker, actors, lp, bidder, progress=status.update)
+
+        def progress(line: str) -> None:
+            console.print(f"  {line}")
+            status.update(line)
+
+        report = run_demo(cm, admin, maker, actors, lp, bidder, progress=progress)
 
     if not console.is_terminal:
-        console.width = 120  # CI logs: room for the report's columns
-    names = {b.account: b.name for b in report.books}
+        console.width = 140  # CI logs: room for the report's columns
     table = Table(title="auctions (USD; paid < 0: the bidder was paid)")
-    money = ("equity", "MM", "sold", "paid", "discount", "fund paid", "socialized")
-    for column in ("account", "ETH at start", *money, "ended"):
-        table.add_column(column, justify="left" if column == "account" else "right")
-    for record in report.auctions.values():
+    money = ("equity", "MM", "sold", "paid", "discount", "fund", "deleveraged", "socialized")
+    for column in ("account", "ETH at start", *money, "standing bids", "ended"):
+        table.add_column(column, justify="left" if column in ("account", "standing bids") else "right")
+    for record in report.auctions:
         table.add_row(
-            names.get(record.account, hex(record.account)),
+            report.name(record.account),
             f"{record.started_spot:,}",
             _usd(record.equity),
             _usd(record.maintenance),
@@ -63,10 +71,56 @@ def cli(network, chart):
             _usd(record.paid),
             _usd(record.discount),
             _usd(record.fund_payout),
+            _usd(record.deleveraged),
             _usd(record.socialized),
+            ", ".join(report.name(b) for b in record.standing),
             "yes" if record.ended else "no",
         )
     console.print(table)
+
+    w = report.waterfall
+    split = Table(title="loss waterfall of the insolvent slices (USD; loss = fund + deleveraged + socialized)")
+    for column in ("account", "loss", "insurance fund", "deleveraged", "socialized", "exact"):
+        split.add_column(column, justify="left" if column == "account" else "right")
+    for c in w.covered:
+        split.add_row(
+            report.name(c.account),
+            _usd(c.loss),
+            _usd(c.fund),
+            _usd(c.deleveraged),
+            _usd(c.socialized),
+            "to the wei" if c.exact else "NO",
+        )
+    split.add_row(
+        "total",
+        _usd(w.total("loss")),
+        _usd(w.total("fund")),
+        _usd(w.total("deleveraged")),
+        _usd(w.total("socialized")),
+        "",
+        style="bold",
+    )
+    console.print(split)
+
+    if w.charges:
+        payers = Table(title="who paid the deleveraging (the other side of the losing markets)")
+        for column in ("account", "market", "side", "charged (USD)"):
+            payers.add_column(column, justify="left" if column in ("account", "market", "side") else "right")
+        owed: dict[tuple[int, str, bool], Decimal] = {}
+        for charge in w.charges:
+            for account, paid in charge.payers.items():
+                key = (account, charge.name, charge.longs)
+                owed[key] = owed.get(key, Decimal(0)) + paid
+        for (account, market, longs), paid in sorted(owed.items(), key=lambda kv: -kv[1]):
+            payers.add_row(report.name(account), market, "longs" if longs else "shorts", _usd(paid))
+        console.print(payers)
+        instrument_of = {c.name: c.instrument for c in w.charges}
+        for name, longs, n, amount, per_unit in w.sides():
+            index = w.loss_index[instrument_of[name]][0 if longs else 1]
+            console.print(
+                f"{name} {'longs' if longs else 'shorts'}: {n} charge(s), {_usd(amount)} USD, "
+                f"{per_unit:,.4f} USD per unit; loss index now {index:,.4f}"
+            )
 
     final = Table(title="final healths")
     for column in ("account", "book", "equity", "MM", "equity − MM"):
@@ -76,9 +130,12 @@ def cli(network, chart):
         style = "green" if health >= 0 else "red"
         final.add_row(book.name, book.story, _usd(equity), _usd(mm), f"[{style}]{_usd(health)}[/]")
     console.print(final)
+    lags = [s.lag for s in w.standing if s.due is not None]
     console.print(
         f"insurance fund {_usd(report.fund_before)} → {_usd(report.fund_after)} USDC; "
-        f"socialized loss {_usd(report.socialized)} USD; keeper sweeps {report.sweeps}"
+        f"standing bids executed {len(w.standing)}"
+        + (f" (solvent ones at most {max(lags)} s after d(t) reached them)" if lags else "")
+        + f"; keeper sweeps {report.sweeps}; {report.seconds:.0f} s"
     )
     path = draw_chart(report, chart)
     console.print(f"chart saved to [bold]{path}[/]")
