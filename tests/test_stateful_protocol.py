@@ -972,8 +972,8 @@ class Protocol(RuleBasedStateMachine):
         lines = view["perps"][account_id(self.holder.address, 0)]
         expected = {}
         for u, (size, cost, funding) in Protocol.holder_position.items():
-            index = self.loss_index.get((Protocol.perp_ids[u], size > 0), 0)
-            expected[u] = (size, cost + -(-abs(size) * index // WAD), funding)
+            per_unit = self.loss_index.get((Protocol.perp_ids[u], size > 0), 0)
+            expected[u] = (size, cost + -(-abs(size) * per_unit // WAD), funding)
         assert {line[0]: tuple(line[1:4]) for line in lines} == expected, lines
         ema = self._ema()
         for underlying, value in ema.items():
