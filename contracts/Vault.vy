@@ -375,9 +375,10 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     self._debit(account, asset, debit)
     # For collateral `total` is the sum of all balances, the debited one included. Cash also
     # moves between accounts (premiums, PnL, fees), so a cash withdrawal may exceed the net
-    # deposits `total` counts; it then stops at zero instead of wrapping.
+    # deposits `total` counts; it then stops at zero instead of wrapping. What is held back
+    # stays in the vault (a claim of `exit_pool`): only what leaves is counted out.
     total: uint256 = self.asset_data[asset].total
-    self.asset_data[asset].total = total - min(total, debit)
+    self.asset_data[asset].total = total - min(total, sent * scale)
     self._check_initial(account)
 
     assert extcall IERC20(asset).transfer(receiver, sent, default_return_value=True), "vault: transfer failed"

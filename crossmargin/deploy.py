@@ -265,7 +265,12 @@ class Deployment:
             return wired == ZERO or (found is not None and wired == found.address)
 
         clearing = self._contract(
-            "Clearinghouse", project.Clearinghouse, vault.address, router.address, moves.address, matches=clearing_matches
+            "Clearinghouse",
+            project.Clearinghouse,
+            vault.address,
+            router.address,
+            moves.address,
+            matches=clearing_matches,
         )
         markets = self._contract(
             "Markets",

@@ -8,11 +8,14 @@ The book (conftest `book`): `trader` holds 10,000 USDC and is short 10 ETH perp 
 against `maker` (1M USDC). At 4,100 its equity is about -1,000.
 """
 
+import json
+from decimal import Decimal
+
 import ape
 import pytest
 
 from crossmargin.model import auction as model
-from crossmargin.units import WAD, account_id, to_wad
+from crossmargin.units import WAD, account_id, from_wad, to_wad
 
 
 def set_eth(cm, admin, price: str):
@@ -186,6 +189,8 @@ def test_sandwich__leaving_before_the_bid_costs_at_least_the_share_of_staying(
     [held] = receipt.decode_logs(vault.ExitHeldBack)
     got = (usdc.contract.balanceOf(taker) - wallet) * 10**12
     assert got + held.amount == stake and vault.exit_pool() == held.amount
+    # what is held back stays in the vault: its tokens still match the total it counts
+    assert usdc.contract.balanceOf(vault.address) * 10**12 == vault.assets(usdc.address).total
     fund_assets = cm.fund.contract.totalAssets() * 10**12
     assert held.amount == model.hold_back(50000 * 10**6, reserved, fund_assets, base) * 10**12
     bid = cm.liquidator.bid(bidder, short_calls, "1", "0")
@@ -322,3 +327,16 @@ def test_insolvent_future__charged_to_its_longs__realized_at_settlement(
     [event] = settled.decode_logs(clearing.FutureSettled)
     assert event.payoff == 10 * to_wad(4100) - to_wad(30000) - charge.amount
     assert vault.cash_of(maker, 0) - before == event.payoff
+
+
+def test_status__shows_the_pending_loss_and_the_exit_pool(cm, vault, short_calls, stranger, taker, run_status):
+    """`ape run status` shows operators the loss reserved for open insolvent auctions and
+    the cash held back from those who left meanwhile."""
+    cm.liquidator.start(stranger, short_calls)
+    cm.vault.withdraw(taker, "USDC", "50000")
+    out = run_status(as_json=True)
+    fund = json.loads(out[out.index("{") :])["fund"]
+    assert Decimal(fund["pending_loss"]) == from_wad(vault.pending_loss()) > 0
+    assert Decimal(fund["exit_pool"]) == from_wad(vault.exit_pool()) > 0
+    table = run_status()
+    assert "pending loss of insolvent auctions (USD)" in table and "exit pool (USD)" in table

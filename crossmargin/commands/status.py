@@ -149,6 +149,8 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
             "share_price": fund.share_price(),
             "pending_income": fund.pending_income(),
             "socialized_loss": from_wad(vault.socialized_loss()),
+            "pending_loss": from_wad(vault.pending_loss()),
+            "exit_pool": from_wad(vault.exit_pool()),
             "cash_index": Decimal(vault.cash_index()) / Decimal(INDEX_ONE),
             "positive_cash": from_wad(vault.positive_cash()),
         },
@@ -227,6 +229,8 @@ def render(status: dict) -> None:
     table.add_row("share price (USD)", f"{fund['share_price']:.6f}")
     table.add_row("pending income (USD)", usd(fund["pending_income"]))
     table.add_row("socialized loss (USD)", usd(fund["socialized_loss"]))
+    table.add_row("pending loss of insolvent auctions (USD)", usd(fund["pending_loss"]))
+    table.add_row("exit pool (USD)", usd(fund["exit_pool"]))
     table.add_row("cash index", f"{fund['cash_index']:.12f}")
     table.add_row("positive cash (USD)", usd(fund["positive_cash"]))
     console.print(table)
