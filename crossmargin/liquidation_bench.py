@@ -97,6 +97,42 @@ def liquidation_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> l
     )
     extra = standing.execution - direct.execution
     rows += [direct, GasRow(standing.action, standing.total, standing.execution, standing.note.format(extra))]
+    # insolvent (then undone): ETH up until equity <= 0 and the ramp started; a 10% bid is
+    # paid by the fund (empty here), then by deleveraging the ETH perp's longs (the loss
+    # index written for the first time) and releases its share of the pending loss; a
+    # withdrawal meanwhile gives up its share of that loss (the hold-back)
+    snapshot = chain.snapshot()
+    for price in range(4000, 9000, 250):
+        cm.oracle.push(admin, "ETH/USD", str(price))
+        if engine.margin(account).equity <= 0:
+            break
+    cm.oracle.push(admin, "ETH/IV", "0.6")
+    engine.refresh(options, sender=counterparty)
+    liquidator.mark_insolvent(account, sender=bidder)
+    chain.mine(timestamp=chain.pending_timestamp + 60)
+    rows.append(
+        measure_call(
+            "withdraw 100 USDC while an insolvent loss is pending (hold-back)",
+            counterparty,
+            cm.vault.contract.withdraw,
+            cm.token("USDC").address,
+            100 * 10**6,
+            0,
+            str(counterparty),
+        )
+    )
+    rows.append(
+        measure_call(
+            "insolvent bid 10%: fund, then deleveraging (1 perp side charged)",
+            bidder,
+            liquidator.bid,
+            account,
+            to_wad("0.1"),
+            to_wad(10**6),
+            0,
+        )
+    )
+    chain.restore(snapshot)
     cm.token("USDC").mint(admin, owner, "100000")
     cm.vault.deposit(owner, "USDC", "100000")  # cures it
     rows.append(measure_call("liquidation terminate, 10 positions", bidder, liquidator.terminate, account))

@@ -199,7 +199,7 @@ def worst_case_benchmark(base: NetworkConfig, admin, owner, counterparty, bidder
     while engine.margin(account).equity > 0:
         for name in rising:
             feed = f"{name}/USD"
-            cm.oracle.push(admin, feed, str(cm.oracle.price(feed) * Decimal("1.05")))
+            cm.oracle.push(admin, feed, str((cm.oracle.price(feed) * Decimal("1.05")).quantize(Decimal("0.0001"))))
     liquidator.mark_insolvent(account, sender=bidder, gas_limit=limit)
     chain.mine(timestamp=chain.pending_timestamp + 60)
     new_round_everywhere(cm, admin)

@@ -329,14 +329,16 @@ def test_insolvent_future__charged_to_its_longs__realized_at_settlement(
     assert vault.cash_of(maker, 0) - before == event.payoff
 
 
-def test_status__shows_the_pending_loss_and_the_exit_pool(cm, vault, short_calls, stranger, taker, run_status):
+def test_status__shows_the_pending_loss_and_the_exit_pool(
+    cm, vault, short_calls, stranger, taker, run_status, tmp_path
+):
     """`ape run status` shows operators the loss reserved for open insolvent auctions and
     the cash held back from those who left meanwhile."""
     cm.liquidator.start(stranger, short_calls)
     cm.vault.withdraw(taker, "USDC", "50000")
-    out = run_status(as_json=True)
+    out = run_status(as_json=True, state_file=tmp_path / "none.json")
     fund = json.loads(out[out.index("{") :])["fund"]
     assert Decimal(fund["pending_loss"]) == from_wad(vault.pending_loss()) > 0
     assert Decimal(fund["exit_pool"]) == from_wad(vault.exit_pool()) > 0
-    table = run_status()
+    table = run_status(state_file=tmp_path / "none.json")
     assert "pending loss of insolvent auctions (USD)" in table and "exit pool (USD)" in table
