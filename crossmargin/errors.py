@@ -53,6 +53,37 @@ class NetworkRefusedError(CrossmarginError):
     """An action refused on this network (e.g. the faucet off local and devnet networks)."""
 
 
+class InsufficientMarginError(CrossmarginError):
+    """A fill the preview shows would revert for margin (``clearing: insufficient margin``):
+    the account would end below its initial margin and the trade does not only reduce its
+    risk. Raised before anything is sent.
+
+    Attributes:
+        account: The account id (``owner << 96 | subaccount``).
+        required: Its IM after the trade (USD).
+        available: Its equity after the trade (USD).
+        new_risk_open: False when the oracle closed new risk (then only risk-reducing
+            trades go through, whatever the margin).
+    """
+
+    def __init__(self, account: int, required: Decimal, available: Decimal, new_risk_open: bool = True):
+        self.account, self.required, self.available = account, required, available
+        self.new_risk_open = new_risk_open
+        message = (
+            f"insufficient margin: account {short_account(account)} needs IM {required:,.2f} USD, "
+            f"has equity {available:,.2f} USD"
+        )
+        if not new_risk_open:
+            message += " (new risk is closed: only trades that reduce risk go through)"
+        super().__init__(message)
+
+
+def short_account(account: int) -> str:
+    """An account id as ``0xabcd..ef01/<subaccount>`` (the owner's address shortened)."""
+    owner = f"{account >> 96:040x}"
+    return f"0x{owner[:4]}..{owner[-4:]}/{account & (2**96 - 1)}"
+
+
 class NoDeployment:
     """What the console binds ``cm`` (and its clients) to when the network has no
     deployment: any use raises :class:`MissingDeploymentError` with the reason."""

@@ -22,6 +22,8 @@ from ape import chain
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
+from crossmargin.units import account_id
+
 # The exchange's EIP-712 domain (`Exchange.vy`: `eip712_domain_separator.__init__`).
 DOMAIN_NAME = "crossmargin"
 DOMAIN_VERSION = "1"
@@ -175,6 +177,8 @@ class ExchangeClient:
         """
         self.contract = contract
         self._last_nonce = 0
+        # `Protocol.preflight_fill` (set by `Protocol`): previews both sides of a fill
+        self.preflight: Any = None
 
     @property
     def address(self) -> str:
@@ -246,6 +250,8 @@ class ExchangeClient:
         taker_subaccount: int = 0,
         signer: Any = None,
         taker_owner: Any = None,
+        *,
+        preflight: bool = True,
     ):
         """Fills ``size`` of ``order``; ``taker`` sends the transaction.
 
@@ -257,10 +263,15 @@ class ExchangeClient:
             taker_subaccount: The taker's subaccount.
             signer: Who signed the order (default: its owner).
             taker_owner: The taker account's owner (default: ``taker``).
+            preflight: Preview both sides' margin first (when the client has a preflight,
+                as ``Protocol``'s has) and raise ``InsufficientMarginError``, sending
+                nothing, if the clearinghouse would revert the fill for margin.
 
         Returns:
             The receipt.
         """
+        if preflight and self.preflight is not None:
+            self._preflight(order, size, taker_subaccount, taker if taker_owner is None else taker_owner)
         return self.contract.fill(
             order.as_tuple(),
             order.owner if signer is None else signer,
@@ -269,6 +280,20 @@ class ExchangeClient:
             taker_subaccount,
             taker if taker_owner is None else taker_owner,
             sender=taker,
+        )
+
+    def _preflight(self, order: Order, size: int, taker_subaccount: int, taker_owner: Any) -> None:
+        signed = size if order.buy else -size
+        rates = (self.contract.maker_fee(), self.contract.taker_fee())
+        # `Exchange._fee`: ceil(size · price · rate / 1e36)
+        fees = [-(-size * order.price * rate // 10**36) for rate in rates]
+        self.preflight(
+            account_id(order.owner, order.subaccount),
+            account_id(str(taker_owner), taker_subaccount),
+            order.instrument,
+            signed,
+            order.price,
+            *fees,
         )
 
     def cancel(self, sender: Any, order: Order):
