@@ -53,10 +53,13 @@ class NetworkRefusedError(CrossmarginError):
     """An action refused on this network (e.g. the faucet off local and devnet networks)."""
 
 
-class InsufficientMarginError(CrossmarginError):
-    """A fill the preview shows would revert for margin (``clearing: insufficient margin``):
-    the account would end below its initial margin and the trade does not only reduce its
-    risk. Raised before anything is sent.
+class InsufficientMarginError(CrossmarginError, ApeContractLogicError):
+    """A fill the preview shows would revert for margin: the account would end below its
+    initial margin and the trade does not only reduce its risk. Raised before anything is
+    sent. It is also the revert it predicts (an ape ``ContractLogicError`` whose
+    ``revert_message`` is ``"clearing: insufficient margin"``), so code that expects that
+    revert from a fill (``ape.reverts``, ``revert_reason``) sees it unchanged; its text is
+    the one line with required vs available.
 
     Attributes:
         account: The account id (``owner << 96 | subaccount``).
@@ -66,16 +69,21 @@ class InsufficientMarginError(CrossmarginError):
             trades go through, whatever the margin).
     """
 
+    REVERT = "clearing: insufficient margin"
+
     def __init__(self, account: int, required: Decimal, available: Decimal, new_risk_open: bool = True):
+        super().__init__(revert_message=self.REVERT, set_ape_traceback=False)
         self.account, self.required, self.available = account, required, available
         self.new_risk_open = new_risk_open
-        message = (
+        self.text = (
             f"insufficient margin: account {short_account(account)} needs IM {required:,.2f} USD, "
             f"has equity {available:,.2f} USD"
         )
         if not new_risk_open:
-            message += " (new risk is closed: only trades that reduce risk go through)"
-        super().__init__(message)
+            self.text += " (new risk is closed: only trades that reduce risk go through)"
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def short_account(account: int) -> str:

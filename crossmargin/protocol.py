@@ -1030,9 +1030,15 @@ class Protocol:
     ) -> None:
         """Previews a fill of ``size`` (WAD, the maker's side) at ``price`` (WAD) for both
         sides and raises :class:`InsufficientMarginError` for the first one the
-        clearinghouse's check would reject; the exchange client calls it before sending."""
+        clearinghouse's check would reject; the exchange client calls it before sending. A
+        preview that itself reverts (an unknown or expired instrument, a position cap: what
+        the fill would revert for first) leaves the fill to be sent, so that the chain gives
+        its own reason."""
         for account, signed, fee in ((maker, size, maker_fee), (taker, -size, taker_fee)):
-            result = self.lens.preview(account, [(instrument, signed, price, fee)])
+            try:
+                result = self.lens.preview(account, [(instrument, signed, price, fee)])
+            except Exception:  # noqa: BLE001 - e.g. an expired instrument: the fill reverts with the chain's reason
+                return
             preview = MarginPreview(
                 account=account,
                 before=_margin_view(result.before),

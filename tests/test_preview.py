@@ -18,7 +18,7 @@ import pytest
 from ape import chain
 from test_model import push_all
 
-from crossmargin.errors import InsufficientMarginError
+from crossmargin.errors import InsufficientMarginError, one_line, revert_reason
 from crossmargin.model import margin as model
 from crossmargin.model.clearing import PreviewTrade
 from crossmargin.protocol import fill_fee, health_at_spot
@@ -186,6 +186,16 @@ def test_trade__preflight_error__required_and_available(cm, trader, maker, book)
     assert error.value.required == preview.initial
     assert error.value.available == preview.equity
     assert error.value.required > error.value.available
+
+
+def test_trade__preflight_error__one_line_and_the_revert_it_predicts(cm, trader, maker, book):
+    with pytest.raises(InsufficientMarginError) as error:
+        cm.trade(trader, maker, book["perp"], "500", "3000")
+    assert one_line(error.value) == str(error.value)
+    assert one_line(error.value).startswith("insufficient margin: account ")
+    assert revert_reason(error.value) == "clearing: insufficient margin"
+    with ape.reverts("clearing: insufficient margin"):  # code expecting the revert sees it
+        cm.trade(trader, maker, book["perp"], "500", "3000")
 
 
 def test_trade__preflight_off__reverts_on_chain(cm, trader, maker, book):
