@@ -61,26 +61,29 @@ class InsufficientMarginError(CrossmarginError, ApeContractLogicError):
     revert from a fill (``ape.reverts``, ``revert_reason``) sees it unchanged; its text is
     the one line with required vs available.
 
+    When new risk is closed (the oracle's circuit breakers) or the vault paused, only a
+    trade that reduces risk goes through: the revert it predicts is then the oracle's
+    reason or ``"clearing: paused"`` (``closed``), as the clearinghouse's would be.
+
     Attributes:
         account: The account id (``owner << 96 | subaccount``).
         required: Its IM after the trade (USD).
         available: Its equity after the trade (USD).
-        new_risk_open: False when the oracle closed new risk (then only risk-reducing
-            trades go through, whatever the margin).
+        closed: Why only risk-reducing trades go through now (the revert reason), or None.
     """
 
     REVERT = "clearing: insufficient margin"
 
-    def __init__(self, account: int, required: Decimal, available: Decimal, new_risk_open: bool = True):
-        super().__init__(revert_message=self.REVERT, set_ape_traceback=False)
-        self.account, self.required, self.available = account, required, available
-        self.new_risk_open = new_risk_open
-        self.text = (
-            f"insufficient margin: account {short_account(account)} needs IM {required:,.2f} USD, "
-            f"has equity {available:,.2f} USD"
-        )
-        if not new_risk_open:
-            self.text += " (new risk is closed: only trades that reduce risk go through)"
+    def __init__(self, account: int, required: Decimal, available: Decimal, closed: str | None = None):
+        super().__init__(revert_message=closed or self.REVERT, set_ape_traceback=False)
+        self.account, self.required, self.available, self.closed = account, required, available, closed
+        numbers = f"needs IM {required:,.2f} USD, has equity {available:,.2f} USD"
+        if closed:
+            self.text = (
+                f"only trades that reduce risk go through now ({closed}): account {short_account(account)} {numbers}"
+            )
+        else:
+            self.text = f"insufficient margin: account {short_account(account)} {numbers}"
 
     def __str__(self) -> str:
         return self.text

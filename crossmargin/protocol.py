@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from ape import networks, project
-from ape.exceptions import ContractNotFoundError
+from ape.exceptions import ContractLogicError, ContractNotFoundError
 from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
@@ -129,6 +129,9 @@ class MarginPreview:
     legs: tuple[PreviewLeg, ...]
     cash: Decimal  # cash the trades move: premiums, realized PnL, funding settled, fees
     new_risk_open: bool
+    # why only risk-reducing trades go through now (new risk closed: the oracle's reason; the
+    # vault paused: "clearing: paused"), else None
+    closed: str | None = None
     liquidation_prices: dict[str, LiquidationPrice] = field(default_factory=dict)
 
     @property
@@ -152,7 +155,7 @@ class MarginPreview:
     def allowed(self) -> bool:
         """Whether the clearinghouse's check after the fill passes (``_check_trade``): at or
         above IM with new risk open, or a trade that only reduces risk."""
-        if self.new_risk_open and self.after.initial_health >= 0:
+        if self.closed is None and self.after.initial_health >= 0:
             return True
         before, after = self.before, self.after
         return clearing_model.risk_reducing_allowed(
@@ -162,7 +165,7 @@ class MarginPreview:
     def check(self) -> MarginPreview:
         """Itself if ``allowed``, else :class:`InsufficientMarginError` (required vs available)."""
         if not self.allowed:
-            raise InsufficientMarginError(self.account, self.after.initial, self.after.equity, self.new_risk_open)
+            raise InsufficientMarginError(self.account, self.after.initial, self.after.equity, self.closed)
         return self
 
 
@@ -977,6 +980,7 @@ class Protocol:
             legs=tuple(legs),
             cash=from_wad(result.cash),
             new_risk_open=bool(self.engine.contract.new_risk_open(block_id=block_id)),
+            closed=self._closed(block_id),
         )
         if not liquidation_prices:
             return preview
@@ -1025,6 +1029,19 @@ class Protocol:
             for u in sorted(model._touched(state))
         }
 
+    def _closed(self, block_id: int | None) -> str | None:
+        """Why only risk-reducing trades go through now, as the clearinghouse's check would
+        revert: ``"clearing: paused"`` while the vault is paused, the oracle's reason while
+        new risk is closed; None when neither."""
+        at = _at(block_id)
+        if self.vault.contract.paused(**at):
+            return "clearing: paused"
+        try:
+            self.engine.contract.check_new_risk(**at)
+        except ContractLogicError as error:
+            return error.revert_message or "new risk closed"
+        return None
+
     def preflight_fill(
         self, maker: int, taker: int, instrument: int, size: int, price: int, maker_fee: int, taker_fee: int
     ) -> None:
@@ -1046,6 +1063,7 @@ class Protocol:
                 legs=(),
                 cash=from_wad(result.cash),
                 new_risk_open=bool(self.engine.contract.new_risk_open()),
+                closed=self._closed(None),
             )
             preview.check()
 

@@ -37,7 +37,7 @@ def frozen_clock():
     chain.provider.make_request("anvil_removeBlockTimestampInterval", [])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def book(cm, admin, create_account, trader, maker, list_option):
     """`trader` (USDC and WETH): long 2 ETH calls, short 1 ETH put, long 1 ETH perp, short 1
     ETH future; `maker` is every trade's counterparty. Returns the instruments by name."""
@@ -230,7 +230,7 @@ def test_fill__taker_below_margin__raises_before_sending(cm, trader, maker, book
 # ---------------------------------------------------------------- liquidation price
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def leveraged(cm, create_account, operator, maker, book):
     """`operator`: 8,000 USDC, long 10 ETH perps at 3,000."""
     create_account(operator, {"USDC": "8000"})
