@@ -198,6 +198,15 @@ def test_trade__preflight_error__one_line_and_the_revert_it_predicts(cm, trader,
         cm.trade(trader, maker, book["perp"], "500", "3000")
 
 
+def test_trade__new_risk_closed__preflight_predicts_the_oracle_revert(cm, admin, trader, maker, book):
+    cm.oracle.push(admin, "USDC/USD", "0.90")  # the settlement asset off its peg
+    nonce = maker.nonce
+    with pytest.raises(InsufficientMarginError, match=r"only trades that reduce risk go through now") as error:
+        cm.trade(trader, maker, book["perp"], "1", "3000")
+    assert error.value.closed == revert_reason(error.value) == "oracle: price out of bounds"
+    assert maker.nonce == nonce
+
+
 def test_trade__preflight_off__reverts_on_chain(cm, trader, maker, book):
     """The preflight's verdict is the clearinghouse's."""
     with ape.reverts("clearing: insufficient margin"):
