@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ape import chain
+from ape.exceptions import ContractLogicError
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
+from crossmargin.errors import InsufficientMarginError, revert_reason
 from crossmargin.units import account_id
 
 # The exchange's EIP-712 domain (`Exchange.vy`: `eip712_domain_separator.__init__`).
@@ -265,22 +267,33 @@ class ExchangeClient:
             taker_owner: The taker account's owner (default: ``taker``).
             preflight: Preview both sides' margin first (when the client has a preflight,
                 as ``Protocol``'s has) and raise ``InsufficientMarginError``, sending
-                nothing, if the clearinghouse would revert the fill for margin.
+                nothing, if the clearinghouse would revert the fill for margin (a fill that
+                reverts earlier for another reason raises that revert instead, also unsent).
 
         Returns:
             The receipt.
         """
-        if preflight and self.preflight is not None:
-            self._preflight(order, size, taker_subaccount, taker if taker_owner is None else taker_owner)
-        return self.contract.fill(
+        args = (
             order.as_tuple(),
             order.owner if signer is None else signer,
             signature,
             size,
             taker_subaccount,
             taker if taker_owner is None else taker_owner,
-            sender=taker,
         )
+        if preflight and self.preflight is not None:
+            try:
+                self._preflight(order, size, taker_subaccount, args[-1])
+            except InsufficientMarginError as predicted:
+                # the fill itself, simulated: a check it meets before the margin's (the
+                # order's, the markets' caps, an auction) reverts first, with its reason
+                try:
+                    self.contract.fill.call(*args, sender=taker)
+                except ContractLogicError as error:
+                    if revert_reason(error) != predicted.revert_message:
+                        raise
+                    raise predicted from None
+        return self.contract.fill(*args, sender=taker)
 
     def _preflight(self, order: Order, size: int, taker_subaccount: int, taker_owner: Any) -> None:
         signed = size if order.buy else -size

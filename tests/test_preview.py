@@ -236,6 +236,18 @@ def test_fill__taker_below_margin__raises_before_sending(cm, trader, maker, book
     assert trader.nonce == nonce
 
 
+def test_fill__earlier_revert__that_reason_and_nothing_sent(cm, trader, maker, book):
+    """A fill the preview shows failing margin that meets an earlier check first (here the
+    order's deadline) raises that check's revert, still without sending."""
+    order = cm.exchange.make_order(maker, book["perp"], False, to_wad(500), to_wad(3000), ttl=0)
+    signature = cm.exchange.sign(maker, order)
+    chain.mine(timestamp=chain.pending_timestamp + 10)
+    nonce = trader.nonce
+    with ape.reverts("exchange: expired"):
+        cm.exchange.fill(trader, order, signature, to_wad(500))
+    assert trader.nonce == nonce
+
+
 # ---------------------------------------------------------------- liquidation price
 
 
