@@ -5,7 +5,9 @@
         `eth_call` returns what would otherwise take one round trip per position.
         `snapshot(account)` loads every input of an account's valuation (the model's
         `snapshot`); `instruments`, `risk_arrays`, `array_epochs`, `holders_sizes` and
-        `underlyings` read many instruments, accounts or underlyings at once.
+        `underlyings` read many instruments, accounts or underlyings at once;
+        `preview(account, trades)` is the margin the account would have after a list of
+        trades (the engine's `margin_with` on the positions they would leave).
 
         Bounds: an account's snapshot holds at most 128 options (the clearinghouse's bound)
         and 16 underlyings; a batch takes at most 64 ids (each id's reads cost a few
@@ -18,19 +20,26 @@
         with the clearinghouse's own ABI.
 """
 
+from snekmate.utils import math
+
 from interfaces import IClearinghouse
 from interfaces import IMarkets
+from interfaces import IRiskEngine
 from interfaces import IVault
+from lib import fixed
 
 
 interface IOracleRouter:
     def price_rounds(key_a: bytes32, key_b: bytes32, liquidation: bool) -> (uint256, uint80, uint256, uint80): view
+    def price(key: bytes32) -> uint256: view
 
 
 interface IClearing:
     def option_ids(account: uint256) -> DynArray[uint256, MAX_OPTIONS]: view
     def perp_mask(account: uint256) -> uint256: view
     def option_size(account: uint256, instrument_id: uint256) -> int256: view
+    def positions(account: uint256) -> IClearinghouse.Positions: view
+    def funding(underlying: uint256) -> (int256, int256, uint256): view
 
 
 interface IEngine:
@@ -42,6 +51,13 @@ interface IEngine:
     def im_factor() -> uint256: view
     def max_array_age() -> uint256: view
     def rate() -> uint256: view
+    def spot_key(underlying: uint256) -> bytes32: view
+    def margin(account: uint256) -> IRiskEngine.Margin: view
+    def margin_with(account: uint256, positions: IClearinghouse.Positions, cash_delta: int256) -> IRiskEngine.Margin: view
+
+
+interface IMarketsParams:
+    def max_options() -> uint256: view
 
 
 # @dev Option positions of one account (the clearinghouse's MAX_OPTIONS).
@@ -57,6 +73,17 @@ MAX_INPUT: constant(uint256) = 256
 # @dev Room for the raw ABI encoding of `Clearinghouse.positions` (bytes): today at most
 #      135 words (4,320 bytes) at 128 options and 16 perps; the rest is room for new fields.
 MAX_POSITIONS_BYTES: constant(uint256) = 16_384
+# @dev Trades per `preview` (each costs one valuation of the account).
+MAX_TRADES: constant(uint256) = 16
+# @dev Instrument kinds (`Markets.vy`), and the clearinghouse's bound on future positions.
+PERP: constant(uint256) = 1
+CALL: constant(uint256) = 2
+PUT: constant(uint256) = 3
+FUTURE: constant(uint256) = 4
+MAX_FUTURES: constant(uint256) = 16
+WAD: constant(uint256) = 10**18
+IWAD: constant(int256) = 10**18
+M32: constant(uint256) = 2**32 - 1
 
 
 # @dev The engine's unpacked listing of an underlying (`MarginEngine.underlyings`).
@@ -147,6 +174,33 @@ struct Snapshot:
     im_factor: uint256
     max_array_age: uint256
     rate: uint256
+
+
+# @dev A trade `preview` applies, from the previewed account's side.
+struct Trade:
+    instrument: uint256
+    # signed size (WAD units): positive buys, negative sells
+    size: int256
+    # price (WAD USD per unit)
+    price: uint256
+    # fee the account pays for it (WAD USD; the exchange's rate times the notional)
+    fee: uint256
+
+
+# @dev What `preview` returns (WAD; signed where marked).
+struct Preview:
+    # the account's margin now, and after every trade
+    before: IRiskEngine.Margin
+    after: IRiskEngine.Margin
+    # after: equity − MM (signed; below 0 the account is liquidatable) and equity − IM
+    # (signed; a trade that adds risk needs it >= 0)
+    health: int256
+    initial_health: int256
+    # the IM each trade adds: IM after trades 1..k minus IM after trades 1..k−1 (signed)
+    legs: DynArray[int256, MAX_TRADES]
+    # the cash the trades move (signed): premiums, realized perp and future PnL, perp
+    # funding settled, fees
+    cash: int256
 
 
 # @dev The contracts read; fixed for the lens's life (redeploy it to read others).
@@ -304,6 +358,79 @@ def underlyings(ids: DynArray[uint256, MAX_INPUT], liquidation: bool = False) ->
     return out
 
 
+@external
+@view
+def preview(account: uint256, trades: DynArray[Trade, MAX_INPUT]) -> Preview:
+    """
+    @notice The margin `account` would have after `trades`, in order, as the clearinghouse
+            would apply them now (no state changes): each trade moves the account's
+            position as `Clearinghouse.trade` does (option words two to a word; perp and
+            future cost += ceil(size·price), realized when flat, perp funding settled first;
+            option premium paid rounded up, received rounded down; `fee` paid), then the
+            engine values the positions that leave (`MarginEngine.margin_with`). Equal to
+            the engine's `margin` after the same fills in the same block.
+    @param account Account id (owner << 96 | subaccount).
+    @param trades At most 16: instrument id, signed size from the account's side (WAD
+           units, > 0 buys), price (WAD USD per unit, > 0) and the fee paid (WAD USD).
+    @return The margin now and after, health (equity − MM) and equity − IM after, the IM
+            each trade adds and the cash they move (WAD).
+    @dev Risk arrays: the engine computes a stale array in memory, exactly as the check
+         after the fill would store it, so options not held yet are valued as they would
+         be. Reverts as the fill would for an unknown or expired instrument, a zero size or
+         price, the option position cap and a position out of range (with the lens's own
+         reasons); the fill's other checks (open interest and position notional caps,
+         operator bands, auctions, pauses) are not previewed.
+    """
+    assert len(trades) <= MAX_TRADES, "lens: too many trades"
+    result: Preview = empty(Preview)
+    result.before = staticcall ENGINE.margin(account)
+    positions: IClearinghouse.Positions = staticcall CLEARING.positions(account)
+    # the option positions as full words (`fixed._word`), stored again as pairs per trade
+    words: DynArray[uint256, MAX_OPTIONS] = []
+    for i: uint256 in range(2 * len(positions.options), bound=MAX_OPTIONS):
+        word: uint256 = fixed._pair_word(positions.options[i // 2], i % 2)
+        if word == 0:
+            break
+        words.append(word)
+    max_options: uint256 = staticcall IMarketsParams(MARKETS.address).max_options()
+    initial: uint256 = result.before.initial
+    for trade: Trade in trades:
+        assert trade.size != 0, "lens: zero size"
+        assert trade.price != 0, "lens: zero price"
+        assert abs(trade.size) < 2**127, "lens: size out of range"
+        instrument: IClearinghouse.Instrument = staticcall MARKETS.instrument(trade.instrument)
+        assert instrument.kind != 0, "lens: unknown instrument"
+        if instrument.kind != PERP:
+            assert block.timestamp < instrument.expiry, "lens: instrument expired"
+        result.cash -= convert(trade.fee, int256)
+        cash: int256 = 0
+        if instrument.kind == PERP:
+            positions.perps, cash = self._trade_perp(
+                positions.perps, positions.funding_cap, positions.funding_interval, instrument.underlying, trade
+            )
+            result.cash += cash
+        elif instrument.kind == FUTURE:
+            positions.futures, cash = self._trade_future(positions.futures, instrument, trade.instrument, trade)
+            result.cash += cash
+        else:
+            words = self._with_size(words, trade.instrument, instrument, trade.size, max_options)
+            # the buyer pays the premium rounded up, the seller receives it rounded down
+            units: uint256 = convert(abs(trade.size), uint256)
+            if trade.size > 0:
+                result.cash -= convert(math._mul_div(units, trade.price, WAD, True), int256)
+            else:
+                result.cash += convert(math._mul_div(units, trade.price, WAD, False), int256)
+            positions.options = self._pairs(words)
+        result.after = staticcall ENGINE.margin_with(account, positions, result.cash)
+        result.legs.append(convert(result.after.initial, int256) - convert(initial, int256))
+        initial = result.after.initial
+    if len(trades) == 0:
+        result.after = result.before
+    result.health = result.after.equity - convert(result.after.maintenance, int256)
+    result.initial_health = result.after.equity - convert(result.after.initial, int256)
+    return result
+
+
 # ---------------------------------------------------------------- internals
 
 
@@ -335,3 +462,169 @@ def _underlying(u: uint256, liquidation: bool) -> Underlying:
     record.spot_round, record.vol_round, record.epoch, record.opened_at, record.horizon = staticcall ENGINE.epoch(u)
     out.epoch = record
     return out
+
+
+
+@internal
+@view
+def _trade_perp(
+    perps: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS], cap: uint256, interval: uint256, u: uint256, trade: Trade
+) -> (DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS], int256):
+    """
+    @dev `Clearinghouse._trade_linear` on the perp line of `u` among `perps` (a new one if
+         there is none): funding settled to the index accrued to now, then cost +=
+         ceil(size·price), realized when flat (the line then leaves the list, as the
+         clearinghouse lists a perp only while it has a size). A line carries its perp's
+         funding state as stored: accrued to now it gives the index the trade settled to,
+         whatever the trade does to the premium EMA (which moves the index only later).
+    @return The lines after the trade and its cash change (WAD).
+    """
+    lines: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS] = perps
+    slot: uint256 = 0
+    line: IClearinghouse.PerpLine = IClearinghouse.PerpLine(underlying=u, line=0, funding=0, state=0)
+    for i: uint256 in range(len(lines), bound=MAX_UNDERLYINGS):
+        if lines[i].underlying == u:
+            slot = i + 1
+            line = lines[i]
+            break
+    cumulative: int256 = 0
+    premium: int256 = 0
+    updated_at: uint256 = 0
+    if slot == 0:
+        # the funding state as `Clearinghouse._put_funding` packs it
+        cumulative, premium, updated_at = staticcall CLEARING.funding(u)
+        line.state = (
+            (convert(convert(cumulative, bytes32), uint256) & (2**128 - 1))
+            | ((convert(convert(premium, bytes32), uint256) & (2**80 - 1)) << 128)
+            | (updated_at << 208)
+        )
+    else:
+        cumulative, premium, updated_at = fixed._funding_state(line.state)
+    index: int256 = fixed._funding_now(
+        cumulative, premium, updated_at, staticcall ORACLE.price(staticcall ENGINE.spot_key(u)), cap, interval, block.timestamp
+    )
+    size: int256 = 0
+    cost: int256 = 0
+    size, cost = fixed._perp_line(line.line)
+    cash: int256 = fixed._floor_div(-size * (index - line.funding), IWAD)
+    line.funding = index
+    size += trade.size
+    cost += fixed._ceil_div(trade.size * convert(trade.price, int256), IWAD)
+    if size == 0:
+        cash -= cost
+        cost = 0
+    assert abs(size) < 2**127 and abs(cost) < 2**127, "lens: position out of range"
+    line.line = (convert(convert(cost, bytes32), uint256) << 128) | (convert(convert(size, bytes32), uint256) & (2**128 - 1))
+    if size == 0:
+        if slot != 0:
+            last: IClearinghouse.PerpLine = lines.pop()
+            if slot <= len(lines):
+                lines[slot - 1] = last
+    elif slot == 0:
+        lines.append(line)
+    else:
+        lines[slot - 1] = line
+    return lines, cash
+
+
+@internal
+@pure
+def _trade_future(
+    futures: DynArray[uint256, MAX_FUTURES], instrument: IClearinghouse.Instrument, instrument_id: uint256, trade: Trade
+) -> (DynArray[uint256, MAX_FUTURES], int256):
+    """
+    @dev `Clearinghouse._trade_linear` on the future word of `instrument_id` among
+         `futures` (a new one if there is none): cost += ceil(size·price), realized when
+         flat (the word then leaves the list, the last one taking its place).
+    @return The words after the trade and its cash change (WAD).
+    """
+    words: DynArray[uint256, MAX_FUTURES] = futures
+    slot: uint256 = 0
+    size: int256 = 0
+    cost: int256 = 0
+    for i: uint256 in range(len(words), bound=MAX_FUTURES):
+        if words[i] & M32 == instrument_id:
+            slot = i + 1
+            size, cost = fixed._future_line(words[i])
+            break
+    size += trade.size
+    cost += fixed._ceil_div(trade.size * convert(trade.price, int256), IWAD)
+    cash: int256 = 0
+    if size == 0:
+        cash = -cost
+        if slot != 0:
+            last: uint256 = words.pop()
+            if slot <= len(words):
+                words[slot - 1] = last
+        return words, cash
+    # instrument | underlying | expiry | size int88 | cost int96 (`Clearinghouse._future_word`)
+    word: uint256 = (
+        instrument_id
+        | (instrument.underlying << 32)
+        | (instrument.expiry << 40)
+        | ((convert(convert(size, bytes32), uint256) & (2**88 - 1)) << 72)
+        | (convert(convert(cost, bytes32), uint256) << 160)
+    )
+    stored_size: int256 = 0
+    stored_cost: int256 = 0
+    stored_size, stored_cost = fixed._future_line(word)
+    assert stored_size == size and stored_cost == cost, "lens: position out of range"
+    if slot == 0:
+        assert len(words) < MAX_FUTURES, "lens: position cap"
+        words.append(word)
+    else:
+        words[slot - 1] = word
+    return words, cash
+
+
+@internal
+@pure
+def _with_size(
+    words: DynArray[uint256, MAX_OPTIONS], instrument_id: uint256, instrument: IClearinghouse.Instrument, size: int256, max_options: uint256
+) -> DynArray[uint256, MAX_OPTIONS]:
+    """
+    @dev `words` with `size` (WAD units, signed) added to the option's position, as
+         `Clearinghouse._with_size` sets it: its word updated, appended (within the
+         markets' `max_options`) or, when it nets to zero, removed (the last word taking its
+         place).
+    """
+    result: DynArray[uint256, MAX_OPTIONS] = words
+    slot: uint256 = 0
+    held: int256 = 0
+    for i: uint256 in range(len(result), bound=MAX_OPTIONS):
+        if result[i] & M32 == instrument_id:
+            slot = i + 1
+            held = fixed._word_size(result[i])
+            break
+    held += size
+    assert held >= -2**79 and held < 2**79, "lens: position out of range"
+    if held == 0:
+        last: uint256 = result.pop()
+        if slot <= len(result):
+            result[slot - 1] = last
+        return result
+    word: uint256 = fixed._word(instrument_id, instrument.underlying, instrument.kind, held)
+    if slot == 0:
+        assert len(result) < max_options, "lens: position cap"
+        result.append(word)
+    else:
+        result[slot - 1] = word
+    return result
+
+
+@internal
+@pure
+def _pairs(words: DynArray[uint256, MAX_OPTIONS]) -> DynArray[uint256, MAX_OPTIONS // 2]:
+    """
+    @dev Full option words as the clearinghouse stores them, two halves to a word
+         (`Clearinghouse._half`): instrument 32 | underlying 8 | kind 8 | size int80, the
+         high half of the last word zero when the count is odd.
+    """
+    pairs: DynArray[uint256, MAX_OPTIONS // 2] = []
+    for i: uint256 in range(len(words), bound=MAX_OPTIONS):
+        half: uint256 = (words[i] & (2**48 - 1)) | ((convert(convert(fixed._word_size(words[i]), bytes32), uint256) & (2**80 - 1)) << 48)
+        if i % 2 == 0:
+            pairs.append(half)
+        else:
+            pairs[i // 2] |= half << 128
+    return pairs

@@ -129,10 +129,17 @@ PUTS: constant(uint256) = SHORTS + 3
 ACC_SIZE: constant(uint256) = SHORTS + 4
 # @dev `_value` modes: views (stale arrays computed in memory); also the PnL vector of one
 #      underlying (`risk`); state-changing checks (stale arrays skipped and reported, to be
-#      stored before the account is valued again).
+#      stored before the account is valued again); PLAIN with the positions `margin_with`
+#      was given instead of the clearinghouse's.
 PLAIN: constant(uint256) = 0
 DETAIL: constant(uint256) = 1
 COLLECT: constant(uint256) = 2
+GIVEN: constant(uint256) = 3
+# @dev `margin_with`'s calldata: the offset of its positions argument (after `account`),
+#      and where their ABI encoding's options length sits (after the five head words), in
+#      the canonical encoding it checks.
+GIVEN_OFFSET: constant(uint256) = 36
+GIVEN_LENGTHS: constant(uint256) = 260
 
 # @dev Instrument kinds.
 PERP: constant(uint256) = 1
@@ -424,6 +431,36 @@ def margin_adjusted(account: uint256, cash_adjust: int256) -> IRiskEngine.Margin
             clearinghouse values an account as it was before a trade with it.
     """
     return self._view_margin(account, cash_adjust)
+
+
+@external
+@view
+def margin_with(account: uint256, positions: IClearinghouse.Positions, cash_delta: int256) -> IRiskEngine.Margin:
+    """
+    @notice The margin `account` would have holding `positions` instead of what the
+            clearinghouse holds for it, with `cash_delta` (WAD, signed) added to its vault
+            cash: its collateral, cash and every market input as `margin` reads them now
+            (stale risk arrays, including those of options it does not hold yet, computed
+            in memory as `margin` does). The Lens's `preview` builds `positions` from the
+            account's own and a list of trades.
+    @param account Account id (owner << 96 | subaccount).
+    @param positions Positions as `Clearinghouse.positions` returns them (option words two
+           to a word, perp lines with their perp's funding state, future words).
+    @param cash_delta Added to the account's vault cash (WAD USD, signed).
+    @return Equity, initial and maintenance requirement (WAD).
+    @dev Only the canonical ABI encoding (the one Vyper, Solidity and eth_abi produce) is
+         accepted ("engine: positions not canonical"): the valuation reads `positions`
+         from calldata word by word at the offsets it implies (see `_value`).
+    """
+    options: uint256 = len(positions.options)
+    perps: uint256 = len(positions.perps)
+    assert (
+        self._word_at(GIVEN_OFFSET) == 96
+        and self._word_at(GIVEN_OFFSET + 64) == 160
+        and self._word_at(GIVEN_OFFSET + 96) == 192 + 32 * options
+        and self._word_at(GIVEN_OFFSET + 128) == 224 + 32 * options + 128 * perps
+    ), "engine: positions not canonical"
+    return self._value(account, -cash_delta, GIVEN, 0, 0).margin
 
 
 @external
@@ -724,6 +761,41 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
     cash: int256 = 0
     lines: DynArray[IVault.Collateral, MAX_ASSETS] = []
     positions: IClearinghouse.Positions = self._positions(account)
+    if mode == GIVEN:
+        # the positions `margin_with` was given, read from its calldata (checked canonical)
+        # one word at a time straight into `positions`: a buffer or a local of their own
+        # here would grow this frame, and with it the memory every margin check pays for.
+        # Calldata from GIVEN_LENGTHS: each array's length, then its words (four per perp
+        # line). While they are read, `funding_cap` holds the array being read (1 options,
+        # 2 perps, 3 futures), `funding_interval` the words left in it, and `futures` the
+        # words of a perp line until its fourth
+        positions.options = []
+        positions.perps = []
+        positions.futures = []
+        positions.funding_cap = 0
+        positions.funding_interval = 0
+        for j: uint256 in range(3 + MAX_OPTIONS // 2 + 5 * MAX_UNDERLYINGS):
+            positions.futures.append(self._word_at(GIVEN_LENGTHS + 32 * j))
+            if positions.funding_interval != 0:
+                positions.funding_interval -= 1
+                if positions.funding_cap == 1:
+                    positions.options.append(positions.futures.pop())
+                elif positions.funding_cap == 2 and positions.funding_interval % 4 == 0:
+                    positions.perps.append(empty(IClearinghouse.PerpLine))
+                    positions.perps[len(positions.perps) - 1].state = positions.futures.pop()
+                    positions.perps[len(positions.perps) - 1].funding = convert(convert(positions.futures.pop(), bytes32), int256)
+                    positions.perps[len(positions.perps) - 1].line = positions.futures.pop()
+                    positions.perps[len(positions.perps) - 1].underlying = positions.futures.pop()
+            else:
+                # an array's length: the next array starts
+                positions.funding_cap += 1
+                positions.funding_interval = positions.futures.pop()
+                if positions.funding_cap == 2:
+                    positions.funding_interval *= 4
+            if positions.funding_cap == 3 and positions.funding_interval == 0:
+                break
+        positions.funding_cap = self._word_at(GIVEN_LENGTHS - 64)
+        positions.funding_interval = self._word_at(GIVEN_LENGTHS - 32)
     cash, lines = self._account_state(account)
     cash -= cash_adjust
     # bit u of `optioned` set iff the account holds an option on u: only those underlyings
@@ -1335,6 +1407,15 @@ def _grid(u: uint256, risk: uint256) -> uint256[risk_layout.GRID_WORDS]:
 def _positions(account: uint256) -> IClearinghouse.Positions:
     # one call site: the decoder of this struct is large
     return staticcall CLEARING.positions(account)
+
+
+@internal
+@view
+def _word_at(offset: uint256) -> uint256:
+    """
+    @dev The calldata word at byte `offset` (reverts past the end of the calldata).
+    """
+    return extract32(slice(msg.data, offset, 32), 0, output_type=uint256)
 
 
 @internal

@@ -62,6 +62,19 @@ def margin_benchmark(cm: Protocol, admin, owner, counterparty) -> list[GasRow]:
         )
         per_size[target] = warm.execution
         rows.append(warm)
+        if target == 16:
+            # the same account valued before and after one more unit of an option it holds
+            # (`Lens.preview`, sent as a transaction to be measured; it changes nothing)
+            _, spot, held = options[0]
+            rows.append(
+                measure_call(
+                    "margin preview at 16 options (1 trade on a held option), arrays current",
+                    owner,
+                    cm.lens.contract.preview.transact,
+                    account,
+                    [(held, to_wad(1), to_wad(spot // 10), 0)],
+                )
+            )
         if target > STALE_UP_TO:
             continue
         cm.oracle.push(admin, "ETH/USD", "3100")  # new rounds: every array is stale

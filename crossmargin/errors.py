@@ -54,6 +54,48 @@ class NetworkRefusedError(CrossmarginError):
     """An action refused on this network (e.g. the faucet off local and devnet networks)."""
 
 
+class InsufficientMarginError(CrossmarginError, ApeContractLogicError):
+    """A fill the preview shows would revert for margin: the account would end below its
+    initial margin and the trade does not only reduce its risk. Raised before anything is
+    sent. It is also the revert it predicts (an ape ``ContractLogicError`` whose
+    ``revert_message`` is ``"clearing: insufficient margin"``), so code that expects that
+    revert from a fill (``ape.reverts``, ``revert_reason``) sees it unchanged; its text is
+    the one line with required vs available.
+
+    When new risk is closed (the oracle's circuit breakers) or the vault paused, only a
+    trade that reduces risk goes through: the revert it predicts is then the oracle's
+    reason or ``"clearing: paused"`` (``closed``), as the clearinghouse's would be.
+
+    Attributes:
+        account: The account id (``owner << 96 | subaccount``).
+        required: Its IM after the trade (USD).
+        available: Its equity after the trade (USD).
+        closed: Why only risk-reducing trades go through now (the revert reason), or None.
+    """
+
+    REVERT = "clearing: insufficient margin"
+
+    def __init__(self, account: int, required: Decimal, available: Decimal, closed: str | None = None):
+        super().__init__(revert_message=closed or self.REVERT, set_ape_traceback=False)
+        self.account, self.required, self.available, self.closed = account, required, available, closed
+        numbers = f"needs IM {required:,.2f} USD, has equity {available:,.2f} USD"
+        if closed:
+            self.text = (
+                f"only trades that reduce risk go through now ({closed}): account {short_account(account)} {numbers}"
+            )
+        else:
+            self.text = f"insufficient margin: account {short_account(account)} {numbers}"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def short_account(account: int) -> str:
+    """An account id as ``0xabcd..ef01/<subaccount>`` (the owner's address shortened)."""
+    owner = f"{account >> 96:040x}"
+    return f"0x{owner[:4]}..{owner[-4:]}/{account & (2**96 - 1)}"
+
+
 class NoDeployment:
     """What the console binds ``cm`` (and its clients) to when the network has no
     deployment: any use raises :class:`MissingDeploymentError` with the reason."""

@@ -28,11 +28,12 @@ from decimal import Decimal
 from typing import Any
 
 from ape import chain
+from ape.exceptions import ContractLogicError
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
-from crossmargin.errors import wad_argument
-from crossmargin.units import Number, from_wad
+from crossmargin.errors import InsufficientMarginError, revert_reason, wad_argument
+from crossmargin.units import Number, account_id, from_wad
 
 # The exchange's EIP-712 domain (`Exchange.vy`: `eip712_domain_separator.__init__`).
 DOMAIN_NAME = "crossmargin"
@@ -189,6 +190,8 @@ class ExchangeClient:
         """
         self.contract = contract
         self._last_nonce = 0
+        # `Protocol.preflight_fill` (set by `Protocol`): previews both sides of a fill
+        self.preflight: Any = None
 
     @property
     def address(self) -> str:
@@ -274,6 +277,7 @@ class ExchangeClient:
         taker_owner: Any = None,
         *,
         size_raw: int | None = None,
+        preflight: bool = True,
     ):
         """Fills ``size`` of ``order``; ``taker`` sends the transaction. The taker takes the
         side opposite the order's: it sells ``size`` if the maker buys (``order.buy``).
@@ -288,6 +292,10 @@ class ExchangeClient:
             signer: Who signed the order (default: its owner).
             taker_owner: The taker account's owner (default: ``taker``).
             size_raw: Instead of ``size``: a WAD integer, passed on unchecked but for its sign.
+            preflight: Preview both sides' margin first (when the client has a preflight,
+                as ``Protocol``'s has) and raise ``InsufficientMarginError``, sending
+                nothing, if the clearinghouse would revert the fill for margin (a fill that
+                reverts earlier for another reason raises that revert instead, also unsent).
 
         Returns:
             The receipt.
@@ -297,14 +305,40 @@ class ExchangeClient:
                 ``size`` and ``size_raw``.
         """
         size_wad = wad_argument(size, size_raw, "size")
-        return self.contract.fill(
+        args = (
             order.as_tuple(),
             order.owner if signer is None else signer,
             signature,
             size_wad,
             taker_subaccount,
             taker if taker_owner is None else taker_owner,
-            sender=taker,
+        )
+        if preflight and self.preflight is not None:
+            try:
+                self._preflight(order, size_wad, taker_subaccount, args[-1])
+            except InsufficientMarginError as predicted:
+                # the fill itself, simulated: a check it meets before the margin's (the
+                # order's, the markets' caps, an auction) reverts first, with its reason
+                try:
+                    self.contract.fill.call(*args, sender=taker)
+                except ContractLogicError as error:
+                    if revert_reason(error) != predicted.revert_message:
+                        raise
+                    raise predicted from None
+        return self.contract.fill(*args, sender=taker)
+
+    def _preflight(self, order: Order, size: int, taker_subaccount: int, taker_owner: Any) -> None:
+        signed = size if order.buy else -size
+        rates = (self.contract.maker_fee(), self.contract.taker_fee())
+        # `Exchange._fee`: ceil(size · price · rate / 1e36)
+        fees = [-(-size * order.price * rate // 10**36) for rate in rates]
+        self.preflight(
+            account_id(order.owner, order.subaccount),
+            account_id(str(taker_owner), taker_subaccount),
+            order.instrument,
+            signed,
+            order.price,
+            *fees,
         )
 
     def cancel(self, sender: Any, order: Order):

@@ -11,18 +11,20 @@ Scripts, keepers, the console and the tests all go through these classes.
 from __future__ import annotations
 
 from collections import namedtuple
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from ape import networks, project
-from ape.exceptions import ContractNotFoundError
+from ape.exceptions import ContractLogicError, ContractNotFoundError
 from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.abi import contracts
 from crossmargin.errors import (
+    InsufficientMarginError,
     InvalidAmountError,
     MissingDeploymentError,
     NetworkRefusedError,
@@ -32,6 +34,7 @@ from crossmargin.errors import (
 )
 from crossmargin.fund import FundClient
 from crossmargin.manifest import Manifest, find_manifest
+from crossmargin.model import clearing as clearing_model
 from crossmargin.model import margin as model
 from crossmargin.model.margin import FuturePosition, future_line, scenario_hint
 from crossmargin.orders import ExchangeClient
@@ -82,6 +85,89 @@ class MarginView:
     @property
     def maintenance_health(self) -> Decimal:
         return self.equity - self.maintenance
+
+
+@dataclass(frozen=True)
+class PreviewLeg:
+    """One trade of a preview, from the previewed account's side, and the IM it adds."""
+
+    instrument: int
+    name: str  # "ETH perp", "ETH call 3200 2026-12-30", "ETH future 2027-02-28"
+    size: Decimal  # signed: positive buys
+    price: Decimal  # USD per unit
+    fee: Decimal  # USD the account pays
+    initial_added: Decimal  # IM after this trade minus IM before it (the trades before it applied)
+
+
+@dataclass(frozen=True)
+class LiquidationPrice:
+    """An *estimate*: the nearest spot below and above the current one at which the
+    account's health (equity − MM) reaches 0, every other input fixed (other underlyings,
+    vols, funding; collateral tracking the underlying moves with it), from the reference
+    model (``crossmargin.model``) by bisection. None where health stays positive down to 1%
+    or up to 10x of the spot. Both equal the spot when the account is liquidatable already."""
+
+    spot: Decimal
+    below: Decimal | None
+    above: Decimal | None
+
+    @property
+    def nearest(self) -> Decimal | None:
+        """The one of ``below``, ``above`` closest to the spot (None if neither)."""
+        found = [p for p in (self.below, self.above) if p is not None]
+        return min(found, key=lambda p: abs(p - self.spot)) if found else None
+
+
+@dataclass(frozen=True)
+class MarginPreview:
+    """``cm.preview``: an account's margin now and after a list of trades (USD), from the
+    Lens's ``preview`` (the engine valuing the positions the trades would leave, no state
+    changed), and the liquidation price estimates after them (by underlying name)."""
+
+    account: int
+    before: MarginView
+    after: MarginView
+    legs: tuple[PreviewLeg, ...]
+    cash: Decimal  # cash the trades move: premiums, realized PnL, funding settled, fees
+    new_risk_open: bool
+    # why only risk-reducing trades go through now (new risk closed: the oracle's reason; the
+    # vault paused: "clearing: paused"), else None
+    closed: str | None = None
+    liquidation_prices: dict[str, LiquidationPrice] = field(default_factory=dict)
+
+    @property
+    def equity(self) -> Decimal:
+        return self.after.equity
+
+    @property
+    def initial(self) -> Decimal:
+        return self.after.initial
+
+    @property
+    def maintenance(self) -> Decimal:
+        return self.after.maintenance
+
+    @property
+    def health(self) -> Decimal:
+        """Equity − MM after the trades: below 0 the account is liquidatable."""
+        return self.after.maintenance_health
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the clearinghouse's check after the fill passes (``_check_trade``): at or
+        above IM with new risk open, or a trade that only reduces risk."""
+        if self.closed is None and self.after.initial_health >= 0:
+            return True
+        before, after = self.before, self.after
+        return clearing_model.risk_reducing_allowed(
+            to_wad(before.equity), to_wad(before.maintenance), to_wad(after.equity), to_wad(after.maintenance)
+        )
+
+    def check(self) -> MarginPreview:
+        """Itself if ``allowed``, else :class:`InsufficientMarginError` (required vs available)."""
+        if not self.allowed:
+            raise InsufficientMarginError(self.account, self.after.initial, self.after.equity, self.closed)
+        return self
 
 
 class VaultClient:
@@ -493,6 +579,11 @@ class LensClient:
         raw = handler(*args, decode=False, **_at(block_id))
         return decode_output(abi, raw)
 
+    def preview(self, account: int, trades: list[tuple], block_id: int | None = None) -> Any:
+        """``Lens.preview``: ``trades`` are ``(instrument, size, price, fee)`` WAD tuples from
+        the account's side; the margin before and after, health, IM per trade, cash."""
+        return self._call("preview", account, trades, block_id=block_id)
+
     def snapshot(self, account: int, liquidation: bool = False, block_id: int | None = None) -> Any:
         """``Lens.snapshot``: cash, collateral lines with prices, positions (raw ABI),
         options with listings and arrays, touched underlyings, engine parameters."""
@@ -574,6 +665,94 @@ def _named(t: Any, value: Any) -> Any:
     return [one(v) for v in value] if kind.endswith("]") else one(value)
 
 
+def fill_fee(size: int, price: int, rate: int) -> int:
+    """``Exchange._fee``: ``ceil(size · price · rate / 1e36)`` (WAD USD; size and price WAD)."""
+    return -(-size * price * rate // 10**36)
+
+
+def _margin_view(m: Any) -> MarginView:
+    return MarginView(equity=from_wad(m.equity), initial=from_wad(m.initial), maintenance=from_wad(m.maintenance))
+
+
+def _instrument_name(row: Any, names: dict[int, str]) -> str:
+    """An instrument's name as ``Protocol.positions`` prints it (``row``: ``Markets.instrument``)."""
+    underlying = names.get(row.underlying, str(row.underlying))
+    day = datetime.fromtimestamp(row.expiry, UTC).strftime("%Y-%m-%d")
+    if row.kind == model.PERP:
+        return f"{underlying} perp"
+    if row.kind == model.FUTURE:
+        return f"{underlying} future {day}"
+    kind = "call" if row.kind == model.CALL else "put"
+    return f"{underlying} {kind} {from_wad(row.strike):f} {day}"
+
+
+# Spot multiples the liquidation search steps through, outward from the spot, before it
+# bisects the first step where health changes sign.
+LIQUIDATION_STEPS_DOWN = (0.98, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1, 0.01)
+LIQUIDATION_STEPS_UP = (1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+LIQUIDATION_BISECTIONS = 40
+
+
+def health_at_spot(
+    state: model.AccountState,
+    underlyings: dict[int, model.UnderlyingState],
+    params: model.EngineParams,
+    now: int,
+    u: int,
+    spot: int,
+) -> int:
+    """The model's health (equity − MM, WAD) with underlying ``u`` at ``spot`` (WAD) read in
+    a new oracle round, so that its options' arrays are priced at it; collateral tracking
+    ``u`` repriced by the same factor; everything else as given."""
+    current = underlyings[u]
+    moved = dict(underlyings)
+    moved[u] = replace(current, spot=spot, spot_round=current.spot_round + 1)
+    lines = tuple(
+        replace(line, price=line.price * spot // current.spot) if line.underlying == u else line
+        for line in state.collateral
+    )
+    m = model.margin(replace(state, collateral=lines), moved, params, now)
+    return m.equity - m.maintenance
+
+
+def liquidation_price(
+    state: model.AccountState,
+    underlyings: dict[int, model.UnderlyingState],
+    params: model.EngineParams,
+    now: int,
+    u: int,
+) -> LiquidationPrice:
+    """The :class:`LiquidationPrice` estimate of underlying ``u``: :func:`health_at_spot`
+    searched outward from the spot (``LIQUIDATION_STEPS_*``) and bisected where it first
+    reaches 0 (``LIQUIDATION_BISECTIONS`` halvings of that step)."""
+    spot = underlyings[u].spot
+
+    def health(s: int) -> int:
+        return health_at_spot(state, underlyings, params, now, u, s)
+
+    if health(spot) <= 0:
+        return LiquidationPrice(from_wad(spot), from_wad(spot), from_wad(spot))
+
+    def search(steps: tuple[float, ...]) -> Decimal | None:
+        safe = spot
+        for step in steps:
+            s = max(1, int(spot * Decimal(str(step))))
+            if health(s) <= 0:
+                for _ in range(LIQUIDATION_BISECTIONS):
+                    mid = (safe + s) // 2
+                    if mid in (safe, s):
+                        break
+                    if health(mid) <= 0:
+                        s = mid
+                    else:
+                        safe = mid
+                return from_wad(s)
+            safe = s
+        return None
+
+    return LiquidationPrice(from_wad(spot), search(LIQUIDATION_STEPS_DOWN), search(LIQUIDATION_STEPS_UP))
+
+
 # Networks whose tokens are mocks a faucet may mint (the dev networks of crossmargin.cli).
 FAUCET_NETWORKS = ("local", "devnet", "devnet-fork")
 
@@ -631,6 +810,8 @@ class Protocol:
         # (`ape run deploy --lens-only` adds one); readers then fall back to per-call reads
         lens = manifest.contracts.get("Lens")
         self.lens = LensClient(project.Lens.at(lens), self.clearing.contract) if lens else None
+        # fills preview both sides first (see `preflight_fill`); none without a Lens
+        self.exchange.preflight = self.preflight_fill if self.lens else None
 
     def trade(
         self,
@@ -642,6 +823,7 @@ class Protocol:
         *,
         maker_subaccount: int = 0,
         taker_subaccount: int = 0,
+        preflight: bool = True,
     ):
         """The maker signs an order and the taker fills all of it at ``price``; returns the
         fill's receipt.
@@ -649,7 +831,9 @@ class Protocol:
         Sides are the maker's: ``size`` is the maker's signed size, in units of the
         instrument. ``"2"``: the maker buys 2 and the taker sells 2; ``"-2"``: the maker
         sells 2 and the taker buys 2. Every amount is human (``Decimal``, ``str`` or ``int``
-        of whole units; a float is refused).
+        of whole units; a float is refused). With ``preflight`` (default) both sides are
+        previewed first and :class:`InsufficientMarginError` raised, nothing sent, for a fill
+        the clearinghouse would revert for margin.
 
         Args:
             maker: Signs the order (owner of the maker account).
@@ -659,14 +843,18 @@ class Protocol:
             price: USD per unit (> 0).
             maker_subaccount: The maker's subaccount.
             taker_subaccount: The taker's subaccount.
+            preflight: Preview the fill's margin before sending it.
 
         Raises:
             InvalidAmountError: A float, a zero ``size`` or a price not above zero.
+            InsufficientMarginError: The preview shows the fill failing margin.
         """
         signed = nonzero_amount(size, "size")
         order = self.exchange.make_order(maker, instrument, signed > 0, abs(signed), price, subaccount=maker_subaccount)
         signature = self.exchange.sign(maker, order)
-        return self.exchange.fill(taker, order, signature, size_raw=order.size, taker_subaccount=taker_subaccount)
+        return self.exchange.fill(
+            taker, order, signature, size_raw=order.size, taker_subaccount=taker_subaccount, preflight=preflight
+        )
 
     @classmethod
     def load(cls, network_name: str | None = None) -> Protocol:
@@ -720,6 +908,186 @@ class Protocol:
                 PositionView(f.instrument, name, from_wad(f.size), from_wad(mark), from_wad(pnl), from_wad(pnl))
             )
         return views
+
+    # ------------------------------------------------------------------ margin preview
+
+    def instrument_id(self, instrument: int | str) -> int:
+        """An instrument id from itself or its name as ``positions`` prints it: ``"ETH perp"``,
+        ``"ETH call 3200 2026-12-30"``, ``"ETH future 2027-02-28"`` (:class:`UnknownNameError`
+        listing the known names otherwise)."""
+        if isinstance(instrument, int):
+            return instrument
+        name = " ".join(str(instrument).split())
+        parts = name.split(" ")
+        if len(parts) == 2 and parts[1] == "perp":
+            return self.markets.perp(parts[0])
+        names = self._instrument_names()
+        if name not in names:
+            raise UnknownNameError("instrument", name, names)
+        return names[name]
+
+    def _instrument_names(self) -> dict[str, int]:
+        names = {u: name for name, u in self.manifest.underlyings.items()}
+        count = int(self.markets.contract.instrument_count())
+        ids = list(range(1, count + 1))
+        rows = self.lens.instruments(ids) if self.lens else [self.markets.instrument(i) for i in ids]
+        return {_instrument_name(row, names): i for i, row in zip(ids, rows, strict=True) if row.kind}
+
+    def preview(
+        self,
+        account: Any,
+        trades: Iterable[tuple],
+        *,
+        subaccount: int = 0,
+        maker: bool = False,
+        liquidation_prices: bool = True,
+        block_id: int | None = None,
+    ) -> MarginPreview:
+        """The account's margin after ``trades`` (no transaction: the Lens's ``preview``,
+        equal to the engine's ``margin`` after the same fills in the same block).
+
+        Args:
+            account: An account id, or its owner (address or ape account) with ``subaccount``.
+            trades: ``(instrument, size, price)`` or ``(instrument, size, price, fee)`` each,
+                in human units from the account's own side: an instrument id or name (see
+                :meth:`instrument_id`), a signed size (positive buys), the price (USD per
+                unit) and the fee it pays (USD; default: the exchange's taker rate, or its
+                maker rate with ``maker``, times the notional).
+            maker: Price the default fees at the maker rate.
+            liquidation_prices: Also estimate each underlying's liquidation price after the
+                trades (:class:`LiquidationPrice`, reference model; skip it to save time).
+            block_id: The block to preview at (default: the head).
+
+        Returns:
+            A :class:`MarginPreview`: equity, IM, MM and health after, the IM each trade
+            adds, and the liquidation price estimates.
+        """
+        if self.lens is None:
+            raise MissingDeploymentError(
+                "the preview needs the deployment's Lens; add one with `ape run deploy --lens-only`"
+            )
+        account = account if isinstance(account, int) else account_id(str(account), subaccount)
+        names = {u: name for name, u in self.manifest.underlyings.items()}
+        rates = None
+        raw, legs = [], []
+        for trade in trades:
+            instrument, size, price, *rest = trade
+            instrument = self.instrument_id(instrument)
+            size_wad, price_wad = to_wad(nonzero_amount(size, "size")), to_wad(positive_amount(price, "price"))
+            if rest:
+                fee = to_wad(rest[0])
+            else:
+                rates = rates or (self.exchange.contract.maker_fee(), self.exchange.contract.taker_fee())
+                fee = fill_fee(abs(size_wad), price_wad, rates[0] if maker else rates[1])
+            raw.append(clearing_model.PreviewTrade(instrument, size_wad, price_wad, fee))
+        if block_id is None:
+            block_id = networks.provider.get_block("latest").number
+        result = self.lens.preview(account, [(t.instrument, t.size, t.price, t.fee) for t in raw], block_id=block_id)
+        listing_rows = self.lens.instruments([t.instrument for t in raw], block_id=block_id) if raw else []
+        for t, row, added in zip(raw, listing_rows, result.legs, strict=True):
+            legs.append(
+                PreviewLeg(
+                    t.instrument,
+                    _instrument_name(row, names),
+                    from_wad(t.size),
+                    from_wad(t.price),
+                    from_wad(t.fee),
+                    from_wad(added),
+                )
+            )
+        preview = MarginPreview(
+            account=account,
+            before=_margin_view(result.before),
+            after=_margin_view(result.after),
+            legs=tuple(legs),
+            cash=from_wad(result.cash),
+            new_risk_open=bool(self.engine.contract.new_risk_open(block_id=block_id)),
+            closed=self._closed(block_id),
+        )
+        if not liquidation_prices:
+            return preview
+        return replace(preview, liquidation_prices=self.liquidation_prices(account, raw, block_id=block_id))
+
+    def model_after(
+        self, account: int, trades: list[clearing_model.PreviewTrade], block_id: int
+    ) -> tuple[model.AccountState, dict[int, model.UnderlyingState], model.EngineParams, int]:
+        """The reference model's inputs of ``account`` after ``trades`` (WAD) at ``block_id``:
+        its snapshot with the trades applied (``clearing_model.apply_trades``, the twin of the
+        Lens's preview), and every underlying that then touches."""
+        at = {"block_id": block_id}
+        owner = f"0x{account >> 96:040x}"
+        state, underlyings, params, now = model.snapshot(self, owner, account & (2**96 - 1), block_id=block_id)
+        engine, markets, clearing = self.engine.contract, self.markets.contract, self.clearing.contract
+        listings = {}
+        for t in trades:
+            row = markets.instrument(t.instrument, **at)
+            listing = clearing_model.Listing(row.kind, row.underlying, row.strike, row.expiry, row.settlement_price)
+            if row.kind == model.PERP:
+                funding = tuple(clearing.funding(row.underlying, **at))
+                spot = self.oracle.contract.price(engine.spot_key(row.underlying, **at), **at)
+                listing = replace(listing, funding=funding, spot=spot)
+            elif row.kind in (model.CALL, model.PUT):
+                epoch, shift, lanes, unsettled = engine.risk_array(t.instrument, **at)
+                listing = replace(listing, array=model.pack_array(epoch, list(lanes), shift, unsettled))
+            listings[t.instrument] = listing
+        after, _ = clearing_model.apply_trades(state, trades, listings, now)
+        missing = sorted(model._touched(after) - set(underlyings))
+        if missing:
+            for row in self.lens.underlyings(missing, block_id=block_id):
+                underlyings[row.id] = model.lens_underlying(row)
+        return after, underlyings, params, now
+
+    def liquidation_prices(
+        self, account: int, trades: list[clearing_model.PreviewTrade] = (), block_id: int | None = None
+    ) -> dict[str, LiquidationPrice]:
+        """Per underlying the account touches after ``trades``: the liquidation price
+        *estimates* of :class:`LiquidationPrice` (reference model, bisection over the spot)."""
+        if block_id is None:
+            block_id = networks.provider.get_block("latest").number
+        state, underlyings, params, now = self.model_after(account, list(trades), block_id)
+        names = {u: name for name, u in self.manifest.underlyings.items()}
+        return {
+            names.get(u, str(u)): liquidation_price(state, underlyings, params, now, u)
+            for u in sorted(model._touched(state))
+        }
+
+    def _closed(self, block_id: int | None) -> str | None:
+        """Why only risk-reducing trades go through now, as the clearinghouse's check would
+        revert: ``"clearing: paused"`` while the vault is paused, the oracle's reason while
+        new risk is closed; None when neither."""
+        at = _at(block_id)
+        if self.vault.contract.paused(**at):
+            return "clearing: paused"
+        try:
+            self.engine.contract.check_new_risk(**at)
+        except ContractLogicError as error:
+            return error.revert_message or "new risk closed"
+        return None
+
+    def preflight_fill(
+        self, maker: int, taker: int, instrument: int, size: int, price: int, maker_fee: int, taker_fee: int
+    ) -> None:
+        """Previews a fill of ``size`` (WAD, the maker's side) at ``price`` (WAD) for both
+        sides and raises :class:`InsufficientMarginError` for the first one the
+        clearinghouse's check would reject; the exchange client calls it before sending. A
+        preview that itself reverts (an unknown or expired instrument, a position cap: what
+        the fill would revert for first) leaves the fill to be sent, so that the chain gives
+        its own reason."""
+        for account, signed, fee in ((maker, size, maker_fee), (taker, -size, taker_fee)):
+            try:
+                result = self.lens.preview(account, [(instrument, signed, price, fee)])
+            except Exception:  # noqa: BLE001 - e.g. an expired instrument: the fill reverts with the chain's reason
+                return
+            preview = MarginPreview(
+                account=account,
+                before=_margin_view(result.before),
+                after=_margin_view(result.after),
+                legs=(),
+                cash=from_wad(result.cash),
+                new_risk_open=bool(self.engine.contract.new_risk_open()),
+                closed=self._closed(None),
+            )
+            preview.check()
 
     def faucet(self, account: Any, symbol: str, amount: Number, minter: Any = None):
         """Mints ``amount`` (human units, > 0) of the mock token ``symbol`` to ``account``

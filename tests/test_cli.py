@@ -310,7 +310,7 @@ def test_revert__one_line_reason_and_no_call_trace_printed(cm, create_account, m
     create_account(trader, {"USDC": "100"})
     capsys.readouterr()
     with pytest.raises(Exception) as failure:  # noqa: PT011 - ape's ContractLogicError, checked below
-        cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000")
+        cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000", preflight=False)
     assert one_line(failure.value) == "clearing: insufficient margin"
     printed = capsys.readouterr()
     assert "Call trace" not in printed.out + printed.err
@@ -325,7 +325,7 @@ def test_revert_on_a_node_provider__no_undecoded_log_warnings(cm, chain, create_
     capsys.readouterr()
     with networks.parse_network_choice(f"ethereum:devnet:{chain.provider.uri}"):
         with pytest.raises(Exception) as failure:  # noqa: PT011 - checked below
-            cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000")
+            cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000", preflight=False)
     assert one_line(failure.value) == "clearing: insufficient margin"
     printed = capsys.readouterr()
     assert "Failed to decode" not in printed.out + printed.err

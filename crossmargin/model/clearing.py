@@ -7,7 +7,21 @@ contract: WAD fractions and WAD USD, seconds.
 
 from __future__ import annotations
 
-from crossmargin.model.margin import WAD, ceil_div, floor_div
+from dataclasses import dataclass, replace
+
+from crossmargin.model.margin import (
+    FUTURE,
+    PERP,
+    WAD,
+    AccountState,
+    FuturePosition,
+    OptionPosition,
+    PerpPosition,
+    ceil_div,
+    floor_div,
+    funding_now,
+    mul_div,
+)
 
 
 def premium_ema_after(ema: int, price: int, spot: int, size: int, dt: int, window: int, reference: int) -> int:
@@ -100,3 +114,145 @@ def future_split(size: int, cost: int, held_size: int, held_cost: int, fraction:
     if held_size == 0:
         return size, cost, 0, 0, -held_cost
     return size, cost, held_size, held_cost, 0
+
+
+@dataclass(frozen=True)
+class PreviewTrade:
+    """One trade of ``Lens.preview``, from the previewed account's side (WAD integers).
+
+    Attributes:
+        instrument: Instrument id.
+        size: Signed size (WAD units): positive buys, negative sells.
+        price: Price (WAD USD per unit).
+        fee: Fee the account pays (WAD USD).
+    """
+
+    instrument: int
+    size: int
+    price: int
+    fee: int = 0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What applying a trade needs of its instrument (``Markets.instrument``), and for a
+    perp its funding state (``Clearinghouse.funding``) and index price.
+
+    Attributes:
+        kind: ``PERP``, ``CALL``, ``PUT`` or ``FUTURE``.
+        underlying: Underlying id.
+        strike: Strike (WAD USD; options).
+        expiry: Expiry (unix s; options and futures).
+        settlement_price: Stored settlement price (WAD USD), 0 before the first settlement.
+        array: An option's stored risk-array words (see ``margin.pack_array``).
+        funding: A perp's ``(cumulative, premium_ema, updated_at)``.
+        spot: A perp's index price (WAD USD).
+    """
+
+    kind: int
+    underlying: int
+    strike: int = 0
+    expiry: int = 0
+    settlement_price: int = 0
+    array: tuple[int, ...] | None = None
+    funding: tuple[int, int, int] = (0, 0, 0)
+    spot: int = 0
+
+
+def apply_trades(
+    state: AccountState, trades: list[PreviewTrade], listings: dict[int, Listing], now: int
+) -> tuple[AccountState, list[AccountState]]:
+    """``Lens.preview``'s positions: ``state`` after each of ``trades``, applied as
+    ``Clearinghouse.trade`` applies a fill to one side (options set as ``_with_size``: a
+    position that nets to zero is removed, the last one taking its place; perps and futures
+    as ``_trade_linear``, a perp's funding settled to the index accrued to ``now`` first;
+    the option premium paid rounded up, received rounded down; the fee paid).
+
+    Returns:
+        The state after every trade, and after each one in turn (its cash moved too).
+    """
+    steps = []
+    for trade in trades:
+        listing = listings[trade.instrument]
+        cash = state.cash - trade.fee
+        if listing.kind == PERP:
+            lines = list(state.perps)
+            slot = next((i for i, p in enumerate(lines) if p.underlying == listing.underlying), None)
+            if slot is None:
+                cumulative, ema, updated_at = listing.funding
+                held = PerpPosition(listing.underlying, 0, 0, 0, cumulative, ema, updated_at)
+            else:
+                held = lines[slot]
+            index = funding_now(
+                held.cumulative,
+                held.premium_ema,
+                held.updated_at,
+                listing.spot,
+                state.funding_cap,
+                state.funding_interval,
+                now,
+            )
+            cash += floor_div(-held.size * (index - held.funding), WAD)
+            size = held.size + trade.size
+            cost = held.cost + ceil_div(trade.size * trade.price, WAD)
+            if size == 0:
+                cash -= cost
+                if slot is not None:
+                    last = lines.pop()
+                    if slot < len(lines):
+                        lines[slot] = last
+            else:
+                line = replace(held, size=size, cost=cost, funding=index)
+                if slot is None:
+                    lines.append(line)
+                else:
+                    lines[slot] = line
+            state = replace(state, cash=cash, perps=tuple(lines))
+        elif listing.kind == FUTURE:
+            words = list(state.futures)
+            slot = next((i for i, f in enumerate(words) if f.instrument == trade.instrument), None)
+            held_size, held_cost = (0, 0) if slot is None else (words[slot].size, words[slot].cost)
+            size, cost, realized = future_trade(held_size, held_cost, trade.size, trade.price)
+            if size == 0:
+                if slot is not None:
+                    last = words.pop()
+                    if slot < len(words):
+                        words[slot] = last
+            else:
+                line = FuturePosition(trade.instrument, listing.underlying, size, cost, listing.expiry)
+                if slot is None:
+                    words.append(line)
+                else:
+                    words[slot] = line
+            state = replace(state, cash=cash + realized, futures=tuple(words))
+        else:
+            options = list(state.options)
+            slot = next((i for i, o in enumerate(options) if o.instrument == trade.instrument), None)
+            size = trade.size + (0 if slot is None else options[slot].size)
+            if size == 0:
+                last = options.pop()
+                if slot < len(options):
+                    options[slot] = last
+            elif slot is None:
+                options.append(
+                    OptionPosition(
+                        trade.instrument,
+                        listing.underlying,
+                        listing.kind,
+                        listing.strike,
+                        listing.expiry,
+                        size,
+                        listing.array,
+                        listing.settlement_price,
+                    )
+                )
+            else:
+                options[slot] = replace(options[slot], size=size)
+            units = abs(trade.size)
+            if trade.size > 0:
+                cash -= mul_div(units, trade.price, WAD, True)
+            else:
+                cash += mul_div(units, trade.price, WAD, False)
+            state = replace(state, cash=cash, options=tuple(options))
+        steps.append(state)
+    return state, steps
