@@ -411,3 +411,30 @@ def test_deploy__dry_run__prints_the_changes_sends_nothing(cm, chain, ape_run):
     assert "would deploy Timelock" in out  # devnet is governed by a timelock; this deployment is not
     assert chain.blocks.head.number == before
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ preview
+
+
+def test_preview_command__prints_the_engines_margin_after_the_trades(cm, create_account, trader, ape_run):
+    """`ape run preview` (= `crossmargin preview`): the account's margin after the trades,
+    equal to the SDK's `cm.preview` (the Lens), as JSON; nothing is sent."""
+    create_account(trader, {"USDC": "20000"})
+    owner = f"{trader.address}/0"
+    nonce = trader.nonce
+    result = ape_run("run", "preview", owner, "ETH perp:2@3000", "--no-liquidation-prices", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = cm.preview(trader, [("ETH perp", "2", "3000")], liquidation_prices=False)
+    assert document["account"] == owner
+    assert Decimal(document["after"]["initial"]) == expected.after.initial
+    assert Decimal(document["after"]["equity"]) == expected.after.equity
+    assert [leg["instrument"] for leg in document["legs"]] == ["ETH perp"]
+    assert trader.nonce == nonce  # nothing sent
+
+
+def test_preview_command__bad_trade__one_line(cm, ape_run):
+    result = ape_run("run", "preview", "2", "ETH perp 2 at 3000")
+    assert result.returncode != 0
+    assert "is not INSTRUMENT:SIZE@PRICE (e.g. 'ETH perp:1.5@3000')" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -108,8 +108,8 @@ def test_crossmargin_command__subcommands_are_the_ape_run_scripts():
     each (the scripts re-export the package's)."""
     import importlib.util
 
-    assert sorted(main.commands) == ["faucet", "keeper", "simulate", "status"]
-    for name in ("status", "keeper", "faucet"):
+    assert sorted(main.commands) == ["faucet", "keeper", "preview", "simulate", "status"]
+    for name in ("status", "keeper", "preview", "faucet"):
         spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
         script = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(script)
@@ -227,7 +227,7 @@ def test_wheel__fresh_venv_outside_the_repo__typed_with_abis_and_known_manifests
 @pytest.mark.slow
 def test_wheel__crossmargin_command__help_and_simulate(installed):
     help_text = installed("crossmargin", "--help")
-    for command in ("status", "keeper", "faucet", "simulate"):
+    for command in ("status", "keeper", "preview", "faucet", "simulate"):
         assert f"  {command} " in help_text
     assert "--network" in installed("crossmargin", "status", "--help")
     shutil.copy(ROOT / "examples" / "book.yaml", installed.work / "book.yaml")

@@ -3,6 +3,7 @@
 
     crossmargin status --network ethereum:sepolia:node
     crossmargin keeper liquidate --network ethereum:devnet:node --account 4 --once
+    crossmargin preview 2 "ETH perp:1.5@3000" --network ethereum:devnet:node
     crossmargin faucet USDC 10000 --to 2 --network ethereum:devnet:node
     crossmargin simulate book.yaml                # offline: no chain, no deployment
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from crossmargin.commands import faucet, keeper, status
+from crossmargin.commands import faucet, keeper, preview, status
 from crossmargin.simulate import cli as simulate
 
 __all__ = ["main"]
@@ -25,6 +26,7 @@ __all__ = ["main"]
 SHORT_HELP = {
     "status": (status.cli, "Accounts nearest to liquidation, live auctions, the insurance fund."),
     "keeper": (keeper.cli, "Run the keepers (liquidate, settle, refresh, prices) in a loop."),
+    "preview": (preview.cli, "An account's margin after a list of trades, nothing sent."),
     "faucet": (faucet.cli, "Mint mock tokens on a local or devnet network."),
     "simulate": (simulate, "Price a hypothetical portfolio offline with the reference model."),
 }
@@ -34,7 +36,7 @@ SHORT_HELP = {
 @click.version_option(package_name="crossmargin")
 def main() -> None:
     """crossmargin: the operator's and trader's commands on a deployment (the same as `ape run
-    status|keeper|faucet`) and the offline margin simulator. `crossmargin COMMAND --help` for
+    status|keeper|preview|faucet`) and the offline margin simulator. `crossmargin COMMAND --help` for
     each one's options."""
 
 
