@@ -241,11 +241,14 @@ def deleverage(
     losses: DynArray[uint256, book.MAX_UNDERLYINGS + book.MAX_FUTURES] = []
     total: uint256 = 0
     mask: uint256 = book.masks[account]
+    # the index price of each underlying, read once (index u; 0 until read)
+    spots: uint256[book.MAX_UNDERLYINGS + 1] = empty(uint256[book.MAX_UNDERLYINGS + 1])
     for u: uint256 in range(1, book.MAX_UNDERLYINGS + 1):
         if mask & (1 << u) == 0:
             continue
         position: book.PerpPosition = book._get_perp(account, u)
-        loss: uint256 = self._loss(u, position)
+        spots[u] = self._spot(u)
+        loss: uint256 = self._loss(spots[u], position)
         if loss != 0:
             items.append(book.perp_of[u] | (convert(position.size < 0, uint256) << 32))
             losses.append(loss)
@@ -253,7 +256,10 @@ def deleverage(
     for i: uint256 in range((mask >> 136) & 255, bound=book.MAX_FUTURES):
         word: uint256 = book.futures[account][i]
         position: book.PerpPosition = book._future_position(word)
-        loss: uint256 = self._loss((word >> 32) & 255, position)
+        u: uint256 = (word >> 32) & 255
+        if spots[u] == 0:
+            spots[u] = self._spot(u)
+        loss: uint256 = self._loss(spots[u], position)
         if loss != 0:
             items.append((word & (2**32 - 1)) | (convert(position.size < 0, uint256) << 32))
             losses.append(loss)
@@ -273,11 +279,20 @@ def deleverage(
 
 @internal
 @view
-def _loss(u: uint256, position: book.PerpPosition) -> uint256:
+def _spot(u: uint256) -> uint256:
     """
-    @dev A perp's or future's loss at the index price (WAD USD): max(0, cost − floor(size·spot)).
+    @dev The underlying's index price (WAD USD), as the funding accrual reads it.
     """
-    spot: uint256 = staticcall book.ORACLE.price(staticcall book.engine.spot_key(u))
+    return staticcall book.ORACLE.price(staticcall book.engine.spot_key(u))
+
+
+@internal
+@pure
+def _loss(spot: uint256, position: book.PerpPosition) -> uint256:
+    """
+    @dev A perp's or future's loss at the index price `spot` (WAD USD):
+         max(0, cost − floor(size·spot)).
+    """
     value: int256 = fixed._floor_div(position.size * convert(spot, int256), book.IWAD) - position.cost
     return convert(max(-value, 0), uint256)
 
@@ -291,7 +306,7 @@ def _charge(item: uint256, share: uint256) -> book.Charge:
     """
     instrument_id: uint256 = item & (2**32 - 1)
     longs: bool = item >> 32 != 0
-    open_interest: uint256 = (staticcall book.markets.instrument(instrument_id)).open_interest
+    open_interest: uint256 = staticcall book.markets.open_interest(instrument_id)
     if open_interest == 0:
         return empty(book.Charge)
     per_unit: uint256 = share * book.WAD // open_interest

@@ -321,6 +321,17 @@ def move_open_interest(moves: DynArray[uint256, MAX_MOVES]):
 @external
 @view
 @reentrant
+def open_interest(instrument_id: uint256) -> uint256:
+    """
+    @notice Long units open in an instrument (WAD): as many as its short units.
+    @dev `@reentrant`: deleveraging reads it while the clearinghouse holds the lock.
+    """
+    return self.interest[instrument_id] & M128
+
+
+@external
+@view
+@reentrant
 def instrument(instrument_id: uint256) -> IClearinghouse.Instrument:
     """
     @notice An instrument's listing and open interest (unpacked).
