@@ -24,7 +24,9 @@ from crossmargin.model.clearing import PreviewTrade
 from crossmargin.protocol import fill_fee, health_at_spot
 from crossmargin.units import account_id, to_wad
 
-pytestmark = pytest.mark.slow
+# one xdist group: the module-scoped books must not interleave with other modules' tests on
+# a worker (ape's isolation then leaked the trader's preview positions into them)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preview")]
 
 DAY = 86_400
 
