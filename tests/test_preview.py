@@ -24,9 +24,9 @@ from crossmargin.model.clearing import PreviewTrade
 from crossmargin.protocol import fill_fee, health_at_spot
 from crossmargin.units import account_id, to_wad
 
-# one xdist group: the module-scoped books must not interleave with other modules' tests on
-# a worker (ape's isolation then leaked the trader's preview positions into them)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preview")]
+# the books are built per test: built once per module, ape's isolation left them in place
+# for the modules that ran after this one (the trader's preview positions leaked into them)
+pytestmark = pytest.mark.slow
 
 DAY = 86_400
 
@@ -39,7 +39,7 @@ def frozen_clock():
     chain.provider.make_request("anvil_removeBlockTimestampInterval", [])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def book(cm, admin, create_account, trader, maker, list_option):
     """`trader` (USDC and WETH): long 2 ETH calls, short 1 ETH put, long 1 ETH perp, short 1
     ETH future; `maker` is every trade's counterparty. Returns the instruments by name."""
@@ -253,7 +253,7 @@ def test_fill__earlier_revert__that_reason_and_nothing_sent(cm, trader, maker, b
 # ---------------------------------------------------------------- liquidation price
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def leveraged(cm, create_account, operator, maker, book):
     """`operator`: 8,000 USDC, long 10 ETH perps at 3,000."""
     create_account(operator, {"USDC": "8000"})
