@@ -12,14 +12,6 @@ from crossmargin.units import WAD
 
 
 @pytest.fixture
-def books(create_account, maker, taker):
-    """Maker and taker, each with 100k USDC."""
-    create_account(maker, {"USDC": "100000"})
-    create_account(taker, {"USDC": "100000"})
-    return maker, taker
-
-
-@pytest.fixture
 def perp(cm):
     return cm.markets.perp("ETH")
 
