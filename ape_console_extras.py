@@ -12,8 +12,8 @@ Names available in the console:
 from ape.exceptions import ApeException
 
 import crossmargin
-from crossmargin.errors import CrossmarginError, MissingDeploymentError, NoDeployment
-from crossmargin.protocol import Protocol
+from crossmargin.clients.errors import CrossmarginError, MissingDeploymentError, NoDeployment
+from crossmargin.clients.protocol import Protocol
 from crossmargin.units import account_id, from_wad, to_wad
 
 CLIENTS = ("vault", "oracle", "engine", "clearing", "markets", "exchange", "liquidator", "fund", "lens", "tokens")

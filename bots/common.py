@@ -31,9 +31,9 @@ from ape import networks
 from ape.logging import logger
 from silverback import SilverbackBot
 
+from crossmargin.clients.protocol import Protocol
 from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.manifest import Manifest
-from crossmargin.protocol import Protocol
 
 
 def load_protocol() -> Protocol:

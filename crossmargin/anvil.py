@@ -1,4 +1,4 @@
-"""Ape + anvil settings every entry point needs (imported by :mod:`crossmargin.protocol`).
+"""Ape + anvil settings every entry point needs (imported by :mod:`crossmargin.clients.protocol`).
 
 Pinned to eth-ape 0.8.51, ape-foundry 0.8.12 and web3 7 (``requirements.txt``); each patch
 below changes a default those versions hard-code and offer no setting for.

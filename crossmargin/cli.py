@@ -17,7 +17,7 @@ from eth_utils import to_checksum_address
 from rich.console import Console
 from rich.table import Table
 
-from crossmargin.errors import one_line
+from crossmargin.clients.errors import one_line
 from crossmargin.manifest import Manifest
 from crossmargin.units import MAX_SUBACCOUNT, SUB_BITS
 

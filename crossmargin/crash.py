@@ -8,7 +8,7 @@ BTC), delta-hedged short puts against delta-hedged long puts, delta-hedged long 
 calls written over a long perp; plus passive USDC-only depositors and a few standing bidders
 (``Liquidator.register``) with deep vault cash. Leverage is drawn at random (``seed``) so the
 crash leaves a mix of healthy, liquidatable and insolvent accounts. The set-up is sent through
-the keeper's pipelined :class:`crossmargin.sender.TxSender` (a batch per leg), so a
+the keeper's pipelined :class:`crossmargin.clients.sender.TxSender` (a batch per leg), so a
 50-account book takes well under a minute.
 
 The crash (:func:`run_crash`): the insurance fund holds ``fund`` USDC; one oracle round moves
@@ -35,10 +35,10 @@ from typing import Any
 
 from ape import chain
 
+from crossmargin.clients.orders import Order, sign_order
+from crossmargin.clients.sender import Call, TxSender
 from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.losses import Waterfall, collect
-from crossmargin.orders import Order, sign_order
-from crossmargin.sender import Call, TxSender
 from crossmargin.units import SUB_BITS, WAD, from_wad, to_wad
 
 SPOT = {"ETH": 3000, "BTC": 60000}

@@ -24,8 +24,8 @@ from typing import Any
 from ape import chain, project
 from eth_utils import keccak
 
+from crossmargin.clients.fund import constructor_args as fund_constructor_args
 from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
-from crossmargin.fund import constructor_args as fund_constructor_args
 from crossmargin.manifest import Manifest
 from crossmargin.units import key, to_units, to_wad
 

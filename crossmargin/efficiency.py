@@ -15,8 +15,8 @@ from typing import Any
 
 from ape import chain
 
+from crossmargin.clients.protocol import Protocol
 from crossmargin.model.fixed import bs_greeks, bs_price
-from crossmargin.protocol import Protocol
 from crossmargin.units import WAD, from_wad, to_wad
 
 DAYS = 30

@@ -23,7 +23,7 @@ would do):
 - :meth:`Keeper.move_prices`: random-walks the mock spot feeds (devnets only).
 
 Robustness. Every chain action is preflighted against the latest state (one execution
-through :class:`crossmargin.sender.TxSender`) before it is sent: that is the on-chain
+through :class:`crossmargin.clients.sender.TxSender`) before it is sent: that is the on-chain
 confirmation, and a revert whose reason shows the work is done or no longer needed
 (:data:`NOTHING_TO_DO`) is logged as ``skipped``, never raised. Node errors are retried a
 bounded number of times per call and per task; a task that still fails is reported and the
@@ -65,10 +65,10 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
+from crossmargin.clients.sender import Call, CallResult, TxSender, is_transient, retry, revert_reason
+from crossmargin.clients.standing import execute_standing
 from crossmargin.model import margin as model
 from crossmargin.model.auction import AuctionParams
-from crossmargin.sender import Call, CallResult, TxSender, is_transient, retry, revert_reason
-from crossmargin.standing import execute_standing
 from crossmargin.units import SUB_BITS, WAD, from_wad, key
 
 __all__ = [
@@ -276,7 +276,7 @@ class KeeperState:
         accounts: Known account ids.
         auctions: Accounts whose auction started and has not ended (from events).
         standing: Accounts that registered a standing bid (from events; dropped once read
-            cancelled, see ``crossmargin.standing``).
+            cancelled, see ``crossmargin.clients.standing``).
         options: Listed options and dated futures by instrument id.
         holders: Per option or future, accounts that may hold it (traded it or took a slice of a holder).
         sent: The journal of transactions, by call key: nonce, hash, status (``pending``
@@ -502,7 +502,7 @@ class Keeper:
     """Keeper tasks over one deployment, acting from one account.
 
     Args:
-        cm: The :class:`crossmargin.protocol.Protocol`.
+        cm: The :class:`crossmargin.clients.protocol.Protocol`.
         sender: An ape account that signs (None: dry run only).
         config: See :class:`KeeperConfig`.
         log: Where progress lines go (default: nowhere).
@@ -1043,7 +1043,7 @@ class Keeper:
     def liquidate(self) -> LiquidationReport:
         """Screens every known account, then: starts every due auction not running,
         marks insolvent auctions, terminates auctions back above the buffer, executes the
-        standing bids due (``crossmargin.standing``), and bids on live auctions whose quoted
+        standing bids due (``crossmargin.clients.standing``), and bids on live auctions whose quoted
         discount beats the threshold."""
         return self._run_task(LiquidationReport("liquidate"), self._liquidate)
 

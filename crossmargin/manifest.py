@@ -71,10 +71,10 @@ class Manifest:
     @classmethod
     def find(cls, network_name: str) -> Manifest:
         """The manifest of ``network_name`` wherever :func:`find_manifest` finds it
-        (:class:`~crossmargin.errors.MissingDeploymentError` if nowhere)."""
+        (:class:`~crossmargin.clients.errors.MissingDeploymentError` if nowhere)."""
         path = find_manifest(network_name)
         if not path.is_file():
-            from crossmargin.errors import MissingDeploymentError
+            from crossmargin.clients.errors import MissingDeploymentError
 
             raise MissingDeploymentError(f"no deployment manifest {path} for network {network_name!r}")
         return cls.load(path)

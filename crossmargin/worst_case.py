@@ -19,10 +19,10 @@ from decimal import Decimal
 
 from ape import chain
 
+from crossmargin.clients.protocol import Protocol
 from crossmargin.config import FeedConfig, MockFeed, NetworkConfig, TokenConfig, UnderlyingConfig
 from crossmargin.deploy import deploy
 from crossmargin.gas import GasRow, measure
-from crossmargin.protocol import Protocol
 from crossmargin.units import account_id, to_wad
 
 # The block gas limit every liquidation step of any account must fit in, every array stale

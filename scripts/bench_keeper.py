@@ -25,11 +25,11 @@ from ape_foundry.provider import FoundryProvider
 from rich.table import Table
 
 from crossmargin.cli import console, resolve_sender
+from crossmargin.clients.protocol import Protocol
+from crossmargin.clients.sender import Call, TxSender
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
 from crossmargin.keeper import Keeper, KeeperConfig
-from crossmargin.protocol import Protocol
-from crossmargin.sender import Call, TxSender
 from crossmargin.units import SUB_BITS, to_wad
 
 RISKY_SIZE = 10  # ETH long per risky account

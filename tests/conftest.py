@@ -11,9 +11,9 @@ from ape import project
 from hypothesis import settings
 from sizes import examples
 
+from crossmargin.clients.protocol import Protocol
 from crossmargin.config import load_config
 from crossmargin.deploy import deploy
-from crossmargin.protocol import Protocol
 from crossmargin.units import account_id, key
 
 # Hypothesis tests without their own size ask for Hypothesis's default 100, scaled as the rest.

@@ -22,7 +22,7 @@ import pytest
 from ape import networks
 
 from crossmargin.cli import FractionType
-from crossmargin.errors import (
+from crossmargin.clients.errors import (
     CrossmarginError,
     InvalidAmountError,
     MissingDeploymentError,
@@ -31,9 +31,9 @@ from crossmargin.errors import (
     UnknownNameError,
     one_line,
 )
+from crossmargin.clients.protocol import Protocol, check_faucet_network
 from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.manifest import Manifest
-from crossmargin.protocol import Protocol, check_faucet_network
 from crossmargin.units import account_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,7 +353,7 @@ def test_faucet__other_network__refused_in_one_line(cm, trader, monkeypatch):
     for network in ("local", "devnet", "devnet-fork"):
         check_faucet_network(network)
     # the SDK asks the same function about the connected network: with `local` off the list, refused
-    monkeypatch.setattr("crossmargin.protocol.FAUCET_NETWORKS", ("devnet",))
+    monkeypatch.setattr("crossmargin.clients.protocol.FAUCET_NETWORKS", ("devnet",))
     with pytest.raises(NetworkRefusedError, match="not on 'local'"):
         cm.faucet(trader, "USDC", "1")
     monkeypatch.undo()

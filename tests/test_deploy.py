@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from ape import project
 
+from crossmargin.clients.protocol import Protocol
 from crossmargin.config import ConfigError, load_config, parse_config
 from crossmargin.deploy import deploy
 from crossmargin.manifest import Manifest, find_manifest, manifest_path
-from crossmargin.protocol import Protocol
 from crossmargin.units import key, to_wad
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sizes import examples
 
-from crossmargin.orders import ExchangeClient, order_hash, sign_order, signable_message, typed_data
+from crossmargin.clients.orders import ExchangeClient, order_hash, sign_order, signable_message, typed_data
 from crossmargin.units import WAD, account_id, to_wad
 
 MAKER_FEE = 2 * 10**14  # 2 bps

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sizes import examples
 
-from crossmargin.fund import NAME, SYMBOL, FundClient, constructor_args
+from crossmargin.clients.fund import NAME, SYMBOL, FundClient, constructor_args
 from crossmargin.units import WAD
 
 ZERO = "0x0000000000000000000000000000000000000000"

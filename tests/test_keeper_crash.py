@@ -1,7 +1,7 @@
 """A keeper killed mid-sweep and restarted, as an operator runs it: `ape run keeper liquidate
 --once` in a subprocess against this session's anvil (the node provider on its URI, network
 `local`), killed with SIGKILL at the sender's test-only crash point
-(`CROSSMARGIN_KEEPER_CRASH_AFTER`, crossmargin/sender.py), then run again on the same state
+(`CROSSMARGIN_KEEPER_CRASH_AFTER`, crossmargin/clients/sender.py), then run again on the same state
 file. Rule (README, keepers): after any crash the next sweep acts on every due account exactly
 once, and the journal ends with no stale `pending` entry.
 

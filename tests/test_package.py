@@ -21,9 +21,9 @@ from click.testing import CliRunner
 
 import crossmargin.abi
 from crossmargin.abi import BUNDLED, CONTRACTS, AbiContracts, abi_json
+from crossmargin.clients.protocol import Protocol
 from crossmargin.commands import main
 from crossmargin.manifest import BUNDLED_DEPLOYMENTS, Manifest, abi_dir, find_manifest
-from crossmargin.protocol import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a wheel is built from (`MANIFEST.in` and the package data in pyproject.toml say what
@@ -238,7 +238,7 @@ def test_wheel__crossmargin_command__help_and_simulate(installed):
 LOAD = """
 import json, sys
 from ape import networks
-from crossmargin.protocol import Protocol
+from crossmargin.clients.protocol import Protocol
 network, owner = sys.argv[1], sys.argv[2]
 with networks.parse_network_choice(sys.argv[3]):
     cm = Protocol.load(network)

@@ -18,10 +18,10 @@ import pytest
 from ape import chain
 from test_model import push_all
 
-from crossmargin.errors import InsufficientMarginError, one_line, revert_reason
+from crossmargin.clients.errors import InsufficientMarginError, one_line, revert_reason
+from crossmargin.clients.protocol import fill_fee, health_at_spot
 from crossmargin.model import margin as model
 from crossmargin.model.clearing import PreviewTrade
-from crossmargin.protocol import fill_fee, health_at_spot
 from crossmargin.units import account_id, to_wad
 
 # the books are built per test: built once per module, ape's isolation left them in place

@@ -96,8 +96,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from crossmargin.clients.sender import Call, TxSender
 from crossmargin.model import margin as model
-from crossmargin.sender import Call, TxSender
 from crossmargin.units import WAD, account_id, to_units, to_wad
 
 STEPS = int(os.environ.get("CM_STATEFUL_STEPS", "1900"))

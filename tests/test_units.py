@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from crossmargin.errors import CrossmarginError, InvalidAmountError, one_line
+from crossmargin.clients.errors import CrossmarginError, InvalidAmountError, one_line
 from crossmargin.units import WAD
 
 

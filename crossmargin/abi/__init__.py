@@ -24,7 +24,7 @@ from typing import Any
 
 from ethpm_types import ContractType
 
-from crossmargin.errors import MissingDeploymentError
+from crossmargin.clients.errors import MissingDeploymentError
 
 # The bundled ABIs: this package's directory.
 BUNDLED = Path(__file__).resolve().parent

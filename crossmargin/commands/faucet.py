@@ -15,7 +15,7 @@ from ape import accounts, networks
 from ape.cli import ConnectedProviderCommand
 
 from crossmargin.cli import console, friendly_errors
-from crossmargin.protocol import Protocol, check_faucet_network
+from crossmargin.clients.protocol import Protocol, check_faucet_network
 
 
 def recipient(value: str):

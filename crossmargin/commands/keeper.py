@@ -25,8 +25,8 @@ from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
 from crossmargin.cli import FractionType, account_label, console, emit_json, friendly_errors, json_option, load_account
+from crossmargin.clients.protocol import Protocol
 from crossmargin.keeper import Keeper, KeeperConfig, LiquidationReport, RefusedError, TaskReport
-from crossmargin.protocol import Protocol
 
 # Default keeper account on dev networks: test account 0, the deployer, which may also push
 # the mock feeds (as `ape run deploy` and `ape run demo` use it).

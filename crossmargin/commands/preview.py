@@ -24,7 +24,7 @@ from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
 from crossmargin.cli import account_label, console, emit_json, friendly_errors, json_option
-from crossmargin.protocol import Protocol
+from crossmargin.clients.protocol import Protocol
 from crossmargin.units import SUB_BITS, account_id
 
 

@@ -23,10 +23,10 @@ from ape import chain, networks
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin import standing
 from crossmargin.cli import account_label, console, emit_json, friendly_errors, json_option
+from crossmargin.clients import standing
+from crossmargin.clients.protocol import Protocol
 from crossmargin.keeper import FUTURE, Keeper, KeeperConfig
-from crossmargin.protocol import Protocol
 from crossmargin.units import from_wad
 
 INDEX_ONE = 10**36  # the vault's cash index at launch

@@ -1,6 +1,6 @@
 """Typed clients of the deployed protocol, built from a deployment manifest.
 
-    from crossmargin.protocol import Protocol
+    from crossmargin.clients.protocol import Protocol
     cm = Protocol.load()                       # manifest of the connected network
     cm.vault.deposit(trader, "USDC", "1000")   # human amounts, converted exactly
     cm.vault.balances(trader)                  # AccountBalances(cash=Decimal('1000'), ...)
@@ -23,7 +23,7 @@ from eth_abi import decode as abi_decode
 
 import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.abi import contracts
-from crossmargin.errors import (
+from crossmargin.clients.errors import (
     InsufficientMarginError,
     InvalidAmountError,
     MissingDeploymentError,
@@ -32,12 +32,12 @@ from crossmargin.errors import (
     nonzero_amount,
     positive_amount,
 )
-from crossmargin.fund import FundClient
+from crossmargin.clients.fund import FundClient
+from crossmargin.clients.orders import ExchangeClient
 from crossmargin.manifest import Manifest, find_manifest
 from crossmargin.model import clearing as clearing_model
 from crossmargin.model import margin as model
 from crossmargin.model.margin import FuturePosition, future_line, scenario_hint
-from crossmargin.orders import ExchangeClient
 from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
 
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from ape import chain
 from ape.exceptions import ContractLogicError
 
+from crossmargin.clients.sender import Call
 from crossmargin.model.auction import StandingBid, multiplier
-from crossmargin.sender import Call
 from crossmargin.units import WAD, from_wad
 
 if TYPE_CHECKING:

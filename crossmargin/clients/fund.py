@@ -1,7 +1,7 @@
 """Typed client of the insurance fund (``contracts/InsuranceFund.vy``), an ERC-4626 vault of
 the settlement asset with a withdrawal cooldown.
 
-    from crossmargin.fund import FundClient
+    from crossmargin.clients.fund import FundClient
     fund = FundClient(project.InsuranceFund.at(address), cm.token("USDC"))
     fund.deposit(lp, "1000")            # token units in human form, converted exactly
     fund.request_withdraw(lp)           # all of lp's shares; the window opens after the cooldown
@@ -67,7 +67,7 @@ class FundClient:
     """Deposits, cooldown withdrawals, income and share price of the insurance fund."""
 
     def __init__(self, contract: Any, token: Any):
-        """``token`` is the settlement asset's ``crossmargin.protocol.Token``."""
+        """``token`` is the settlement asset's ``crossmargin.clients.protocol.Token``."""
         self.contract = contract
         self.token = token
         self.share_decimals = int(contract.decimals())

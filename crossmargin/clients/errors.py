@@ -21,7 +21,7 @@ from typing import Any
 from ape.exceptions import ContractLogicError as ApeContractLogicError
 from ape.exceptions import TransactionError
 
-from crossmargin.sender import revert_reason as node_revert_reason
+from crossmargin.clients.sender import revert_reason as node_revert_reason
 from crossmargin.units import EXACT, WAD
 
 

@@ -2,7 +2,7 @@
 
 The one signing helper shared by tests, scripts and market-maker code::
 
-    from crossmargin.orders import ExchangeClient
+    from crossmargin.clients.orders import ExchangeClient
     ex = ExchangeClient(project.Exchange.at(address))
     order = ex.make_order(maker, instrument=1, buy=True, size="2", price="3000")  # maker buys 2 at 3000
     signature = ex.sign(maker, order)          # 65 bytes r || s || v
@@ -11,7 +11,7 @@ The one signing helper shared by tests, scripts and market-maker code::
 
 Units: every amount in and out is human (``Decimal``, ``str`` or ``int`` of whole units;
 ``size`` in units of the instrument, ``price`` in USD per unit). A float is refused, as are
-zero and negative amounts (:class:`~crossmargin.errors.InvalidAmountError`). Raw 18-decimal
+zero and negative amounts (:class:`~crossmargin.clients.errors.InvalidAmountError`). Raw 18-decimal
 (WAD) integers go only through the keywords named ``*_raw`` (``size_raw=``, ``price_raw=``)
 and come out of the methods named ``*_raw``; the signed :class:`Order` itself holds WAD, as
 the exchange sees it. ``deadline`` is a unix time in seconds.
@@ -32,7 +32,7 @@ from ape.exceptions import ContractLogicError
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
-from crossmargin.errors import InsufficientMarginError, revert_reason, wad_argument
+from crossmargin.clients.errors import InsufficientMarginError, revert_reason, wad_argument
 from crossmargin.units import Number, account_id, from_wad
 
 # The exchange's EIP-712 domain (`Exchange.vy`: `eip712_domain_separator.__init__`).
