@@ -33,7 +33,7 @@ from silverback import SilverbackBot
 
 from crossmargin.clients.protocol import Protocol
 from crossmargin.keeper import Keeper, KeeperConfig
-from crossmargin.manifest import Manifest
+from crossmargin.ops.manifest import Manifest
 
 
 def load_protocol() -> Protocol:

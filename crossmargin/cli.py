@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossmargin.clients.errors import one_line
-from crossmargin.manifest import Manifest
+from crossmargin.ops.manifest import Manifest
 from crossmargin.units import MAX_SUBACCOUNT, SUB_BITS
 
 console = Console()

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rich.console import Console
 from rich.table import Table
 
-from crossmargin.config import validation_lines
 from crossmargin.model import margin as model
+from crossmargin.ops.config import validation_lines
 from crossmargin.units import from_wad, to_wad
 
 DAY = 86_400

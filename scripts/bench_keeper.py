@@ -27,9 +27,9 @@ from rich.table import Table
 from crossmargin.cli import console, resolve_sender
 from crossmargin.clients.protocol import Protocol
 from crossmargin.clients.sender import Call, TxSender
-from crossmargin.config import load_config
-from crossmargin.deploy import deploy
 from crossmargin.keeper import Keeper, KeeperConfig
+from crossmargin.ops.config import load_config
+from crossmargin.ops.deploy import deploy
 from crossmargin.units import SUB_BITS, to_wad
 
 RISKY_SIZE = 10  # ETH long per risky account

@@ -19,9 +19,9 @@ from rich.table import Table
 
 from crossmargin.cli import console, friendly_errors, resolve_sender
 from crossmargin.clients.protocol import Protocol
-from crossmargin.config import load_config
 from crossmargin.crash import CrashConfig, CrashReport, run_crash
-from crossmargin.deploy import deploy
+from crossmargin.ops.config import load_config
+from crossmargin.ops.deploy import deploy
 
 
 def _usd(value) -> str:

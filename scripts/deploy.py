@@ -14,9 +14,9 @@ from ape import networks
 from ape.cli import ConnectedProviderCommand
 
 from crossmargin.cli import console, contracts_table, friendly_errors, resolve_sender, sender_option
-from crossmargin.config import ConfigError, load_config
-from crossmargin.deploy import deploy, deploy_lens
-from crossmargin.manifest import Manifest, abi_dir, find_manifest, manifest_path
+from crossmargin.ops.config import ConfigError, load_config
+from crossmargin.ops.deploy import deploy, deploy_lens
+from crossmargin.ops.manifest import Manifest, abi_dir, find_manifest, manifest_path
 
 
 @click.command(cls=ConnectedProviderCommand, help=__doc__)

@@ -12,8 +12,8 @@ from hypothesis import settings
 from sizes import examples
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.config import load_config
-from crossmargin.deploy import deploy
+from crossmargin.ops.config import load_config
+from crossmargin.ops.deploy import deploy
 from crossmargin.units import account_id, key
 
 # Hypothesis tests without their own size ask for Hypothesis's default 100, scaled as the rest.

@@ -33,7 +33,7 @@ from crossmargin.clients.errors import (
 )
 from crossmargin.clients.protocol import Protocol, check_faucet_network
 from crossmargin.keeper import Keeper, KeeperConfig
-from crossmargin.manifest import Manifest
+from crossmargin.ops.manifest import Manifest
 from crossmargin.units import account_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,7 +319,7 @@ def test_revert__one_line_reason_and_no_call_trace_printed(cm, create_account, m
 def test_revert_on_a_node_provider__no_undecoded_log_warnings(cm, chain, create_account, maker, trader, capsys):
     """On `ethereum:devnet:node` ape traced the failed fill with anvil's debug_traceCall,
     whose frames carry no log data: one "Failed to decode log data 'CashSettled'" warning
-    per cash settlement, and ~120 lines of trace (crossmargin/anvil.py)."""
+    per cash settlement, and ~120 lines of trace (crossmargin/ops/anvil.py)."""
     create_account(maker, {"USDC": "100000"})
     create_account(trader, {"USDC": "100"})
     capsys.readouterr()

@@ -6,9 +6,9 @@ import pytest
 from ape import project
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.config import ConfigError, load_config, parse_config
-from crossmargin.deploy import deploy
-from crossmargin.manifest import Manifest, find_manifest, manifest_path
+from crossmargin.ops.config import ConfigError, load_config, parse_config
+from crossmargin.ops.deploy import deploy
+from crossmargin.ops.manifest import Manifest, find_manifest, manifest_path
 from crossmargin.units import key, to_wad
 
 

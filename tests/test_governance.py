@@ -8,9 +8,9 @@ could pause withdrawals with no end."""
 import ape
 import pytest
 
-from crossmargin.config import TimelockConfig, load_config
-from crossmargin.deploy import OWNED, deploy
-from crossmargin.manifest import Manifest
+from crossmargin.ops.config import TimelockConfig, load_config
+from crossmargin.ops.deploy import OWNED, deploy
+from crossmargin.ops.manifest import Manifest
 
 NOT_OWNER = "ownable: caller is not the owner"
 ZERO = "0x0000000000000000000000000000000000000000"

@@ -18,10 +18,10 @@ from ape import chain, project
 from test_model import assert_model_matches, push, push_all
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.deploy import deploy_lens
 from crossmargin.gas import EIP170_LIMIT, code_sizes
 from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.model import margin as model
+from crossmargin.ops.deploy import deploy_lens
 from crossmargin.scale_bench import build_book, list_book, refresh_all
 from crossmargin.units import account_id, key, to_wad
 

@@ -23,7 +23,7 @@ import crossmargin.abi
 from crossmargin.abi import BUNDLED, CONTRACTS, AbiContracts, abi_json
 from crossmargin.clients.protocol import Protocol
 from crossmargin.commands import main
-from crossmargin.manifest import BUNDLED_DEPLOYMENTS, Manifest, abi_dir, find_manifest
+from crossmargin.ops.manifest import BUNDLED_DEPLOYMENTS, Manifest, abi_dir, find_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a wheel is built from (`MANIFEST.in` and the package data in pyproject.toml say what
@@ -88,8 +88,8 @@ def test_find_manifest__deployments_dir_then_bundled(tmp_path, monkeypatch):
     for directory in (own, bundled):
         directory.mkdir()
     (bundled / "sepolia.json").write_text("{}")
-    monkeypatch.setattr("crossmargin.manifest.DEPLOYMENTS_DIR", own)
-    monkeypatch.setattr("crossmargin.manifest.BUNDLED_DEPLOYMENTS", bundled)
+    monkeypatch.setattr("crossmargin.ops.manifest.DEPLOYMENTS_DIR", own)
+    monkeypatch.setattr("crossmargin.ops.manifest.BUNDLED_DEPLOYMENTS", bundled)
     assert find_manifest("sepolia") == bundled / "sepolia.json"
     assert find_manifest("sepolia-fork") == bundled / "sepolia.json"
     (own / "sepolia.json").write_text("{}")
@@ -197,7 +197,7 @@ def installed(cm, tmp_path_factory):
 SITE_CHECK = """
 import json, pathlib, crossmargin
 from crossmargin.abi import BUNDLED, CONTRACTS, in_checkout
-from crossmargin.manifest import BUNDLED_DEPLOYMENTS, find_manifest
+from crossmargin.ops.manifest import BUNDLED_DEPLOYMENTS, find_manifest
 package = pathlib.Path(crossmargin.__file__).parent
 print(json.dumps({
     "package": str(package),

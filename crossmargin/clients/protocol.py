@@ -21,7 +21,7 @@ from ape import networks, project
 from ape.exceptions import ContractLogicError, ContractNotFoundError
 from eth_abi import decode as abi_decode
 
-import crossmargin.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
+import crossmargin.ops.anvil  # noqa: F401 - trace settings that keep anvil alive on failed engine txs
 from crossmargin.abi import contracts
 from crossmargin.clients.errors import (
     InsufficientMarginError,
@@ -34,10 +34,10 @@ from crossmargin.clients.errors import (
 )
 from crossmargin.clients.fund import FundClient
 from crossmargin.clients.orders import ExchangeClient
-from crossmargin.manifest import Manifest, find_manifest
 from crossmargin.model import clearing as clearing_model
 from crossmargin.model import margin as model
 from crossmargin.model.margin import FuturePosition, future_line, scenario_hint
+from crossmargin.ops.manifest import Manifest, find_manifest
 from crossmargin.units import Number, account_id, from_units, from_wad, key, to_units, to_wad
 
 

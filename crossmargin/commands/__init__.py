@@ -8,7 +8,7 @@
     crossmargin simulate book.yaml                # offline: no chain, no deployment
 
 Each command that reads the chain takes ape's ``--network`` and finds the network's
-deployment manifest as the SDK does (``crossmargin.manifest``): ``$CROSSMARGIN_DEPLOYMENTS``,
+deployment manifest as the SDK does (``crossmargin.ops.manifest``): ``$CROSSMARGIN_DEPLOYMENTS``,
 ``./deployments`` (the checkout's in a checkout), then the manifests bundled with the package.
 """
 

@@ -20,7 +20,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 # Bounds the contracts enforce (see each contract's constants).
 MAX_HAIRCUT = Decimal("0.9")  # Vault.MAX_HAIRCUT

@@ -25,8 +25,8 @@ from ape import chain, project
 from eth_utils import keccak
 
 from crossmargin.clients.fund import constructor_args as fund_constructor_args
-from crossmargin.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
-from crossmargin.manifest import Manifest
+from crossmargin.ops.config import FeedConfig, NetworkConfig, TokenConfig, UnderlyingConfig
+from crossmargin.ops.manifest import Manifest
 from crossmargin.units import key, to_units, to_wad
 
 Log = Callable[[str], None]

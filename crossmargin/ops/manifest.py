@@ -10,7 +10,7 @@ working directory); then the manifests bundled with the package (``crossmargin/d
 in a wheel: the known deployments, with their ABIs), so the SDK finds a public deployment
 from anywhere::
 
-    from crossmargin.manifest import Manifest
+    from crossmargin.ops.manifest import Manifest
     manifest = Manifest.find("sepolia")        # or Manifest.load(path)
     manifest.abi("Vault")                      # its ABI, as JSON values
 """
@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-_PACKAGE = Path(__file__).resolve().parent
+# the crossmargin package (this module is crossmargin/ops/manifest.py)
+_PACKAGE = Path(__file__).resolve().parents[1]
 # The manifests bundled in an installed package (`deployments/` of the repository, mapped
 # into the wheel as `crossmargin/deployments/`); absent in a checkout.
 BUNDLED_DEPLOYMENTS = _PACKAGE / "deployments"
