@@ -6,7 +6,7 @@ bidders), funds the insurance fund, applies one oracle round of ETH −35%, BTC 
 implied vol doubled, runs the keeper until nothing is liquidatable, and prints the loss
 waterfall: accounts auctioned, their losses, what the fund paid, what deleveraging charged
 (and to whom), what was socialized, and what the passive depositors lost.
-(`crossmargin/crash.py`; the table of one run is in docs/waterfall.md.)
+(`crossmargin/tools/crash.py`; the table of one run is in docs/waterfall.md.)
 """
 
 import json
@@ -19,9 +19,9 @@ from rich.table import Table
 
 from crossmargin.cli import console, friendly_errors, resolve_sender
 from crossmargin.clients.protocol import Protocol
-from crossmargin.crash import CrashConfig, CrashReport, run_crash
 from crossmargin.ops.config import load_config
 from crossmargin.ops.deploy import deploy
+from crossmargin.tools.crash import CrashConfig, CrashReport, run_crash
 
 
 def _usd(value) -> str:

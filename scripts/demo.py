@@ -18,9 +18,9 @@ from rich.table import Table
 
 from crossmargin.cli import console, contracts_table, friendly_errors, resolve_sender
 from crossmargin.clients.protocol import Protocol
-from crossmargin.demo import draw_chart, run_demo
 from crossmargin.ops.config import load_config
 from crossmargin.ops.deploy import deploy
+from crossmargin.tools.demo import draw_chart, run_demo
 
 
 def _usd(value) -> str:

@@ -17,15 +17,15 @@ from ape import accounts, chain
 from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
-from crossmargin.benchmarks import listing_benchmark, margin_benchmark
 from crossmargin.cli import console, resolve_sender
 from crossmargin.clients.protocol import Protocol
-from crossmargin.gas import EIP170_LIMIT, code_sizes, measure
-from crossmargin.liquidation_bench import liquidation_benchmark
 from crossmargin.ops.config import load_config
 from crossmargin.ops.deploy import deploy
-from crossmargin.scale_bench import liquidation_at_size_benchmark
-from crossmargin.worst_case import worst_case_benchmark
+from crossmargin.tools.benchmarks import listing_benchmark, margin_benchmark
+from crossmargin.tools.gas import EIP170_LIMIT, code_sizes, measure
+from crossmargin.tools.liquidation_bench import liquidation_benchmark
+from crossmargin.tools.scale_bench import liquidation_at_size_benchmark
+from crossmargin.tools.worst_case import worst_case_benchmark
 
 DEPLOYABLES = (
     "Vault",

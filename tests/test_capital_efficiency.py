@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from crossmargin.efficiency import markdown, measure_single_positions, measure_strategies, single_markdown
 from crossmargin.model import margin as model
+from crossmargin.tools.efficiency import markdown, measure_single_positions, measure_strategies, single_markdown
 from crossmargin.units import account_id
 
 

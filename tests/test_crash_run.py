@@ -1,4 +1,4 @@
-"""The crash run (`ape run crash`, crossmargin/crash.py) at a small size: a 12-account book on
+"""The crash run (`ape run crash`, crossmargin/tools/crash.py) at a small size: a 12-account book on
 ETH and BTC (perps and dated futures on both sides, a delta-hedged option pair, passive USDC
 depositors, a standing bidder), an insurance fund too small for the losses, one oracle round
 of ETH −35%, BTC −25% and implied vol doubled, then keeper sweeps until nothing is
@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from crossmargin.crash import CrashConfig, plan_book, run_crash
+from crossmargin.tools.crash import CrashConfig, plan_book, run_crash
 from crossmargin.units import SUB_BITS
 
 CONFIG = CrashConfig(accounts=12, fund=Decimal(2_000))

@@ -1,10 +1,10 @@
-"""The crash demo (`ape run demo`, crossmargin/demo.py) on this session's deployment: it shows
+"""The crash demo (`ape run demo`, crossmargin/tools/demo.py) on this session's deployment: it shows
 the whole loss waterfall (standing bids executed by the keeper, the insurance fund paying,
 a deficit large enough to reach deleveraging, charged to the BTC perp's shorts), its chart's
 health line ends where its final table does, and the chart is drawn.
 """
 
-from crossmargin.demo import SWEEP_SECONDS, draw_chart, run_demo
+from crossmargin.tools.demo import SWEEP_SECONDS, draw_chart, run_demo
 
 
 def test_demo__whole_waterfall__health_recorded_after_the_bids(cm, accounts, tmp_path):

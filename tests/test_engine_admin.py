@@ -7,10 +7,10 @@ event, and what is set reads back from the engine."""
 import ape
 import pytest
 
-from crossmargin.gas import storage_slots
 from crossmargin.model import margin as model
+from crossmargin.tools.gas import storage_slots
+from crossmargin.tools.worst_case import widest_grid
 from crossmargin.units import WAD, account_id, key
-from crossmargin.worst_case import widest_grid
 
 NOT_OWNER = "ownable: caller is not the owner"
 # the default risk parameters of `list_underlying` (quantum, vol up, vol down, vol floor,

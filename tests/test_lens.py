@@ -2,7 +2,7 @@
 per-call path on a mixed book, the batch views equal the single views, their bounds revert
 with a reason, and a snapshot's JSON-RPC calls do not grow with the options held.
 
-The book (`crossmargin.scale_bench`): 32 options (16 ETH, 16 BTC), short ETH and long BTC
+The book (`crossmargin.tools.scale_bench`): 32 options (16 ETH, 16 BTC), short ETH and long BTC
 perps, and WETH collateral that tracks ETH.
 """
 
@@ -18,11 +18,11 @@ from ape import chain, project
 from test_model import assert_model_matches, push, push_all
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.gas import EIP170_LIMIT, code_sizes
 from crossmargin.keeper import Keeper, KeeperConfig
 from crossmargin.model import margin as model
 from crossmargin.ops.deploy import deploy_lens
-from crossmargin.scale_bench import build_book, list_book, refresh_all
+from crossmargin.tools.gas import EIP170_LIMIT, code_sizes
+from crossmargin.tools.scale_bench import build_book, list_book, refresh_all
 from crossmargin.units import account_id, key, to_wad
 
 pytestmark = pytest.mark.slow

@@ -207,6 +207,8 @@ print(json.dumps({
     "in_checkout": in_checkout(),
     "deployments": sorted(p.name for p in BUNDLED_DEPLOYMENTS.iterdir()),
     "testnet": str(find_manifest("testnet")),
+    "subpackages": sorted(p.parent.name for p in package.glob("*/__init__.py")),
+    "modules": sorted(str(p.relative_to(package)) for p in package.rglob("*.py")),
 }))
 """
 
@@ -222,6 +224,9 @@ def test_wheel__fresh_venv_outside_the_repo__typed_with_abis_and_known_manifests
     # the known manifest and its ABIs ship; a throwaway chain's do not
     assert out["deployments"] == ["README.md", "testnet.abi", "testnet.json"]
     assert out["testnet"] == str(package / "deployments" / "testnet.json")
+    # the installed API's parts; the checkout's tooling (crossmargin.tools) is not shipped
+    assert out["subpackages"] == ["abi", "clients", "commands", "model", "ops"]
+    assert not [m for m in out["modules"] if m.startswith("tools")]
 
 
 @pytest.mark.slow
@@ -288,3 +293,14 @@ def test_wheel__loads_the_manifest_and_abis_ape_run_deploy_writes(installed, cm,
     # and the installed `crossmargin status` reads that deployment
     status = _last_json(installed("crossmargin", "status", "--json", "--no-model", "--network", uri))
     assert status["network"] == "local" and "fund" in status
+
+
+def test_commands__do_not_import_the_checkouts_tools():
+    """`crossmargin.tools` is not in the wheel, so no command of the installed package may need it."""
+    check = (
+        "import sys, crossmargin.commands, crossmargin.keeper, crossmargin.clients.protocol\n"
+        "print(sorted(m for m in sys.modules if m.startswith('crossmargin.tools')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = _run([sys.executable, "-c", check], cwd=ROOT, env=env)
+    assert out.strip().splitlines()[-1] == "[]"

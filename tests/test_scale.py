@@ -1,7 +1,7 @@
 """Venue scale: books of 128 options on several underlyings, the position cap at its bounds,
 the model against the engine on such a book, and its liquidation from start to sold out.
 
-The book (`crossmargin.scale_bench`) is the one `ape run gas` measures: 128 options (64 ETH,
+The book (`crossmargin.tools.scale_bench`) is the one `ape run gas` measures: 128 options (64 ETH,
 64 BTC over 4 expiries, a long call and a short put of half a unit per strike) and two
 perps, built by real fills between `maker` and `taker`.
 """
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sizes import examples
 from test_model import assert_model_matches, push
 
-from crossmargin.scale_bench import BOOK, build_book, list_book, make_liquidatable, refresh_all
+from crossmargin.tools.scale_bench import BOOK, build_book, list_book, make_liquidatable, refresh_all
 from crossmargin.units import account_id, to_wad
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossmargin.worst_case import BLOCK_GAS_LIMIT, TX_GAS_CAP, worst_case_benchmark
+from crossmargin.tools.worst_case import BLOCK_GAS_LIMIT, TX_GAS_CAP, worst_case_benchmark
 
 pytestmark = pytest.mark.slow
 

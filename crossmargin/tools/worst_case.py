@@ -20,9 +20,9 @@ from decimal import Decimal
 from ape import chain
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.gas import GasRow, measure
 from crossmargin.ops.config import FeedConfig, MockFeed, NetworkConfig, TokenConfig, UnderlyingConfig
 from crossmargin.ops.deploy import deploy
+from crossmargin.tools.gas import GasRow, measure
 from crossmargin.units import account_id, to_wad
 
 # The block gas limit every liquidation step of any account must fit in, every array stale

@@ -18,7 +18,7 @@ starting auctions, executing the standing bids as they come due, and bidding its
 discount of at least ``keeper_threshold``, until nothing is liquidatable and no auction runs.
 
 The report (:class:`CrashReport`): accounts auctioned, the losses of their insolvent slices and
-their split (fund / deleveraged / socialized, from the events; :mod:`crossmargin.losses`),
+their split (fund / deleveraged / socialized, from the events; :mod:`crossmargin.tools.losses`),
 which accounts paid the deleveraging, and what the passive depositors and the accounts that
 stayed healthy lost to socialization.
 """
@@ -38,7 +38,7 @@ from ape import chain
 from crossmargin.clients.orders import Order, sign_order
 from crossmargin.clients.sender import Call, TxSender
 from crossmargin.keeper import Keeper, KeeperConfig
-from crossmargin.losses import Waterfall, collect
+from crossmargin.tools.losses import Waterfall, collect
 from crossmargin.units import SUB_BITS, WAD, from_wad, to_wad
 
 SPOT = {"ETH": 3000, "BTC": 60000}

@@ -1,6 +1,6 @@
 """Who paid for the insolvent auctions: the loss waterfall read back from events.
 
-Used by the demo (:mod:`crossmargin.demo`) and the crash run (:mod:`crossmargin.crash`).
+Used by the demo (:mod:`crossmargin.tools.demo`) and the crash run (:mod:`crossmargin.tools.crash`).
 Each insolvent slice logs ``Liquidator.LossCovered(account, loss, fund_payout, deleveraged,
 socialized)`` with ``loss = fund_payout + deleveraged + socialized`` to the wei
 (SPECIFICATION.md, Loss waterfall); the deleveraging step logs

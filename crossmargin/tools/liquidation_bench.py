@@ -8,7 +8,7 @@ from __future__ import annotations
 from ape import chain
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.gas import GasRow, measure_call
+from crossmargin.tools.gas import GasRow, measure_call
 from crossmargin.units import account_id, to_wad
 
 

@@ -26,8 +26,8 @@ from ape import chain
 from crossmargin.clients.orders import Order, sign_order
 from crossmargin.clients.protocol import Protocol
 from crossmargin.keeper import Keeper, KeeperConfig, describe_account
-from crossmargin.losses import Waterfall, collect
 from crossmargin.model.auction import AuctionParams, multiplier
+from crossmargin.tools.losses import Waterfall, collect
 from crossmargin.units import WAD, account_id, from_wad, to_units, to_wad
 
 # ETH spot after each step of the crash (USD) and the implied vol the market moves to; then

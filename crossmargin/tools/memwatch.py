@@ -1,6 +1,6 @@
 """Peak resident memory of the anvil nodes a command starts.
 
-    python -m crossmargin.memwatch [--interval 0.5] -- make test
+    python -m crossmargin.tools.memwatch [--interval 0.5] -- make test
 
 Runs the command, samples the resident set size of every ``anvil`` process under it
 (ape starts one per test session, per xdist worker, per ``ape run``) and prints the peak of

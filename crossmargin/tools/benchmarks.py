@@ -14,7 +14,7 @@ from dataclasses import replace
 from ape import accounts, chain
 
 from crossmargin.clients.protocol import Protocol
-from crossmargin.gas import GasRow, measure_call
+from crossmargin.tools.gas import GasRow, measure_call
 from crossmargin.units import account_id, to_wad
 
 # Portfolio sizes measured: the first 32 options are 16 ETH then 16 BTC (30-day expiry),
