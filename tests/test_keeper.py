@@ -17,8 +17,8 @@ import ape
 import pytest
 from ape.exceptions import ProviderError
 
-from crossmargin import keeper as keeper_module
 from crossmargin.keeper import Keeper, KeeperConfig, describe_account
+from crossmargin.keeper import prices as price_mover
 from crossmargin.units import account_id, to_wad
 
 
@@ -667,7 +667,7 @@ def test_prices__random_walk_on_mock_feeds(cm, make_keeper, admin):
 
 def test_prices__refused_off_devnets_and_without_pusher_rights(cm, make_keeper, admin, keeper, monkeypatch):
     assert "may not push" in make_keeper(sender=keeper).move_prices().errors[0]
-    monkeypatch.setattr(keeper_module, "DEV_NETWORKS", ("sepolia",))
+    monkeypatch.setattr(price_mover, "DEV_NETWORKS", ("sepolia",))
     report = make_keeper(sender=admin).move_prices()
     assert report.errors == ["refused: the price mover only runs on devnets ('sepolia',), not 'local'"]
     assert report.actions == []

@@ -225,7 +225,7 @@ def test_wheel__fresh_venv_outside_the_repo__typed_with_abis_and_known_manifests
     assert out["deployments"] == ["README.md", "testnet.abi", "testnet.json"]
     assert out["testnet"] == str(package / "deployments" / "testnet.json")
     # the installed API's parts; the checkout's tooling (crossmargin.tools) is not shipped
-    assert out["subpackages"] == ["abi", "clients", "commands", "model", "ops"]
+    assert out["subpackages"] == ["abi", "clients", "commands", "keeper", "model", "ops"]
     assert not [m for m in out["modules"] if m.startswith("tools")]
 
 

@@ -3,7 +3,6 @@
 - :mod:`crossmargin.clients.protocol`: ``Protocol`` (the console's ``cm``) and its clients
 - :mod:`crossmargin.clients.orders`: EIP-712 orders
 - :mod:`crossmargin.clients.fund`: the insurance fund
-- :mod:`crossmargin.clients.standing`: standing bids of the liquidation auctions
 - :mod:`crossmargin.clients.sender`: the pipelined transaction sender
 - :mod:`crossmargin.clients.errors`: typed errors and one-line messages
 

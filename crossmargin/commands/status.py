@@ -24,9 +24,9 @@ from ape.cli import ConnectedProviderCommand
 from rich.table import Table
 
 from crossmargin.cli import account_label, console, emit_json, friendly_errors, json_option
-from crossmargin.clients import standing
 from crossmargin.clients.protocol import Protocol
-from crossmargin.keeper import FUTURE, Keeper, KeeperConfig
+from crossmargin.keeper import Keeper, KeeperConfig, standing
+from crossmargin.keeper.state import FUTURE
 from crossmargin.units import from_wad
 
 INDEX_ONE = 10**36  # the vault's cash index at launch

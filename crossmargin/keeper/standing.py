@@ -22,11 +22,14 @@ from ape import chain
 from ape.exceptions import ContractLogicError
 
 from crossmargin.clients.sender import Call
+from crossmargin.keeper.reports import Action
+from crossmargin.keeper.state import describe_account
 from crossmargin.model.auction import StandingBid, multiplier
 from crossmargin.units import WAD, from_wad
 
 if TYPE_CHECKING:
-    from crossmargin.keeper import Keeper, LiquidationReport
+    from crossmargin.keeper import Keeper
+    from crossmargin.keeper.reports import LiquidationReport
 
 # Reverts of an execution that only mean "not now" (reported as skipped, not rejected).
 NOT_NOW = frozenset(
@@ -104,8 +107,6 @@ def execute_standing(
     records one ``standing`` action each: ``sent`` (executed: the fraction and price in the
     detail), ``skipped`` (not due after all, or mined and skipped by the contract: its
     buyer would end under initial margin) or the sender's status."""
-    from crossmargin.keeper import Action, describe_account
-
     liquidator = keeper.cm.liquidator.contract
     due = []
     for d in due_bids(keeper, auctions, equities):
@@ -172,8 +173,6 @@ def _outcome(keeper: Keeper, tx: str) -> str:
 def summary(keeper: Keeper, account: int, started_at: int, bids: dict[int, StandingBid], now: int) -> str:
     """The standing bids on one auction for ``ape run status``: each as ``<bidder> <= d
     (<fraction left>)``, a ``*`` when d(t) has reached it; "" when none."""
-    from crossmargin.keeper import describe_account
-
     liquidator = keeper.cm.liquidator.contract
     d = multiplier(max(0, now - started_at), keeper.auction_params)
     parts = []
