@@ -7,8 +7,6 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-# ---------------------------------------------------------------- reports
-
 
 @dataclass
 class Action:

@@ -50,9 +50,6 @@ class SettlementBlocked(RuntimeError):
     """No round hint can settle this expiry (see :meth:`Keeper.round_hint`)."""
 
 
-# ---------------------------------------------------------------- configuration and state
-
-
 @dataclass(frozen=True)
 class KeeperConfig:
     """What a keeper does and how hard it tries.
