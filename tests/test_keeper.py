@@ -1,4 +1,4 @@
-"""Keepers on the real anvil stack (crossmargin/keeper.py, the Silverback bots in bots/).
+"""Keepers on the real anvil stack (crossmargin/keeper/, the Silverback bots in bots/).
 
 Books: `trader` is short 10 ETH perp at 3,000 with 10,000 USDC (MM 4,800; liquidatable from
 ETH ~3,448, insolvent from ~4,000); `operator` is short 1 ETH with 1,000 USDC (liquidatable
