@@ -218,17 +218,20 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
 @external
 def deleverage(
     account: uint256, amount: uint256, fraction: uint256
-) -> (uint256, DynArray[book.Charge, book.MAX_UNDERLYINGS + book.MAX_FUTURES]):
+) -> (uint256, uint256, DynArray[book.Charge, book.MAX_LINEAR]):
     """
     @notice Charges what the insurance fund left of an insolvent slice's loss, `amount`
             (WAD USD), to the other side of the account's losing perps and futures: each
-            losing position takes a share of it in proportion to its loss, and in its
-            market that share is spread over the side the account is not on, pro rata to
-            size, by the side's loss index growing floor(share / open interest) per unit.
+            losing position takes a share of it in proportion to its loss. In its market
+            that share is paid first by the exit charges of those who left the side while
+            the auction was open (`mark`), and the rest is spread over the side the account
+            is not on, pro rata to size, by the side's loss index growing
+            floor(rest / open interest) per unit.
     @param fraction The slice being bought (WAD): at most that share of the account's
            linear losses is charged.
-    @return The amount charged (WAD), at most `amount` (the vault socializes the rest), and
-            each side charged, for the clearinghouse to log (`Deleveraged`).
+    @return The amount charged (WAD), at most `amount` (the vault socializes the rest); the
+            part of it the exit charges paid (WAD); each side charged, for the clearinghouse
+            to log (`Deleveraged`).
     @dev Only the liquidator, before it moves the slice. A position's loss is
          max(0, cost − floor(size·spot)) at the index price (funding owed is left out: it is
          settled into cash on every touch). A market's open interest counts its longs, which
@@ -236,9 +239,127 @@ def deleverage(
     """
     assert self != SELF, "clearing: moves called directly"
     assert msg.sender == book.liquidator, "clearing: not liquidator"
-    # each losing position: instrument (bits 0..31) | 1 << 32 if its longs pay
-    items: DynArray[uint256, book.MAX_UNDERLYINGS + book.MAX_FUTURES] = []
-    losses: DynArray[uint256, book.MAX_UNDERLYINGS + book.MAX_FUTURES] = []
+    items: DynArray[uint256, book.MAX_LINEAR] = []
+    losses: DynArray[uint256, book.MAX_LINEAR] = []
+    total: uint256 = 0
+    items, losses, total = self._losing(account)
+    charged: uint256 = 0
+    spent: uint256 = 0
+    charges: DynArray[book.Charge, book.MAX_LINEAR] = []
+    if total == 0:
+        return charged, spent, charges
+    spread: uint256 = min(amount, total * fraction // book.WAD)
+    # the vault's exit charges, read once if any market has some (another market's
+    # deleveraging may have spent what this one's count says)
+    left: uint256 = max_value(uint256)
+    for k: uint256 in range(len(items), bound=book.MAX_LINEAR):
+        share: uint256 = spread * losses[k] // total
+        instrument_id: uint256 = items[k] & (2**32 - 1)
+        paid: uint256 = book.collected[instrument_id]
+        if paid != 0 and share != 0:
+            if left == max_value(uint256):
+                left = staticcall book.VAULT.exit_charges()
+            paid = min(paid, min(share, left))
+            book.collected[instrument_id] -= paid
+            left -= paid
+        else:
+            paid = 0
+        charge: book.Charge = self._charge(items[k], share - paid)
+        if charge.amount != 0 or paid != 0:
+            charge.instrument = instrument_id
+            charge.longs = items[k] >> 32 != 0
+            charge.from_exits = paid
+            charged += charge.amount + paid
+            spent += paid
+            charges.append(charge)
+    return charged, spent, charges
+
+
+@external
+def mark(account: uint256, bound: uint256) -> DynArray[book.Charge, book.MAX_LINEAR]:
+    """
+    @notice The loss of an insolvent auction became known: each side its deleveraging may
+            charge gets a pending charge per unit, ceil(share / open interest), its share
+            being ceil(min(bound, Σ losses) · its loss / Σ losses): the most that side may
+            pay for this account at the prices of now. A trade that takes units off the
+            side pays it per unit (`book._exit_charge`) until `release`.
+    @param bound What the fund cannot cover of the auction's reserved loss (WAD USD).
+    @return Each side marked (`amount` its share), for the clearinghouse to log.
+    @dev Only the liquidator, once per insolvent auction.
+    """
+    assert self != SELF, "clearing: moves called directly"
+    assert msg.sender == book.liquidator, "clearing: not liquidator"
+    items: DynArray[uint256, book.MAX_LINEAR] = []
+    losses: DynArray[uint256, book.MAX_LINEAR] = []
+    total: uint256 = 0
+    items, losses, total = self._losing(account)
+    marks: DynArray[uint256, book.MAX_LINEAR] = []
+    charges: DynArray[book.Charge, book.MAX_LINEAR] = []
+    spread: uint256 = min(bound, total)
+    for k: uint256 in range(len(items), bound=book.MAX_LINEAR):
+        instrument_id: uint256 = items[k] & (2**32 - 1)
+        open_interest: uint256 = staticcall book.markets.open_interest(instrument_id)
+        if open_interest == 0:
+            continue
+        share: uint256 = math._mul_div(spread, losses[k], total, True)
+        per_unit: uint256 = math._mul_div(share, book.WAD, open_interest, True)
+        if per_unit == 0:
+            continue
+        longs: bool = items[k] >> 32 != 0
+        side: uint256 = 128
+        if longs:
+            side = 0
+        word: uint256 = book.pending_charge[instrument_id]
+        pending: uint256 = ((word >> side) & book.M128) + per_unit
+        assert pending <= book.M128, "clearing: pending charge out of range"
+        book.pending_charge[instrument_id] = (word & ~(book.M128 << side)) | (pending << side)
+        book.linear[instrument_id] |= book.PENDING_FLAG
+        marks.append(items[k] | (per_unit << 128))
+        charges.append(
+            book.Charge(
+                instrument=instrument_id, longs=longs, amount=share, per_unit=per_unit, open_interest=open_interest, from_exits=0
+            )
+        )
+    book.marked[account] = marks
+    return charges
+
+
+@external
+def release(account: uint256):
+    """
+    @notice Releases the pending charges `mark` added for `account`; a market with none
+            left forgets its exit charges (what the vault holds of them goes to the fund
+            once no loss is pending).
+    @dev Only the liquidator, when the insolvent auction ends.
+    """
+    assert self != SELF, "clearing: moves called directly"
+    assert msg.sender == book.liquidator, "clearing: not liquidator"
+    for item: uint256 in book.marked[account]:
+        instrument_id: uint256 = item & (2**32 - 1)
+        side: uint256 = 128
+        if (item >> 32) & 1 != 0:
+            side = 0
+        word: uint256 = book.pending_charge[instrument_id]
+        word -= (item >> 128) << side
+        book.pending_charge[instrument_id] = word
+        if word == 0:
+            book.linear[instrument_id] &= ~book.PENDING_FLAG
+            book.collected[instrument_id] = 0
+    book.marked[account] = []
+
+
+@internal
+@view
+def _losing(
+    account: uint256,
+) -> (DynArray[uint256, book.MAX_LINEAR], DynArray[uint256, book.MAX_LINEAR], uint256):
+    """
+    @dev The account's losing perps (by underlying) and futures (as stored), each as
+         instrument (bits 0..31) | 1 << 32 if its longs pay (the account is short), with
+         each one's loss at the index price (WAD USD) and their total.
+    """
+    items: DynArray[uint256, book.MAX_LINEAR] = []
+    losses: DynArray[uint256, book.MAX_LINEAR] = []
     total: uint256 = 0
     mask: uint256 = book.masks[account]
     # the index price of each underlying, read once (index u; 0 until read)
@@ -264,17 +385,7 @@ def deleverage(
             items.append((word & (2**32 - 1)) | (convert(position.size < 0, uint256) << 32))
             losses.append(loss)
             total += loss
-    charged: uint256 = 0
-    charges: DynArray[book.Charge, book.MAX_UNDERLYINGS + book.MAX_FUTURES] = []
-    if total == 0:
-        return charged, charges
-    spread: uint256 = min(amount, total * fraction // book.WAD)
-    for k: uint256 in range(len(items), bound=book.MAX_UNDERLYINGS + book.MAX_FUTURES):
-        charge: book.Charge = self._charge(items[k], spread * losses[k] // total)
-        if charge.amount != 0:
-            charged += charge.amount
-            charges.append(charge)
-    return charged, charges
+    return items, losses, total
 
 
 @internal
@@ -307,7 +418,7 @@ def _charge(item: uint256, share: uint256) -> book.Charge:
     instrument_id: uint256 = item & (2**32 - 1)
     longs: bool = item >> 32 != 0
     open_interest: uint256 = staticcall book.markets.open_interest(instrument_id)
-    if open_interest == 0:
+    if open_interest == 0 or share == 0:
         return empty(book.Charge)
     per_unit: uint256 = share * book.WAD // open_interest
     charged: uint256 = per_unit * open_interest // book.WAD
@@ -327,5 +438,5 @@ def _charge(item: uint256, share: uint256) -> book.Charge:
     else:
         book.settings |= book.LOSS_FLAG
     return book.Charge(
-        instrument=instrument_id, longs=longs, amount=charged, per_unit=per_unit, open_interest=open_interest
+        instrument=instrument_id, longs=longs, amount=charged, per_unit=per_unit, open_interest=open_interest, from_exits=0
     )

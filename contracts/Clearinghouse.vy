@@ -55,6 +55,8 @@ exports: (
     book.markets,
     book.perp_of,
     book.loss_index,
+    book.pending_charge,
+    book.collected,
 )
 
 implements: IEngine
@@ -65,7 +67,9 @@ implements: IClearinghouse
 # deleveraging in this contract's storage (delegatecall; see lib/book.vy).
 MOVES: public(immutable(address))
 # @dev Most sides one deleveraging charges: an account's perps and futures.
-MAX_CHARGES: constant(uint256) = book.MAX_UNDERLYINGS + book.MAX_FUTURES
+MAX_CHARGES: constant(uint256) = book.MAX_LINEAR
+# @dev The vault's cash entry for its exit charges (`Vault.exit_charges`).
+EXIT_CHARGES: constant(uint256) = 0
 
 
 event Traded:
@@ -100,6 +104,25 @@ event Deleveraged:
     # the side charged: its longs (True) or its shorts
     longs: bool
     # what the index now charges that side in all (WAD USD) and per unit (WAD USD)
+    amount: uint256
+    per_unit: uint256
+    open_interest: uint256
+    # what the exit charges of those who left the side paid besides (WAD USD)
+    from_exits: uint256
+
+
+event ExitCharged:
+    account: indexed(uint256)
+    instrument: indexed(uint256)
+    # what the account paid for the units it took off a side with a pending charge (WAD USD)
+    amount: uint256
+
+
+event ChargePending:
+    instrument: indexed(uint256)
+    # the side: its longs (True) or its shorts
+    longs: bool
+    # the most the insolvent auction may charge that side in all, and per unit (WAD USD)
     amount: uint256
     per_unit: uint256
     open_interest: uint256
@@ -188,11 +211,21 @@ def trade(fill: IEngine.Fill):
     taker_old: int256 = taker_perp.size
     # reverts for an unknown or expired instrument
     terms: uint256 = extcall book.markets.on_trade(fill.instrument, fill.size, maker_old, taker_old, operator_price)
+    exits: uint256 = 0
     if kind != 0:
         # a future's word head: instrument | underlying | expiry (see `futures`)
-        head: uint256 = fill.instrument | (u << 32) | ((linear >> 16) << 40)
+        head: uint256 = fill.instrument | (u << 32) | (((linear >> 16) & book.EXPIRY_MASK) << 40)
         maker_cash += self._trade_linear(fill.maker, head, u, kind, maker_slot, maker_perp, fill.size, fill.price, cumulative)
         taker_cash += self._trade_linear(fill.taker, head, u, kind, taker_slot, taker_perp, -fill.size, fill.price, cumulative)
+        if linear & book.PENDING_FLAG != 0:
+            # leaving a side an open insolvent auction will charge pays its pending charge
+            pending: uint256 = book.pending_charge[fill.instrument]
+            maker_exit: uint256 = self._exit(fill.maker, fill.instrument, maker_old, fill.size, pending)
+            taker_exit: uint256 = self._exit(fill.taker, fill.instrument, taker_old, -fill.size, pending)
+            maker_cash -= convert(maker_exit, int256)
+            taker_cash -= convert(taker_exit, int256)
+            exits = maker_exit + taker_exit
+            book.collected[fill.instrument] += exits
     else:
         kind = terms & 255
         u = (terms >> 8) & 255
@@ -221,6 +254,8 @@ def trade(fill: IEngine.Fill):
     if fees != 0:
         entries.append(IVault.CashDelta(account=fill.insurance, delta=convert(fill.insurance_fee, int256)))
         entries.append(IVault.CashDelta(account=fill.recipient, delta=convert(fees - fill.insurance_fee, int256)))
+    if exits != 0:
+        entries.append(IVault.CashDelta(account=EXIT_CHARGES, delta=convert(exits, int256)))
     extcall book.VAULT.settle_cash(entries)
 
     paused: bool = staticcall book.VAULT.paused()
@@ -259,18 +294,20 @@ def transfer_fraction(source: uint256, target: uint256, fraction: uint256) -> (i
 
 
 @external
-def deleverage(account: uint256, amount: uint256, fraction: uint256) -> uint256:
+def deleverage(account: uint256, amount: uint256, fraction: uint256) -> (uint256, uint256):
     """
     @notice Charges up to `amount` (WAD USD) of an insolvent slice's loss to the other side
             of the account's losing perps and futures (only the liquidator).
-    @return The amount charged (WAD).
+    @return The amount charged (WAD), and how much of it the exit charges paid (WAD): the
+            liquidator takes that from the vault's `exit_charges`.
     @dev Runs `ClearingMoves.deleverage` in this storage.
     """
     charged: uint256 = 0
+    spent: uint256 = 0
     charges: DynArray[book.Charge, MAX_CHARGES] = []
-    charged, charges = abi_decode(
-        raw_call(MOVES, msg.data, max_outsize=64 + 32 + 160 * MAX_CHARGES, is_delegate_call=True),
-        (uint256, DynArray[book.Charge, MAX_CHARGES]),
+    charged, spent, charges = abi_decode(
+        raw_call(MOVES, msg.data, max_outsize=128 + 192 * MAX_CHARGES, is_delegate_call=True),
+        (uint256, uint256, DynArray[book.Charge, MAX_CHARGES]),
     )
     for charge: book.Charge in charges:
         log Deleveraged(
@@ -279,8 +316,43 @@ def deleverage(account: uint256, amount: uint256, fraction: uint256) -> uint256:
             amount=charge.amount,
             per_unit=charge.per_unit,
             open_interest=charge.open_interest,
+            from_exits=charge.from_exits,
         )
-    return charged
+    return charged, spent
+
+
+@external
+def mark(account: uint256, bound: uint256):
+    """
+    @notice An insolvent auction's loss became known: up to `bound` (WAD USD, what the fund
+            cannot cover of it) may be charged to the other side of the account's losing
+            perps and futures. Each such side gets a pending charge per unit, the most its
+            share may cost a unit, which a trade taking units off it pays (`ExitCharged`)
+            until `release` (only the liquidator).
+    @dev Runs `ClearingMoves.mark` in this storage.
+    """
+    charges: DynArray[book.Charge, MAX_CHARGES] = abi_decode(
+        raw_call(MOVES, msg.data, max_outsize=64 + 192 * MAX_CHARGES, is_delegate_call=True),
+        DynArray[book.Charge, MAX_CHARGES],
+    )
+    for charge: book.Charge in charges:
+        log ChargePending(
+            instrument=charge.instrument,
+            longs=charge.longs,
+            amount=charge.amount,
+            per_unit=charge.per_unit,
+            open_interest=charge.open_interest,
+        )
+
+
+@external
+def release(account: uint256):
+    """
+    @notice The insolvent auction of `account` ended: the pending charges it added are
+            released (only the liquidator).
+    @dev Runs `ClearingMoves.release` in this storage.
+    """
+    raw_call(MOVES, msg.data, is_delegate_call=True)
 
 
 # ---------------------------------------------------------------- views
@@ -484,7 +556,7 @@ def _check_trade(
     before_words: DynArray[uint256, book.MAX_OPTIONS] = []
     slot: uint256 = 0
     # a future's word head: instrument | underlying | expiry (see `futures`)
-    head: uint256 = instrument_id | (u << 32) | ((book.linear[instrument_id] >> 16) << 40)
+    head: uint256 = instrument_id | (u << 32) | (((book.linear[instrument_id] >> 16) & book.EXPIRY_MASK) << 40)
     if kind == book.PERP:
         new_perp = book._get_perp(account, u)
         book._put_perp(account, u, old_perp)
@@ -555,6 +627,17 @@ def _trade_linear(
     else:
         book._set_future(account, head, slot, position)
     return cash
+
+
+@internal
+def _exit(account: uint256, instrument_id: uint256, old: int256, size: int256, pending: uint256) -> uint256:
+    """
+    @dev The exit charge of one side of a fill (`book._exit_charge`), logged.
+    """
+    charge: uint256 = book._exit_charge(old, size, pending)
+    if charge != 0:
+        log ExitCharged(account=account, instrument=instrument_id, amount=charge)
+    return charge
 
 
 @internal

@@ -69,6 +69,7 @@ exports: (
 
 interface IInsuranceFund:
     def cover(amount: uint256, recipient: address, subaccount: uint96) -> uint256: nonpayable
+    def totalAssets() -> uint256: view
 
 
 # @dev This contract's own view, read through a call so that its buffers stay out of
@@ -83,6 +84,8 @@ interface IMarginView:
 
 
 WAD: constant(uint256) = 10**18
+# @dev The vault's cash entry for its exit charges (`Vault.exit_charges`).
+EXIT_CHARGES: constant(uint256) = 0
 # @dev Bit 0 of an engine hint: value with the oracle router's liquidation reads (a stale
 #      round used as is, an answer out of bounds clamped into them) instead of reverting,
 #      so a broken feed never blocks a start, a bid or the insolvent mark (`terminate`, which
@@ -832,8 +835,14 @@ def _bid(
         if loss != 0:
             paid = extcall FUND.cover(loss // SCALE, owner, subaccount) * SCALE
         deleveraged: uint256 = 0
+        # the part of it the exit charges paid, out of the vault's `exit_charges`
+        spent: uint256 = 0
         if loss > paid:
-            deleveraged = extcall CLEARING.deleverage(account, loss - paid, taken)
+            deleveraged, spent = extcall CLEARING.deleverage(account, loss - paid, taken)
+            if spent != 0:
+                # taken out now, before the last slice's release can send them to the fund;
+                # the bidder is paid all of `deleveraged` below
+                extcall VAULT.settle_cash([IVault.CashDelta(account=EXIT_CHARGES, delta=-convert(spent, int256))])
         self._transfer(account, bidder, taken)
         # the slice's share of the reserve is released (all of it with the last slice)
         reserve: uint256 = self.reserved[account]
@@ -951,15 +960,24 @@ def _reserve(account: uint256, m: IRiskEngine.Margin):
     """
     @dev Reserves an insolvent account's loss in the vault when it becomes known: −E + MM,
          the most its auction pays at the prices of now (`Vault.pending_loss`), so that cash
-         leaving before the bids pays its share (`Vault._hold_back`).
+         leaving before the bids pays its share (`Vault._hold_back`); what the fund cannot
+         cover of it marks the sides its deleveraging may charge, so that positions leaving
+         them pay theirs (`Clearinghouse.mark`).
     """
     reserve: uint256 = convert(-m.equity, uint256) + m.maintenance
     self.reserved[account] = reserve
     extcall VAULT.reserve_loss(reserve, 0)
+    # what the fund cannot cover of it may be deleveraged: whoever leaves a side that would
+    # be charged pays its share on the way out (`Clearinghouse.mark`)
+    covered: uint256 = staticcall FUND.totalAssets() * SCALE
+    if reserve > covered:
+        extcall CLEARING.mark(account, reserve - covered)
 
 
 @internal
 def _end(account: uint256, equity: int256, maintenance: uint256):
+    if (self.auctions[account] >> INSOLVENT_SHIFT) & TIME_MASK != 0:
+        extcall CLEARING.release(account)
     self.auctions[account] = 0
     reserve: uint256 = self.reserved[account]
     if reserve != 0:

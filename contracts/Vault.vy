@@ -66,6 +66,9 @@ DEFAULT_GUARDIAN_PAUSE: constant(uint256) = 3 * 86_400
 M64: constant(uint256) = 2**64 - 1
 # @dev Most cash entries one `settle_cash` call applies (a trade touches four accounts).
 MAX_CASH_ENTRIES: constant(uint256) = 8
+# @dev The `settle_cash` account of the exit charges (`exit_charges`): id 0 is the zero
+# address's, which nobody holds.
+EXIT_CHARGES: constant(uint256) = 0
 # @dev Highest haircut an asset may have (WAD): collateral keeps at least 10% of its value.
 MAX_HAIRCUT: constant(uint256) = 9 * 10**17
 WAD: constant(uint256) = 10**18
@@ -162,6 +165,11 @@ pending_loss: public(uint256)
 # `pending_loss` exceeds the fund (WAD): each socialization draws on it first; what is left
 # once no loss is pending goes to the insurance fund.
 exit_pool: public(uint256)
+# @dev The clearinghouse's exit charges (WAD): what positions leaving a side a pending
+# deleveraging will charge paid on the way out (`settle_cash` entries for account
+# EXIT_CHARGES); the liquidator spends them on the deleveraging they were charged for. What
+# is left once no loss is pending goes to the insurance fund with `exit_pool`.
+exit_charges: public(uint256)
 
 
 event Deposit:
@@ -432,15 +440,30 @@ def settle_cash(entries: DynArray[IVault.CashDelta, MAX_CASH_ENTRIES]):
     @notice Adds each entry's `delta` (WAD, signed) to its account's cash. Only clearing
             contracts call it, for premiums, fees, funding, realized perp PnL and expiry
             payoffs; they keep the sum of all cash and open positions zero-sum, rounding
-            toward the protocol.
+            toward the protocol. An entry for account EXIT_CHARGES (0: nobody's) moves
+            `exit_charges` instead (the clearinghouse pays exit charges in, the liquidator
+            spends them).
     @dev Cash may go negative here (debt backed by the rest of the portfolio); the caller
          checks margin. Never paused: settlement and liquidation must always go through.
+         From a clearing contract, cash that pays a debt while a loss is pending gives up
+         its share of the loss first, as a move onto one's own debt does (`_hold_back`).
+    @custom:security Without that, cash left the positive balances a loss is spread over
+         through a trade (a premium paid to one's own indebted account) and came back
+         after the bid, paying nothing.
     """
-    assert self.clearing[msg.sender] or msg.sender == self.liquidator, "vault: not clearing"
+    trading: bool = self.clearing[msg.sender]
+    assert trading or msg.sender == self.liquidator, "vault: not clearing"
     for entry: IVault.CashDelta in entries:
-        if entry.delta != 0:
-            self._add_cash(entry.account, entry.delta)
+        if entry.delta == 0:
+            continue
+        if entry.account == EXIT_CHARGES:
+            charges: int256 = convert(self.exit_charges, int256) + entry.delta
+            assert charges >= 0, "vault: exit charges short"
+            self.exit_charges = convert(charges, uint256)
             log CashSettled(account=entry.account, clearing=msg.sender, delta=entry.delta)
+        else:
+            applied: int256 = self._add_cash(entry.account, entry.delta, trading)
+            log CashSettled(account=entry.account, clearing=msg.sender, delta=applied)
 
 
 # ---------------------------------------------------------------- liquidation
@@ -873,17 +896,20 @@ def _cash(account: uint256) -> int256:
 @internal
 def _release(added: uint256, released: uint256):
     """
-    @dev Moves `pending_loss`; once no loss is pending, what `exit_pool` holds goes to the
-         insurance fund's vault cash.
+    @dev Moves `pending_loss`; once no loss is pending, what `exit_pool` and `exit_charges`
+         hold goes to the insurance fund's vault cash.
     """
     pending: uint256 = self.pending_loss + added
     pending -= min(pending, released)
     self.pending_loss = pending
     if added != 0 or released != 0:
         log LossReserved(added=added, released=released, pending_loss=pending)
-    pool: uint256 = self.exit_pool
-    if pending == 0 and pool != 0:
+    if pending != 0:
+        return
+    pool: uint256 = self.exit_pool + self.exit_charges
+    if pool != 0:
         self.exit_pool = 0
+        self.exit_charges = 0
         self._add_cash(accounts._id(self.insurance_fund, 0), convert(pool, int256))
         log ExitPoolReleased(amount=pool)
 
@@ -891,10 +917,11 @@ def _release(added: uint256, released: uint256):
 @internal
 def _hold_back(account: uint256, amount: uint256, scale: uint256) -> uint256:
     """
-    @dev The share of the pending loss the fund cannot cover that `amount` (settlement token
-         units) of positive cash leaving would have paid had it stayed, rounded up:
+    @dev The share of the pending loss the fund cannot cover that `amount` of positive cash
+         leaving would have paid had it stayed, rounded up:
          ceil(amount · (pending_loss − fund assets) / positive_cash), at most `amount`.
-         It goes to `exit_pool`; returns it (token units).
+         It goes to `exit_pool`; returns it. `amount` and the result are in units of
+         `scale` WAD: settlement token units, or WAD (`scale` 1).
     @custom:security The fix for leaving ahead of a visible loss: an insolvent auction is
          public for up to an hour, and a holder that withdrew before its bid and deposited
          after it paid nothing while those who stayed paid more. Now a holder leaving pays
@@ -907,7 +934,7 @@ def _hold_back(account: uint256, amount: uint256, scale: uint256) -> uint256:
     covered: uint256 = 0
     fund: address = self.insurance_fund
     if fund != empty(address):
-        covered = staticcall IERC4626(fund).totalAssets() * scale
+        covered = staticcall IERC4626(fund).totalAssets() * self.asset_data[SETTLEMENT_ASSET].scale
     base: uint256 = self.positive_cash
     if covered >= pending or base == 0:
         return 0
@@ -925,19 +952,24 @@ def _frozen(account: uint256) -> bool:
 
 
 @internal
-def _add_cash(account: uint256, delta: int256):
+def _add_cash(account: uint256, delta: int256, hold: bool = False) -> int256:
     """
     @dev Adds `delta` to the account's cash, rewriting it at the current index, and keeps
-         `positive_cash` in step.
+         `positive_cash` in step. With `hold`, a credit that pays a debt gives up its share
+         of a pending loss first (`_hold_back`). Returns the change made (WAD).
     """
     old: int256 = self._cash(account)
-    new: int256 = old + delta
+    applied: int256 = delta
+    if hold and delta > 0 and old < 0:
+        applied -= convert(self._hold_back(account, convert(min(delta, -old), uint256), 1), int256)
+    new: int256 = old + applied
     assert new < 2**127 and new >= -(2**127), "vault: cash out of range"
     # the freeze bit is kept
     self.cash_lines[account] = (
         (convert(convert(new, bytes32), uint256) << 128) | (self.cash_lines[account] & FROZEN) | self.cash_index
     )
     self.positive_cash = self.positive_cash + convert(max(new, 0), uint256) - convert(max(old, 0), uint256)
+    return applied
 
 
 @internal

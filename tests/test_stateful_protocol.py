@@ -271,10 +271,10 @@ class Protocol(RuleBasedStateMachine):
                 abi_decode([POSITIONS_ABI], r)[0] for r in raws[3 + n : 3 + 2 * n]
             )
         ]
-        fund_held, index, pool = (abi_decode(["uint256"], r)[0] for r in raws[3 + 2 * n : 6 + 2 * n])
+        fund_held, index, pool, charges = (abi_decode(["uint256"], r)[0] for r in raws[3 + 2 * n : 7 + 2 * n])
         interest = {
             instrument: abi_decode([INSTRUMENT_ABI], r)[0][5]
-            for instrument, r in zip(Protocol.tradable, raws[6 + 2 * n :], strict=True)
+            for instrument, r in zip(Protocol.tradable, raws[7 + 2 * n :], strict=True)
         }
         # what the adversary's invariants read, from the same batch
         ids = self._accounts()
@@ -286,9 +286,10 @@ class Protocol(RuleBasedStateMachine):
         }
         assert held * Protocol.usdc_scale == total, f"vault holds {held} USDC units, total {total} WAD"
         assert positive >= sum(max(c, 0) for c in cash), "positive_cash below the positive balances"
-        # the exit pool is cash held back from leavers while a loss is pending: owed to a
-        # bidder or, once no loss is pending, to the fund
-        claims = sum(cash) + pool
+        # the exit pool is cash held back from leavers while a loss is pending, the exit
+        # charges what positions leaving a side to be deleveraged paid: owed to a bidder or,
+        # once no loss is pending, to the fund
+        claims = sum(cash) + pool + charges
         sizes: dict[int, int] = {}  # perps by underlying, futures by instrument id
         longs = dict.fromkeys(Protocol.tradable, 0)  # long units held, by instrument id
         for options, perps, futures in positions:
@@ -1122,6 +1123,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
         (usdc.contract.balanceOf, (cm.fund.address,)),
         (vault.cash_index, ()),
         (vault.exit_pool, ()),
+        (vault.exit_charges, ()),
         *((markets.instrument, (i,)) for i in Protocol.tradable),
     ]
     balance_of = vault.balance_of

@@ -266,6 +266,38 @@ def test_hold_back__move_into_own_debt_pays_it__move_to_own_cash_does_not(
     assert vault.exit_pool() == held.amount
 
 
+def test_hold_back__premium_paid_into_own_debt_pays_it(
+    cm, vault, list_option, short_calls, stranger, maker, taker, create_account
+):
+    """Cash can also leave the positive balances through a trade: the taker's cash account
+    buys a call from its own indebted subaccount at any price. On the code before, the
+    premium repaid the debt in full and the owner's share of the loss went with it; now the
+    debt repaid gives up its share, as a move onto the debt does."""
+    call = list_option("ETH", True, "3000", 30)
+    create_account(taker, {"WETH": "10"}, subaccount=1)
+    cm.trade(maker, taker, call, "-1", "1200", taker_subaccount=1)  # taker/1 pays 1,200: debt
+    debt = -vault.cash_of(taker, 1)
+    cm.liquidator.start(stranger, short_calls)
+    pending, base = vault.pending_loss(), vault.positive_cash()
+    fund_assets = cm.fund.contract.totalAssets() * 10**12
+    cash = vault.cash_of(taker, 0)
+    # taker/0 buys the call back from taker/1 for 1,000: its cash pays the debt
+    receipt = cm.trade(taker, taker, call, "1", "1000", taker_subaccount=1)
+    [held] = receipt.decode_logs(vault.ExitHeldBack)
+    seller = account_id(taker.address, 1)
+    assert held.account == seller
+    [credit] = [e for e in receipt.decode_logs(vault.CashSettled) if e.account == seller]
+    received = credit.delta + held.amount  # the premium less the seller's fee
+    assert to_wad(990) < received < to_wad(1000)
+    paid = cash - vault.cash_of(taker, 0)  # left the positive balances before the credit
+    assert held.amount == model.hold_back(received, pending, fund_assets, base - paid) > 0
+    assert vault.cash_of(taker, 1) == -debt + credit.delta
+    assert vault.exit_pool() == held.amount
+    # a premium into positive cash gives up nothing
+    receipt = cm.trade(maker, taker, call, "1", "10")
+    assert receipt.decode_logs(vault.ExitHeldBack) == []
+
+
 def test_waterfall__bad_callers(cm, clearing, vault, stranger):
     with ape.reverts("clearing: not liquidator"):
         clearing.deleverage(1, 1, WAD, sender=stranger)

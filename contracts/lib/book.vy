@@ -36,6 +36,13 @@ MAX_FUTURES: constant(uint256) = 16
 # deleveraged, and in the settings word (bit 255, above funding_notional) once any future
 # was: only then do reads add the loss index.
 LOSS_FLAG: constant(uint256) = 1 << 255
+# @dev Set in a perp's or future's `linear` word (bit 255, above its expiry) while a
+# deleveraging is pending on it (`pending_charge`): only then does a trade read it.
+PENDING_FLAG: constant(uint256) = 1 << 255
+# @dev The expiry field of a `linear` word, after its shift by 16.
+EXPIRY_MASK: constant(uint256) = 2**40 - 1
+# @dev Most perps and futures of one account: the sides one deleveraging charges.
+MAX_LINEAR: constant(uint256) = MAX_UNDERLYINGS + MAX_FUTURES
 M128: constant(uint256) = 2**128 - 1
 
 
@@ -113,6 +120,19 @@ futures: HashMap[uint256, uint256[MAX_FUTURES]]
 # every holder on a charged side pays its share when it next settles or closes. Read only
 # for a perp whose funding word, or a future while the settings word, has LOSS_FLAG set.
 loss_index: public(HashMap[uint256, uint256])
+# @dev Exit charges: while an insolvent auction is open, the most per unit each side of its
+# losing perps and futures may yet be charged (`ClearingMoves.mark`; WAD USD per unit,
+# rounded up; longs in bits 0..127, shorts in 128..255; summed over open auctions). A trade
+# shrinking a position on a side with a pending charge pays it per unit that leaves, into
+# the vault's `exit_charges`, and the bids spend that first (`deleverage`), so leaving ahead
+# of a visible deleveraging costs at least what staying would have.
+pending_charge: public(HashMap[uint256, uint256])
+# @dev Exit charges paid per instrument and not yet spent on its deleveraging (WAD USD);
+# reset once nothing is pending on it.
+collected: public(HashMap[uint256, uint256])
+# @dev What `mark` added for each account in an insolvent auction, for `release`: per side,
+# instrument (bits 0..31) | 1 << 32 for its longs | per-unit charge (128..255).
+marked: HashMap[uint256, DynArray[uint256, MAX_LINEAR]]
 # @dev Per account, one word: bit u set iff its perp on underlying u has a size (bits
 # 1..MAX_UNDERLYINGS); the number of option positions in bits 128..135, of future positions
 # in bits 136..143.
@@ -138,6 +158,8 @@ struct Charge:
     amount: uint256
     per_unit: uint256
     open_interest: uint256
+    # what the exit charges paid of it besides (WAD USD; 0 for a pending charge, `mark`)
+    from_exits: uint256
 
 
 event FundingSettled:
@@ -442,6 +464,22 @@ def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: D
             self.option_pairs[account][p] = self._half(low) | (self._half(high) << 128)
     if len(old) != len(new):
         self.masks[account] = (self.masks[account] & ~(255 << 128)) | (len(new) << 128)
+
+
+@internal
+@pure
+def _exit_charge(old: int256, size: int256, pending: uint256) -> uint256:
+    """
+    @dev What a trade of `size` on a position of `old` pays for leaving a side with a pending
+         charge (`pending_charge` word `pending`): the units it takes off that side times
+         the side's pending charge per unit, rounded up (WAD USD).
+    """
+    if old == 0 or (old > 0) == (size > 0):
+        return 0
+    per_unit: uint256 = pending >> 128
+    if old > 0:
+        per_unit = pending & M128
+    return math._mul_div(convert(min(abs(size), abs(old)), uint256), per_unit, WAD, True)
 
 
 @internal

@@ -151,6 +151,7 @@ def collect(cm: Protocol, keeper: Keeper, head, top: int, no_model: bool) -> dic
             "socialized_loss": from_wad(vault.socialized_loss()),
             "pending_loss": from_wad(vault.pending_loss()),
             "exit_pool": from_wad(vault.exit_pool()),
+            "exit_charges": from_wad(vault.exit_charges()),
             "cash_index": Decimal(vault.cash_index()) / Decimal(INDEX_ONE),
             "positive_cash": from_wad(vault.positive_cash()),
         },
@@ -231,6 +232,7 @@ def render(status: dict) -> None:
     table.add_row("socialized loss (USD)", usd(fund["socialized_loss"]))
     table.add_row("pending loss of insolvent auctions (USD)", usd(fund["pending_loss"]))
     table.add_row("exit pool (USD)", usd(fund["exit_pool"]))
+    table.add_row("exit charges (USD)", usd(fund["exit_charges"]))
     table.add_row("cash index", f"{fund['cash_index']:.12f}")
     table.add_row("positive cash (USD)", usd(fund["positive_cash"]))
     console.print(table)

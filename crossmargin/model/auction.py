@@ -198,13 +198,15 @@ class LinearPosition:
 
 @dataclass(frozen=True)
 class Charge:
-    """One side of one instrument charged by deleveraging (``Clearinghouse.Deleveraged``)."""
+    """One side of one instrument charged by deleveraging (``Clearinghouse.Deleveraged``) or
+    marked with a pending charge (``Clearinghouse.ChargePending``, ``amount`` its share)."""
 
     instrument: int
     longs: bool
     amount: int
     per_unit: int
     open_interest: int
+    from_exits: int = 0
 
 
 def linear_loss(position: LinearPosition) -> int:
@@ -212,26 +214,72 @@ def linear_loss(position: LinearPosition) -> int:
     return max(position.cost - position.size * position.spot // WAD, 0)
 
 
-def deleverage(positions: list[LinearPosition], amount: int, fraction: int) -> tuple[int, list[Charge]]:
-    """``ClearingMoves.deleverage``: the charges for ``amount`` (WAD) of an insolvent slice
-    ``fraction`` (WAD) over the account's perps (by underlying) then futures (as stored), and
-    their total, at most ``amount``."""
+def _losing(positions: list[LinearPosition]) -> tuple[list[tuple[LinearPosition, int]], int]:
     losses = [(p, linear_loss(p)) for p in positions]
     losses = [(p, loss) for p, loss in losses if loss]
-    total = sum(loss for _, loss in losses)
+    return losses, sum(loss for _, loss in losses)
+
+
+def deleverage(
+    positions: list[LinearPosition],
+    amount: int,
+    fraction: int,
+    collected: dict[int, int] | None = None,
+    exit_charges: int = 0,
+) -> tuple[int, list[Charge]]:
+    """``ClearingMoves.deleverage``: the charges for ``amount`` (WAD) of an insolvent slice
+    ``fraction`` (WAD) over the account's perps (by underlying) then futures (as stored), and
+    their total, at most ``amount``. Each side's share is paid first by the exit charges
+    ``collected`` for its instrument (WAD, updated in place), at most ``exit_charges`` (WAD,
+    what the vault holds) in all; the rest through the loss index."""
+    collected = {} if collected is None else collected
+    losses, total = _losing(positions)
     if total == 0:
         return 0, []
     spread = min(amount, total * fraction // WAD)
     charges = []
     for p, loss in losses:
         share = spread * loss // total
+        paid = 0
+        if collected.get(p.instrument) and share:
+            paid = min(collected[p.instrument], share, exit_charges)
+            collected[p.instrument] -= paid
+            exit_charges -= paid
+        rest = share - paid
+        per_unit = charged = 0
+        if p.open_interest and rest:
+            per_unit = rest * WAD // p.open_interest
+            charged = per_unit * p.open_interest // WAD
+        if charged or paid:
+            open_interest = p.open_interest if charged else 0
+            charges.append(Charge(p.instrument, p.size < 0, charged, per_unit, open_interest, paid))
+    return sum(c.amount + c.from_exits for c in charges), charges
+
+
+def mark(positions: list[LinearPosition], bound: int) -> list[Charge]:
+    """``ClearingMoves.mark``: the pending charge per unit of each side an insolvent
+    account's deleveraging may charge, for ``bound`` (WAD) the fund cannot cover: its share
+    ceil(min(bound, Σ losses) · loss / Σ losses), per unit ceil(share / open interest)."""
+    losses, total = _losing(positions)
+    spread = min(bound, total)
+    marks = []
+    for p, loss in losses:
         if p.open_interest == 0:
             continue
-        per_unit = share * WAD // p.open_interest
-        charged = per_unit * p.open_interest // WAD
-        if charged:
-            charges.append(Charge(p.instrument, p.size < 0, charged, per_unit, p.open_interest))
-    return sum(c.amount for c in charges), charges
+        share = _ceil_div(spread * loss, total)
+        per_unit = _ceil_div(share * WAD, p.open_interest)
+        if per_unit:
+            marks.append(Charge(p.instrument, p.size < 0, share, per_unit, p.open_interest))
+    return marks
+
+
+def exit_charge(old: int, size: int, longs_per_unit: int, shorts_per_unit: int) -> int:
+    """``Clearinghouse`` exit charge: a trade of ``size`` on a position of ``old`` pays the
+    pending charge per unit of the side it leaves for each unit it takes off, rounded up."""
+    if old == 0 or (old > 0) == (size > 0):
+        return 0
+    per_unit = longs_per_unit if old > 0 else shorts_per_unit
+    return _ceil_div(min(abs(size), abs(old)) * per_unit, WAD)
 
 
 def owed_loss(size: int, per_unit: int, up: bool = True) -> int:
