@@ -23,6 +23,12 @@ below changes a default those versions hard-code and offer no setting for.
   the receiver is a contract and fetches the transaction's whole trace to print Vyper
   ``print()`` output. No contract here prints, and the trace is the slowest call ape makes
   per transaction, so that hook logs the confirmation only.
+- **No source traceback for a failed call.** Ape maps every failed call or transaction to
+  a Vyper source traceback, from a step trace of the whole call, before it raises: 74 s of a
+  75 s test for one failed fill whose margin check runs ~10^5 steps, and most of the test
+  suite's time in its revert tests. The error keeps its revert reason (from the node's
+  error data, which is what ``ape.reverts`` checks); ``CROSSMARGIN_SHOW_TRACE=1`` restores
+  the traceback and the printed trace.
 - **No call trace printed for a failed call.** Ape prints the whole call trace of every
   call, estimate or transaction that reverts before it raises (about 120 lines for a failed
   fill). On a node provider (``ethereum:devnet:node``) that trace comes from anvil's
@@ -106,11 +112,19 @@ def _show_unless_building_error(self, *args, **kwargs):
 def _without_trace_printing(method):
     @wraps(method)
     def wrapper(self, *args, **kwargs):
+        traced = os.environ.get("CROSSMARGIN_SHOW_TRACE") == "1"
+        if not traced:
+            # no call trace and no source traceback (see the module docstring)
+            kwargs.update(trace=None, source_traceback=None, set_ape_traceback=False)
         _building_error.active = True
         try:
-            return method(self, *args, **kwargs)
+            error = method(self, *args, **kwargs)
         finally:
             _building_error.active = False
+        if not traced and hasattr(error, "_attempted_source_traceback"):
+            # ape would build it from the failed transaction when the error is raised
+            error._attempted_source_traceback = True
+        return error
 
     return wrapper
 
