@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import ape
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -325,3 +326,96 @@ def test_docs_site__builds_strict(tmp_path):
     for page in ("index.html", "margin-example/index.html", "api/protocol/index.html"):
         assert (tmp_path / "site" / page).exists(), page
     assert "Protocol" in (tmp_path / "site" / "api" / "protocol" / "index.html").read_text()
+
+
+# ---------------------------------------------------------------- README commands
+
+README = ROOT / "README.md"
+# each placeholder of the README's commands, as a user would fill it in
+PLACEHOLDERS = {"<alias>": "deployer", "<owner>/<sub>": "2/0", "--network ...": "--network ethereum:devnet:node"}
+
+
+def readme_commands() -> list[str]:
+    """Every command the README shows: its ``sh`` blocks, and the ``ape run`` /
+    ``crossmargin`` commands quoted inline (alternatives ``a|b`` and optional ``[--x]`` each
+    spelled out)."""
+    commands = set(shell_lines(README))
+    text = README.read_text()
+    commands |= set(re.findall(r"`((?:ape run|crossmargin) [^`]+)`", text))
+    out = []
+    for command in sorted(commands):
+        for name, value in PLACEHOLDERS.items():
+            command = command.replace(name, value)
+        command = re.sub(r"\s*\.\.\.$", "", command)
+        options = re.findall(r"\[([^\]]+)\]", command)
+        bare = re.sub(r"\s*\[[^\]]+\]", "", command)
+        variants = [bare] + [f"{bare} {o}" for o in options]
+        for variant in variants:
+            match = re.search(r"\b(\w+(?:\|\w+)+)\b", variant)
+            if match:
+                out += [variant.replace(match.group(1), alt) for alt in match.group(1).split("|")]
+            else:
+                out.append(variant)
+    return out
+
+
+def click_command(argv: list[str]) -> tuple[click.Command, list[str]]:
+    """The click command a README command runs, and its arguments."""
+    import importlib.util
+
+    from crossmargin.commands import main
+
+    if argv[:2] == ["ape", "run"]:
+        spec = importlib.util.spec_from_file_location(f"readme_{argv[2]}", ROOT / "scripts" / f"{argv[2]}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.cli, argv[3:]
+    return main, argv[1:]
+
+
+def parse(cli: click.Command, args: list[str], parent: click.Context | None = None) -> None:
+    """Parses ``args`` as ``cli`` would, down to the subcommand; raises click's usage error."""
+    ctx = cli.make_context(cli.name or "cli", list(args), parent=parent)
+    if isinstance(cli, click.Group):
+        rest = [*ctx.protected_args, *ctx.args]
+        assert rest, f"{cli.name}: no subcommand"
+        name, sub, remaining = cli.resolve_command(ctx, rest)
+        parse(sub, remaining, ctx)
+
+
+def test_readme__every_command_exists_and_parses_as_written():
+    """Each command of the README names a make target, a script or a `crossmargin`
+    command that exists, and its options parse as written (click, nothing run). The ones
+    that need a chain run in tests/test_cli.py and tests/test_deploy.py; `make demo` and
+    `make test` are CI's two commands."""
+    import shlex
+
+    commands = readme_commands()
+    assert len(commands) > 20
+    checked = set()
+    for command in commands:
+        # an account alias is the user's (`ape accounts import`); here a test account stands in
+        command = re.sub(r"--account (?!\d)\S+", "--account TEST::0", command)
+        argv = shlex.split(command)
+        while "=" in argv[0]:  # an environment setting before the command
+            argv.pop(0)
+        if argv[0] == "make":
+            assert argv[1] in makefile_targets(), command
+        elif argv[:2] == ["silverback", "run"]:
+            assert (ROOT / "bots" / f"{argv[2]}.py").exists(), command
+        elif argv[:2] == ["ape", "run"] or argv[0] == "crossmargin":
+            cli, args = click_command(argv)
+            if not args and isinstance(cli, click.Group) or argv[0] == "crossmargin" and len(args) == 1:
+                continue  # a command named in the text, not run as written
+            try:
+                parse(cli, args)
+            except click.exceptions.Exit:
+                pass  # --help
+            except click.ClickException as error:
+                raise AssertionError(f"{command}: {error.format_message()}") from None
+            checked.add(argv[2] if argv[0] == "ape" else args[0])
+        elif argv[:2] == ["ape", "console"] or argv[:2] == ["pip", "install"] or argv[0] in ("export", "uv"):
+            continue
+        else:
+            raise AssertionError(f"{command}: not a command this test knows")
+    assert {"deploy", "keeper", "status", "preview", "faucet", "simulate", "bench_keeper"} <= checked
