@@ -16,10 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_worst_case__stale_start_and_fresh_bid__each_fit_a_block(config, admin, trader, maker, keeper):
-    start, bid, insolvent_stale, insolvent, refresh = worst_case_benchmark(config, admin, trader, maker, keeper)
+    start, bid, mark, insolvent_stale, insolvent, refresh = worst_case_benchmark(config, admin, trader, maker, keeper)
     # each was sent with the limit as its gas limit: a larger need would have reverted
     assert start.total < BLOCK_GAS_LIMIT
     assert bid.total < BLOCK_GAS_LIMIT
+    # found insolvent: the loss reserved and every perp's and future's side marked
+    assert mark.total < BLOCK_GAS_LIMIT
     # insolvent, every array stale, with deleveraging writing 31 loss indices: past the
     # block by ~2%, so there the keeper refreshes first (as on Ethereum): each batch and the
     # bid after them fit (SPECIFICATION.md, limits)

@@ -108,7 +108,14 @@ def liquidation_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> l
             break
     cm.oracle.push(admin, "ETH/IV", "0.6")
     engine.refresh(options, sender=counterparty)
-    liquidator.mark_insolvent(account, sender=bidder)
+    rows.append(
+        measure_call(
+            "mark insolvent: the loss reserved, 1 perp side's pending charge",
+            bidder,
+            liquidator.mark_insolvent,
+            account,
+        )
+    )
     chain.mine(timestamp=chain.pending_timestamp + 60)
     rows.append(
         measure_call(
@@ -132,6 +139,25 @@ def liquidation_benchmark(cm: Protocol, admin, owner, counterparty, bidder) -> l
             0,
         )
     )
+    # the auction is still open: the counterparty's long on the marked side sells 1 ETH to
+    # the bidder (closing 1 of its shorts) and pays the exit charge on the way out
+    paid = cm.clearing.contract.collected(cm.markets.perp("ETH"))
+    order = cm.exchange.make_order(counterparty, cm.markets.perp("ETH"), False, 1, price)
+    signature = cm.exchange.sign(counterparty, order)
+    rows.append(
+        measure_call(
+            "fill perp taking 1 unit off a marked side (exit charge)",
+            bidder,
+            cm.exchange.contract.fill,
+            order.as_tuple(),
+            order.owner,
+            signature,
+            to_wad(1),
+            0,
+            str(bidder),
+        )
+    )
+    assert cm.clearing.contract.collected(cm.markets.perp("ETH")) > paid, "the fill paid no exit charge"
     chain.restore(snapshot)
     cm.token("USDC").mint(admin, owner, "100000")
     cm.vault.deposit(owner, "USDC", "100000")  # cures it
