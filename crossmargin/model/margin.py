@@ -958,7 +958,7 @@ def snapshot(
     the account holds; else :func:`snapshot_calls`, a few calls per position.
 
     Args:
-        cm: A :class:`crossmargin.protocol.Protocol`.
+        cm: A :class:`crossmargin.clients.protocol.Protocol`.
         owner: The account's owner (address or ape account).
         subaccount: Its subaccount.
         block_id: The block to read at (default: the head). Compare with the engine's
