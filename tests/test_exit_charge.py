@@ -17,6 +17,9 @@ from decimal import Decimal
 
 import ape
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sizes import examples
 
 from crossmargin.model import auction as model
 from crossmargin.units import WAD, account_id, from_wad, to_wad
@@ -228,3 +231,49 @@ def test_status__shows_the_pending_charges_paid(
     fund = json.loads(out[out.index("{") :])["fund"]
     assert Decimal(fund["exit_charges"]) == from_wad(vault.exit_charges()) > 0
     assert "exit charges (USD)" in run_status(state_file=tmp_path / "none.json")
+
+
+# ---------------------------------------------------------------- the rule, on the model
+
+
+@given(
+    short=st.integers(1, 10**6),  # the insolvent account's short (units of 0.001)
+    others=st.integers(0, 10**6),  # other shorts, as many long units more
+    entry=st.integers(100, 10**5),  # entry and index price (whole USD)
+    rise=st.integers(1, 10**5),
+    bound_pct=st.integers(0, 200),  # the bound marked, % of the account's loss
+    deficit_pct=st.integers(0, 100),  # the deficit at the bid, % of what was marked
+    leaving_pct=st.integers(0, 99),  # long units that leave before the bid
+)
+@settings(max_examples=examples(400), deadline=None)
+def test_exit_charge__leavers_pay_at_least_and_stayers_at_most_their_share(
+    short, others, entry, rise, bound_pct, deficit_pct, leaving_pct
+):
+    """Whatever the sizes, prices, bound and deficit (within what was marked): each unit
+    that left paid at least the deficit per unit of the open interest when the loss became
+    known, each unit that stayed pays at most that (to the wei, rounded up once), and the
+    loss charged is the deficit less dust."""
+    perp = 1
+    size = -short * 10**15
+    open_interest = (short + others) * 10**15
+    cost = size * entry
+    position = model.LinearPosition(perp, size, cost, (entry + rise) * WAD, open_interest)
+    loss = model.linear_loss(position)
+    bound = loss * bound_pct // 100
+    marks = model.mark([position], bound)
+    if bound == 0:
+        assert marks == []
+        return
+    [mark] = marks
+    assert mark.longs and mark.amount == min(bound, loss) and mark.per_unit * open_interest >= mark.amount * WAD
+    leaving = open_interest * leaving_pct // 100
+    paid = model.exit_charge(leaving, -leaving, mark.per_unit, 0)
+    deficit = mark.amount * deficit_pct // 100
+    stayed = model.LinearPosition(perp, size, cost, position.spot, open_interest - leaving)
+    charged, charges = model.deleverage([stayed], deficit, WAD, {perp: paid}, paid)
+    assert charged <= deficit and deficit - charged <= (open_interest - leaving) // WAD + 1
+    fair = deficit * WAD // open_interest  # per unit, had nobody left
+    assert paid * WAD >= leaving * fair  # the leavers paid at least their share
+    for charge in charges:
+        assert charge.per_unit <= fair  # the stayers pay at most theirs
+        assert charge.from_exits <= paid
