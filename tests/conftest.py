@@ -239,6 +239,7 @@ def run_status(cm, monkeypatch, capsys):
 
         monkeypatch.setattr(status.Protocol, "load", staticmethod(lambda *_a: cm))
         monkeypatch.setattr(status.console, "width", width)
+        monkeypatch.setattr(status.console, "stderr", False)  # as a command without --json starts
         capsys.readouterr()
         status.cli.callback(**{"top": 1000, "no_model": True, "as_json": False, **options})
         return capsys.readouterr().out

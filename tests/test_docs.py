@@ -383,13 +383,17 @@ def parse(cli: click.Command, args: list[str], parent: click.Context | None = No
         parse(sub, remaining, ctx)
 
 
-def test_readme__every_command_exists_and_parses_as_written():
+def test_readme__every_command_exists_and_parses_as_written(monkeypatch):
     """Each command of the README names a make target, a script or a `crossmargin`
     command that exists, and its options parse as written (click, nothing run). The ones
     that need a chain run in tests/test_cli.py and tests/test_deploy.py; `make demo` and
     `make test` are CI's two commands."""
     import shlex
 
+    import crossmargin.cli
+
+    # `--json` is eager: parsing it would send the shared console to stderr for the tests after
+    monkeypatch.setattr(crossmargin.cli, "to_stderr", lambda: None)
     commands = readme_commands()
     assert len(commands) > 20
     checked = set()
