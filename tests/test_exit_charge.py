@@ -277,3 +277,17 @@ def test_exit_charge__leavers_pay_at_least_and_stayers_at_most_their_share(
     for charge in charges:
         assert charge.per_unit <= fair  # the stayers pay at most theirs
         assert charge.from_exits <= paid
+
+
+def test_exit_charges__never_spent_beyond_what_the_vault_holds(project, admin, usdc):
+    """A clearing contract spending more exit charges than were paid in reverts (the
+    clearinghouse caps what it spends at `exit_charges`; this is the vault's own guard)."""
+    vault = admin.deploy(project.Vault, usdc.address, 10**40)
+    driver = admin.deploy(project.VaultDriver)
+    vault.set_clearing(driver, True, sender=admin)
+    driver.settle_cash(vault, [(0, 5)], sender=admin)
+    assert vault.exit_charges() == 5
+    with ape.reverts("vault: exit charges short"):
+        driver.settle_cash(vault, [(0, -6)], sender=admin)
+    driver.settle_cash(vault, [(0, -5)], sender=admin)
+    assert vault.exit_charges() == 0
