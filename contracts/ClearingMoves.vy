@@ -282,7 +282,7 @@ def mark(account: uint256, bound: uint256) -> DynArray[book.Charge, book.MAX_LIN
             charge gets a pending charge per unit, ceil(share / open interest), its share
             being ceil(min(bound, Σ losses) · its loss / Σ losses): the most that side may
             pay for this account at the prices of now. A trade that takes units off the
-            side pays it per unit (`book._exit_charge`) until `release`.
+            side pays it per unit (`fixed._exit_charge`) until `release`.
     @param bound What the fund cannot cover of the auction's reserved loss (WAD USD).
     @return Each side marked (`amount` its share), for the clearinghouse to log.
     @dev Only the liquidator, once per insolvent auction.

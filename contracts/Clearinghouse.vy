@@ -632,9 +632,9 @@ def _trade_linear(
 @internal
 def _exit(account: uint256, instrument_id: uint256, old: int256, size: int256, pending: uint256) -> uint256:
     """
-    @dev The exit charge of one side of a fill (`book._exit_charge`), logged.
+    @dev The exit charge of one side of a fill (`fixed._exit_charge`), logged.
     """
-    charge: uint256 = book._exit_charge(old, size, pending)
+    charge: uint256 = fixed._exit_charge(old, size, pending)
     if charge != 0:
         log ExitCharged(account=account, instrument=instrument_id, amount=charge)
     return charge

@@ -40,6 +40,7 @@ interface IClearing:
     def option_size(account: uint256, instrument_id: uint256) -> int256: view
     def positions(account: uint256) -> IClearinghouse.Positions: view
     def funding(underlying: uint256) -> (int256, int256, uint256): view
+    def pending_charge(instrument_id: uint256) -> uint256: view
 
 
 interface IEngine:
@@ -199,7 +200,7 @@ struct Preview:
     # the IM each trade adds: IM after trades 1..k minus IM after trades 1..k−1 (signed)
     legs: DynArray[int256, MAX_TRADES]
     # the cash the trades move (signed): premiums, realized perp and future PnL, perp
-    # funding settled, fees
+    # funding settled, fees, exit charges
     cash: int256
 
 
@@ -366,7 +367,8 @@ def preview(account: uint256, trades: DynArray[Trade, MAX_INPUT]) -> Preview:
             would apply them now (no state changes): each trade moves the account's
             position as `Clearinghouse.trade` does (option words two to a word; perp and
             future cost += ceil(size·price), realized when flat, perp funding settled first;
-            option premium paid rounded up, received rounded down; `fee` paid), then the
+            option premium paid rounded up, received rounded down; `fee` paid; a perp or
+            future leaving a side with a pending charge pays its exit charge), then the
             engine values the positions that leave (`MarginEngine.margin_with`). Equal to
             the engine's `margin` after the same fills in the same block.
     @param account Account id (owner << 96 | subaccount).
@@ -477,6 +479,7 @@ def _trade_perp(
          clearinghouse lists a perp only while it has a size). A line carries its perp's
          funding state as stored: accrued to now it gives the index the trade settled to,
          whatever the trade does to the premium EMA (which moves the index only later).
+         Leaving a side with a pending charge pays its exit charge (`_exit_charge`).
     @return The lines after the trade and its cash change (WAD).
     """
     lines: DynArray[IClearinghouse.PerpLine, MAX_UNDERLYINGS] = perps
@@ -507,6 +510,7 @@ def _trade_perp(
     cost: int256 = 0
     size, cost = fixed._perp_line(line.line)
     cash: int256 = fixed._floor_div(-size * (index - line.funding), IWAD)
+    cash -= self._exit_charge(trade, size)
     line.funding = index
     size += trade.size
     cost += fixed._ceil_div(trade.size * convert(trade.price, int256), IWAD)
@@ -528,14 +532,29 @@ def _trade_perp(
 
 
 @internal
-@pure
+@view
+def _exit_charge(trade: Trade, old: int256) -> int256:
+    """
+    @dev What `trade` pays on a perp or future position of `old` for leaving a side that an
+         open insolvent auction marked (`Clearinghouse.pending_charge`, lib/fixed.vy
+         `_exit_charge`); 0 when none is pending.
+    """
+    pending: uint256 = staticcall CLEARING.pending_charge(trade.instrument)
+    if pending == 0:
+        return 0
+    return convert(fixed._exit_charge(old, trade.size, pending), int256)
+
+
+@internal
+@view
 def _trade_future(
     futures: DynArray[uint256, MAX_FUTURES], instrument: IClearinghouse.Instrument, instrument_id: uint256, trade: Trade
 ) -> (DynArray[uint256, MAX_FUTURES], int256):
     """
     @dev `Clearinghouse._trade_linear` on the future word of `instrument_id` among
          `futures` (a new one if there is none): cost += ceil(size·price), realized when
-         flat (the word then leaves the list, the last one taking its place).
+         flat (the word then leaves the list, the last one taking its place); leaving a
+         side with a pending charge pays its exit charge (`_exit_charge`).
     @return The words after the trade and its cash change (WAD).
     """
     words: DynArray[uint256, MAX_FUTURES] = futures
@@ -547,11 +566,11 @@ def _trade_future(
             slot = i + 1
             size, cost = fixed._future_line(words[i])
             break
+    cash: int256 = -self._exit_charge(trade, size)
     size += trade.size
     cost += fixed._ceil_div(trade.size * convert(trade.price, int256), IWAD)
-    cash: int256 = 0
     if size == 0:
-        cash = -cost
+        cash -= cost
         if slot != 0:
             last: uint256 = words.pop()
             if slot <= len(words):

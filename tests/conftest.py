@@ -245,3 +245,12 @@ def run_status(cm, monkeypatch, capsys):
         return capsys.readouterr().out
 
     return _run
+
+
+@pytest.fixture
+def frozen_clock(chain):
+    """Every block after this one has its timestamp (until the test ends): what a preview
+    taken at this block assumes of the fills that follow it."""
+    chain.provider.make_request("anvil_setBlockTimestampInterval", [0])
+    yield
+    chain.provider.make_request("anvil_removeBlockTimestampInterval", [])

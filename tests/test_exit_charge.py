@@ -17,11 +17,15 @@ from decimal import Decimal
 
 import ape
 import pytest
+from ape import chain
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sizes import examples
+from test_preview import as_tuples, margin_tuple, wad_trades
 
 from crossmargin.model import auction as model
+from crossmargin.model import clearing as model_clearing
+from crossmargin.model import margin as margin_model
 from crossmargin.units import WAD, account_id, from_wad, to_wad
 
 
@@ -134,6 +138,50 @@ def test_exit_charge__only_units_taken_off_the_marked_side_pay(
     assert vault.exit_charges() == clearing.collected(perp) == paid.amount + flip.amount
     # the short the maker never had: the maker's long stays, nothing paid by it
     assert clearing.perp_position(account_id(maker.address, 0), cm.manifest.underlyings["ETH"]).size == to_wad(10)
+
+
+def test_preview__a_closing_fill_pays_its_exit_charge__equal_to_the_fill_to_the_wei(
+    cm, vault, clearing, pair, admin, stranger, operator, taker, frozen_clock
+):
+    """The margin preview (and so the SDK's preflight) counts the exit charge a closing
+    fill pays while a charge is pending: the Lens and its model twin equal the leaver's
+    margin and cash after the fill to the wei. Without it both were off by the charge."""
+    perp = cm.markets.perp("ETH")
+    set_eth(cm, admin, "4100")
+    cm.liquidator.start(stranger, pair)
+    per_unit = clearing.pending_charge(perp) & (2**128 - 1)
+    leaver = account_id(operator.address, 0)
+    raw = wad_trades(cm, [(perp, "-4", "4100")])  # the operator makes the fill below
+    block = chain.blocks.head.number
+    preview = cm.lens.preview(leaver, as_tuples(raw), block_id=block)
+    state, underlyings, params, now = cm.model_after(leaver, raw, block)
+
+    receipt = cm.trade(operator, taker, perp, "-4", "4100")
+    [paid] = receipt.decode_logs(clearing.ExitCharged)
+    assert paid.amount == 4 * per_unit > 0
+    after = cm.engine.contract.margin(leaver)
+    assert margin_tuple(preview.after) == margin_tuple(after)
+    assert tuple(margin_model.margin(state, underlyings, params, now)) == margin_tuple(after)
+    [moved] = [e.delta for e in receipt.decode_logs(vault.CashSettled) if e.account == leaver]
+    assert preview.cash == moved
+
+
+def test_preview_model__a_future_leaving_a_marked_side_pays_that_sides_charge():
+    """The model twin of the preview charges a future as the clearinghouse does: a long
+    selling 2 of its 3 units pays 2 units of the longs' charge (7 USD), a short buying 1
+    back 1 unit of the shorts' (5 USD), and a new position nothing."""
+    future = model_clearing.Listing(margin_model.FUTURE, 1, expiry=2**31, pending=7 * WAD | (5 * WAD << 128))
+    listings = {9: future}
+
+    def cash_after(size: int, trade: int) -> int:
+        held = () if size == 0 else (margin_model.FuturePosition(9, 1, size, size * 2_000, 2**31),)
+        state = margin_model.AccountState(cash=0, futures=held)
+        after, _ = model_clearing.apply_trades(state, [model_clearing.PreviewTrade(9, trade, 2_000 * WAD)], listings, 0)
+        return after.cash
+
+    assert cash_after(3 * WAD, -2 * WAD) == -2 * 7 * WAD  # nothing realized while a unit stays
+    assert cash_after(-3 * WAD, WAD) == -5 * WAD
+    assert cash_after(0, -2 * WAD) == 0
 
 
 def test_bid__spends_the_exit_charges_first__then_the_index(

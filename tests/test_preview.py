@@ -32,14 +32,6 @@ DAY = 86_400
 
 
 @pytest.fixture
-def frozen_clock():
-    """Every block after this one has its timestamp (until the test ends)."""
-    chain.provider.make_request("anvil_setBlockTimestampInterval", [0])
-    yield
-    chain.provider.make_request("anvil_removeBlockTimestampInterval", [])
-
-
-@pytest.fixture
 def book(cm, admin, create_account, trader, maker, list_option):
     """`trader` (USDC and WETH): long 2 ETH calls, short 1 ETH put, long 1 ETH perp, short 1
     ETH future; `maker` is every trade's counterparty. Returns the instruments by name."""

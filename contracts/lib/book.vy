@@ -468,22 +468,6 @@ def _store_options(account: uint256, old: DynArray[uint256, MAX_OPTIONS], new: D
 
 @internal
 @pure
-def _exit_charge(old: int256, size: int256, pending: uint256) -> uint256:
-    """
-    @dev What a trade of `size` on a position of `old` pays for leaving a side with a pending
-         charge (`pending_charge` word `pending`): the units it takes off that side times
-         the side's pending charge per unit, rounded up (WAD USD).
-    """
-    if old == 0 or (old > 0) == (size > 0):
-        return 0
-    per_unit: uint256 = pending >> 128
-    if old > 0:
-        per_unit = pending & M128
-    return math._mul_div(convert(min(abs(size), abs(old)), uint256), per_unit, WAD, True)
-
-
-@internal
-@pure
 def _long(size: int256) -> uint256:
     return convert(max(size, 0), uint256)
 

@@ -7,6 +7,8 @@
         signed amounts.
 """
 
+from snekmate.utils import math
+
 # @dev 1.0 in signed fixed point.
 IWAD: constant(int256) = 10**18
 
@@ -110,3 +112,21 @@ def _future_line(word: uint256) -> (int256, int256):
     """
     v: int256 = convert(convert(word, bytes32), int256)
     return (v << 96) >> 168, v >> 160
+
+
+@internal
+@pure
+def _exit_charge(old: int256, size: int256, pending: uint256) -> uint256:
+    """
+    @dev What a trade of `size` on a linear position of `old` pays for leaving a side with a
+         pending charge (the clearinghouse's `pending_charge` word `pending`: longs per unit
+         in bits 0..127, shorts in 128..255): the units it takes off that side times the
+         side's pending charge per unit, rounded up (WAD USD). The clearinghouse charges it
+         and the Lens previews it.
+    """
+    if old == 0 or (old > 0) == (size > 0):
+        return 0
+    per_unit: uint256 = pending >> 128
+    if old > 0:
+        per_unit = pending & (2**128 - 1)
+    return math._mul_div(convert(min(abs(size), abs(old)), uint256), per_unit, 10**18, True)

@@ -1026,7 +1026,9 @@ class Protocol:
                 funding = tuple(clearing.funding(row.underlying, **at))
                 spot = self.oracle.contract.price(engine.spot_key(row.underlying, **at), **at)
                 listing = replace(listing, funding=funding, spot=spot)
-            elif row.kind in (model.CALL, model.PUT):
+            if row.kind in (model.PERP, model.FUTURE):
+                listing = replace(listing, pending=clearing.pending_charge(t.instrument, **at))
+            if row.kind in (model.CALL, model.PUT):
                 epoch, shift, lanes, unsettled = engine.risk_array(t.instrument, **at)
                 listing = replace(listing, array=model.pack_array(epoch, list(lanes), shift, unsettled))
             listings[t.instrument] = listing

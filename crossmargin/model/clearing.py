@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from crossmargin.model.auction import exit_charge
 from crossmargin.model.margin import (
     FUTURE,
     PERP,
@@ -147,6 +148,8 @@ class Listing:
         array: An option's stored risk-array words (see ``margin.pack_array``).
         funding: A perp's ``(cumulative, premium_ema, updated_at)``.
         spot: A perp's index price (WAD USD).
+        pending: A perp's or future's ``Clearinghouse.pending_charge`` word (longs per unit
+            in bits 0..127, shorts above; 0 when no insolvent auction marked it).
     """
 
     kind: int
@@ -157,6 +160,12 @@ class Listing:
     array: tuple[int, ...] | None = None
     funding: tuple[int, int, int] = (0, 0, 0)
     spot: int = 0
+    pending: int = 0
+
+
+def _exit(listing: Listing, old: int, size: int) -> int:
+    """The exit charge of a linear trade of ``size`` on a position of ``old``."""
+    return exit_charge(old, size, listing.pending & (2**128 - 1), listing.pending >> 128)
 
 
 def apply_trades(
@@ -165,8 +174,9 @@ def apply_trades(
     """``Lens.preview``'s positions: ``state`` after each of ``trades``, applied as
     ``Clearinghouse.trade`` applies a fill to one side (options set as ``_with_size``: a
     position that nets to zero is removed, the last one taking its place; perps and futures
-    as ``_trade_linear``, a perp's funding settled to the index accrued to ``now`` first;
-    the option premium paid rounded up, received rounded down; the fee paid).
+    as ``_trade_linear``, a perp's funding settled to the index accrued to ``now`` first,
+    leaving a side with a pending charge paying its exit charge; the option premium paid
+    rounded up, received rounded down; the fee paid).
 
     Returns:
         The state after every trade, and after each one in turn (its cash moved too).
@@ -193,6 +203,7 @@ def apply_trades(
                 now,
             )
             cash += floor_div(-held.size * (index - held.funding), WAD)
+            cash -= _exit(listing, held.size, trade.size)
             size = held.size + trade.size
             cost = held.cost + ceil_div(trade.size * trade.price, WAD)
             if size == 0:
@@ -213,6 +224,7 @@ def apply_trades(
             slot = next((i for i, f in enumerate(words) if f.instrument == trade.instrument), None)
             held_size, held_cost = (0, 0) if slot is None else (words[slot].size, words[slot].cost)
             size, cost, realized = future_trade(held_size, held_cost, trade.size, trade.price)
+            cash -= _exit(listing, held_size, trade.size)
             if size == 0:
                 if slot is not None:
                     last = words.pop()
