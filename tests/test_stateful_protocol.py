@@ -28,7 +28,14 @@ collude, and trader 0 has named the attacker its operator.
     collateral is refused);
   - `vol_outage`: a crash while the ETH vol feed is stale or above the router's bound (5.0):
     users who need vol are refused with the oracle's reason; accounts that need no vol are
-    liquidated through it (finding 10, see REQUIRE_FINDING_10).
+    liquidated through it (finding 10, see REQUIRE_FINDING_10);
+  - `leave_before_the_bid`, `keeper_marks` (issue 15, the position dodge): the attacker
+    levers up, a crash makes it insolvent, a keeper starts (or marks) its auction, and the
+    maker leaves the side the deleveraging will charge before any bid, paying the exit
+    charge; later fills of any rule pay it too while the auction stays open.
+The insurance fund holds 3,000 USDC (``CM_STATEFUL_FUND``): too little for the larger
+deficits, so the waterfall's later tiers (exit charges, deleveraging, socialization) run
+besides the fund's payouts.
 Passive accounts: `saver` holds only USDC; `holder` bought 1 ETH perp and 0.05 BTC perp from
 the maker at setup and never trades again.
 
@@ -39,9 +46,11 @@ After every step:
     flat or settled), plus each settled option's or future's payoff still owed, plus a
     rounding surplus that is never negative and grows by at most DUST_PER_BLOCK wei per
     block; each perp's and each future's sizes sum to zero, `positive_cash` covers every
-    positive balance, and no long-dated instrument expires within a run;
+    positive balance, the vault's `exit_charges` cover what the markets collected and have
+    not spent, and no long-dated instrument expires within a run;
   - the engine's valuation: the vault's USDC (plus the WBTC dust at its price) covers the sum
-    of every account's equity (perps, options and futures are zero-sum), and exceeds it by no
+    of every account's equity and the cash no account holds (the exit pool and the exit
+    charges; perps, options and futures are zero-sum), and exceeds it by no
     more than the quantization of the option values (a lane unit per option unit opened, at
     the highest spot of the run), a few wei per step, and, for an expired instrument not yet
     settled, the grid's spread (finding 2: an option's short at its worst intrinsic value, a
@@ -206,6 +215,7 @@ class Protocol(RuleBasedStateMachine):
         # holder (0 if nobody held it at expiry: nobody can hold it after)
         self.settled = {}
         self.block0 = self.chain.blocks.head.number
+        self.exit_charges = 0  # the vault's exit charges when the cash identity last read them
         self.surplus0 = self._cash_identity()[0]
         # (a): what passive accounts and the fund may lose (see `_adversary_gains_nothing`)
         index = self.view["index"]
@@ -272,10 +282,19 @@ class Protocol(RuleBasedStateMachine):
             )
         ]
         fund_held, index, pool, charges = (abi_decode(["uint256"], r)[0] for r in raws[3 + 2 * n : 7 + 2 * n])
+        m = len(Protocol.tradable)
         interest = {
             instrument: abi_decode([INSTRUMENT_ABI], r)[0][5]
-            for instrument, r in zip(Protocol.tradable, raws[7 + 2 * n :], strict=True)
+            for instrument, r in zip(Protocol.tradable, raws[7 + 2 * n : 7 + 2 * n + m], strict=True)
         }
+        # the exit charges each market collected and has not spent are in the vault: a bid
+        # never spends more of them than there are, and `release` forgets a market's only
+        # once no charge is pending on it
+        collected = sum(abi_decode(["uint256"], r)[0] for r in raws[7 + 2 * n + m :])
+        assert charges >= collected, f"the vault holds {charges} wei of exit charges, markets collected {collected}"
+        if charges > self.exit_charges:
+            Protocol.stats["exit charges paid"] += 1
+        self.exit_charges = charges
         # what the adversary's invariants read, from the same batch
         ids = self._accounts()
         self.view = {
@@ -620,6 +639,21 @@ class Protocol(RuleBasedStateMachine):
         self.steps += 1
 
     @rule(_=st.integers(0, 3))
+    def keeper_marks(self, _):
+        """A keeper marks every started auction whose account went insolvent since
+        (`mark_insolvent`): the sides its deleveraging may charge get a pending charge, and
+        until a bid ends the auction, a fill of a later step that takes units off such a side
+        pays its exit charge (counted by the cash identity)."""
+        engine, liquidator = self.cm.engine.contract, self.cm.liquidator.contract
+        for account in sorted(self.live):
+            if not liquidator.in_auction(account) or liquidator.auction(account)[2] != 0:
+                continue
+            if engine.margin(account).equity <= 0:
+                receipt = self.cm.liquidator.mark_insolvent(self.bidder, account)
+                Protocol.stats["marks"] += len(receipt.decode_logs(self.cm.clearing.contract.ChargePending))
+        self.steps += 1
+
+    @rule(_=st.integers(0, 3))
     def wait(self, _):
         """A block passes with nothing else happening (auction prices may only fall)."""
         self.chain.mine()
@@ -684,6 +718,33 @@ class Protocol(RuleBasedStateMachine):
         self.move_spot(Protocol.instruments[self.linear[which]].name == "BTC", -drop if long else drop)
         self.attacker_dumps(which, share)
         self.steps -= 2
+
+    @rule(which=st.integers(0, 4), long=st.booleans(), drop=st.integers(20, 45), leave=st.integers(1, 100))
+    def leave_before_the_bid(self, which, long, drop, leave):
+        """The position dodge (issue 15) in one step: the attacker levers up in a perp or a
+        future against the maker, the oracle moves its underlying ``drop`` percent against
+        it, a keeper starts its auction (an insolvent start marks the sides the deleveraging
+        may charge, if the fund cannot cover the reserve), and before any bid the maker, if
+        it holds the side that gained, closes ``leave`` percent of it against a trader: it
+        pays the exit charge (the cash identity and the deleveraging's split must hold)."""
+        attacker, instrument = account_id(self.attacker.address, 0), self.linear[which]
+        self.attacker_levers(which, long, 100)
+        self.move_spot(Protocol.instruments[instrument].name == "BTC", -drop if long else drop)
+        self.steps -= 2
+        engine, liquidator = self.cm.engine.contract, self.cm.liquidator.contract
+        m = engine.margin(attacker)
+        if m.equity < m.maintenance and not liquidator.in_auction(attacker):
+            receipt = self.cm.liquidator.start(self.bidder, attacker)
+            Protocol.stats["starts"] += 1
+            Protocol.stats["marks"] += len(receipt.decode_logs(self.cm.clearing.contract.ChargePending))
+            self.live.add(attacker)
+        held = self._linear_size(account_id(self.maker.address, 0), instrument)
+        size = abs(held) * leave // 100 // 10**12 * 10**12
+        if size != 0 and (held < 0) == long:  # the maker is on the side that gained
+            # the maker buys back a short (or sells a long) from trader 3, at the index
+            self._fill(self.maker, self.traders[3], instrument, size if held < 0 else -size, self._index(instrument))
+        self.steps += 1
+        self._changed()
 
     @rule(which=st.integers(0, 4), units=st.integers(1, 10**9), kind=st.integers(0, 6), buy=st.booleans())
     def dust_perp(self, which, units, kind, buy):
@@ -892,11 +953,14 @@ class Protocol(RuleBasedStateMachine):
         raws, head = self._batch(reads)
         equity = sum(m[0] for m in abi_decode(["(int256,uint256,uint256)[]"], raws[0])[0])
         held = abi_decode(["uint256"], raws[1])[0] * Protocol.usdc_scale
+        # cash no account holds: what leavers gave up while a loss was pending (the exit pool)
+        # and the exit charges, owed to a bidder or, once no loss is pending, to the fund
+        equity += sum(abi_decode(["uint256"], r)[0] for r in raws[2:4])
         # option values are floored to their lanes: at most a lane unit per unit held, and
         # units held never exceed the units opened
         quantization = sum(units * self._lane(name) for name, units in self.option_units.items()) + 1
         if self.dusted:  # WBTC dust is equity the vault's USDC does not back: at BTC's spot
-            equity -= sum(abi_decode(["uint256"], r)[0] for r in raws[2:]) * self.spots["BTC"]
+            equity -= sum(abi_decode(["uint256"], r)[0] for r in raws[4:]) * self.spots["BTC"]
         slack = held - equity
         assert slack >= 0, f"claims exceed the vault by {-slack} wei"
         now = head["timestamp"]
@@ -1009,7 +1073,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     cm.vault.deposit(keeper, "USDC", "10000000")
     cm.token("USDC").mint(admin, keeper, "1000000")
     cm.vault.deposit(keeper, "USDC", "1000000", 1)  # bids during a vol outage: holds no option
-    insure("100000")
+    insure(os.environ.get("CM_STATEFUL_FUND", "3000"))
     # the adversary: two colluding accounts; trader 0 names the attacker its operator
     attacker, accomplice, saver, holder = (accounts.generate_test_account() for _ in range(4))
     for who in (attacker, accomplice, saver, holder):
@@ -1091,6 +1155,8 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
         "settled options": 0,
         "settled futures": 0,
         "outage liquidations": 0,
+        "marks": 0,
+        "exit charges paid": 0,
         "fills": {},  # by underlying and kind
     }
     Protocol.senders = {who.address: TxSender(who) for who in (*traders, admin, attacker, accomplice)}
@@ -1125,6 +1191,7 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
         (vault.exit_pool, ()),
         (vault.exit_charges, ()),
         *((markets.instrument, (i,)) for i in Protocol.tradable),
+        *((clearing.collected, (i,)) for i in Protocol.linear),
     ]
     balance_of = vault.balance_of
     Protocol.wbtc_reads = [
@@ -1135,7 +1202,12 @@ def test_protocol__random_sequences(cm, admin, maker, keeper, accounts, chain, l
     # the reads of the engine's valuation: every account's margin and the vault's USDC
     Protocol.margin_reads = [
         (m.contract.address, "0x" + bytes(m.encode_input(*args)).hex())
-        for m, args in ((cm.engine.contract.margins, (ids,)), (usdc.contract.balanceOf, (vault.address,)))
+        for m, args in (
+            (cm.engine.contract.margins, (ids,)),
+            (usdc.contract.balanceOf, (vault.address,)),
+            (vault.exit_pool, ()),
+            (vault.exit_charges, ()),
+        )
     ]
     machine = Protocol.TestCase
     machine.settings = settings(
