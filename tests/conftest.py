@@ -254,3 +254,10 @@ def frozen_clock(chain):
     chain.provider.make_request("anvil_setBlockTimestampInterval", [0])
     yield
     chain.provider.make_request("anvil_removeBlockTimestampInterval", [])
+
+
+@pytest.fixture
+def bidder(create_account, keeper):
+    """A liquidator's account with 100k USDC (subaccount 0 of `keeper`)."""
+    create_account(keeper, {"USDC": "100000"})
+    return keeper

@@ -20,6 +20,7 @@ import pytest
 from ape import chain
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prices import set_eth
 from sizes import examples
 from test_preview import as_tuples, margin_tuple, wad_trades
 
@@ -27,17 +28,6 @@ from crossmargin.model import auction as model
 from crossmargin.model import clearing as model_clearing
 from crossmargin.model import margin as margin_model
 from crossmargin.units import WAD, account_id, from_wad, to_wad
-
-
-def set_eth(cm, admin, price: str):
-    cm.oracle.push(admin, "ETH/USD", price)
-    cm.oracle.push(admin, "ETH/IV", "0.6")
-
-
-@pytest.fixture
-def bidder(cm, create_account, keeper):
-    create_account(keeper, {"USDC": "100000"})
-    return keeper
 
 
 @pytest.fixture

@@ -16,15 +16,11 @@ from decimal import Decimal
 import ape
 import pytest
 from ape.exceptions import ProviderError
+from prices import set_eth
 
 from crossmargin.keeper import Keeper, KeeperConfig, describe_account
 from crossmargin.keeper import prices as price_mover
 from crossmargin.units import account_id, to_wad
-
-
-def set_eth(cm, admin, price) -> None:
-    cm.oracle.push(admin, "ETH/USD", str(price))
-    cm.oracle.push(admin, "ETH/IV", "0.6")
 
 
 def aid(actor, sub: int = 0) -> int:

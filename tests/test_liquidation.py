@@ -11,6 +11,7 @@ import ape
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prices import set_eth
 from sizes import examples
 
 from crossmargin.model import margin as model
@@ -18,18 +19,6 @@ from crossmargin.model.auction import AuctionParams, cap, insolvent_terms, multi
 from crossmargin.units import WAD, account_id, key, to_wad
 
 NOT_OWNER = "ownable: caller is not the owner"
-
-
-@pytest.fixture
-def bidder(cm, create_account, keeper):
-    """A liquidator's account with 100k USDC (subaccount 0 of `keeper`)."""
-    create_account(keeper, {"USDC": "100000"})
-    return keeper
-
-
-def set_eth(cm, admin, price: str):
-    cm.oracle.push(admin, "ETH/USD", price)
-    cm.oracle.push(admin, "ETH/IV", "0.6")
 
 
 def margin(engine, account):

@@ -10,6 +10,7 @@ the executor `keeper`.
 
 import ape
 import pytest
+from prices import set_eth
 
 from crossmargin.model.auction import (
     AuctionParams,
@@ -30,11 +31,6 @@ def standing(create_account, operator):
     """The standing bidder's account: 100k USDC (subaccount 0 of `operator`)."""
     create_account(operator, {"USDC": "100000"})
     return account_id(operator.address, 0)
-
-
-def set_eth(cm, admin, price: str):
-    cm.oracle.push(admin, "ETH/USD", price)
-    cm.oracle.push(admin, "ETH/IV", "0.6")
 
 
 def cash(vault, account: int) -> int:

@@ -13,20 +13,10 @@ from decimal import Decimal
 
 import ape
 import pytest
+from prices import set_eth
 
 from crossmargin.model import auction as model
 from crossmargin.units import WAD, account_id, from_wad, to_wad
-
-
-def set_eth(cm, admin, price: str):
-    cm.oracle.push(admin, "ETH/USD", price)
-    cm.oracle.push(admin, "ETH/IV", "0.6")
-
-
-@pytest.fixture
-def bidder(cm, create_account, keeper):
-    create_account(keeper, {"USDC": "100000"})
-    return keeper
 
 
 def covered_of(cm, receipt):
