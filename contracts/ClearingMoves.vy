@@ -392,9 +392,11 @@ def _losing(
 @view
 def _spot(u: uint256) -> uint256:
     """
-    @dev The underlying's index price (WAD USD), as the funding accrual reads it.
+    @dev The underlying's index price (WAD USD), as a liquidation reads it (`book._index`):
+         `mark` and `deleverage` run inside a start or a bid, which a broken feed must
+         never block.
     """
-    return staticcall book.ORACLE.price(staticcall book.engine.spot_key(u))
+    return book._index(u, True)
 
 
 @internal

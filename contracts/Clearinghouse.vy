@@ -656,7 +656,7 @@ def _accrue_funding(u: uint256, price: uint256, size: int256) -> int256:
     spot: uint256 = 0
     state: book.Funding = empty(book.Funding)
     cumulative: int256 = 0
-    spot, state, cumulative = book._funding_now(u)
+    spot, state, cumulative = book._funding_now(u, False)
     settings: uint256 = book.settings
     window: int256 = convert((settings >> 32) & (2**32 - 1), int256)
     dt: int256 = min(convert(block.timestamp - state.updated_at, int256), window)

@@ -294,7 +294,9 @@ def start(account: uint256, hint: uint256 = 0):
     @param hint Optional: byte u names underlying u's worst scenario (the engine's
            `refresh_bound`). The account must then be below the maintenance requirement
            counted at those scenarios, a lower bound of the real one: a wrong hint can
-           only make the start fail, and a right one makes it cheaper.
+           only make the start fail, and a right one makes it cheaper. An insolvent
+           account's loss is reserved from the whole requirement, valued again without
+           the hint (a hint chosen to shrink it would let leavers escape their share).
     """
     assert self.auctions[account] == 0, "liquidator: already in auction"
     m: IRiskEngine.Margin = extcall ENGINE.refresh_bound(account, hint | LIQUIDATION_READS)
@@ -307,6 +309,9 @@ def start(account: uint256, hint: uint256 = 0):
         record |= convert(msg.sender, uint256)
     if m.equity <= 0:
         record |= block.timestamp << INSOLVENT_SHIFT
+        if hint != 0:
+            # the hinted requirement is a lower bound: the reserve is the whole −E + MM
+            m = extcall ENGINE.refresh_bound(account, LIQUIDATION_READS)
         self._reserve(account, m)
     self.auctions[account] = record
     extcall VAULT.set_frozen(account, True)

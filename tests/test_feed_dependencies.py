@@ -45,6 +45,65 @@ def test_perp_only__vol_above_bound__valued_and_liquidated(cm, book, keeper, adm
     assert cm.vault.contract.frozen(book)
 
 
+def break_spot(cm, admin, chain, case: str, price: str) -> None:
+    """The ETH spot feed's last answer is ``price`` and then it breaks: it goes stale (no
+    round for 4,000 s; the other feeds stay fresh), or its answer leaves the router's bounds
+    (2,000,000 > 1,000,000; a liquidation's reads clamp it to the bound)."""
+    if case == "stale spot":
+        cm.oracle.push(admin, "ETH/USD", price)
+        stale_feeds_but(cm, admin, chain, {"ETH/IV": "0.6", "USDC/USD": "1"})
+    else:
+        cm.oracle.push(admin, "ETH/USD", "2000000")
+
+
+@pytest.mark.parametrize("case", ["stale spot", "spot above bound"])
+def test_broken_spot__insolvent_perp_account__started(cm, book, keeper, admin, chain, insure, case):
+    """fails on 7bf7dfd (audit, stop 23): an insolvent start marks the sides its deleveraging
+    may charge (`Clearinghouse.mark`), which read the index with the router's checked
+    `price`, so a broken spot feed reverted the start ("oracle: stale price", "oracle:
+    price out of bounds") in the very crash the liquidation reads exist for. It now reads
+    it as the valuation does."""
+    insure("10")  # far too little: the start marks the maker's long
+    break_spot(cm, admin, chain, case, "4100")  # 4,100: equity about -1,000
+    assert cm.engine.contract.refresh_bound.call(book, 1).equity <= 0
+    receipt = cm.liquidator.start(keeper, book)
+    [pending] = receipt.decode_logs(cm.clearing.contract.ChargePending)
+    assert pending.instrument == cm.markets.perp("ETH") and pending.longs
+
+
+def test_stale_spot__insolvent_perp_account__bid_out(cm, book, keeper, bidder, admin, chain, insure):
+    """The bid of the same insolvent account on the stale spot: the fund, then the maker's
+    long deleveraged (each reads the index as the valuation does), the whole book sold."""
+    insure("10")
+    break_spot(cm, admin, chain, "stale spot", "4100")
+    cm.liquidator.start(keeper, book)
+    receipt = cm.liquidator.bid(bidder, book, "1", "0")
+    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
+    assert covered.deleveraged > 0
+    assert not cm.liquidator.contract.in_auction(book)
+    assert cm.clearing.contract.perp_position(book, cm.manifest.underlyings["ETH"]).size == 0
+
+
+def test_stale_spot__solvent_perp_account__bid_goes_through(cm, book, keeper, bidder, admin, chain):
+    """fails on 7bf7dfd (audit, stop 23): the start of a solvent account under maintenance
+    went through on a stale spot, but the bid's perp transfer accrued funding with a checked
+    read ("oracle: stale price"), so the account sat frozen until the feed came back."""
+    break_spot(cm, admin, chain, "stale spot", "3500")
+    cm.liquidator.start(keeper, book)
+    taken, _price = cm.liquidator.contract.bid.call(book, 10**18, 10**30, sender=bidder)
+    assert taken > 0
+    cm.liquidator.bid(bidder, book, "1", "1000000")
+    assert cm.clearing.contract.perp_position(account_id(bidder.address, 0), cm.manifest.underlyings["ETH"]).size != 0
+
+
+def test_trade__stale_spot__still_reverts(cm, book, maker, trader, admin, chain):
+    """The liquidation's reads stay the liquidation's: a perp fill on the same stale spot
+    still reverts with the oracle's reason."""
+    break_spot(cm, admin, chain, "stale spot", "3000")
+    with ape.reverts("oracle: stale price"):
+        cm.trade(maker, trader, cm.markets.perp("ETH"), "1", "3000", preflight=False)
+
+
 def test_deposit__stranger_adds_new_collateral__reverts(cm, book, fund, trader, stranger, operator, admin, chain):
     """fails on c1dcd68: anyone could drop 1 satoshi of WBTC into the trader's ETH-perp
     account, and its liquidation then depended on the BTC feed too (a stale BTC round

@@ -612,16 +612,25 @@ class Protocol(RuleBasedStateMachine):
     @rule(_=st.integers(0, 3))
     def sweep(self, _):
         """The keeper: settle the expired option and future, start every due auction, then
-        buy each until it ends."""
+        buy each until it ends; again while an account is due (an insolvent bid's
+        deleveraging charges the other side's holders, which may take one of them under
+        maintenance: the keeper's next pass liquidates it)."""
         self._settle_expired()
         cm, engine, liquidator = self.cm, self.cm.engine.contract, self.cm.liquidator.contract
         ids = self._accounts()
-        for account, m in zip(ids, engine.margins(ids), strict=True):
-            if m.equity < m.maintenance and not liquidator.in_auction(account):
+        for _pass in range(5):
+            due = [
+                account
+                for account, m in zip(ids, engine.margins(ids), strict=True)
+                if m.equity < m.maintenance and not liquidator.in_auction(account)
+            ]
+            if not due and not any(liquidator.in_auction(a) for a in ids):
+                break
+            for account in due:
                 cm.liquidator.start(self.bidder, account)
                 Protocol.stats["starts"] += 1
-        for account in ids:
-            self._bid_out(account)
+            for account in ids:
+                self._bid_out(account)
         self.steps += 1
         self.swept = True
         self.live = set()

@@ -161,6 +161,35 @@ def short_calls(cm, list_option, admin, maker, trader, taker, operator, create_a
     return account_id(trader.address, 0)
 
 
+def best_case_hint(cm, account: int) -> int:
+    """The hint a starter who wants a small reserve passes: for each underlying the scenario
+    in which the account does best (its loss there is 0)."""
+    hint = 0
+    for r in cm.engine.contract.risk(account):
+        best = max(range(1, len(r.pnl)), key=lambda s: r.pnl[s])
+        assert r.pnl[best] >= 0
+        hint |= best << (8 * r.underlying)
+    return hint
+
+
+def test_insolvent_start__a_hint_does_not_shrink_the_reserved_loss(cm, chain, vault, short_calls, stranger, taker):
+    """fails on 7bf7dfd (audit, stop 23): the starter's hint makes the start's requirement a
+    lower bound, and an insolvent start reserved −E + MM from it: a starter naming each
+    underlying's best scenario halved the reserve (9,101 against 18,103 USD), and a
+    depositor leaving afterwards gave up half its share. The reserve is now valued without
+    the hint."""
+    snapshot = chain.snapshot()
+    cm.liquidator.start(stranger, short_calls)
+    full = cm.liquidator.contract.reserved(short_calls)
+    [held_full] = cm.vault.withdraw(taker, "USDC", "50000").decode_logs(vault.ExitHeldBack)
+    chain.restore(snapshot)
+
+    cm.liquidator.start(stranger, short_calls, best_case_hint(cm, short_calls))
+    assert cm.liquidator.contract.reserved(short_calls) == full > 0
+    [held] = cm.vault.withdraw(taker, "USDC", "50000").decode_logs(vault.ExitHeldBack)
+    assert held.amount == held_full.amount > 0
+
+
 def test_sandwich__leaving_before_the_bid_costs_at_least_the_share_of_staying(
     cm, vault, usdc, short_calls, bidder, stranger, taker, operator
 ):

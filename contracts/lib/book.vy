@@ -18,6 +18,7 @@ from . import fixed
 
 interface IOracleRouter:
     def price(key: bytes32) -> uint256: view
+    def price_rounds(key_a: bytes32, key_b: bytes32, liquidation: bool) -> (uint256, uint80, uint256, uint80): view
 
 
 WAD: constant(uint256) = 10**18
@@ -233,23 +234,25 @@ def _oi_move(instrument_id: uint256, size: int256, held: int256, moved: int256) 
 def _accrue_to_now(u: uint256) -> int256:
     """
     @dev Accrues the perp's funding to now at its current EMA (no trade, so the EMA does
-         not move) and returns the cumulative index.
+         not move) and returns the cumulative index. Only a liquidation's position transfer
+         calls it: the index is read as a liquidation's valuation reads it (`_index`).
     """
     spot: uint256 = 0
     state: Funding = empty(Funding)
     cumulative: int256 = 0
-    spot, state, cumulative = self._funding_now(u)
+    spot, state, cumulative = self._funding_now(u, True)
     self._put_funding(u, Funding(cumulative=cumulative, premium_ema=state.premium_ema, updated_at=block.timestamp))
     return cumulative
 
 
 @internal
 @view
-def _funding_now(u: uint256) -> (uint256, Funding, int256):
+def _funding_now(u: uint256, liquidation: bool) -> (uint256, Funding, int256):
     """
-    @dev The index price, the stored funding state and the cumulative index accrued to now.
+    @dev The index price (`_index`), the stored funding state and the cumulative index
+         accrued to now.
     """
-    spot: uint256 = staticcall ORACLE.price(staticcall self.engine.spot_key(u))
+    spot: uint256 = self._index(u, liquidation)
     state: Funding = self._get_funding(u)
     settings: uint256 = self.settings
     cumulative: int256 = fixed._funding_now(
@@ -262,6 +265,21 @@ def _funding_now(u: uint256) -> (uint256, Funding, int256):
         block.timestamp,
     )
     return spot, state, cumulative
+
+
+@internal
+@view
+def _index(u: uint256, liquidation: bool) -> uint256:
+    """
+    @dev The underlying's index price (WAD USD): the router's checked `price` for a trade;
+         for a liquidation's moves (`liquidation`), as a liquidation's valuation reads it
+         (a stale round used as is, an answer out of bounds clamped into them), so that a
+         broken spot feed never blocks a start or a bid (SPECIFICATION.md, oracle router).
+    """
+    key: bytes32 = staticcall self.engine.spot_key(u)
+    if not liquidation:
+        return staticcall ORACLE.price(key)
+    return (staticcall ORACLE.price_rounds(key, empty(bytes32), True))[0]
 
 
 @internal
