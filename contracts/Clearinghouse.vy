@@ -661,7 +661,9 @@ def _accrue_funding(u: uint256, price: uint256, size: int256) -> int256:
     window: int256 = convert((settings >> 32) & (2**32 - 1), int256)
     dt: int256 = min(convert(block.timestamp - state.updated_at, int256), window)
     # |size| < 2**127 and spot <= the feed's bound (< 2**128): the product fits
-    reference: uint256 = settings >> 136
+    # funding_notional is bits 136..254: bit 255 is LOSS_FLAG, set for good once a future
+    # is deleveraged (left in, it froze every perp's EMA)
+    reference: uint256 = (settings & ~book.LOSS_FLAG) >> 136
     notional: int256 = convert(min(convert(abs(size), uint256) * spot // book.WAD, reference), int256)
     # a trade's premium counts at most +100% (it is never below -100%): the EMA fits its
     # 80 bits

@@ -439,6 +439,33 @@ def test_liquidation__book_with_futures__bid_moves_a_tenth_with_cost(
     )
 
 
+def test_deleveraged_future__perp_funding_still_moves(
+    cm, clearing, admin, maker, trader, taker, keeper, stranger, create_account, insure, list_future, chain
+):
+    """fails on 6c327b7 (audit, stop 23): deleveraging a future sets LOSS_FLAG, bit 255 of
+    the clearinghouse's settings word, for good, and the perp funding read
+    `funding_notional` from bits 136..255 with it: the reference became N + 2**119, so
+    every perp's premium EMA froze wherever it was. After a quiet hour a full-notional fill
+    at a 1% premium sets the EMA to 1% again."""
+    insure("10")
+    future = list_future(days=2)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    create_account(taker, {"USDC": "1000000"})
+    create_account(keeper, {"USDC": "100000"})
+    cm.trade(maker, trader, future, "10", "3000")  # the trader short 10
+    set_eth(cm, admin, "4100")
+    account = account_id(trader.address, 0)
+    cm.liquidator.start(stranger, account)
+    [charge] = cm.liquidator.bid(keeper, account, "1", "0").decode_logs(clearing.Deleveraged)
+    assert charge.amount > 0  # a future's side was charged: the settings word has LOSS_FLAG
+    chain.mine(timestamp=chain.pending_timestamp + 3600)
+    set_eth(cm, admin, "3000")
+    notional = cm.markets.contract.funding_notional()
+    cm.trade(maker, taker, cm.markets.perp("ETH"), str(notional // 3000 // WAD + 1), "3030")  # >= N at +1%
+    assert clearing.funding(cm.manifest.underlyings["ETH"]).premium_ema == to_wad("0.01")
+
+
 def test_liquidation__bidder_long_the_future__nets_and_realizes(
     cm, admin, markets, vault, short_futures_book, create_account, keeper, trader, maker, chain
 ):

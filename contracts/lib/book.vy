@@ -90,7 +90,8 @@ markets: public(IMarkets)
 # most 1 (so dust cannot move it).
 # @dev One word, read together on every trade and valuation: funding_interval (bits
 # 0..31), ema_window (32..63), funding_cap (64..127), max_options (128..135),
-# funding_notional (136..255).
+# funding_notional (136..254); bit 255 is LOSS_FLAG (see `loss_index`), masked off where
+# funding_notional is read.
 settings: uint256
 
 # @dev Perp instrument id of each underlying (written once, when the markets contract lists
