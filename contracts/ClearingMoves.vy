@@ -310,8 +310,12 @@ def mark(account: uint256, bound: uint256) -> DynArray[book.Charge, book.MAX_LIN
         if longs:
             side = 0
         word: uint256 = book.pending_charge[instrument_id]
+        # at most 2**128 − 1 per unit in all (what `release` takes back is what was added):
+        # a side of a few wei never makes the start revert
+        per_unit = min(per_unit, book.M128 - ((word >> side) & book.M128))
+        if per_unit == 0:
+            continue
         pending: uint256 = ((word >> side) & book.M128) + per_unit
-        assert pending <= book.M128, "clearing: pending charge out of range"
         book.pending_charge[instrument_id] = (word & ~(book.M128 << side)) | (pending << side)
         book.linear[instrument_id] |= book.PENDING_FLAG
         marks.append(items[k] | (per_unit << 128))
@@ -354,9 +358,9 @@ def _losing(
     account: uint256,
 ) -> (DynArray[uint256, book.MAX_LINEAR], DynArray[uint256, book.MAX_LINEAR], uint256):
     """
-    @dev The account's losing perps (by underlying) and futures (as stored), each as
-         instrument (bits 0..31) | 1 << 32 if its longs pay (the account is short), with
-         each one's loss at the index price (WAD USD) and their total.
+    @dev The account's losing perps (by underlying) and futures not yet expired (as
+         stored), each as instrument (bits 0..31) | 1 << 32 if its longs pay (the account
+         is short), with each one's loss at the index price (WAD USD) and their total.
     """
     items: DynArray[uint256, book.MAX_LINEAR] = []
     losses: DynArray[uint256, book.MAX_LINEAR] = []
@@ -376,6 +380,10 @@ def _losing(
             total += loss
     for i: uint256 in range((mask >> 136) & 255, bound=book.MAX_FUTURES):
         word: uint256 = book.futures[account][i]
+        # an expired future is left to the socialization: its holders settle at their
+        # expiry in any order, so its open interest no longer counts the side charged
+        if block.timestamp >= (word >> 40) & (2**32 - 1):
+            continue
         position: book.PerpPosition = book._future_position(word)
         u: uint256 = (word >> 32) & 255
         if spots[u] == 0:
@@ -422,16 +430,18 @@ def _charge(item: uint256, share: uint256) -> book.Charge:
     open_interest: uint256 = staticcall book.markets.open_interest(instrument_id)
     if open_interest == 0 or share == 0:
         return empty(book.Charge)
-    per_unit: uint256 = share * book.WAD // open_interest
-    charged: uint256 = per_unit * open_interest // book.WAD
-    if charged == 0:
-        return empty(book.Charge)
     side: uint256 = 128
     if longs:
         side = 0
     word: uint256 = book.loss_index[instrument_id]
+    # the index stops at 2**128 − 1 per unit: a share beyond it (a side of a few wei holding
+    # a loss of thousands) is not charged, and the vault socializes it, so that no position
+    # can make an insolvent account's bid revert
+    per_unit: uint256 = min(share * book.WAD // open_interest, book.M128 - ((word >> side) & book.M128))
+    charged: uint256 = per_unit * open_interest // book.WAD
+    if charged == 0:
+        return empty(book.Charge)
     index: uint256 = ((word >> side) & book.M128) + per_unit
-    assert index <= book.M128, "clearing: loss index out of range"
     book.loss_index[instrument_id] = (word & ~(book.M128 << side)) | (index << side)
     # from now on reads add the index (a position stored before it first grew owed nothing)
     linear: uint256 = book.linear[instrument_id]

@@ -466,6 +466,104 @@ def test_deleveraged_future__perp_funding_still_moves(
     assert clearing.funding(cm.manifest.underlyings["ETH"]).premium_ema == to_wad("0.01")
 
 
+def claims(cm, vault, owners) -> int:
+    """Every claim on the vault's USDC once no position is open (WAD)."""
+    held = sum(vault.cash_of(owner, 0) for owner in owners)
+    return held + vault.exit_pool() + vault.exit_charges()
+
+
+def test_deleverage__expired_future_with_shorts_settled__left_to_socialization(
+    cm, vault, clearing, markets, usdc, admin, maker, trader, keeper, stranger, create_account, insure, chain
+):
+    """fails on 6c327b7 (audit, stop 23): an insolvent long holding an expired future whose
+    shorts had already settled: the deleveraging charged the future's short side through
+    its loss index, sized by the open interest (the unsettled long units), though no short
+    unit was left to pay it, and the bidder was credited 990 USD backed by nothing. An
+    expired future is now left to the socialization: the vault holds every claim."""
+    insure("10")  # far too little
+    expiry = chain.pending_timestamp + 2 * DAY
+    future = cm.markets.list_future(admin, "ETH", expiry, 10**6)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "10000"})
+    create_account(keeper, {"USDC": "100000"})
+    cm.trade(trader, maker, future, "10", "3000")  # trader long 10, maker short 10
+    chain.mine(timestamp=expiry + 10)
+    set_eth(cm, admin, "1900")
+    round_id = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+    # the short settles its gain first (anyone may send it)
+    cm.clearing.settle(stranger, maker, future, round_id)
+    assert markets.instrument(future).open_interest == to_wad(10)  # the long's units only
+    account = account_id(trader.address, 0)
+    m = cm.engine.contract.margin(account)
+    assert m.equity < 0  # 10,000 + 19,000 − 30,000
+    cm.liquidator.start(stranger, account)
+    receipt = cm.liquidator.bid(keeper, account, "1", "0")
+    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
+    cm.clearing.settle(stranger, keeper, future, 0)  # the bidder settles the long it bought
+    owners = [maker, trader, keeper, stranger, cm.fund.contract]
+    held = usdc.contract.balanceOf(vault) * 10**12
+    assert covered.deleveraged == 0 and covered.socialized > 0
+    assert claims(cm, vault, owners) <= held
+
+
+def test_dust_future_with_a_huge_cost__insolvent_account_still_liquidated(
+    cm, vault, clearing, markets, admin, maker, trader, taker, keeper, stranger, create_account, insure, chain
+):
+    """fails on 6c327b7 (audit, stop 23): an account kept a 1-wei long in a future nobody
+    else traded (open interest 1 wei) at a cost of ~30,000 USD (bought 10 at 3,000 from its
+    own second account, all but 1 wei sold back at 1 USD). Insolvent beyond the fund, `mark`
+    gave that side thousands of USD per wei of open interest, past 2**128 per unit, and the
+    start reverted ("clearing: pending charge out of range"), as every bid did in
+    `deleverage`: nobody could liquidate it. Each per-unit charge now stops at 2**128 − 1
+    and the vault socializes what it leaves."""
+    account = dust_future_book(cm, markets, admin, maker, trader, taker, keeper, create_account, insure, chain)
+    set_eth(cm, admin, "4100")
+    m = cm.engine.contract.margin(account)
+    assert m.equity <= 0
+    cm.liquidator.start(stranger, account)
+    receipt = cm.liquidator.bid(keeper, account, "1", "0")
+    [covered] = receipt.decode_logs(cm.liquidator.contract.LossCovered)
+    assert covered.socialized > 0
+    assert not cm.liquidator.contract.in_auction(account)
+
+
+def test_dust_future_with_a_huge_cost__started_solvent__sold_in_slices(
+    cm, vault, clearing, markets, admin, maker, trader, taker, keeper, stranger, create_account, insure, chain
+):
+    """fails on 6c327b7 (audit, stop 23): the same book started while still solvent: once it
+    was insolvent, every bid reverted in `deleverage` ("clearing: loss index out of range",
+    the 1-wei side's index past 2**128 after ~340 USD in all). Now the slices go through
+    and the auction ends."""
+    account = dust_future_book(cm, markets, admin, maker, trader, taker, keeper, create_account, insure, chain)
+    set_eth(cm, admin, "3700")
+    m = cm.engine.contract.margin(account)
+    assert 0 < m.equity < m.maintenance
+    cm.liquidator.start(stranger, account)
+    set_eth(cm, admin, "4100")
+    # sliced thin, each slice's charge fits; their sum does not: the 1-wei side's loss index
+    # passes 2**128 after ~340 USD in all (the 1 wei moves only with the last slice)
+    for _ in range(20):
+        cm.liquidator.bid(keeper, account, "0.1", "0")
+    cm.liquidator.bid(keeper, account, "1", "0")
+    assert not cm.liquidator.contract.in_auction(account)
+
+
+def dust_future_book(cm, markets, admin, maker, trader, taker, keeper, create_account, insure, chain) -> int:
+    """`trader`: a 1-wei long in a fresh future at a cost of ~29,990 USD (its accomplice
+    `taker` holds the other side), short 10 ETH perp at 3,000 against `maker`, 40,000 USDC."""
+    insure("10")
+    future = cm.markets.list_future(admin, "ETH", chain.pending_timestamp + 30 * DAY, 10**6)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "40000"})
+    create_account(taker, {"USDC": "100000"})
+    create_account(keeper, {"USDC": "100000"})
+    cm.trade(trader, taker, future, "10", "3000")  # trader long 10 from its accomplice
+    cm.trade(trader, taker, future, "-9.999999999999999999", "1", preflight=False)  # all but 1 wei back at 1 USD
+    assert markets.instrument(future).open_interest == 1
+    cm.trade(maker, trader, cm.markets.perp("ETH"), "10", "3000")  # trader short 10 ETH perp
+    return account_id(trader.address, 0)
+
+
 def test_liquidation__bidder_long_the_future__nets_and_realizes(
     cm, admin, markets, vault, short_futures_book, create_account, keeper, trader, maker, chain
 ):

@@ -194,6 +194,15 @@ class LinearPosition:
     cost: int  # WAD USD, signed
     spot: int  # the underlying's index price (WAD USD)
     open_interest: int  # the instrument's long units (WAD)
+    # a future at or past its expiry: left to the socialization (its holders settle in any
+    # order, so its open interest no longer counts the side charged)
+    expired: bool = False
+    # what the side charged already has per unit: its loss index (`deleverage`) or pending
+    # charge (`mark`); each stops at 2**128 - 1
+    index: int = 0
+
+
+M128 = 2**128 - 1
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,7 @@ def linear_loss(position: LinearPosition) -> int:
 
 
 def _losing(positions: list[LinearPosition]) -> tuple[list[tuple[LinearPosition, int]], int]:
-    losses = [(p, linear_loss(p)) for p in positions]
+    losses = [(p, linear_loss(p)) for p in positions if not p.expired]
     losses = [(p, loss) for p, loss in losses if loss]
     return losses, sum(loss for _, loss in losses)
 
@@ -248,7 +257,7 @@ def deleverage(
         rest = share - paid
         per_unit = charged = 0
         if p.open_interest and rest:
-            per_unit = rest * WAD // p.open_interest
+            per_unit = min(rest * WAD // p.open_interest, M128 - p.index)
             charged = per_unit * p.open_interest // WAD
         if charged or paid:
             open_interest = p.open_interest if charged else 0
@@ -267,7 +276,7 @@ def mark(positions: list[LinearPosition], bound: int) -> list[Charge]:
         if p.open_interest == 0:
             continue
         share = _ceil_div(spread * loss, total)
-        per_unit = _ceil_div(share * WAD, p.open_interest)
+        per_unit = min(_ceil_div(share * WAD, p.open_interest), M128 - p.index)
         if per_unit:
             marks.append(Charge(p.instrument, p.size < 0, share, per_unit, p.open_interest))
     return marks
