@@ -142,6 +142,8 @@ USED_CASH_SHIFT: constant(uint256) = 100
 # @dev The one reason a standing bid is skipped instead of reverted: its buyer would end
 # below initial margin (the revert `_bid` raises, caught from the self-call).
 UNDER_MARGIN: constant(String[31]) = "liquidator: bidder under margin"
+# @dev A standing bid's slice worth no more at the mark than its price and the tip.
+STANDING_BELOW_TIP: constant(String[36]) = "liquidator: standing slice below tip"
 MAX_STANDING_TIP: constant(uint256) = 100 * 10**18
 
 
@@ -799,6 +801,10 @@ def _bid(
         cost: uint256 = math._mul_div(taken * equity, d, WAD * WAD, True)
         price = convert(cost, int256)
         assert price <= max_price, "liquidator: price limit"
+        # a standing bid buys only a slice worth more at the mark than it pays with the
+        # executor's tip: a dust auction cannot drain it tip by tip
+        if tip_in != 0:
+            assert taken * equity // WAD >= cost + tip_in, STANDING_BELOW_TIP
         fee = min(math._mul_div(taken * equity, self._curve(192, M64), WAD * WAD, False), cost)
         # the starter is paid out of each fee, in whole TIP_UNITs, until it has all it is
         # owed: a dust bid pays it nothing and voids nothing

@@ -283,6 +283,31 @@ def test_execute__insolvent__at_once_and_paid(cm, vault, book, admin, keeper, op
     assert cash(vault, account_id(keeper.address, 0)) >= TIP
 
 
+def test_execute__dust_auction__slice_below_the_tip__reverts(
+    cm, admin, maker, trader, operator, stranger, create_account
+):
+    """fails on 6c327b7 (audit, stop 23): a standing bid had no floor on what it bought, and
+    its executor is paid a flat tip by the bidder. Whoever ran a 5-USD account into an
+    auction executed every standing bid against it: the bidder gained 5% of 5 USD and paid
+    1 USD. The execution now reverts, nothing moved, unless the slice is worth more at the
+    mark than its price and the tip."""
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "100"})
+    create_account(operator, {"USDC": "100000"})
+    cm.liquidator.register(operator, "0.95", "1", "10000")
+    cm.trade(maker, trader, cm.markets.perp("ETH"), "0.1", "3000")
+    set_eth(cm, admin, "3950")
+    dust = account_id(trader.address, 0)
+    m = cm.engine.contract.margin(dust)
+    assert 0 < m.equity < m.maintenance
+    bidder = account_id(operator.address, 0)
+    cm.liquidator.start(stranger, dust)
+    before = cm.vault.contract.account_state(bidder)
+    with ape.reverts("liquidator: standing slice below tip"):
+        cm.liquidator.execute(stranger, dust, bidder)
+    assert cm.vault.contract.account_state(bidder) == before
+
+
 def test_execute__new_auction_starts_fresh(cm, book, admin, keeper, operator, chain, standing, trader):
     cm.liquidator.register(operator, "0.95", "0.05", "100000")
     start_at(cm, chain, admin, keeper, book)
@@ -315,6 +340,9 @@ def test_model__standing_terms_refusals():
         standing_terms(bid, to_wad("0.1"), 0, to_wad(5000), to_wad(5600), 900, p=p)
     with pytest.raises(StandingBidRefused, match="account above buffer"):
         standing_terms(bid, 0, 0, to_wad(7000), to_wad(5600), 900, p=p)
+    # a 5-USD account at d = 0.95: 0.25 USD of discount against the 1-USD tip
+    with pytest.raises(StandingBidRefused, match="standing slice below tip"):
+        standing_terms(StandingBid(to_wad("0.95"), WAD, to_wad(10000)), 0, 0, to_wad(5), to_wad(6), 0, p=p)
 
 
 # ------------------------------------------------------------------ the tip

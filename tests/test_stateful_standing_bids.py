@@ -45,6 +45,7 @@ EXECUTE_REFUSALS = (
     "liquidator: account above buffer",
     "liquidator: above standing multiplier",
     "liquidator: standing bid used",
+    "liquidator: standing slice below tip",
 )
 DUST_PER_BLOCK = 64
 

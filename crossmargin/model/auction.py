@@ -28,6 +28,7 @@ class AuctionParams:
     liquidation_fee: int = 5 * 10**16
     keeper_tip: int = 5 * WAD
     small_account: int = 1000 * WAD
+    standing_tip: int = WAD
 
     @classmethod
     def read(cls, liquidator) -> AuctionParams:
@@ -90,6 +91,8 @@ def solvent_terms(
     # at or above the buffer (c == 0) nothing is sold, whatever the size (the bid reverts)
     taken = fraction if equity < p.small_account and c != 0 else min(fraction, c)
     price = _ceil_div(taken * equity * d, WAD * WAD)
+    if taken * equity // WAD < price + p.standing_tip:
+        raise StandingBidRefused("liquidator: standing slice below tip")
     fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
     return BidTerms(taken, price, fee)
 
@@ -166,6 +169,8 @@ def standing_terms(
     if taken == 0:
         raise StandingBidRefused("liquidator: standing bid used")
     price = _ceil_div(taken * equity * d, WAD * WAD)
+    if taken * equity // WAD < price + p.standing_tip:
+        raise StandingBidRefused("liquidator: standing slice below tip")
     fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
     return BidTerms(taken, price, fee)
 
