@@ -47,8 +47,10 @@
         scale))` (`_exit_assets`); deposits keep the full price, so a depositor cannot buy
         in cheaply ahead of the loss either: it buys at the price before the loss and
         pays its share of it. An exit then leaves at least `min(totalAssets,
-        pending_loss)` in the fund: it never lowers what the fund covers of the pending
-        loss, which is also what the vault's hold-back counts on.
+        ceil(pending_loss / scale))` in the fund: it never lowers what the fund covers of
+        the pending loss, which is also what the vault's hold-back counts on. While the
+        loss is pending, `previewRedeem` / `previewWithdraw` / `maxWithdraw` price as the
+        exits do (exact when nothing is left to harvest).
 
         Requests never exceed balances: a request is capped by the balance when it is
         made, redeeming uses it up, and a transfer out lowers it to what the sender still
