@@ -20,6 +20,10 @@
         `redeem` succeed only while `ready_at <= now <= ready_at + window`, where
         `ready_at = requested_at + cooldown`, and only up to the requested shares. So an LP
         cannot run ahead of a loss it sees coming (an insolvent account in auction).
+        While the vault holds a loss pending (`Vault.pending_loss`, the reserve of the open
+        insolvent auctions), exits are priced on the token balance less the part of that
+        loss the fund would cover, so an LP whose window happens to be open leaves with
+        its share of the loss paid.
 
         Built on snekmate's `erc4626` module (share math with virtual shares and assets,
         ERC-20 and EIP-2612 permit) and `ownable_2step` for the owner. The module's
@@ -36,6 +40,17 @@
         contract's lock (`pragma nonreentrancy on`). The ERC-20 functions exported from the
         module (`balanceOf`, `approve`, `permit`, ...) are compiled under the module's own
         pragma and do not; none of them moves assets or depends on the share price.
+
+        Pending loss (audit, stop 23): an LP whose window was open when an insolvent
+        auction started redeemed at the price before the loss, and the LPs who stayed paid
+        its share. Exits now price on `totalAssets - min(totalAssets, ceil(pending_loss /
+        scale))` (`_exit_assets`); deposits keep the full price, so a depositor cannot buy
+        in cheaply ahead of the loss either: it buys at the price before the loss and
+        pays its share of it. An exit then leaves at least `min(totalAssets,
+        ceil(pending_loss / scale))` in the fund: it never lowers what the fund covers of
+        the pending loss, which is also what the vault's hold-back counts on. While the
+        loss is pending, `previewRedeem` / `previewWithdraw` / `maxWithdraw` price as the
+        exits do (exact when nothing is left to harvest).
 
         Requests never exceed balances: a request is capped by the balance when it is
         made, redeeming uses it up, and a transfer out lowers it to what the sender still
@@ -88,6 +103,7 @@ exports: (
 interface IFundVault:
     def deposit(asset: address, amount: uint256, subaccount: uint96, recipient: address): nonpayable
     def withdrawable(owner: address, subaccount: uint96, asset: address) -> uint256: view
+    def pending_loss() -> uint256: view
     def SETTLEMENT_ASSET() -> address: view
 
 
@@ -120,6 +136,8 @@ struct Request:
 VAULT: public(immutable(address))
 # @dev The settlement asset (the ERC-4626 `asset`), kept as an interface for calls.
 _ASSET: immutable(IERC20)
+# @dev WAD per token unit of the asset, `10**(18 - decimals)`: the vault's `scale` for it.
+_SCALE: immutable(uint256)
 # @dev The only caller of `cover` (the liquidation engine); empty until the owner sets it.
 liquidator: public(address)
 # @dev Seconds between a withdrawal request and the opening of its window (1 h .. 30 d).
@@ -184,6 +202,8 @@ def __init__(
     ownable_2step.__init__()
     VAULT = vault_
     _ASSET = IERC20(asset_)
+    # the vault lists the settlement asset only with decimals <= 18
+    _SCALE = 10 ** (18 - convert(erc4626._UNDERLYING_DECIMALS, uint256))
     self.cooldown = DEFAULT_COOLDOWN
     self.window = DEFAULT_WINDOW
     log CooldownSet(cooldown=DEFAULT_COOLDOWN, window=DEFAULT_WINDOW)
@@ -248,7 +268,8 @@ def withdraw(assets: uint256, receiver: address, owner: address) -> uint256:
     @notice Burns the shares worth `assets` token units (rounded up) from `owner` and sends
             `assets` to `receiver`. Only inside `owner`'s request window and up to its
             requested shares; a caller other than `owner` spends `owner`'s share allowance.
-    @dev Harvests first, so the exit gets its part of the income already earned.
+    @dev Harvests first, so the exit gets its part of the income already earned; priced on
+         `_exit_assets` (the token balance less the fund's part of a pending loss).
     @param assets Token units to receive.
     @param receiver Who gets the tokens.
     @param owner Whose shares are burned.
@@ -256,7 +277,7 @@ def withdraw(assets: uint256, receiver: address, owner: address) -> uint256:
     """
     assert assets != 0, "fund: zero amount"
     self._harvest()
-    shares: uint256 = erc4626._preview_withdraw(assets)
+    shares: uint256 = self._to_shares_exit(assets, True)
     self._use_request(owner, shares)
     erc4626._withdraw(msg.sender, receiver, owner, assets, shares)
     return shares
@@ -268,7 +289,8 @@ def redeem(shares: uint256, receiver: address, owner: address) -> uint256:
     @notice Burns `shares` from `owner` and sends what they are worth (rounded down) to
             `receiver`. Only inside `owner`'s request window and up to its requested shares;
             a caller other than `owner` spends `owner`'s share allowance.
-    @dev Harvests first, so the exit gets its part of the income already earned.
+    @dev Harvests first, so the exit gets its part of the income already earned; priced on
+         `_exit_assets` (the token balance less the fund's part of a pending loss).
     @param shares Shares to burn.
     @param receiver Who gets the tokens.
     @param owner Whose shares are burned.
@@ -277,7 +299,7 @@ def redeem(shares: uint256, receiver: address, owner: address) -> uint256:
     assert shares != 0, "fund: zero amount"
     self._harvest()
     self._use_request(owner, shares)
-    assets: uint256 = erc4626._preview_redeem(shares)
+    assets: uint256 = self._to_assets_exit(shares, False)
     erc4626._withdraw(msg.sender, receiver, owner, assets, shares)
     return assets
 
@@ -426,20 +448,22 @@ def previewMint(shares: uint256) -> uint256:
 @view
 def previewWithdraw(assets: uint256) -> uint256:
     """
-    @notice Shares burned for `assets`, on the token balance alone (a harvest first can only
-            lower it).
+    @notice Shares `withdraw(assets)` burns, priced as it is (token balance less the fund's
+            part of a pending loss) on the token balance alone: exact when there is nothing
+            to harvest, else an upper bound (a harvest first can only lower it).
     """
-    return erc4626._preview_withdraw(assets)
+    return self._to_shares_exit(assets, True)
 
 
 @external
 @view
 def previewRedeem(shares: uint256) -> uint256:
     """
-    @notice Token units for `shares`, on the token balance alone (a harvest first can only
-            raise it).
+    @notice Token units `redeem(shares)` pays, priced as it is (token balance less the fund's
+            part of a pending loss) on the token balance alone: exact when there is nothing
+            to harvest, else a lower bound (a harvest first can only raise it).
     """
-    return erc4626._preview_redeem(shares)
+    return self._to_assets_exit(shares, False)
 
 
 @external
@@ -447,9 +471,9 @@ def previewRedeem(shares: uint256) -> uint256:
 def maxWithdraw(owner: address) -> uint256:
     """
     @notice Token units `owner` can withdraw now: 0 outside its request window, else what its
-            redeemable shares are worth (rounded down).
+            redeemable shares are worth at the exit price (rounded down).
     """
-    return erc4626._convert_to_assets(self._ready_shares(owner), False)
+    return self._to_assets_exit(self._ready_shares(owner), False)
 
 
 @external
@@ -494,7 +518,9 @@ def _harvest() -> uint256:
     """
     @dev Withdraws the fund's positive vault cash (whole token units) with a call that may
          fail: the vault reverts while paused, or if its margin check does. The amount is what
-         the token balance grew by.
+         the token balance grew by. The vault holds nothing back from the fund's withdrawal
+         while a loss is pending (its hold-back would read `totalAssets`, locked here): the
+         cash only moves to the balance that pays the loss first.
     """
     amount: uint256 = self._pending_income()
     if amount == 0:
@@ -552,6 +578,37 @@ def _to_assets_gross(shares: uint256, roundup: bool) -> uint256:
         erc20.totalSupply + VIRTUAL_SHARES,
         roundup,
     )
+
+
+@internal
+@view
+def _exit_assets() -> uint256:
+    """
+    @dev The token units exits are priced on: the token balance less the part of the
+         vault's pending loss the fund would cover, `A - min(A, ceil(pending_loss / scale))`
+         (rounded toward the fund). `A` while no loss is pending.
+    """
+    assets: uint256 = erc4626._total_assets()
+    pending: uint256 = staticcall IFundVault(VAULT).pending_loss()
+    if pending == 0:
+        return assets
+    return assets - min(assets, math._ceil_div(pending, _SCALE))
+
+
+@internal
+@view
+def _to_shares_exit(assets: uint256, roundup: bool) -> uint256:
+    """
+    @dev The module's `_convert_to_shares` (same virtual shares and asset) on `_exit_assets`:
+         the price withdrawals pay (rounded up there).
+    """
+    return math._mul_div(assets, erc20.totalSupply + VIRTUAL_SHARES, self._exit_assets() + 1, roundup)
+
+
+@internal
+@view
+def _to_assets_exit(shares: uint256, roundup: bool) -> uint256:
+    return math._mul_div(shares, self._exit_assets() + 1, erc20.totalSupply + VIRTUAL_SHARES, roundup)
 
 
 @internal

@@ -376,9 +376,14 @@ def withdraw(asset: address, amount: uint256, subaccount: uint96 = 0, receiver: 
     assert not self._frozen(account), "vault: account in auction"
 
     # cash leaving while an unpaid loss is known pays its share of it first (measured
-    # before it leaves the balances the loss would be spread over)
+    # before it leaves the balances the loss would be spread over). Not the insurance
+    # fund's harvest: its cash goes to its token balance, which pays the loss first
+    # (`cover`) and which the hold-back counts as covering it, so nothing leaves the
+    # loss's reach; and `_hold_back` reads the fund's `totalAssets`, which reverts under
+    # the fund's lock while it harvests (the harvest then failed whenever a loss was
+    # pending, and `cover` paid from the fund's tokens alone)
     sent: uint256 = amount
-    if asset == SETTLEMENT_ASSET:
+    if asset == SETTLEMENT_ASSET and msg.sender != self.insurance_fund:
         sent -= self._hold_back(account, amount, scale)
     self._debit(account, asset, debit)
     # For collateral `total` is the sum of all balances, the debited one included. Cash also

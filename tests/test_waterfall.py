@@ -393,3 +393,225 @@ def test_status__shows_the_pending_loss_and_the_exit_pool(
     assert Decimal(fund["exit_pool"]) == from_wad(vault.exit_pool()) > 0
     table = run_status(state_file=tmp_path / "none.json")
     assert "pending loss of insolvent auctions (USD)" in table and "exit pool (USD)" in table
+
+
+# ---------------------------------------------------------------- the fund and a pending loss
+
+# the fund's virtual shares (snekmate's decimals offset 12) and USDC's WAD scale
+VIRTUAL_SHARES = 10**12
+USDC_SCALE = 10**12
+
+
+def exit_assets(cm, vault) -> int:
+    """What the fund prices exits on: its token balance less its part of the pending loss."""
+    assets = cm.fund.contract.totalAssets()
+    return assets - min(assets, -(-vault.pending_loss() // USDC_SCALE))
+
+
+@pytest.fixture
+def open_window(cm, admin, list_option, maker, trader, operator, create_account, fund, insure, accounts, chain):
+    """A 40,000 USDC fund of two LPs with 20,000 each, `leaver` (accounts[8]) whose
+    withdrawal window is open (for two days) and `stayer` (accounts[9]); then the short-call
+    book on fresh prices, insolvent at ETH 6,000, its auction not started."""
+    leaver, stayer = accounts[8], accounts[9]
+    insure("20000")  # the stayer: accounts[9]
+    fund(leaver, "USDC", "20000")
+    cm.fund.deposit(leaver, "20000")
+    cm.fund.request_withdraw(leaver)
+    _, ready, _ = cm.fund.contract.withdrawal_window(leaver)
+    chain.pending_timestamp = ready
+    cm.oracle.push(admin, "USDC/USD", "1")
+    set_eth(cm, admin, "3000")
+    call = list_option("ETH", True, "3000", 30)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "20000"})
+    create_account(operator, {"USDC": "50000"})
+    cm.trade(maker, trader, call, "10", "150")
+    set_eth(cm, admin, "6000")
+    return leaver, stayer, account_id(trader.address, 0)
+
+
+def test_fund__lp_in_its_window_redeems_ahead_of_a_known_insolvent_loss__pays_its_share(
+    cm, vault, open_window, bidder, stranger
+):
+    """fails on 6c327b7 (audit, stop 23): an LP whose window was open when an insolvent
+    auction started redeemed at the price before the loss (`redeem` never read the vault's
+    `pending_loss`), and the LP who stayed paid the leaver's share of it. Exits now price on
+    the fund's assets less its part of the pending loss."""
+    leaver, stayer, short_calls = open_window
+    cm.liquidator.start(stranger, short_calls)  # the loss is public and reserved
+    assert vault.pending_loss() > 0
+    assets = cm.fund.contract.totalAssets()
+    supply = cm.fund.contract.totalSupply()
+    stayer_shares = cm.fund.contract.balanceOf(stayer)
+    stayer_value = cm.fund.contract.convertToAssets(stayer_shares)
+
+    receipt = cm.fund.redeem(leaver)
+    got = receipt.decode_logs(cm.fund.contract.Withdraw)[0].assets
+    print(f"leaver redeemed {got / 1e6:.2f} USDC while {vault.pending_loss() / 1e18:.2f} was pending")
+
+    left = cm.fund.contract.totalAssets()
+    cm.liquidator.bid(bidder, short_calls, "1", "0")
+    outflow = left - cm.fund.contract.totalAssets()  # the loss it covered and the keeper's tip
+    assert 0 < outflow < left  # the fund covered it all, even without the leaver
+    stayer_lost = stayer_value - cm.fund.contract.convertToAssets(stayer_shares)
+    # had the leaver stayed, the fund would have paid the same, each LP its share of it
+    fair = outflow * stayer_shares // supply
+    print(
+        f"fund paid {outflow / 1e6:.2f} of {assets / 1e6:.2f}; "
+        f"stayer lost {stayer_lost / 1e6:.2f}, its share {fair / 1e6:.2f}"
+    )
+    assert stayer_lost <= fair + 1, "the LP who stayed paid the leaver's share of a loss known before it left"
+
+
+def test_fund__exits_while_a_loss_is_pending__previews_equal_what_they_pay(cm, vault, open_window, bidder, stranger):
+    """`previewRedeem`, `previewWithdraw` and `maxWithdraw` price as `redeem` and `withdraw`
+    do (the token balance less the fund's part of the pending loss), to the unit once there
+    is nothing to harvest; the normal price is back once no loss is pending."""
+    leaver, _, short_calls = open_window
+    fund = cm.fund.contract
+    cm.liquidator.start(stranger, short_calls)
+    cm.fund.harvest(stranger)  # the short calls' fees: with nothing left to harvest the previews are exact
+    assert fund.pending_income() == 0
+    base = exit_assets(cm, vault)
+    assert 0 < base < fund.totalAssets()
+    ready = fund.maxRedeem(leaver)
+    assert (
+        fund.maxWithdraw(leaver)
+        == fund.previewRedeem(ready)
+        == ready * (base + 1) // (fund.totalSupply() + VIRTUAL_SHARES)
+    )
+
+    half = ready // 2
+    expected = half * (base + 1) // (fund.totalSupply() + VIRTUAL_SHARES)  # rounded down
+    assert fund.previewRedeem(half) == expected < fund.convertToAssets(half)
+    [redeemed] = fund.redeem(half, leaver, leaver, sender=leaver).decode_logs(fund.Withdraw)
+    assert (redeemed.assets, redeemed.shares) == (expected, half)
+
+    amount = 1000 * 10**6
+    base = exit_assets(cm, vault)
+    burned = -(-amount * (fund.totalSupply() + VIRTUAL_SHARES) // (base + 1))  # rounded up
+    assert fund.previewWithdraw(amount) == burned > fund.convertToShares(amount)
+    [withdrawn] = fund.withdraw(amount, leaver, leaver, sender=leaver).decode_logs(fund.Withdraw)
+    assert (withdrawn.assets, withdrawn.shares) == (amount, burned)
+
+    cm.liquidator.bid(bidder, short_calls, "1", "0")
+    assert vault.pending_loss() == 0
+    rest = fund.maxRedeem(leaver)
+    assert fund.previewRedeem(rest) == fund.convertToAssets(rest) == fund.maxWithdraw(leaver)
+
+
+def test_fund__exit_while_a_loss_is_pending__leaves_the_funds_part_of_it(cm, vault, open_window, stranger):
+    """However much an LP redeems while a loss is pending, the fund keeps at least its part
+    of the loss, `min(totalAssets, ceil(pending_loss / scale))`: an exit never lowers what
+    the fund covers (which the vault's hold-back counts on)."""
+    leaver, _, short_calls = open_window
+    fund = cm.fund.contract
+    cm.liquidator.start(stranger, short_calls)
+    part = fund.totalAssets() - exit_assets(cm, vault)
+    assert part > 0
+    fund.redeem(fund.maxRedeem(leaver), leaver, leaver, sender=leaver)
+    assert fund.balanceOf(leaver) == 0
+    assert fund.totalAssets() >= part
+
+
+def test_fund__pending_loss_beyond_the_fund__exits_priced_at_nothing(cm, vault, short_calls, stranger):
+    """A pending loss beyond the fund's balance sets the whole balance aside: an exit then
+    gets nothing but its share of the virtual asset (0), and the withdrawals' preview
+    asks for more shares than exist."""
+    fund = cm.fund.contract
+    cm.liquidator.start(stranger, short_calls)
+    assert vault.pending_loss() > fund.totalAssets() * USDC_SCALE
+    assert exit_assets(cm, vault) == 0
+    supply = fund.totalSupply()
+    assert fund.previewRedeem(supply) == 0 < fund.convertToAssets(supply)
+    assert fund.previewWithdraw(1) == supply + VIRTUAL_SHARES > supply
+
+
+def test_fund__deposit_while_a_loss_is_pending__pays_the_price_before_the_loss(
+    cm, vault, open_window, bidder, stranger, trader, taker, fund, chain
+):
+    """A depositor cannot buy in cheaply ahead of a pending loss: deposits and mints keep the
+    full price (the token balance plus unharvested income, no loss taken off). Bought at the
+    exit price, its shares would gain when the auction is cured, and it would pay less than
+    its share when the loss is paid; at the full price it gains nothing either way."""
+    _, _, short_calls = open_window
+    shares_of = cm.fund.contract
+    cm.liquidator.start(stranger, short_calls)
+    amount = 10000 * 10**6
+    full = (
+        amount
+        * (shares_of.totalSupply() + VIRTUAL_SHARES)
+        // (shares_of.totalAssets() + shares_of.pending_income() + 1)
+    )
+    cheap = amount * (shares_of.totalSupply() + VIRTUAL_SHARES) // (exit_assets(cm, vault) + 1)
+    assert shares_of.previewDeposit(amount) == full < cheap
+    assert shares_of.previewMint(full) <= amount
+    fund(taker, "USDC", "10000")
+    [deposited] = cm.fund.deposit(taker, "10000").decode_logs(shares_of.Deposit)
+    assert deposited.shares == full
+
+    snapshot = chain.snapshot()
+    # the account is cured and its auction ends without a loss: the depositor gained nothing
+    fund(trader, "USDC", "100000")
+    cm.vault.deposit(trader, "USDC", "100000")
+    cm.liquidator.terminate(stranger, short_calls)
+    assert vault.pending_loss() == 0
+    assert shares_of.convertToAssets(full) <= amount
+    chain.restore(snapshot)
+
+    # the loss is paid: the depositor pays its share of it
+    supply = shares_of.totalSupply()
+    before = shares_of.totalAssets()
+    cm.liquidator.bid(bidder, short_calls, "1", "0")
+    outflow = before - shares_of.totalAssets()
+    assert outflow > 0
+    lost = amount - shares_of.convertToAssets(full)
+    assert lost + 1 >= outflow * full // supply
+
+
+def test_fund__harvest_while_a_loss_is_pending__moves_all_and_holds_nothing_back(cm, vault, short_calls, stranger):
+    """The vault holds nothing back from the fund's own harvest: the cash goes to the fund's
+    token balance, which pays the loss first."""
+    cm.liquidator.start(stranger, short_calls)
+    assert vault.pending_loss() > cm.fund.contract.totalAssets() * USDC_SCALE  # a hold-back is due
+    income = cm.fund.contract.pending_income()
+    assert income > 0  # the short calls' fees
+    tokens = cm.fund.contract.totalAssets()
+    receipt = cm.fund.harvest(stranger)
+    assert receipt.decode_logs(vault.ExitHeldBack) == [] and vault.exit_pool() == 0
+    [harvested] = receipt.decode_logs(cm.fund.contract.Harvested)
+    assert harvested.amount == income == cm.fund.contract.totalAssets() - tokens
+    assert cm.fund.contract.pending_income() == 0
+
+
+def test_fund__harvest_and_cover_while_a_loss_is_pending__use_the_funds_vault_income(
+    cm, vault, short_calls, bidder, stranger, maker, fund
+):
+    """fails on 6c327b7 (audit, stop 23): while a loss was pending the fund could not harvest:
+    the vault's hold-back read the fund's `totalAssets()`, locked by the fund's harvest, so
+    the withdrawal failed quietly and `cover` paid 10.00 of an 8,500 loss with 30,000 of
+    income in the fund's vault account. The vault now holds nothing back from the fund."""
+    fund_address = cm.fund.contract.address
+    fund(maker, "USDC", "30000")
+    vault.deposit(cm.token("USDC").address, 30000 * 10**6, 0, fund_address, sender=maker)  # income
+    assert cm.fund.contract.pending_income() >= 30000 * 10**6  # and the fees of the short calls
+
+    before = cm.fund.contract.harvest.call()  # simulated: no loss pending, it moves it all
+    assert before == cm.fund.contract.pending_income()
+    cm.liquidator.start(stranger, short_calls)
+    assert vault.pending_loss() > 0
+    harvested = cm.fund.contract.harvest.call()
+    print(f"pending loss {vault.pending_loss() / 1e18:.2f}; harvest moves {harvested / 1e6:.2f} of 30,000.00")
+    assert harvested == before
+
+    bid = cm.liquidator.bid(bidder, short_calls, "1", "0")
+    covered = covered_of(cm, bid)
+    print(
+        f"loss {covered.loss / 1e18:.2f}: fund {covered.fund_payout / 1e18:.2f}, "
+        f"socialized {covered.socialized / 1e18:.2f}; fund's vault cash left "
+        f"{cm.fund.contract.pending_income() / 1e6:.2f}"
+    )
+    # the fund held 30,010 USDC (10 in tokens, 30,000 as income in its vault account): it
+    # pays the whole loss (about 8,500) before anyone else does
+    assert covered.fund_payout == covered.loss, "the fund's vault income was left out of the cover"
