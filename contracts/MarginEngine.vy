@@ -127,6 +127,10 @@ UNITS: constant(uint256) = SHORTS + 1
 CALLS: constant(uint256) = SHORTS + 2
 PUTS: constant(uint256) = SHORTS + 3
 ACC_SIZE: constant(uint256) = SHORTS + 4
+# @dev Bit of `_sum_options`'s `reads` set in a liquidation's valuation (bit 0 of a
+#      `refresh_bound` hint): the UNSETTLED flag's bit, so that an unsettled array is never
+#      current there (`_compute_array` values it as the liquidation does).
+LIQUIDATION: constant(uint256) = risk_layout.UNSETTLED
 # @dev `_value` modes: views (stale arrays computed in memory); also the PnL vector of one
 #      underlying (`risk`); state-changing checks (stale arrays skipped and reported, to be
 #      stored before the account is valued again); PLAIN with the positions `margin_with`
@@ -402,7 +406,11 @@ def refresh_bound(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             feed the valuation needs is read as the router's `price_rounds` does for
             liquidation (a stale round used as is, an answer out of bounds clamped into
             them) instead of reverting; the liquidator sets it, so a broken feed never
-            blocks an auction (SPECIFICATION.md, oracle router).
+            blocks an auction (SPECIFICATION.md, oracle router). It also values an option
+            or future expired without a stored settlement price as a live one with no
+            time left (a future at the index with its exposure and add-on, an option at
+            its intrinsic value at every scenario's spot), not at the worst case that
+            withdrawals and trades see (SPECIFICATION.md, dated futures).
     @dev The keeper names each underlying's worst scenario (`risk`, or the SDK's model);
          the check then reads only the array words that scenario needs (one per option
          for the default grid's first eleven) and evaluates that scenario alone.
@@ -887,6 +895,11 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             price: uint256 = staticcall MARKETS.settlement_price(word & M32)
             if price != 0:
                 cash += fixed._floor_div(size * convert(price, int256), IWAD) - cost
+            elif hint & 1 != 0:
+                notional: int256 = fixed._floor_div(size * spot, IWAD)
+                cash += notional - cost
+                exposure[u] += notional
+                perp_units[u] += convert(abs(size), uint256)
             else:
                 # |size| < 2**87, spot < 2**128, 1e6 + shock <= 4e6 < 2**22: the product fits
                 cash += fixed._floor_div(size * spot * (IMILLION + self._shock_bound(u, ctx[u].risk, size > 0)), IWAD * IMILLION) - cost
@@ -907,7 +920,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         # DETAIL (the `risk` view) reads the focus underlying's options alone: its margin
         # fields are partial and never used
         if optioned & (1 << u) != 0 and (mode != DETAIL or u == focus):
-            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only))
+            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only) | ((hint & 1) << 255))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
@@ -1010,7 +1023,10 @@ def _sum_options(
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
          computed in memory, or with `collect` skipped and returned as a bitmask of
          position indices. `reads` (see `_reads`) says which words past the first a
-         current array is read for: with a hint, the other lanes' sums are partial.
+         current array is read for: with a hint, the other lanes' sums are partial. Its
+         bit 255 (LIQUIDATION, a liquidation's valuation) makes an UNSETTLED array never
+         current: it is computed in memory as the liquidation values it (`_compute_array`),
+         never reported stale; the check costs one OR per option on every path.
     """
     acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     stale: uint256 = 0
@@ -1026,15 +1042,15 @@ def _sum_options(
         w0: uint256 = self.arrays[instrument_id][0]
         w1: uint256 = 0
         w2: uint256 = 0
-        current: bool = w0 & M32 == c.epoch and c.stored
+        current: bool = w0 & (M32 | reads) == c.epoch and c.stored
         # if/else rather than a second `continue`: with one here, the venom code generator
         # (0.4.3) ran this loop past the end of `options` for some inputs
-        if not current and collect:
+        if not current and collect and w0 & reads < LIQUIDATION:
             # skipped: stored before the account is valued again
             stale |= 1 << i
         else:
             if not current:
-                words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+                words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c, reads)
                 w0 = words[0]
                 w1 = words[1]
                 w2 = words[2]
@@ -1211,13 +1227,23 @@ def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
 
 @internal
 @view
-def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[risk_layout.ARRAY_WORDS]:
+def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context, reads: uint256) -> uint256[risk_layout.ARRAY_WORDS]:
     """
     @dev The option's risk array in the epoch of `ctx`, priced by the risk model
          (`RiskModel.compute_array`: every input it depends on is passed). Only stale
-         arrays are computed, so a check with every array current never calls it.
+         arrays are computed, so a check with every array current never calls it. In a
+         liquidation's valuation (bit 255 of `reads`, see `_sum_options`) an option
+         expired without a settlement price is valued at its intrinsic value at every
+         scenario's spot (the grid's shocks as they are: no flat worst lane, no UNSETTLED
+         flag), as if still live with no time left: priced with an expiry one second ahead
+         and an epoch opened then (T = 0: no time value, D = 1). That array is never stored.
     """
-    return staticcall self.risk_model.compute_array(self._array_context(instrument.underlying, ctx), self._terms(instrument))
+    array_ctx: IRiskModel.ArrayContext = self._array_context(instrument.underlying, ctx)
+    terms: IRiskModel.Terms = self._terms(instrument)
+    if reads >= LIQUIDATION and terms.expiry <= block.timestamp and terms.settlement_price == 0:
+        terms.expiry = block.timestamp + 1
+        array_ctx.opened_at = terms.expiry
+    return staticcall self.risk_model.compute_array(array_ctx, terms)
 
 
 @internal
