@@ -982,8 +982,9 @@ def snapshot(
             later timestamp.
         liquidation: Read every feed as the liquidator's valuation does (the router's
             ``price_rounds(..., liquidation=True)``: stale rounds used, answers clamped into
-            the bounds, such rounds marked): the model then equals ``refresh_bound`` with
-            bit 0 of the hint set, where the views revert on a broken feed.
+            the bounds, such rounds marked): :func:`margin` with bit 0 of its ``hint``
+            set then equals ``refresh_bound`` with it (expired, unsettled instruments
+            valued as live with no time left), where the views revert on a broken feed.
 
     Returns:
         ``(state, underlyings, params, timestamp)``: the account, every underlying it
