@@ -127,9 +127,14 @@ UNITS: constant(uint256) = SHORTS + 1
 CALLS: constant(uint256) = SHORTS + 2
 PUTS: constant(uint256) = SHORTS + 3
 ACC_SIZE: constant(uint256) = SHORTS + 4
-# @dev Bit of `_sum_options`'s `reads` set in a liquidation's valuation (bit 0 of a
-#      `refresh_bound` hint): the UNSETTLED flag's bit, so that an unsettled array is never
-#      current there (`_compute_array` values it as the liquidation does).
+# @dev `_sum_options`'s `reads` is the mask an array's word 0 is compared with its epoch
+#      through (see `_reads`): M32, the flags of the words past the first it reads (bits
+#      249 and 250, always 0 in an array: lane 10 ends at bit 248) and, in a liquidation's
+#      valuation (bit 0 of a `refresh_bound` hint), LIQUIDATION, the UNSETTLED flag's bit:
+#      an unsettled array is then never current (`_compute_array` values it as the
+#      liquidation does). One mask on the stack, so the check costs what `w0 & M32` did.
+READ_WORD1: constant(uint256) = 1 << 249
+READ_WORD2: constant(uint256) = 1 << 250
 LIQUIDATION: constant(uint256) = risk_layout.UNSETTLED
 # @dev `_value` modes: views (stale arrays computed in memory); also the PnL vector of one
 #      underlying (`risk`); state-changing checks (stale arrays skipped and reported, to be
@@ -920,7 +925,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         # DETAIL (the `risk` view) reads the focus underlying's options alone: its margin
         # fields are partial and never used
         if optioned & (1 << u) != 0 and (mode != DETAIL or u == focus):
-            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only) | ((hint & 1) << 255))
+            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only, hint))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
@@ -1022,11 +1027,11 @@ def _sum_options(
          acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
          computed in memory, or with `collect` skipped and returned as a bitmask of
-         position indices. `reads` (see `_reads`) says which words past the first a
-         current array is read for: with a hint, the other lanes' sums are partial. Its
-         bit 255 (LIQUIDATION, a liquidation's valuation) makes an UNSETTLED array never
-         current: it is computed in memory as the liquidation values it (`_compute_array`),
-         never reported stale; the check costs one OR per option on every path.
+         position indices. `reads` (see `_reads`) masks word 0 for the epoch check and
+         says which words past the first a current array is read for: with a hint, the
+         other lanes' sums are partial. Its LIQUIDATION bit (a liquidation's valuation)
+         makes an UNSETTLED array never current: it is computed in memory as the
+         liquidation values it (`_compute_array`), never reported stale.
     """
     acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     stale: uint256 = 0
@@ -1042,7 +1047,7 @@ def _sum_options(
         w0: uint256 = self.arrays[instrument_id][0]
         w1: uint256 = 0
         w2: uint256 = 0
-        current: bool = w0 & (M32 | reads) == c.epoch and c.stored
+        current: bool = w0 & reads == c.epoch and c.stored
         # if/else rather than a second `continue`: with one here, the venom code generator
         # (0.4.3) ran this loop past the end of `options` for some inputs
         if not current and collect and w0 & reads < LIQUIDATION:
@@ -1055,9 +1060,9 @@ def _sum_options(
                 w1 = words[1]
                 w2 = words[2]
             else:
-                if reads & 2 != 0:
+                if reads & READ_WORD1 != 0:
                     w1 = self.arrays[instrument_id][1]
-                if reads & 4 != 0:
+                if reads & READ_WORD2 != 0:
                     w2 = self.arrays[instrument_id][2]
             size: int256 = convert(convert(half << 128, bytes32), int256) >> 176
             # an expired option without a settlement price: longs count for nothing (no
@@ -1505,19 +1510,21 @@ def _signed(x: uint256) -> int256:
 
 @internal
 @pure
-def _reads(scenarios: uint256, only: uint256) -> uint256:
+def _reads(scenarios: uint256, only: uint256, hint: uint256) -> uint256:
     """
-    @dev The risk-array words past the first that a check reads, bit w for word w (1, 2):
-         every word the grid's `scenarios` use, or with a hinted scenario `only` (else 0)
-         the word of its lane.
+    @dev `_sum_options`'s mask of an array's word 0: the epoch bits (M32), the risk-array
+         words past the first that a check reads (READ_WORD1, READ_WORD2): every word the
+         grid's `scenarios` use, or with a hinted scenario `only` (else 0) the word of its
+         lane; and, in a liquidation's valuation (bit 0 of `hint`), LIQUIDATION.
     """
+    reads: uint256 = M32 | ((hint & 1) << 255)
     if only != 0:
-        return (1 << risk_layout._lane_at(only)[0]) & 6
+        return reads | (((1 << risk_layout._lane_at(only)[0]) & 6) << 248)
     if scenarios > risk_layout.FIRST_LANES + risk_layout.LANES:
-        return 6
+        return reads | READ_WORD1 | READ_WORD2
     if scenarios > risk_layout.FIRST_LANES:
-        return 2
-    return 0
+        return reads | READ_WORD1
+    return reads
 
 
 
