@@ -127,6 +127,15 @@ UNITS: constant(uint256) = SHORTS + 1
 CALLS: constant(uint256) = SHORTS + 2
 PUTS: constant(uint256) = SHORTS + 3
 ACC_SIZE: constant(uint256) = SHORTS + 4
+# @dev `_sum_options`'s `reads` is the mask an array's word 0 is compared with its epoch
+#      through (see `_reads`): M32, the flags of the words past the first it reads (bits
+#      249 and 250, always 0 in an array: lane 10 ends at bit 248) and, in a liquidation's
+#      valuation (bit 0 of a `refresh_bound` hint), LIQUIDATION, the UNSETTLED flag's bit:
+#      an unsettled array is then never current (`_compute_array` values it as the
+#      liquidation does). One mask on the stack, so the check costs what `w0 & M32` did.
+READ_WORD1: constant(uint256) = 1 << 249
+READ_WORD2: constant(uint256) = 1 << 250
+LIQUIDATION: constant(uint256) = risk_layout.UNSETTLED
 # @dev `_value` modes: views (stale arrays computed in memory); also the PnL vector of one
 #      underlying (`risk`); state-changing checks (stale arrays skipped and reported, to be
 #      stored before the account is valued again); PLAIN with the positions `margin_with`
@@ -402,7 +411,11 @@ def refresh_bound(account: uint256, hint: uint256) -> IRiskEngine.Margin:
             feed the valuation needs is read as the router's `price_rounds` does for
             liquidation (a stale round used as is, an answer out of bounds clamped into
             them) instead of reverting; the liquidator sets it, so a broken feed never
-            blocks an auction (SPECIFICATION.md, oracle router).
+            blocks an auction (SPECIFICATION.md, oracle router). It also values an option
+            or future expired without a stored settlement price as a live one with no
+            time left (a future at the index with its exposure and add-on, an option at
+            its intrinsic value at every scenario's spot), not at the worst case that
+            withdrawals and trades see (SPECIFICATION.md, dated futures).
     @dev The keeper names each underlying's worst scenario (`risk`, or the SDK's model);
          the check then reads only the array words that scenario needs (one per option
          for the default grid's first eleven) and evaluates that scenario alone.
@@ -887,6 +900,11 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
             price: uint256 = staticcall MARKETS.settlement_price(word & M32)
             if price != 0:
                 cash += fixed._floor_div(size * convert(price, int256), IWAD) - cost
+            elif hint & 1 != 0:
+                notional: int256 = fixed._floor_div(size * spot, IWAD)
+                cash += notional - cost
+                exposure[u] += notional
+                perp_units[u] += convert(abs(size), uint256)
             else:
                 # |size| < 2**87, spot < 2**128, 1e6 + shock <= 4e6 < 2**22: the product fits
                 cash += fixed._floor_div(size * spot * (IMILLION + self._shock_bound(u, ctx[u].risk, size > 0)), IWAD * IMILLION) - cost
@@ -907,7 +925,7 @@ def _value(account: uint256, cash_adjust: int256, mode: uint256, focus: uint256,
         # DETAIL (the `risk` view) reads the focus underlying's options alone: its margin
         # fields are partial and never used
         if optioned & (1 << u) != 0 and (mode != DETAIL or u == focus):
-            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only))
+            acc, stale = self._sum_options(c, (heads >> (8 * u)) & 255, positions.options, links, mode == COLLECT, self._reads(c.scenarios, only, hint))
             v.stale |= stale
         # option value, then the worst weighted scenario loss L_u
         equity += self._floor(self._signed(unsafe_add(acc[0], acc[SHORTS])) * convert(c.quantum, int256), IWAD)
@@ -1009,8 +1027,11 @@ def _sum_options(
          acc[s] = A(s) = Σ z·q_s with z = size << shift; then at SHORTS Σ z of the shorts,
          at UNITS Σ |z|, at CALLS and PUTS the net call and put units. Stale arrays are
          computed in memory, or with `collect` skipped and returned as a bitmask of
-         position indices. `reads` (see `_reads`) says which words past the first a
-         current array is read for: with a hint, the other lanes' sums are partial.
+         position indices. `reads` (see `_reads`) masks word 0 for the epoch check and
+         says which words past the first a current array is read for: with a hint, the
+         other lanes' sums are partial. Its LIQUIDATION bit (a liquidation's valuation)
+         makes an UNSETTLED array never current: it is computed in memory as the
+         liquidation values it (`_compute_array`), never reported stale.
     """
     acc: uint256[ACC_SIZE] = empty(uint256[ACC_SIZE])
     stale: uint256 = 0
@@ -1026,22 +1047,22 @@ def _sum_options(
         w0: uint256 = self.arrays[instrument_id][0]
         w1: uint256 = 0
         w2: uint256 = 0
-        current: bool = w0 & M32 == c.epoch and c.stored
+        current: bool = w0 & reads == c.epoch and c.stored
         # if/else rather than a second `continue`: with one here, the venom code generator
         # (0.4.3) ran this loop past the end of `options` for some inputs
-        if not current and collect:
+        if not current and collect and w0 & reads < LIQUIDATION:
             # skipped: stored before the account is valued again
             stale |= 1 << i
         else:
             if not current:
-                words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c)
+                words: uint256[risk_layout.ARRAY_WORDS] = self._compute_array(self._instrument(instrument_id), c, reads)
                 w0 = words[0]
                 w1 = words[1]
                 w2 = words[2]
             else:
-                if reads & 2 != 0:
+                if reads & READ_WORD1 != 0:
                     w1 = self.arrays[instrument_id][1]
-                if reads & 4 != 0:
+                if reads & READ_WORD2 != 0:
                     w2 = self.arrays[instrument_id][2]
             size: int256 = convert(convert(half << 128, bytes32), int256) >> 176
             # an expired option without a settlement price: longs count for nothing (no
@@ -1211,13 +1232,23 @@ def _context(u: uint256, optioned: uint256, hint: uint256) -> Context:
 
 @internal
 @view
-def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context) -> uint256[risk_layout.ARRAY_WORDS]:
+def _compute_array(instrument: IClearinghouse.Instrument, ctx: Context, reads: uint256) -> uint256[risk_layout.ARRAY_WORDS]:
     """
     @dev The option's risk array in the epoch of `ctx`, priced by the risk model
          (`RiskModel.compute_array`: every input it depends on is passed). Only stale
-         arrays are computed, so a check with every array current never calls it.
+         arrays are computed, so a check with every array current never calls it. In a
+         liquidation's valuation (bit 255 of `reads`, see `_sum_options`) an option
+         expired without a settlement price is valued at its intrinsic value at every
+         scenario's spot (the grid's shocks as they are: no flat worst lane, no UNSETTLED
+         flag), as if still live with no time left: priced with an expiry one second ahead
+         and an epoch opened then (T = 0: no time value, D = 1). That array is never stored.
     """
-    return staticcall self.risk_model.compute_array(self._array_context(instrument.underlying, ctx), self._terms(instrument))
+    array_ctx: IRiskModel.ArrayContext = self._array_context(instrument.underlying, ctx)
+    terms: IRiskModel.Terms = self._terms(instrument)
+    if reads >= LIQUIDATION and terms.expiry <= block.timestamp and terms.settlement_price == 0:
+        terms.expiry = block.timestamp + 1
+        array_ctx.opened_at = terms.expiry
+    return staticcall self.risk_model.compute_array(array_ctx, terms)
 
 
 @internal
@@ -1479,19 +1510,21 @@ def _signed(x: uint256) -> int256:
 
 @internal
 @pure
-def _reads(scenarios: uint256, only: uint256) -> uint256:
+def _reads(scenarios: uint256, only: uint256, hint: uint256) -> uint256:
     """
-    @dev The risk-array words past the first that a check reads, bit w for word w (1, 2):
-         every word the grid's `scenarios` use, or with a hinted scenario `only` (else 0)
-         the word of its lane.
+    @dev `_sum_options`'s mask of an array's word 0: the epoch bits (M32), the risk-array
+         words past the first that a check reads (READ_WORD1, READ_WORD2): every word the
+         grid's `scenarios` use, or with a hinted scenario `only` (else 0) the word of its
+         lane; and, in a liquidation's valuation (bit 0 of `hint`), LIQUIDATION.
     """
+    reads: uint256 = M32 | ((hint & 1) << 255)
     if only != 0:
-        return (1 << risk_layout._lane_at(only)[0]) & 6
+        return reads | (((1 << risk_layout._lane_at(only)[0]) & 6) << 248)
     if scenarios > risk_layout.FIRST_LANES + risk_layout.LANES:
-        return 6
+        return reads | READ_WORD1 | READ_WORD2
     if scenarios > risk_layout.FIRST_LANES:
-        return 2
-    return 0
+        return reads | READ_WORD1
+    return reads
 
 
 

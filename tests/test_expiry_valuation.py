@@ -10,6 +10,7 @@ computed before expiry values the option after it.
 import ape
 import pytest
 
+from crossmargin.model import margin as model
 from crossmargin.units import WAD, account_id, to_wad
 
 STRIKE = 3000
@@ -109,3 +110,68 @@ def test_array_stored_before_expiry__not_used_after_it(
     cm.engine.refresh(keeper, [call])
     assert engine.epoch(u)[2] == epoch + 1
     assert equity(cm, trader) == cash
+
+
+@pytest.fixture
+def hedged_calls(cm, create_account, maker, trader, list_option, admin, chain, insure):
+    """The trader holds 10 ETH 2500 calls (2 days, in the money) bought at 510 each and is
+    short 10 ETH perp at 3,000 against the maker, on 6,500 USDC. The last round before
+    expiry is at 3,150 (the calls gain 1,500, the perp loses as much); the expiry has come
+    and no round at or after it yet (nobody can settle). The fund holds 100,000 USDC."""
+    insure("100000")
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "6500"})
+    call = list_option("ETH", True, "2500", 2)
+    cm.trade(trader, maker, call, str(SIZE), "510")
+    cm.trade(maker, trader, cm.markets.perp("ETH"), str(SIZE), "3000")
+    expiry = cm.markets.contract.instrument(call).expiry
+    chain.mine(timestamp=expiry - 20)
+    push_feeds(cm, admin, "3150")  # the last round before expiry
+    chain.mine(timestamp=expiry)
+    return call
+
+
+def test_expired_long_call__unsettled_in_the_money__not_sold_as_insolvent(
+    cm, vault, hedged_calls, trader, maker, stranger, admin, keeper
+):
+    """fails on 6c327b7 (audit, stop 23): the liquidation counted the expired, unsettled long
+    calls for nothing, as withdrawals do: the hedged account (calls 650 in the money, the
+    short perp down 1,500) was worth its cash less the perp's loss, below zero, and anyone
+    could sell it as insolvent, the fund paying a deficit that does not exist. A
+    liquidation now values the calls at their intrinsic value in every scenario, as with no
+    time left."""
+    call = hedged_calls
+    account = account_id(str(trader))
+    held = vault.cash_of(trader, 0)
+    # withdrawals, trades and views keep the worst case: the long calls count for nothing
+    view = cm.engine.contract.margin(account)
+    assert tuple(view) == tuple(model.margin(*model.snapshot(cm, trader)))
+    assert view.equity <= 0
+    with ape.reverts("vault: insufficient margin"):
+        cm.vault.withdraw(trader, "USDC", "1")
+    # the liquidation: the calls at intrinsic (650 each, floored to lanes), the perp hedges them
+    bound = cm.engine.contract.refresh_bound.call(account, 1)
+    assert tuple(bound) == tuple(model.margin(*model.snapshot(cm, trader, liquidation=True), hint=1))
+    assert view.equity + to_wad(6490) <= bound.equity <= view.equity + to_wad(6500)
+    assert bound.maintenance < bound.equity
+    with ape.reverts("liquidator: account healthy"):
+        cm.liquidator.start(stranger, account)
+    # the stored array stays the worst case (never the liquidation's)
+    cm.engine.refresh(keeper, [call])
+    assert cm.engine.contract.risk_array(call)[3]
+    assert tuple(cm.engine.contract.margin(account)) == tuple(view)
+    # the first round after expiry; the maker's settlement stores the settlement price, the
+    # trader's stored array is still the unsettled one: the liquidation values the calls at
+    # the settlement price, the views keep the array
+    push_feeds(cm, admin, "3150")
+    round_id = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+    cm.engine.refresh(keeper, [call])
+    fund_before = cm.fund.contract.totalAssets()
+    cm.clearing.settle(stranger, maker, call, round_id)
+    assert cm.engine.contract.risk_array(call)[3]
+    settled = cm.engine.contract.refresh_bound.call(account, 1)
+    assert tuple(settled) == tuple(model.margin(*model.snapshot(cm, trader, liquidation=True), hint=1))
+    assert settled.equity > settled.maintenance
+    cm.clearing.settle(stranger, trader, call, round_id)
+    assert vault.cash_of(trader, 0) == held + to_wad(6500)
+    assert cm.fund.contract.totalAssets() == fund_before

@@ -604,3 +604,85 @@ def test_liquidation__capped_bid__moves_trunc_size_and_cost_pro_rata(
     assert size + held == -to_wad(10) and cost + held_cost == -to_wad(30000)
     assert_model_matches(cm, trader)
     assert_model_matches(cm, keeper)
+
+
+# ------------------------------------------------------------------ liquidation after expiry
+
+
+@pytest.fixture
+def expired_long(cm, admin, insure, create_account, maker, trader, keeper, chain, list_future):
+    """`trader` long 10 ETH futures at 3,000 on 7,000 USDC (above IM before expiry), the
+    expiry come with the last round before it at 3,000 and none at or after it yet (nobody
+    can settle); a fund of 100,000 USDC and a bidder."""
+    insure("100000")
+    future = list_future(days=2)
+    expiry = cm.markets.contract.instrument(future).expiry
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "7000"})
+    create_account(keeper, {"USDC": "100000"})
+    cm.trade(trader, maker, future, "10", "3000")
+    chain.mine(timestamp=expiry - 20)
+    set_eth(cm, admin, "3000")  # the last round before expiry: the price has not moved
+    chain.mine(timestamp=expiry)
+    return future
+
+
+def test_liquidation__expired_unsettled_long_healthy_at_the_index__not_sold_as_insolvent(
+    cm, vault, admin, expired_long, trader, keeper, stranger
+):
+    """fails on 6c327b7 (audit, stop 23): the liquidation valued the expired, unsettled long
+    at the grid's least spot (−30%) as withdrawals do: a healthy 4x long (7,000 USDC, spot
+    unchanged) was worth −2,000, anyone started an insolvent auction and bid it out, and the
+    fund paid a deficit the settlement price never made. It is now valued at the index, as
+    a live future (exposure and add-on)."""
+    future = expired_long
+    account = aid(trader)
+    held = cash(vault, trader)  # 7,000 less its trading fee
+    # withdrawals and views keep the worst case: floor(10 · 3,000 · 0.7) − 30,000
+    assert cm.engine.contract.margin(account).equity == held - to_wad(9000)
+    with ape.reverts("vault: insufficient margin"):
+        cm.vault.withdraw(trader, "USDC", "1")
+    # the liquidation: 7,000 of equity, above the requirement of a live 10 ETH long
+    bound = cm.engine.contract.refresh_bound.call(account, 1)
+    assert bound.equity == held and bound.maintenance < held
+    snap = model.snapshot(cm, trader, liquidation=True)
+    assert tuple(bound) == tuple(model.margin(*snap, hint=1))
+    fund_before = cm.fund.contract.totalAssets()
+    with ape.reverts("liquidator: account healthy"):
+        cm.liquidator.start(stranger, account)
+    set_eth(cm, admin, "3000")  # the first round after expiry: the same price
+    round_id = cm.oracle.aggregator("ETH/USD").latestRoundData()[0]
+    cm.clearing.settle(stranger, trader, future, round_id)
+    assert cash(vault, trader) == held  # worth its cash at the settlement price
+    assert cm.fund.contract.totalAssets() == fund_before
+
+
+def test_liquidation__expired_unsettled_long_after_a_crash__liquidated_at_the_index(
+    cm, vault, admin, expired_long, trader, keeper, stranger, chain
+):
+    """Liquidations stay possible in a crash before anyone settles: at 2,400 after expiry
+    the long (equity 1,000) is below the requirement of a live future at the index, solvent,
+    and sold in slices like one; the bidder is margined on the same valuation and the model
+    equals both."""
+    future = expired_long
+    account = aid(trader)
+    set_eth(cm, admin, "2400")
+    bound = cm.engine.contract.refresh_bound.call(account, 1)
+    assert bound.equity == cash(vault, trader) - to_wad(6000) and 0 < bound.equity < bound.maintenance
+    assert tuple(bound) == tuple(model.margin(*model.snapshot(cm, trader, liquidation=True), hint=1))
+    # a scenario hint bounds the same valuation, as the model computes it
+    hint = (1 << (8 * cm.manifest.underlyings["ETH"])) | 1
+    hinted = cm.engine.contract.refresh_bound.call(account, hint)
+    assert hinted.equity == bound.equity and 0 < hinted.maintenance <= bound.maintenance
+    assert tuple(hinted) == tuple(model.margin(*model.snapshot(cm, trader, liquidation=True), hint=hint))
+    start = cm.liquidator.start(stranger, account)
+    [event] = start.decode_logs(cm.liquidator.contract.AuctionStarted)
+    assert (event.equity, event.maintenance) == (bound.equity, bound.maintenance)
+    chain.mine(timestamp=start.timestamp + 300)
+    set_eth(cm, admin, "2400")
+    cm.liquidator.bid(keeper, account, "0.1", "1000")
+    assert future_of(cm, keeper, future) == (to_wad(1), to_wad(3000))
+    after = cm.engine.contract.refresh_bound.call(aid(keeper), 1)
+    assert tuple(after) == tuple(model.margin(*model.snapshot(cm, keeper, liquidation=True), hint=1))
+    # the views still value the bought slice at the worst case
+    assert tuple(cm.engine.contract.margin(aid(keeper))) == tuple(model.margin(*model.snapshot(cm, keeper)))

@@ -578,7 +578,9 @@ def current_context(u: UnderlyingState, params: EngineParams, now: int) -> Epoch
     return EpochRecord(u.spot_round, u.vol_round, ctx.epoch & (2**32 - 1), ctx.opened_at)
 
 
-def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) -> tuple[int, ...]:
+def compute_array(
+    option: OptionPosition, ctx: Context, params: EngineParams, liquidation: bool = False
+) -> tuple[int, ...]:
     """``RiskModel.compute_array``: the option's value per unit under every scenario of its grid,
     at the epoch's spot, vol and opening time, in lanes of ``quantum << shift`` (floored),
     ``shift`` the smallest that makes every lane fit 19 bits. An option expired by
@@ -590,6 +592,11 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
         option: The option (only kind, strike and expiry are read).
         ctx: Its underlying's context (epoch, opening time, spot, vol).
         params: Engine parameters (the rate).
+        liquidation: The array a liquidation's valuation computes (``MarginEngine._compute_array``
+            with the liquidation bit): an option expired without a settlement price is
+            priced as if still live with no time left (the engine's expiry one second ahead
+            and an epoch opened then): its intrinsic value at every scenario's spot, the
+            grid's shocks as they are, not flattened, not flagged.
 
     Returns:
         The ``ARRAY_WORDS`` words, lane 0 the epoch, the shift in the top byte of word 0.
@@ -601,7 +608,9 @@ def compute_array(option: OptionPosition, ctx: Context, params: EngineParams) ->
     """
     u = ctx.underlying
     expired = option.expiry <= ctx.now
-    tau = 0 if expired else option.expiry - ctx.opened_at
+    if liquidation and expired and option.settlement_price == 0:
+        expired = False  # T = 0: the engine's expiry and opening time one second ahead
+    tau = 0 if expired or option.expiry <= ctx.now else option.expiry - ctx.opened_at
     p = fixed.pow(TERM_BASE * WAD // max(tau, TERM_FLOOR), u.term_exponent)
     vol_up = ctx.vol * (WAD + u.vol_up * p // WAD) // WAD
     down = max(u.vol_floor, WAD - min(u.vol_down * p // WAD, WAD))
@@ -647,6 +656,7 @@ def book(
     params: EngineParams,
     now: int,
     cash_adjust: int = 0,
+    liquidation: bool = False,
 ) -> Book:
     """``_view_book`` / ``_book``: loads the account, one context per touched underlying,
     and values options from current-epoch stored arrays, computing stale ones.
@@ -657,6 +667,10 @@ def book(
         params: Engine parameters.
         now: The block timestamp (s).
         cash_adjust: Subtracted from cash (``margin_adjusted``).
+        liquidation: A liquidation's valuation (bit 0 of a ``refresh_bound`` hint): an
+            option or future expired without a settlement price is valued as a live one
+            with no time left (a future at the index with exposure and add-on, an option
+            from :func:`compute_array` with ``liquidation``), not at the worst case.
 
     Returns:
         The loaded book.
@@ -699,9 +713,10 @@ def book(
         perp_size[perp.underlying] = perp.size
     # futures: marked to the index until expiry (exposure, perp add-on); from expiry at the
     # settlement price, or without one at the grid's least (longs) or greatest (shorts) spot
+    # (a liquidation: at the index, as before expiry)
     for future in state.futures:
         c = touch(future.underlying)
-        if now < future.expiry:
+        if now < future.expiry or (liquidation and future.settlement_price == 0):
             notional = floor_div(future.size * c.spot, WAD)
             cash += notional - future.cost
             c.exposure += notional
@@ -716,8 +731,8 @@ def book(
     for option in state.options:
         c = touch(option.underlying)
         words = option.array or (0,) * ARRAY_WORDS
-        if array_epoch(words) != c.epoch or not c.stored:
-            words = compute_array(option, c, params)
+        if array_epoch(words) != c.epoch or not c.stored or (liquidation and array_unsettled(words)):
+            words = compute_array(option, c, params, liquidation)
         if array_unsettled(words) and option.size > 0:
             continue  # expired, no settlement price: a long counts for nothing
         z = option.size << array_shift(words)  # size in quanta per lane unit
@@ -826,11 +841,12 @@ def margin(
         cash_adjust: Subtracted from cash before valuing (WAD).
         hint: Byte ``u`` a scenario of underlying ``u`` (see ``scenario_hint``) whose loss
             alone is counted for ``u``, 0 for all: the requirements are then lower bounds.
+            Bit 0: a liquidation's valuation (see :func:`book`).
 
     Returns:
         ``Margin(equity, initial, maintenance)`` (WAD), as the engine returns it.
     """
-    return _margin(book(state, underlyings, params, now, cash_adjust), params, hint)
+    return _margin(book(state, underlyings, params, now, cash_adjust, hint & 1 != 0), params, hint)
 
 
 def scenario_hint(risks: Iterable[Any]) -> int:
@@ -966,8 +982,9 @@ def snapshot(
             later timestamp.
         liquidation: Read every feed as the liquidator's valuation does (the router's
             ``price_rounds(..., liquidation=True)``: stale rounds used, answers clamped into
-            the bounds, such rounds marked): the model then equals ``refresh_bound`` with
-            bit 0 of the hint set, where the views revert on a broken feed.
+            the bounds, such rounds marked): :func:`margin` with bit 0 of its ``hint``
+            set then equals ``refresh_bound`` with it (expired, unsettled instruments
+            valued as live with no time left), where the views revert on a broken feed.
 
     Returns:
         ``(state, underlyings, params, timestamp)``: the account, every underlying it
