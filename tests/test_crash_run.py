@@ -40,8 +40,10 @@ def test_crash_run__waterfall_per_slice__depositors_untouched_while_deleveraging
     # loss = fund + deleveraged + socialized, to the wei, for every insolvent slice
     assert all(c.exact for c in w.covered)
     assert w.total("loss") == w.total("fund") + w.total("deleveraged") + w.total("socialized")
-    # the fund ran out, and the rest went to the other side of the losing markets
-    assert w.total("fund") <= CONFIG.fund
+    # the fund ran out: it paid all it held before the crash (to a token unit), and the
+    # liquidation fees it earned during it (harvested while a loss is pending, since stop
+    # 23); the rest went to the other side of the losing markets
+    assert w.total("fund") >= crash.fund_before - Decimal("0.000001")
     assert w.total("deleveraged") > 0
     # the linear losses could carry every deficit here: only rounding dust is socialized...
     assert all(c.socialized < DUST for c in w.covered)
