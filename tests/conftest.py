@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from ape import project
 from hypothesis import settings
+from prices import set_eth
 from sizes import examples
 
 from crossmargin.clients.protocol import Protocol
@@ -261,3 +262,20 @@ def bidder(create_account, keeper):
     """A liquidator's account with 100k USDC (subaccount 0 of `keeper`)."""
     create_account(keeper, {"USDC": "100000"})
     return keeper
+
+
+@pytest.fixture
+def short_calls(cm, list_option, admin, maker, trader, taker, operator, create_account, insure):
+    """An insolvent short-call book (10 calls struck at 3,000 sold for 150 on 20,000 USDC,
+    ETH at 6,000: its loss is socialized) and two passive depositors,
+    `taker` and `operator`, with 50,000 USDC each (the waterfall's book; test_feed_dependencies
+    has its own)."""
+    insure("10")
+    call = list_option("ETH", True, "3000", 30)
+    create_account(maker, {"USDC": "1000000"})
+    create_account(trader, {"USDC": "20000"})
+    create_account(taker, {"USDC": "50000"})
+    create_account(operator, {"USDC": "50000"})
+    cm.trade(maker, trader, call, "10", "150")
+    set_eth(cm, admin, "6000")
+    return account_id(trader.address, 0)

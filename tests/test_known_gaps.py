@@ -3,7 +3,7 @@ Security). Each is its reviewer's proof of concept, marked `xfail(strict=True)`:
 the property that should hold and fails today; the day a fix makes it pass, strict xfail
 fails the suite, and the test moves to the module of the contract it covers.
 
-The book of the hold-back cases is test_waterfall's `short_calls`: an insolvent short-call
+The book of the hold-back cases is conftest's `short_calls`: an insolvent short-call
 account whose loss goes beyond a 10 USDC fund (so it is socialized), and two passive 50,000
 USDC depositors, `taker` (here the attacker's owner, on other subaccounts) and `operator`
 (the one who stays).
@@ -27,19 +27,6 @@ def set_all(cm, admin, spot: str, vol: str = "0.6") -> None:
 @pytest.fixture
 def no_fees(exchange, admin):
     exchange.set_fees(0, 0, 0, sender=admin)
-
-
-@pytest.fixture
-def short_calls(cm, list_option, admin, maker, trader, taker, operator, create_account, insure):
-    insure("10")
-    call = list_option("ETH", True, "3000", 30)
-    create_account(maker, {"USDC": "1000000"})
-    create_account(trader, {"USDC": "20000"})
-    create_account(taker, {"USDC": "50000"})
-    create_account(operator, {"USDC": "50000"})
-    cm.trade(maker, trader, call, "10", "150")
-    set_eth(cm, admin, "6000")
-    return account_id(trader.address, 0)
 
 
 @pytest.fixture

@@ -145,22 +145,6 @@ def test_insolvent_options__no_linear_loss__socialized_as_before(
     assert maker_cash - share - 1 <= vault.cash_of(maker, 0) <= maker_cash - share
 
 
-@pytest.fixture
-def short_calls(cm, list_option, admin, maker, trader, taker, operator, create_account, insure):
-    """An insolvent short-call book (10 calls struck at 3,000 sold for 150 on 20,000 USDC,
-    ETH at 6,000: its loss is socialized) and two passive depositors,
-    `taker` and `operator`, with 50,000 USDC each."""
-    insure("10")
-    call = list_option("ETH", True, "3000", 30)
-    create_account(maker, {"USDC": "1000000"})
-    create_account(trader, {"USDC": "20000"})
-    create_account(taker, {"USDC": "50000"})
-    create_account(operator, {"USDC": "50000"})
-    cm.trade(maker, trader, call, "10", "150")
-    set_eth(cm, admin, "6000")
-    return account_id(trader.address, 0)
-
-
 def best_case_hint(cm, account: int) -> int:
     """The hint a starter who wants a small reserve passes: for each underlying the scenario
     in which the account does best (its loss there is 0)."""
