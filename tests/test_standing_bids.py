@@ -18,6 +18,7 @@ from crossmargin.model.auction import (
     StandingBidRefused,
     due_elapsed,
     multiplier,
+    solvent_terms,
     standing_terms,
 )
 from crossmargin.units import WAD, account_id, key, to_wad
@@ -343,6 +344,8 @@ def test_model__standing_terms_refusals():
     # a 5-USD account at d = 0.95: 0.25 USD of discount against the 1-USD tip
     with pytest.raises(StandingBidRefused, match="standing slice below tip"):
         standing_terms(StandingBid(to_wad("0.95"), WAD, to_wad(10000)), 0, 0, to_wad(5), to_wad(6), 0, p=p)
+    # a direct bid on the same slice has no such floor: it pays no tip
+    assert solvent_terms(to_wad(5), to_wad(6), WAD, 0, p).fraction == WAD
 
 
 # ------------------------------------------------------------------ the tip

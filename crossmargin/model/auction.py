@@ -91,8 +91,6 @@ def solvent_terms(
     # at or above the buffer (c == 0) nothing is sold, whatever the size (the bid reverts)
     taken = fraction if equity < p.small_account and c != 0 else min(fraction, c)
     price = _ceil_div(taken * equity * d, WAD * WAD)
-    if taken * equity // WAD < price + p.standing_tip:
-        raise StandingBidRefused("liquidator: standing slice below tip")
     fee = min(taken * equity * p.liquidation_fee // (WAD * WAD), price)
     return BidTerms(taken, price, fee)
 
