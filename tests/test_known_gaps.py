@@ -212,7 +212,7 @@ def test_hold_back__solvent_bid_on_own_indebted_account__pays_its_share(
 
 @pytest.mark.xfail(strict=True, reason="open: no loss is reserved before the start")
 def test_hold_back__withdrawal_between_the_price_and_the_start__pays_its_share(
-    cm, vault, usdc, admin, list_option, maker, trader, taker, operator, stranger, bidder, create_account, insure
+    cm, vault, short_calls, taker, operator, stranger, bidder
 ):
     """The loss is public from the oracle round that makes the account insolvent (any view,
     e.g. `Lens` or `engine.margin`, shows equity < 0), but the hold-back starts only with
@@ -220,15 +220,7 @@ def test_hold_back__withdrawal_between_the_price_and_the_start__pays_its_share(
     front of the keeper's `start`) and deposits again after the bid pays nothing, and the
     stayer pays more than its share.
     """
-    insure("10")
-    call = list_option("ETH", True, "3000", 30)
-    create_account(maker, {"USDC": "1000000"})
-    create_account(trader, {"USDC": "20000"})
-    create_account(taker, {"USDC": "50000"})
-    create_account(operator, {"USDC": "50000"})
-    cm.trade(maker, trader, call, "10", "150")
-    set_eth(cm, admin, "6000")  # the oracle round: the short calls are insolvent from here
-    short_calls = account_id(trader.address, 0)
+    # the fixture's last oracle round (ETH at 6,000) made the short calls insolvent
     assert cm.engine.contract.margin(short_calls).equity < 0
     base = vault.positive_cash()
     stake = vault.cash_of(operator, 0)
